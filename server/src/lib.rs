@@ -1,1 +1,2 @@
-//! x
+//! # ringcache-server
+pub mod store;

@@ -1,0 +1,683 @@
+//! The keyspace: key → value bytes with expiry, version, LRU/LFU data.
+//!
+//! Pure: no IO, no clock reads. Every operation that cares about time takes
+//! `now_ms` (unix ms) from the caller, so tests drive time by hand.
+//!
+//! Layout: 256 shards, each a `Mutex` around an open-addressing [`Table`].
+//! A key's shard is its Redis Cluster slot modulo 256, so all keys of a slot
+//! live in one shard: per-slot counts, per-slot iteration and (later) slot
+//! transfers touch one shard only. Keys in one hash tag share a shard, as
+//! they share a slot in Redis Cluster.
+//!
+//! Invariants:
+//! - `used` is the sum of every entry's [`Entry::mem_cost`] plus every
+//!   table's bucket bytes; each mutation adjusts it by exactly its delta.
+//! - `ShardInner::volatile` counts the shard's entries that have an expiry,
+//!   and `slot_counts` its entries per slot.
+//! - Locks on several shards are taken in ascending shard order only
+//!   ([`Store::with_keys`]); everything else holds one shard at a time.
+//! - An expired entry is never returned: lookups remove it first.
+
+mod entry;
+pub mod glob;
+pub mod policy;
+mod table;
+
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+
+use ringcache_protocol::{SLOT_COUNT, key_slot};
+
+pub use entry::Entry;
+pub use policy::Policy;
+pub use table::{Table, hash_key};
+
+/// Number of shards; a power of two dividing [`SLOT_COUNT`].
+pub const SHARD_COUNT: usize = 256;
+const SLOTS_PER_SHARD: usize = SLOT_COUNT as usize / SHARD_COUNT;
+
+#[inline]
+fn shard_of(slot: u16) -> usize {
+    usize::from(slot) & (SHARD_COUNT - 1)
+}
+
+#[inline]
+fn slot_index(slot: u16) -> usize {
+    usize::from(slot) / SHARD_COUNT
+}
+
+/// Keeps each shard's lock on its own cache line.
+#[repr(align(64))]
+struct Padded<T>(T);
+
+/// `maxmemory` is reached and the policy cannot free anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("OOM command not allowed when used memory > 'maxmemory'.")]
+pub struct OutOfMemory;
+
+pub struct ShardInner {
+    table: Table,
+    volatile: usize,
+    expire_cursor: usize,
+    slot_counts: [u32; SLOTS_PER_SHARD],
+    /// Last version handed out in this shard (hybrid logical clock: unix ms
+    /// in the high 48 bits, a counter in the low 16).
+    clock: u64,
+    rng: u64,
+}
+
+impl ShardInner {
+    fn new(seed: u64) -> Self {
+        ShardInner {
+            table: Table::new(),
+            volatile: 0,
+            expire_cursor: 0,
+            slot_counts: [0; SLOTS_PER_SHARD],
+            clock: 0,
+            rng: seed | 1,
+        }
+    }
+
+    fn next_version(&mut self, now_ms: u64) -> u64 {
+        let v = (self.clock + 1).max(now_ms << 16);
+        self.clock = v;
+        v
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn insert(&mut self, hash: u64, entry: Entry) -> (usize, i64) {
+        let before = self.table.bucket_bytes() as i64;
+        let cost = entry.mem_cost() as i64;
+        if entry.expiry_ms().is_some() {
+            self.volatile += 1;
+        }
+        self.slot_counts[slot_index(key_slot(entry.key()))] += 1;
+        let pos = self.table.insert_new(hash, entry);
+        (pos, cost + self.table.bucket_bytes() as i64 - before)
+    }
+
+    fn replace(&mut self, pos: usize, entry: Entry) -> i64 {
+        let new_cost = entry.mem_cost() as i64;
+        let new_volatile = entry.expiry_ms().is_some();
+        let old = self.table.replace(pos, entry);
+        match (old.expiry_ms().is_some(), new_volatile) {
+            (false, true) => self.volatile += 1,
+            (true, false) => self.volatile -= 1,
+            _ => {}
+        }
+        new_cost - old.mem_cost() as i64
+    }
+
+    fn remove(&mut self, pos: usize) -> (Entry, i64) {
+        let before = self.table.bucket_bytes() as i64;
+        let old = self.table.remove_at(pos);
+        if old.expiry_ms().is_some() {
+            self.volatile -= 1;
+        }
+        self.slot_counts[slot_index(key_slot(old.key()))] -= 1;
+        let delta = -(old.mem_cost() as i64) + self.table.bucket_bytes() as i64 - before;
+        (old, delta)
+    }
+}
+
+/// Counters the store keeps itself.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub expired_keys: AtomicU64,
+    pub evicted_keys: AtomicU64,
+}
+
+/// The sharded keyspace.
+pub struct Store {
+    shards: Box<[Padded<Mutex<ShardInner>>]>,
+    used: AtomicI64,
+    maxmemory: AtomicU64,
+    policy: AtomicU8,
+    samples: AtomicU32,
+    lfu_log_factor: AtomicU32,
+    lfu_decay_time: AtomicU32,
+    expire_shard: AtomicUsize,
+    rng: AtomicU64,
+    pub stats: StoreStats,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let shards = (0..SHARD_COUNT)
+            .map(|i| Padded(Mutex::new(ShardInner::new((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)))))
+            .collect();
+        Store {
+            shards,
+            used: AtomicI64::new(0),
+            maxmemory: AtomicU64::new(0),
+            policy: AtomicU8::new(Policy::NoEviction as u8),
+            samples: AtomicU32::new(5),
+            lfu_log_factor: AtomicU32::new(10),
+            lfu_decay_time: AtomicU32::new(1),
+            expire_shard: AtomicUsize::new(0),
+            rng: AtomicU64::new(0x1234_5678_9ABC_DEF1),
+            stats: StoreStats::default(),
+        }
+    }
+
+    // ---- settings -------------------------------------------------------
+
+    pub fn set_maxmemory(&self, bytes: u64) {
+        self.maxmemory.store(bytes, Relaxed);
+    }
+    pub fn maxmemory(&self) -> u64 {
+        self.maxmemory.load(Relaxed)
+    }
+    pub fn set_policy(&self, p: Policy) {
+        self.policy.store(p as u8, Relaxed);
+    }
+    pub fn policy(&self) -> Policy {
+        Policy::from_u8(self.policy.load(Relaxed))
+    }
+    pub fn set_samples(&self, n: u32) {
+        self.samples.store(n.clamp(1, 64), Relaxed);
+    }
+    pub fn samples(&self) -> u32 {
+        self.samples.load(Relaxed)
+    }
+    pub fn set_lfu_log_factor(&self, n: u32) {
+        self.lfu_log_factor.store(n, Relaxed);
+    }
+    pub fn lfu_log_factor(&self) -> u32 {
+        self.lfu_log_factor.load(Relaxed)
+    }
+    pub fn set_lfu_decay_time(&self, n: u32) {
+        self.lfu_decay_time.store(n, Relaxed);
+    }
+    pub fn lfu_decay_time(&self) -> u32 {
+        self.lfu_decay_time.load(Relaxed)
+    }
+
+    /// Estimated bytes held by keys, values and tables.
+    pub fn used_memory(&self) -> u64 {
+        self.used.load(Relaxed).max(0) as u64
+    }
+
+    fn random(&self) -> u64 {
+        // splitmix64 over an atomic counter: lock-free, good enough to sample.
+        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, ShardInner> {
+        // A panic while a shard was held leaves the shard structurally sound
+        // (every mutation completes before unlocking or never starts), so a
+        // poisoned lock is taken over rather than taking the node down.
+        self.shards[shard].0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn account(&self, delta: i64) {
+        if delta != 0 {
+            self.used.fetch_add(delta, Relaxed);
+        }
+    }
+
+    // ---- single and multi-key access ----------------------------------
+
+    /// Runs `f` with exclusive access to `key` (its shard locked).
+    #[inline]
+    pub fn with_key<R>(&self, key: &[u8], now_ms: u64, f: impl FnOnce(&mut KeyRef<'_>) -> R) -> R {
+        let slot = key_slot(key);
+        let mut guard = self.lock(shard_of(slot));
+        let mut k = KeyRef::new(&mut guard, self, key, now_ms);
+        f(&mut k)
+    }
+
+    /// Runs `f` with every shard holding one of `keys` locked, so that
+    /// multi-key commands (MSET, MSETNX, RENAME, COPY) are atomic.
+    pub fn with_keys<'k, R>(
+        &self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        now_ms: u64,
+        f: impl FnOnce(&mut MultiKey<'_>) -> R,
+    ) -> R {
+        let mut shards: Vec<usize> = keys.into_iter().map(|k| shard_of(key_slot(k))).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let guards = shards.into_iter().map(|s| (s, self.lock(s))).collect();
+        let mut multi = MultiKey { store: self, guards, now_ms };
+        f(&mut multi)
+    }
+
+    // ---- eviction ---------------------------------------------------------
+
+    /// Frees memory until `used <= maxmemory`, as the policy allows. Called
+    /// before every command that may grow the keyspace.
+    pub fn make_room(&self, now_ms: u64) -> Result<(), OutOfMemory> {
+        const ROUNDS_MAX: usize = 1024;
+        let max = self.maxmemory();
+        if max == 0 {
+            return Ok(());
+        }
+        for round in 0..ROUNDS_MAX {
+            if self.used_memory() <= max {
+                return Ok(());
+            }
+            if !self.evict_one(now_ms) {
+                // Nothing could be evicted. If an earlier round freed
+                // something, let this write through; the next one goes on.
+                return if round == 0 { Err(OutOfMemory) } else { Ok(()) };
+            }
+        }
+        Ok(())
+    }
+
+    /// Evicts one key chosen by the policy. False: nothing evictable.
+    fn evict_one(&self, now_ms: u64) -> bool {
+        let policy = self.policy();
+        if policy == Policy::NoEviction {
+            return false;
+        }
+        let volatile = policy.volatile_only();
+        let samples = self.samples() as usize;
+        let decay = self.lfu_decay_time();
+        let mut best: Option<(u64, usize, Vec<u8>)> = None;
+        let mut sampled = 0;
+        for _ in 0..SHARD_COUNT.max(samples * 8) {
+            if sampled >= samples {
+                break;
+            }
+            let s = (self.random() % SHARD_COUNT as u64) as usize;
+            let mut g = self.lock(s);
+            let cap = g.table.capacity();
+            if g.table.is_empty() || (volatile && g.volatile == 0) {
+                continue;
+            }
+            let start = (self.random() % cap as u64) as usize;
+            let pos = if volatile {
+                (0..cap).map(|d| (start + d) % cap).find(|&i| g.table.get(i).is_some_and(|e| e.expiry_ms().is_some()))
+            } else {
+                g.table.occupied_from(start)
+            };
+            let Some(pos) = pos else { continue };
+            let entry = g.table.get(pos).expect("occupied");
+            if entry.is_expired(now_ms) {
+                let (_, delta) = g.remove(pos);
+                drop(g);
+                self.account(delta);
+                self.stats.expired_keys.fetch_add(1, Relaxed);
+                return true;
+            }
+            let score = match policy {
+                Policy::AllKeysRandom | Policy::VolatileRandom => {
+                    let (_, delta) = g.remove(pos);
+                    drop(g);
+                    self.account(delta);
+                    self.stats.evicted_keys.fetch_add(1, Relaxed);
+                    return true;
+                }
+                Policy::AllKeysLru | Policy::VolatileLru => policy::lru_idle_ms(entry.access(), now_ms),
+                Policy::AllKeysLfu | Policy::VolatileLfu => {
+                    255 - u64::from(policy::lfu_count(entry.access(), now_ms, decay))
+                }
+                Policy::VolatileTtl => u64::MAX - entry.expiry_ms().unwrap_or(u64::MAX),
+                Policy::NoEviction => unreachable!("checked above"),
+            };
+            sampled += 1;
+            if best.as_ref().is_none_or(|(b, _, _)| score > *b) {
+                best = Some((score, s, entry.key().to_vec()));
+            }
+        }
+        let Some((_, s, key)) = best else { return false };
+        let mut g = self.lock(s);
+        let Some(pos) = g.table.find(&key, hash_key(&key)) else {
+            // Changed under us; the caller's loop samples again.
+            return true;
+        };
+        let (_, delta) = g.remove(pos);
+        drop(g);
+        self.account(delta);
+        self.stats.evicted_keys.fetch_add(1, Relaxed);
+        true
+    }
+
+    // ---- active expiry --------------------------------------------------
+
+    /// Visits up to `budget` buckets of shards holding keys with an expiry,
+    /// continuing where the last call stopped, and deletes expired keys.
+    /// Returns (keys with an expiry looked at, keys expired).
+    pub fn active_expire(&self, now_ms: u64, budget: usize) -> (usize, usize) {
+        let mut left = budget;
+        let mut seen = 0;
+        let mut expired = 0;
+        for _ in 0..SHARD_COUNT {
+            if left == 0 {
+                break;
+            }
+            let s = self.expire_shard.load(Relaxed) % SHARD_COUNT;
+            let mut g = self.lock(s);
+            let cap = g.table.capacity();
+            if g.volatile == 0 || cap == 0 {
+                g.expire_cursor = 0;
+                drop(g);
+                self.expire_shard.store(s + 1, Relaxed);
+                continue;
+            }
+            let mut pos = g.expire_cursor.min(cap);
+            let mut delta = 0;
+            while pos < cap && left > 0 {
+                left -= 1;
+                let Some(e) = g.table.get(pos) else {
+                    pos += 1;
+                    continue;
+                };
+                if e.expiry_ms().is_some() {
+                    seen += 1;
+                }
+                if e.is_expired(now_ms) {
+                    let (_, d) = g.remove(pos);
+                    delta += d;
+                    expired += 1;
+                    if g.table.capacity() != cap {
+                        pos = 0; // shrunk: start the shard again next time
+                        break;
+                    }
+                    // A later entry may have shifted into `pos`: look again.
+                } else {
+                    pos += 1;
+                }
+            }
+            let done = pos >= g.table.capacity();
+            g.expire_cursor = if done { 0 } else { pos };
+            drop(g);
+            self.account(delta);
+            if done {
+                self.expire_shard.store(s + 1, Relaxed);
+            }
+        }
+        self.stats.expired_keys.fetch_add(expired as u64, Relaxed);
+        (seen, expired)
+    }
+
+    // ---- whole-keyspace operations --------------------------------------
+
+    /// Number of keys (expired ones not yet collected included, as Redis).
+    pub fn len(&self) -> usize {
+        (0..SHARD_COUNT).map(|s| self.lock(s).table.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of keys with an expiry.
+    pub fn volatile_len(&self) -> usize {
+        (0..SHARD_COUNT).map(|s| self.lock(s).volatile).sum()
+    }
+
+    /// Empties the keyspace and returns the old tables, so the caller can
+    /// free them on another thread (FLUSHALL ASYNC).
+    pub fn flush(&self) -> Vec<Table> {
+        let mut old = Vec::with_capacity(SHARD_COUNT);
+        for s in 0..SHARD_COUNT {
+            let mut g = self.lock(s);
+            let mut freed = g.table.bucket_bytes() as i64;
+            for (_, e) in g.table.iter() {
+                freed += e.mem_cost() as i64;
+            }
+            old.push(g.table.take_all());
+            g.volatile = 0;
+            g.expire_cursor = 0;
+            g.slot_counts = [0; SLOTS_PER_SHARD];
+            drop(g);
+            self.account(-freed);
+        }
+        old
+    }
+
+    /// Keys matching a glob pattern (KEYS).
+    pub fn keys(&self, pattern: &[u8], now_ms: u64) -> Vec<Vec<u8>> {
+        let all = pattern == b"*";
+        let mut out = Vec::new();
+        for s in 0..SHARD_COUNT {
+            let g = self.lock(s);
+            for (_, e) in g.table.iter() {
+                if !e.is_expired(now_ms) && (all || glob::glob_match(pattern, e.key(), false)) {
+                    out.push(e.key().to_vec());
+                }
+            }
+        }
+        out
+    }
+
+    /// One step of SCAN. The cursor is `shard << 56 | h`, meaning "every key
+    /// of this shard whose hash (top 56 bits) is below `h` was returned".
+    /// Hashes do not change when tables grow, so a full scan returns every
+    /// key present from its start to its end, whatever happens meanwhile.
+    /// Returns the next cursor (0: done) and up to about `count` keys.
+    pub fn scan(&self, cursor: u64, count: usize, now_ms: u64) -> (u64, Vec<Vec<u8>>) {
+        const H_MASK: u64 = (1 << 56) - 1;
+        let count = count.max(1);
+        let mut shard = (cursor >> 56) as usize;
+        let mut from = cursor & H_MASK;
+        let mut out = Vec::new();
+        while shard < SHARD_COUNT && out.len() < count {
+            let g = self.lock(shard);
+            let mut found: Vec<(u64, &[u8])> = g
+                .table
+                .iter()
+                .filter(|(_, e)| !e.is_expired(now_ms))
+                .map(|(_, e)| (hash_key(e.key()) >> 8, e.key()))
+                .filter(|(h, _)| *h >= from)
+                .collect();
+            found.sort_unstable();
+            let want = count - out.len();
+            if found.len() <= want {
+                out.extend(found.iter().map(|(_, k)| k.to_vec()));
+                shard += 1;
+                from = 0;
+            } else {
+                // Take `want` keys, plus any that share the last hash so the
+                // cursor never splits keys with equal hashes.
+                let last = found[want - 1].0;
+                let end = found.iter().position(|(h, _)| *h > last).unwrap_or(found.len());
+                out.extend(found[..end].iter().map(|(_, k)| k.to_vec()));
+                if end == found.len() {
+                    shard += 1;
+                    from = 0;
+                } else {
+                    from = last + 1;
+                    break;
+                }
+            }
+        }
+        let next = if shard >= SHARD_COUNT { 0 } else { ((shard as u64) << 56) | from };
+        (next, out)
+    }
+
+    /// A random live key (RANDOMKEY).
+    pub fn random_key(&self, now_ms: u64) -> Option<Vec<u8>> {
+        for _ in 0..SHARD_COUNT * 4 {
+            let s = (self.random() % SHARD_COUNT as u64) as usize;
+            let mut g = self.lock(s);
+            if g.table.is_empty() {
+                continue;
+            }
+            let start = (self.random() % g.table.capacity() as u64) as usize;
+            let pos = g.table.occupied_from(start).expect("non-empty table");
+            let e = g.table.get(pos).expect("occupied");
+            if e.is_expired(now_ms) {
+                let (_, delta) = g.remove(pos);
+                drop(g);
+                self.account(delta);
+                self.stats.expired_keys.fetch_add(1, Relaxed);
+                continue;
+            }
+            return Some(e.key().to_vec());
+        }
+        None
+    }
+
+    /// Keys stored in `slot` (expired ones included until collected).
+    pub fn count_keys_in_slot(&self, slot: u16) -> usize {
+        self.lock(shard_of(slot)).slot_counts[slot_index(slot)] as usize
+    }
+
+    /// Up to `count` live keys of `slot`.
+    pub fn keys_in_slot(&self, slot: u16, count: usize, now_ms: u64) -> Vec<Vec<u8>> {
+        let g = self.lock(shard_of(slot));
+        g.table
+            .iter()
+            .filter(|(_, e)| !e.is_expired(now_ms) && key_slot(e.key()) == slot)
+            .take(count)
+            .map(|(_, e)| e.key().to_vec())
+            .collect()
+    }
+}
+
+/// Several shards locked at once (see [`Store::with_keys`]).
+pub struct MultiKey<'a> {
+    store: &'a Store,
+    guards: Vec<(usize, MutexGuard<'a, ShardInner>)>,
+    now_ms: u64,
+}
+
+impl MultiKey<'_> {
+    /// Access to one of the keys given to [`Store::with_keys`].
+    pub fn key<'b>(&'b mut self, key: &'b [u8]) -> KeyRef<'b> {
+        let s = shard_of(key_slot(key));
+        let idx = self.guards.binary_search_by_key(&s, |(i, _)| *i).expect("key was locked by with_keys");
+        let shard: &mut ShardInner = &mut self.guards[idx].1;
+        KeyRef::new(shard, self.store, key, self.now_ms)
+    }
+}
+
+/// Exclusive access to one key while its shard is locked.
+pub struct KeyRef<'a> {
+    shard: &'a mut ShardInner,
+    store: &'a Store,
+    key: &'a [u8],
+    hash: u64,
+    pos: Option<usize>,
+    now_ms: u64,
+}
+
+impl<'a> KeyRef<'a> {
+    fn new(shard: &'a mut ShardInner, store: &'a Store, key: &'a [u8], now_ms: u64) -> Self {
+        let hash = hash_key(key);
+        let mut pos = shard.table.find(key, hash);
+        if let Some(p) = pos
+            && shard.table.get(p).is_some_and(|e| e.is_expired(now_ms))
+        {
+            let (_, delta) = shard.remove(p);
+            store.account(delta);
+            store.stats.expired_keys.fetch_add(1, Relaxed);
+            pos = None;
+        }
+        KeyRef { shard, store, key, hash, pos, now_ms }
+    }
+
+    #[inline]
+    pub fn exists(&self) -> bool {
+        self.pos.is_some()
+    }
+
+    #[inline]
+    pub fn entry(&self) -> Option<&Entry> {
+        self.pos.and_then(|p| self.shard.table.get(p))
+    }
+
+    #[inline]
+    pub fn value(&self) -> Option<&[u8]> {
+        self.entry().map(Entry::value)
+    }
+
+    #[inline]
+    pub fn expiry_ms(&self) -> Option<u64> {
+        self.entry().and_then(Entry::expiry_ms)
+    }
+
+    fn new_access(&self) -> u32 {
+        if self.store.policy().is_lfu() { policy::lfu_new(self.now_ms) } else { policy::lru_clock(self.now_ms) }
+    }
+
+    /// Records an access for LRU/LFU.
+    #[inline]
+    pub fn touch(&mut self) {
+        let Some(p) = self.pos else { return };
+        let policy = self.store.policy();
+        let access = if policy.is_lfu() {
+            let r = self.shard.random();
+            let old = self.shard.table.get(p).expect("present").access();
+            policy::lfu_touch(old, self.now_ms, self.store.lfu_decay_time(), self.store.lfu_log_factor(), r)
+        } else {
+            policy::lru_clock(self.now_ms)
+        };
+        if let Some(e) = self.shard.table.get_mut(p) {
+            e.set_access(access);
+        }
+    }
+
+    /// Stores `value` with `expiry_ms`, replacing any old value.
+    pub fn set(&mut self, value: &[u8], expiry_ms: Option<u64>) {
+        let version = self.shard.next_version(self.now_ms);
+        let access = self.new_access();
+        let entry = Entry::new(self.key, value, expiry_ms, version, access);
+        self.put(entry);
+    }
+
+    /// Stores an entry built elsewhere (RENAME, COPY); its key must be this key.
+    pub fn put_entry_from(&mut self, other: &Entry, expiry_ms: Option<u64>) {
+        let version = self.shard.next_version(self.now_ms);
+        let entry = other.rebuild(self.key, expiry_ms, version);
+        self.put(entry);
+    }
+
+    fn put(&mut self, entry: Entry) {
+        let delta = match self.pos {
+            Some(p) => self.shard.replace(p, entry),
+            None => {
+                let (p, d) = self.shard.insert(self.hash, entry);
+                self.pos = Some(p);
+                d
+            }
+        };
+        self.store.account(delta);
+    }
+
+    /// Changes the expiry of an existing key. False if the key is missing.
+    pub fn set_expiry(&mut self, expiry_ms: Option<u64>) -> bool {
+        let Some(p) = self.pos else { return false };
+        if self.shard.table.get(p).expect("present").expiry_ms() == expiry_ms {
+            return true;
+        }
+        let version = self.shard.next_version(self.now_ms);
+        let entry = self.shard.table.get(p).expect("present").rebuild(self.key, expiry_ms, version);
+        let delta = self.shard.replace(p, entry);
+        self.store.account(delta);
+        true
+    }
+
+    /// Deletes the key, returning its entry.
+    pub fn remove(&mut self) -> Option<Entry> {
+        let p = self.pos.take()?;
+        let (old, delta) = self.shard.remove(p);
+        self.store.account(delta);
+        Some(old)
+    }
+}
+
+#[cfg(test)]
+mod tests;

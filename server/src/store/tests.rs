@@ -1,0 +1,222 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn get(store: &Store, key: &[u8], now: u64) -> Option<Vec<u8>> {
+    store.with_key(key, now, |k| k.value().map(<[u8]>::to_vec))
+}
+
+fn set(store: &Store, key: &[u8], value: &[u8], expiry: Option<u64>, now: u64) {
+    store.with_key(key, now, |k| k.set(value, expiry));
+}
+
+fn recount(store: &Store) -> u64 {
+    let mut total = 0;
+    for s in 0..SHARD_COUNT {
+        let g = store.lock(s);
+        total += g.table.bucket_bytes() as u64;
+        total += g.table.iter().map(|(_, e)| e.mem_cost() as u64).sum::<u64>();
+    }
+    total
+}
+
+#[test]
+fn set_get_expire() {
+    let store = Store::new();
+    set(&store, b"a", b"1", None, NOW);
+    set(&store, b"b", b"2", Some(NOW + 1000), NOW);
+    assert_eq!(get(&store, b"a", NOW), Some(b"1".to_vec()));
+    assert_eq!(get(&store, b"b", NOW + 999), Some(b"2".to_vec()));
+    assert_eq!(get(&store, b"b", NOW + 1000), None);
+    assert_eq!(store.stats.expired_keys.load(Relaxed), 1);
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.used_memory(), recount(&store));
+}
+
+#[test]
+fn versions_grow_within_a_key() {
+    let store = Store::new();
+    set(&store, b"k", b"1", None, NOW);
+    let v1 = store.with_key(b"k", NOW, |k| k.entry().unwrap().version());
+    set(&store, b"k", b"2", None, NOW);
+    let v2 = store.with_key(b"k", NOW, |k| k.entry().unwrap().version());
+    assert!(v2 > v1);
+    assert_eq!(v1 >> 16, NOW);
+}
+
+#[test]
+fn active_expiry_collects_without_access() {
+    let store = Store::new();
+    for i in 0..1000 {
+        let key = format!("k{i}");
+        let expiry = if i % 2 == 0 { Some(NOW + 10) } else { None };
+        set(&store, key.as_bytes(), b"v", expiry, NOW);
+    }
+    assert_eq!(store.volatile_len(), 500);
+    let mut total = 0;
+    for _ in 0..100 {
+        total += store.active_expire(NOW + 10, 1000).1;
+    }
+    assert_eq!(total, 500);
+    assert_eq!(store.len(), 500);
+    assert_eq!(store.volatile_len(), 0);
+    assert_eq!(store.used_memory(), recount(&store));
+}
+
+#[test]
+fn scan_returns_every_key_once_despite_growth() {
+    let store = Store::new();
+    for i in 0..2000 {
+        set(&store, format!("k{i}").as_bytes(), b"v", None, NOW);
+    }
+    let mut seen = HashMap::new();
+    let mut cursor = 0;
+    let mut extra = 0;
+    loop {
+        let (next, keys) = store.scan(cursor, 10, NOW);
+        for k in keys {
+            *seen.entry(k).or_insert(0) += 1;
+        }
+        // Grow the keyspace while scanning: tables resize under the cursor.
+        for _ in 0..3 {
+            set(&store, format!("x{extra}").as_bytes(), b"v", None, NOW);
+            extra += 1;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    for i in 0..2000 {
+        assert_eq!(seen.get(format!("k{i}").as_bytes()), Some(&1), "k{i}");
+    }
+}
+
+#[test]
+fn multi_key_locks_in_order() {
+    let store = Store::new();
+    let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("m{i}").into_bytes()).collect();
+    store.with_keys(keys.iter().map(Vec::as_slice), NOW, |m| {
+        for k in &keys {
+            m.key(k).set(b"x", None);
+        }
+    });
+    assert_eq!(store.len(), 50);
+}
+
+fn fill(store: &Store, n: usize, ttl_every: usize) {
+    for i in 0..n {
+        let expiry = if ttl_every > 0 && i % ttl_every == 0 { Some(NOW + 1_000_000 + i as u64) } else { None };
+        set(store, format!("key:{i:08}").as_bytes(), &[b'v'; 100], expiry, NOW + i as u64);
+    }
+}
+
+#[test]
+fn noeviction_refuses() {
+    let store = Store::new();
+    fill(&store, 100, 0);
+    store.set_maxmemory(1000);
+    assert_eq!(store.make_room(NOW), Err(OutOfMemory));
+}
+
+#[test]
+fn every_policy_stays_under_maxmemory() {
+    for policy in Policy::ALL.into_iter().filter(|p| *p != Policy::NoEviction) {
+        let store = Store::new();
+        store.set_policy(policy);
+        store.set_maxmemory(200_000);
+        let mut refused = 0;
+        for i in 0..5000u64 {
+            let now = NOW + i;
+            if store.make_room(now).is_err() {
+                refused += 1;
+                continue;
+            }
+            // One key in ten has no expiry: 500 of them fit under maxmemory,
+            // so volatile policies always find something to evict.
+            let expiry = if i % 10 != 0 { Some(now + 1_000_000 + i) } else { None };
+            set(&store, format!("key:{i:08}").as_bytes(), &[b'v'; 100], expiry, now);
+        }
+        assert_eq!(refused, 0, "{policy}");
+        assert!(store.used_memory() <= 200_000 + 1000, "{policy}: {}", store.used_memory());
+        assert!(store.stats.evicted_keys.load(Relaxed) > 0, "{policy}");
+        assert_eq!(store.used_memory(), recount(&store), "{policy}");
+        if policy.volatile_only() {
+            // Only keys with an expiry were evicted: every key without one survives.
+            for i in (0..5000u64).step_by(10) {
+                assert!(get(&store, format!("key:{i:08}").as_bytes(), NOW + 6000).is_some(), "{policy} key {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn volatile_policy_without_volatile_keys_is_oom() {
+    let store = Store::new();
+    store.set_policy(Policy::VolatileLru);
+    fill(&store, 100, 0);
+    store.set_maxmemory(1000);
+    assert_eq!(store.make_room(NOW), Err(OutOfMemory));
+}
+
+#[test]
+fn lru_prefers_old_keys() {
+    let store = Store::new();
+    store.set_policy(Policy::AllKeysLru);
+    store.set_samples(10);
+    // 1000 keys written long ago, then the second half read recently.
+    fill(&store, 1000, 0);
+    for i in 500..1000 {
+        store.with_key(format!("key:{i:08}").as_bytes(), NOW + 3_600_000, |k| k.touch());
+    }
+    store.set_maxmemory(store.used_memory() / 2);
+    store.make_room(NOW + 3_600_000).unwrap();
+    let recent_alive = (500..1000).filter(|i| get(&store, format!("key:{i:08}").as_bytes(), NOW).is_some()).count();
+    let old_alive = (0..500).filter(|i| get(&store, format!("key:{i:08}").as_bytes(), NOW).is_some()).count();
+    assert!(recent_alive > old_alive * 3, "recent {recent_alive} old {old_alive}");
+}
+
+#[test]
+fn volatile_ttl_prefers_nearest_expiry() {
+    let store = Store::new();
+    store.set_policy(Policy::VolatileTtl);
+    store.set_samples(10);
+    for i in 0..1000u64 {
+        set(&store, format!("key:{i:08}").as_bytes(), &[b'v'; 100], Some(NOW + 1_000_000 * (i + 1)), NOW);
+    }
+    store.set_maxmemory(store.used_memory() / 2);
+    store.make_room(NOW).unwrap();
+    let late_alive = (500..1000).filter(|i| get(&store, format!("key:{i:08}").as_bytes(), NOW).is_some()).count();
+    let early_alive = (0..500).filter(|i| get(&store, format!("key:{i:08}").as_bytes(), NOW).is_some()).count();
+    assert!(late_alive > early_alive * 3, "late {late_alive} early {early_alive}");
+}
+
+proptest! {
+    /// The store behaves like a HashMap with expiry, and its memory
+    /// accounting always equals a recount.
+    #[test]
+    fn behaves_like_a_model(ops in proptest::collection::vec((0u8..4, 0u16..200, any::<u8>(), 0u64..4), 0..800)) {
+        let store = Store::new();
+        let mut model: HashMap<Vec<u8>, (Vec<u8>, Option<u64>)> = HashMap::new();
+        let mut now = NOW;
+        for (op, k, v, dt) in ops {
+            now += dt;
+            let key = format!("k{k}").into_bytes();
+            model.retain(|_, (_, e)| e.is_none_or(|e| e > now));
+            match op {
+                0 => { set(&store, &key, &[v], None, now); model.insert(key, (vec![v], None)); }
+                1 => { set(&store, &key, &[v; 3], Some(now + 2), now); model.insert(key, (vec![v; 3], Some(now + 2))); }
+                2 => {
+                    let removed = store.with_key(&key, now, |r| r.remove()).is_some();
+                    prop_assert_eq!(removed, model.remove(&key).is_some());
+                }
+                _ => { prop_assert_eq!(get(&store, &key, now), model.get(&key).map(|(v, _)| v.clone())); }
+            }
+            prop_assert_eq!(store.used_memory(), recount(&store));
+        }
+    }
+}
