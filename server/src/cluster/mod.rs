@@ -1,0 +1,24 @@
+//! Pure cluster state machines: input events and `now` in, actions out; no
+//! sockets, no clock reads, no tokio (a test keeps it that way).
+//!
+//! Today this holds only the naming of what exists: a single node is a
+//! cluster of one. Membership (foca), the ring and slot table, replication
+//! and rebalancing land here in the issues that follow. Write versions are
+//! hybrid logical clocks kept per store shard (see `store::ShardInner`).
+
+#[cfg(test)]
+mod tests {
+    /// Files under `cluster/` must stay free of IO and clocks.
+    #[test]
+    fn cluster_modules_are_sans_io() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cluster");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for banned in ["tokio::", "std::net", "Instant::now", "SystemTime::now"] {
+                let hits = text.lines().filter(|l| l.contains(banned) && !l.contains("banned")).count();
+                assert_eq!(hits, 0, "{} names {banned}", path.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Commands: one file per family, each command a function that reads its
+//! arguments, acts on the store, and writes its reply.
+//!
+//! [`execute`] is the single entry: it finds the command in [`COMMANDS`],
+//! checks authentication, arity and memory (for commands that may grow the
+//! keyspace), runs it, and turns a [`CmdError`] into the error reply Redis
+//! would send. A command error never closes the connection.
+//!
+//! Files: `connection.rs` (PING ECHO HELLO AUTH SELECT QUIT RESET CLIENT),
+//! `server.rs` (INFO CONFIG DBSIZE FLUSH* TIME LATENCY SLOWLOG SHUTDOWN),
+//! `introspect.rs` (COMMAND), `string.rs`, `keyspace.rs`.
+
+mod connection;
+mod introspect;
+mod keyspace;
+mod server;
+mod string;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::LazyLock;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::BytesMut;
+use ringcache_protocol::{Args, Version, encode, parse_i64};
+
+use crate::shared::{ClientInfo, LocalStats, Outcome, Shared};
+
+pub use server::info_text;
+
+/// A command's reply writer, aware of the connection's RESP version.
+pub struct Reply<'a> {
+    pub buf: &'a mut BytesMut,
+    pub v: Version,
+}
+
+impl Reply<'_> {
+    #[inline]
+    pub fn ok(&mut self) {
+        self.buf.extend_from_slice(b"+OK\r\n");
+    }
+    #[inline]
+    pub fn simple(&mut self, s: &str) {
+        encode::simple(self.buf, s.as_bytes());
+    }
+    #[inline]
+    pub fn bulk(&mut self, b: &[u8]) {
+        encode::bulk(self.buf, b);
+    }
+    #[inline]
+    pub fn null(&mut self) {
+        encode::null(self.buf, self.v);
+    }
+    pub fn null_array(&mut self) {
+        encode::null_array(self.buf, self.v);
+    }
+    #[inline]
+    pub fn int(&mut self, n: i64) {
+        encode::integer(self.buf, n);
+    }
+    #[inline]
+    pub fn array(&mut self, n: usize) {
+        encode::array_header(self.buf, n);
+    }
+    pub fn map(&mut self, n: usize) {
+        encode::map_header(self.buf, n, self.v);
+    }
+    pub fn set(&mut self, n: usize) {
+        encode::set_header(self.buf, n, self.v);
+    }
+    pub fn error(&mut self, text: &str) {
+        encode::error(self.buf, text.as_bytes());
+    }
+    pub fn verbatim(&mut self, text: &[u8]) {
+        encode::verbatim(self.buf, b"txt", text, self.v);
+    }
+    pub fn bulk_opt(&mut self, b: Option<&[u8]>) {
+        match b {
+            Some(b) => self.bulk(b),
+            None => self.null(),
+        }
+    }
+}
+
+/// Per-connection state the commands see.
+#[derive(Debug)]
+pub struct ConnState {
+    pub info: Arc<ClientInfo>,
+    pub resp: Version,
+    pub authenticated: bool,
+    /// Set by QUIT (and SHUTDOWN): close after writing the replies so far.
+    pub quit: bool,
+}
+
+impl ConnState {
+    pub fn new(info: Arc<ClientInfo>, needs_auth: bool) -> Self {
+        ConnState { info, resp: Version::Resp2, authenticated: !needs_auth, quit: false }
+    }
+}
+
+/// Everything a command runs with.
+pub struct Ctx<'a> {
+    pub shared: &'a Shared,
+    pub conn: &'a mut ConnState,
+    pub out: Reply<'a>,
+    pub now_ms: u64,
+    pub stats: &'a mut LocalStats,
+}
+
+/// A command's failure; [`CmdError::text`] is the error reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CmdError {
+    Syntax,
+    NotInteger,
+    NotFloat,
+    Overflow,
+    NoSuchKey,
+    Oom,
+    InvalidExpire(&'static str),
+    /// Wrong number of arguments; the name is the command's (or
+    /// `container|sub`) in lower case.
+    Arity(String),
+    UnknownSubcommand(String, &'static str),
+    /// Any other message, with its prefix (`ERR ...`, `WRONGPASS ...`).
+    Msg(Cow<'static, str>),
+}
+
+impl CmdError {
+    pub fn msg(s: impl Into<Cow<'static, str>>) -> Self {
+        CmdError::Msg(s.into())
+    }
+
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            CmdError::Syntax => "ERR syntax error".into(),
+            CmdError::NotInteger => "ERR value is not an integer or out of range".into(),
+            CmdError::NotFloat => "ERR value is not a valid float".into(),
+            CmdError::Overflow => "ERR increment or decrement would overflow".into(),
+            CmdError::NoSuchKey => "ERR no such key".into(),
+            CmdError::Oom => "OOM command not allowed when used memory > 'maxmemory'.".into(),
+            CmdError::InvalidExpire(cmd) => format!("ERR invalid expire time in '{cmd}' command").into(),
+            CmdError::Arity(name) => format!("ERR wrong number of arguments for '{name}' command").into(),
+            CmdError::UnknownSubcommand(sub, container) => {
+                format!("ERR unknown subcommand '{}'. Try {container} HELP.", truncate(sub, 128)).into()
+            }
+            CmdError::Msg(m) => Cow::Borrowed(m),
+        }
+    }
+}
+
+pub type CmdResult = Result<(), CmdError>;
+
+type Handler = fn(&mut Ctx<'_>, Args<'_>) -> CmdResult;
+
+/// A command and what COMMAND INFO / DOCS say about it.
+pub struct Spec {
+    pub name: &'static str,
+    /// Redis arity: n = exactly n arguments (name included); -n = at least n.
+    pub arity: i32,
+    pub flags: &'static [&'static str],
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+    pub group: &'static str,
+    pub since: &'static str,
+    pub summary: &'static str,
+    pub run: Handler,
+}
+
+impl Spec {
+    pub fn has_flag(&self, f: &str) -> bool {
+        self.flags.contains(&f)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn spec(
+    name: &'static str,
+    arity: i32,
+    flags: &'static [&'static str],
+    keys: (i32, i32, i32),
+    group: &'static str,
+    since: &'static str,
+    summary: &'static str,
+    run: Handler,
+) -> Spec {
+    Spec { name, arity, flags, first_key: keys.0, last_key: keys.1, step: keys.2, group, since, summary, run }
+}
+
+const NOKEYS: (i32, i32, i32) = (0, 0, 0);
+const KEY1: (i32, i32, i32) = (1, 1, 1);
+const KEYS_ALL: (i32, i32, i32) = (1, -1, 1);
+const KEYS_PAIRS: (i32, i32, i32) = (1, -1, 2);
+const KEYS_TWO: (i32, i32, i32) = (1, 2, 1);
+
+const R_FAST: &[&str] = &["readonly", "fast"];
+const W_OOM: &[&str] = &["write", "denyoom"];
+const W_OOM_FAST: &[&str] = &["write", "denyoom", "fast"];
+const W_FAST: &[&str] = &["write", "fast"];
+const NOAUTH_FAST: &[&str] = &["noscript", "loading", "stale", "fast", "no-auth", "allow-busy"];
+
+/// Every command the node knows.
+#[rustfmt::skip]
+pub static COMMANDS: &[Spec] = &[
+    // connection
+    spec("ping", -1, &["fast"], NOKEYS, "connection", "1.0.0", "Returns the server's liveliness response.", connection::ping),
+    spec("echo", 2, &["fast"], NOKEYS, "connection", "1.0.0", "Returns the given string.", connection::echo),
+    spec("hello", -1, NOAUTH_FAST, NOKEYS, "connection", "6.0.0", "Handshakes with the Redis server.", connection::hello),
+    spec("auth", -2, NOAUTH_FAST, NOKEYS, "connection", "1.0.0", "Authenticates the connection.", connection::auth),
+    spec("select", 2, &["loading", "stale", "fast"], NOKEYS, "connection", "1.0.0", "Changes the selected database (only 0 exists).", connection::select),
+    spec("quit", -1, &["noscript", "loading", "stale", "fast", "no-auth", "allow-busy"], NOKEYS, "connection", "1.0.0", "Closes the connection.", connection::quit),
+    spec("reset", 1, NOAUTH_FAST, NOKEYS, "connection", "6.2.0", "Resets the connection.", connection::reset),
+    spec("client", -2, &["noscript", "loading", "stale"], NOKEYS, "connection", "2.4.0", "A container for client connection commands.", connection::client),
+    // server
+    spec("command", -1, &["loading", "stale"], NOKEYS, "server", "2.8.13", "Returns detailed information about all commands.", introspect::command),
+    spec("info", -1, &["loading", "stale"], NOKEYS, "server", "1.0.0", "Returns information and statistics about the server.", server::info),
+    spec("config", -2, &["admin", "noscript", "loading", "stale"], NOKEYS, "server", "2.0.0", "A container for server configuration commands.", server::config),
+    spec("dbsize", 1, R_FAST, NOKEYS, "server", "1.0.0", "Returns the number of keys in the database.", server::dbsize),
+    spec("flushall", -1, &["write"], NOKEYS, "server", "1.0.0", "Removes all keys from all databases.", server::flushall),
+    spec("flushdb", -1, &["write"], NOKEYS, "server", "1.0.0", "Remove all keys from the current database.", server::flushall),
+    spec("time", 1, &["loading", "stale", "fast"], NOKEYS, "server", "2.6.0", "Returns the server time.", server::time),
+    spec("latency", -2, &["admin", "noscript", "loading", "stale"], NOKEYS, "server", "2.8.13", "A container for latency diagnostics commands.", server::latency),
+    spec("slowlog", -2, &["admin", "loading", "stale"], NOKEYS, "server", "2.2.12", "A container for slow log commands.", server::slowlog),
+    spec("shutdown", -1, &["admin", "noscript", "loading", "stale", "no-multi", "allow-busy"], NOKEYS, "server", "1.0.0", "Stops the node after letting connections finish.", server::shutdown),
+    // string
+    spec("get", 2, R_FAST, KEY1, "string", "1.0.0", "Returns the string value of a key.", string::get),
+    spec("set", -3, W_OOM, KEY1, "string", "1.0.0", "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.", string::set),
+    spec("setnx", 3, W_OOM_FAST, KEY1, "string", "1.0.0", "Set the string value of a key only when the key doesn't exist.", string::setnx),
+    spec("setex", 4, W_OOM, KEY1, "string", "2.0.0", "Sets the string value and expiration time of a key.", string::setex),
+    spec("psetex", 4, W_OOM, KEY1, "string", "2.6.0", "Sets both string value and expiration time in milliseconds of a key.", string::psetex),
+    spec("getset", 3, W_OOM_FAST, KEY1, "string", "1.0.0", "Returns the previous string value of a key after setting it to a new value.", string::getset),
+    spec("getdel", 2, W_FAST, KEY1, "string", "6.2.0", "Returns the string value of a key after deleting the key.", string::getdel),
+    spec("getex", -2, W_FAST, KEY1, "string", "6.2.0", "Returns the string value of a key after setting its expiration time.", string::getex),
+    spec("mget", -2, R_FAST, KEYS_ALL, "string", "1.0.0", "Atomically returns the string values of one or more keys.", string::mget),
+    spec("mset", -3, W_OOM, KEYS_PAIRS, "string", "1.0.1", "Atomically creates or modifies the string values of one or more keys.", string::mset),
+    spec("msetnx", -3, W_OOM, KEYS_PAIRS, "string", "1.0.1", "Atomically modifies the string values of one or more keys only when all keys don't exist.", string::msetnx),
+    spec("append", 3, W_OOM_FAST, KEY1, "string", "2.0.0", "Appends a string to the value of a key. Creates the key if it doesn't exist.", string::append),
+    spec("strlen", 2, R_FAST, KEY1, "string", "2.2.0", "Returns the length of a string value.", string::strlen),
+    spec("getrange", 4, &["readonly"], KEY1, "string", "2.4.0", "Returns a substring of the string stored at a key.", string::getrange),
+    spec("substr", 4, &["readonly"], KEY1, "string", "1.0.0", "Returns a substring from a string value.", string::getrange),
+    spec("setrange", 4, W_OOM, KEY1, "string", "2.2.0", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.", string::setrange),
+    spec("incr", 2, W_OOM_FAST, KEY1, "string", "1.0.0", "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", string::incr),
+    spec("decr", 2, W_OOM_FAST, KEY1, "string", "1.0.0", "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.", string::decr),
+    spec("incrby", 3, W_OOM_FAST, KEY1, "string", "1.0.0", "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.", string::incrby),
+    spec("decrby", 3, W_OOM_FAST, KEY1, "string", "1.0.0", "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.", string::decrby),
+    spec("incrbyfloat", 3, W_OOM_FAST, KEY1, "string", "2.6.0", "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.", string::incrbyfloat),
+    // keyspace
+    spec("del", -2, &["write"], KEYS_ALL, "generic", "1.0.0", "Deletes one or more keys.", keyspace::del),
+    spec("unlink", -2, W_FAST, KEYS_ALL, "generic", "4.0.0", "Asynchronously deletes one or more keys.", keyspace::del),
+    spec("exists", -2, R_FAST, KEYS_ALL, "generic", "1.0.0", "Determines whether one or more keys exist.", keyspace::exists),
+    spec("touch", -2, R_FAST, KEYS_ALL, "generic", "3.2.1", "Returns the number of existing keys out of those specified after updating the time they were last accessed.", keyspace::touch),
+    spec("type", 2, R_FAST, KEY1, "generic", "1.0.0", "Determines the type of value stored at a key.", keyspace::type_),
+    spec("expire", -3, W_FAST, KEY1, "generic", "1.0.0", "Sets the expiration time of a key in seconds.", keyspace::expire),
+    spec("pexpire", -3, W_FAST, KEY1, "generic", "2.6.0", "Sets the expiration time of a key in milliseconds.", keyspace::pexpire),
+    spec("expireat", -3, W_FAST, KEY1, "generic", "1.2.0", "Sets the expiration time of a key to a Unix timestamp.", keyspace::expireat),
+    spec("pexpireat", -3, W_FAST, KEY1, "generic", "2.6.0", "Sets the expiration time of a key to a Unix milliseconds timestamp.", keyspace::pexpireat),
+    spec("ttl", 2, R_FAST, KEY1, "generic", "1.0.0", "Returns the expiration time in seconds of a key.", keyspace::ttl),
+    spec("pttl", 2, R_FAST, KEY1, "generic", "2.6.0", "Returns the expiration time in milliseconds of a key.", keyspace::pttl),
+    spec("expiretime", 2, R_FAST, KEY1, "generic", "7.0.0", "Returns the expiration time of a key as a Unix timestamp.", keyspace::expiretime),
+    spec("pexpiretime", 2, R_FAST, KEY1, "generic", "7.0.0", "Returns the expiration time of a key as a Unix milliseconds timestamp.", keyspace::pexpiretime),
+    spec("persist", 2, W_FAST, KEY1, "generic", "2.2.0", "Removes the expiration time of a key.", keyspace::persist),
+    spec("keys", 2, &["readonly"], NOKEYS, "generic", "1.0.0", "Returns all key names that match a pattern.", keyspace::keys),
+    spec("scan", -2, &["readonly"], NOKEYS, "generic", "2.8.0", "Iterates over the key names in the database.", keyspace::scan),
+    spec("randomkey", 1, &["readonly"], NOKEYS, "generic", "1.0.0", "Returns a random key name from the database.", keyspace::randomkey),
+    spec("rename", 3, &["write"], KEYS_TWO, "generic", "1.0.0", "Renames a key and overwrites the destination.", keyspace::rename),
+    spec("renamenx", 3, W_FAST, KEYS_TWO, "generic", "1.0.0", "Renames a key only when the target key name doesn't exist.", keyspace::renamenx),
+    spec("copy", -3, W_OOM, KEYS_TWO, "generic", "6.2.0", "Copies the value of a key to a new key.", keyspace::copy),
+];
+
+static BY_NAME: LazyLock<HashMap<&'static [u8], usize>> =
+    LazyLock::new(|| COMMANDS.iter().enumerate().map(|(i, c)| (c.name.as_bytes(), i)).collect());
+
+/// Longest command name; longer names are unknown without a lookup.
+const NAME_LEN_MAX: usize = 16;
+
+/// Finds a command by name, case-insensitively.
+#[inline]
+pub fn lookup(name: &[u8]) -> Option<usize> {
+    if name.len() > NAME_LEN_MAX {
+        return None;
+    }
+    let mut lower = [0u8; NAME_LEN_MAX];
+    for (d, s) in lower.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    BY_NAME.get(&lower[..name.len()]).copied()
+}
+
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn unknown_command(args: Args<'_>) -> String {
+    // Redis: "unknown command '%.128s', with args beginning with: 'a' 'b' "
+    let name = String::from_utf8_lossy(args.get(0));
+    let mut rest = String::new();
+    for a in args.iter().skip(1) {
+        if rest.len() >= 128 {
+            break;
+        }
+        let a = String::from_utf8_lossy(a);
+        let room = 128 - rest.len();
+        rest.push('\'');
+        rest.push_str(truncate(&a, room));
+        rest.push_str("' ");
+    }
+    format!("ERR unknown command '{}', with args beginning with: {rest}", truncate(&name, 128))
+}
+
+/// Runs one request and writes its reply.
+pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) {
+    let Some(idx) = lookup(args.get(0)) else {
+        ctx.stats.unknown += 1;
+        let text = unknown_command(args);
+        ctx.out.error(&text);
+        return;
+    };
+    let spec = &COMMANDS[idx];
+    ctx.conn.info.last_cmd.store(idx as u16, Relaxed);
+    if !ctx.conn.authenticated && !spec.has_flag("no-auth") {
+        ctx.stats.record(idx, Outcome::Rejected);
+        ctx.out.error("NOAUTH Authentication required.");
+        return;
+    }
+    let n = args.len() as i32;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        ctx.stats.record(idx, Outcome::Rejected);
+        ctx.out.error(&CmdError::Arity(spec.name.to_string()).text());
+        return;
+    }
+    if spec.has_flag("denyoom") && ctx.shared.store.make_room(ctx.now_ms).is_err() {
+        ctx.stats.record(idx, Outcome::Rejected);
+        ctx.out.error(&CmdError::Oom.text());
+        return;
+    }
+    match (spec.run)(ctx, args) {
+        Ok(()) => ctx.stats.record(idx, Outcome::Ok),
+        Err(e) => {
+            ctx.stats.record(idx, Outcome::Failed);
+            ctx.out.error(&e.text());
+        }
+    }
+}
+
+// ---- argument helpers shared by the command files ---------------------------
+
+pub fn arg_i64(a: &[u8]) -> Result<i64, CmdError> {
+    parse_i64(a).ok_or(CmdError::NotInteger)
+}
+
+/// Parses a float the way Redis's `string2ld` accepts it: no spaces, not NaN.
+pub fn arg_f64(a: &[u8]) -> Result<f64, CmdError> {
+    let s = std::str::from_utf8(a).map_err(|_| CmdError::NotFloat)?;
+    if s.is_empty() || s.starts_with(|c: char| c.is_whitespace()) || s.ends_with(|c: char| c.is_whitespace()) {
+        return Err(CmdError::NotFloat);
+    }
+    let lower = s.to_ascii_lowercase();
+    let v: f64 = match lower.as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ if lower.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'-' | b'+')) => {
+            lower.parse().map_err(|_| CmdError::NotFloat)?
+        }
+        _ => return Err(CmdError::NotFloat),
+    };
+    if v.is_nan() {
+        return Err(CmdError::NotFloat);
+    }
+    Ok(v)
+}
+
+pub fn eq_ic(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+/// Lower-case name of a subcommand for arity errors: `client|kill`.
+pub fn sub_name(container: &str, sub: &[u8]) -> String {
+    format!("{container}|{}", String::from_utf8_lossy(sub).to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,412 @@
+//! Configuration: command-line flags, `RINGCACHE_*` environment variables
+//! and a TOML file (`--config`).
+//!
+//! Precedence, highest first: flag, environment variable, config file,
+//! built-in default. A key in the file uses the flag's name (`maxmemory =
+//! "100mb"`, `maxmemory-policy = "allkeys-lru"`); unknown keys are errors,
+//! so a typo never silently falls back to a default.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::store::Policy;
+
+/// Command-line flags. Every flag is optional here so that the file and the
+/// defaults can fill what is absent; see [`Config`] for the resolved values.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "ringcache", version, about = "ringcache: a distributed in-memory cache that speaks RESP")]
+pub struct Flags {
+    /// TOML configuration file.
+    #[arg(long, env = "RINGCACHE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for clients.
+    #[arg(long, env = "RINGCACHE_BIND")]
+    pub bind: Option<String>,
+    /// Client port (0 picks a free port and logs it).
+    #[arg(long, env = "RINGCACHE_PORT")]
+    pub port: Option<u16>,
+    /// Cluster port (gossip UDP and peer TCP); default port + 10000.
+    #[arg(long, env = "RINGCACHE_CLUSTER_PORT")]
+    pub cluster_port: Option<u16>,
+    /// This node's name in the cluster; default bind:port.
+    #[arg(long, env = "RINGCACHE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Seed node HOST:PORT (repeatable; comma-separated in the environment).
+    #[arg(long = "seed", env = "RINGCACHE_SEED", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// Copies of each key (N).
+    #[arg(long, env = "RINGCACHE_REPLICAS")]
+    pub replicas: Option<u32>,
+    /// Owners that must hold a write before it is acknowledged (W).
+    #[arg(long, env = "RINGCACHE_WRITE_QUORUM")]
+    pub write_quorum: Option<u32>,
+    /// Owners asked on a read (R).
+    #[arg(long, env = "RINGCACHE_READ_QUORUM")]
+    pub read_quorum: Option<u32>,
+    /// Virtual nodes per weight unit.
+    #[arg(long, env = "RINGCACHE_VNODES")]
+    pub vnodes: Option<u32>,
+    /// This node's weight on the ring.
+    #[arg(long, env = "RINGCACHE_WEIGHT")]
+    pub weight: Option<u32>,
+    /// Memory limit for data (0 = none; accepts 100mb, 2gb, ...).
+    #[arg(long, env = "RINGCACHE_MAXMEMORY")]
+    pub maxmemory: Option<String>,
+    /// What to do at maxmemory (Redis policy names).
+    #[arg(long, env = "RINGCACHE_MAXMEMORY_POLICY")]
+    pub maxmemory_policy: Option<String>,
+    /// Keys sampled per eviction.
+    #[arg(long, env = "RINGCACHE_MAXMEMORY_SAMPLES")]
+    pub maxmemory_samples: Option<u32>,
+    /// Password clients must give with AUTH or HELLO.
+    #[arg(long, env = "RINGCACHE_REQUIREPASS")]
+    pub requirepass: Option<String>,
+    /// Shared secret authenticating cluster traffic.
+    #[arg(long, env = "RINGCACHE_CLUSTER_SECRET")]
+    pub cluster_secret: Option<String>,
+    /// HTTP port for /metrics, /health, /ready, /cluster (off if absent).
+    #[arg(long, env = "RINGCACHE_ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+    /// Log format: text or json.
+    #[arg(long, env = "RINGCACHE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Most client connections at once.
+    #[arg(long, env = "RINGCACHE_MAXCLIENTS")]
+    pub maxclients: Option<u32>,
+    /// Close client connections idle this many seconds (0 = never).
+    #[arg(long, env = "RINGCACHE_TIMEOUT")]
+    pub timeout: Option<u64>,
+    /// Largest bulk string accepted (accepts 512mb, ...).
+    #[arg(long, env = "RINGCACHE_PROTO_MAX_BULK_LEN")]
+    pub proto_max_bulk_len: Option<String>,
+    /// Largest unparsed input held per client (accepts 1gb, ...).
+    #[arg(long, env = "RINGCACHE_CLIENT_QUERY_BUFFER_LIMIT")]
+    pub client_query_buffer_limit: Option<String>,
+    /// Most arguments in one request.
+    #[arg(long, env = "RINGCACHE_MAX_MULTIBULK_LEN")]
+    pub max_multibulk_len: Option<u32>,
+    /// Worker threads (0 = one per core).
+    #[arg(long, env = "RINGCACHE_THREADS")]
+    pub threads: Option<u32>,
+    /// Seconds to let connections finish on shutdown.
+    #[arg(long, env = "RINGCACHE_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<u64>,
+}
+
+/// The TOML file: the same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    bind: Option<String>,
+    port: Option<u16>,
+    cluster_port: Option<u16>,
+    node_name: Option<String>,
+    #[serde(alias = "seeds")]
+    seed: Option<Vec<String>>,
+    replicas: Option<u32>,
+    write_quorum: Option<u32>,
+    read_quorum: Option<u32>,
+    vnodes: Option<u32>,
+    weight: Option<u32>,
+    maxmemory: Option<Size>,
+    maxmemory_policy: Option<String>,
+    maxmemory_samples: Option<u32>,
+    requirepass: Option<String>,
+    cluster_secret: Option<String>,
+    admin_port: Option<u16>,
+    log_format: Option<String>,
+    maxclients: Option<u32>,
+    timeout: Option<u64>,
+    proto_max_bulk_len: Option<Size>,
+    client_query_buffer_limit: Option<Size>,
+    max_multibulk_len: Option<u32>,
+    threads: Option<u32>,
+    shutdown_timeout: Option<u64>,
+}
+
+/// A size in the file: a number of bytes or a string like "100mb".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self, what: &str) -> Result<u64, ConfigError> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(s) => parse_memory(s).ok_or_else(|| ConfigError::Invalid(what.into(), s.clone())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("invalid value for {0}: '{1}'")]
+    Invalid(String, String),
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: String,
+    pub port: u16,
+    pub cluster_port: u16,
+    pub node_name: String,
+    pub seeds: Vec<String>,
+    pub replicas: u32,
+    pub write_quorum: u32,
+    pub read_quorum: u32,
+    pub vnodes: u32,
+    pub weight: u32,
+    pub maxmemory: u64,
+    pub maxmemory_policy: Policy,
+    pub maxmemory_samples: u32,
+    pub requirepass: Option<String>,
+    pub cluster_secret: Option<String>,
+    pub admin_port: Option<u16>,
+    pub log_format: LogFormat,
+    pub maxclients: u32,
+    pub timeout: Duration,
+    pub proto_max_bulk_len: u64,
+    pub client_query_buffer_limit: u64,
+    pub max_multibulk_len: u32,
+    pub threads: u32,
+    pub shutdown_timeout: Duration,
+    pub config_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::resolve(Flags::default()).expect("defaults are valid")
+    }
+}
+
+/// Parses a memory size the way Redis's `memtoll` does: `1k` = 1000,
+/// `1kb` = 1024, likewise m/mb and g/gb; case-insensitive; a plain number is
+/// bytes.
+pub fn parse_memory(s: &str) -> Option<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let digits_end = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let (num, unit) = lower.split_at(digits_end);
+    let n: u64 = num.parse().ok()?;
+    let mul: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mul)
+}
+
+fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
+impl Config {
+    /// Parses the process arguments and environment, reads the file if one
+    /// is named, and resolves everything.
+    pub fn load() -> Result<Config, ConfigError> {
+        Config::resolve(Flags::parse())
+    }
+
+    /// Resolves flags (already merged with the environment by clap) against
+    /// the config file they name and the defaults.
+    pub fn resolve(flags: Flags) -> Result<Config, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse(path.clone(), e.to_string()))?
+            }
+            None => FileConfig::default(),
+        };
+        let size = |flag: Option<String>, file: Option<Size>, what: &str, default: u64| -> Result<u64, ConfigError> {
+            match (flag, file) {
+                (Some(s), _) => parse_memory(&s).ok_or_else(|| ConfigError::Invalid(what.into(), s)),
+                (None, Some(sz)) => sz.bytes(what),
+                (None, None) => Ok(default),
+            }
+        };
+        let bind = pick(flags.bind, file.bind, "127.0.0.1".to_string());
+        let port = pick(flags.port, file.port, 6379);
+        let cluster_port = match flags.cluster_port.or(file.cluster_port) {
+            Some(p) => p,
+            None if port == 0 => 0,
+            None => port.checked_add(10000).ok_or_else(|| {
+                ConfigError::Inconsistent(format!("port {port} + 10000 is not a port: set --cluster-port"))
+            })?,
+        };
+        let node_name = pick(flags.node_name, file.node_name, format!("{bind}:{port}"));
+        let seeds = if flags.seeds.is_empty() { file.seed.unwrap_or_default() } else { flags.seeds };
+        let policy_text = pick(flags.maxmemory_policy, file.maxmemory_policy, "noeviction".to_string());
+        let maxmemory_policy =
+            Policy::from_str(&policy_text).map_err(|_| ConfigError::Invalid("maxmemory-policy".into(), policy_text))?;
+        let log_text = pick(flags.log_format, file.log_format, "text".to_string());
+        let log_format = match log_text.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err(ConfigError::Invalid("log-format".into(), log_text)),
+        };
+        let config = Config {
+            bind,
+            port,
+            cluster_port,
+            node_name,
+            seeds,
+            replicas: pick(flags.replicas, file.replicas, 3),
+            write_quorum: pick(flags.write_quorum, file.write_quorum, 2),
+            read_quorum: pick(flags.read_quorum, file.read_quorum, 1),
+            vnodes: pick(flags.vnodes, file.vnodes, 256),
+            weight: pick(flags.weight, file.weight, 1),
+            maxmemory: size(flags.maxmemory, file.maxmemory, "maxmemory", 0)?,
+            maxmemory_policy,
+            maxmemory_samples: pick(flags.maxmemory_samples, file.maxmemory_samples, 5),
+            requirepass: flags.requirepass.or(file.requirepass).filter(|p| !p.is_empty()),
+            cluster_secret: flags.cluster_secret.or(file.cluster_secret).filter(|s| !s.is_empty()),
+            admin_port: flags.admin_port.or(file.admin_port),
+            log_format,
+            maxclients: pick(flags.maxclients, file.maxclients, 10_000),
+            timeout: Duration::from_secs(pick(flags.timeout, file.timeout, 0)),
+            proto_max_bulk_len: size(
+                flags.proto_max_bulk_len,
+                file.proto_max_bulk_len,
+                "proto-max-bulk-len",
+                512 * 1024 * 1024,
+            )?,
+            client_query_buffer_limit: size(
+                flags.client_query_buffer_limit,
+                file.client_query_buffer_limit,
+                "client-query-buffer-limit",
+                1024 * 1024 * 1024,
+            )?,
+            max_multibulk_len: pick(flags.max_multibulk_len, file.max_multibulk_len, 1024 * 1024),
+            threads: pick(flags.threads, file.threads, 0),
+            shutdown_timeout: Duration::from_secs(pick(flags.shutdown_timeout, file.shutdown_timeout, 10)),
+            config_file: flags.config,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str, v: &dyn std::fmt::Display| Err(ConfigError::Invalid(what.into(), v.to_string()));
+        if self.replicas == 0 {
+            return bad("replicas", &self.replicas);
+        }
+        if self.write_quorum == 0 || self.write_quorum > self.replicas {
+            return Err(ConfigError::Inconsistent(format!(
+                "write-quorum must be between 1 and replicas ({}), got {}",
+                self.replicas, self.write_quorum
+            )));
+        }
+        if self.read_quorum == 0 || self.read_quorum > self.replicas {
+            return Err(ConfigError::Inconsistent(format!(
+                "read-quorum must be between 1 and replicas ({}), got {}",
+                self.replicas, self.read_quorum
+            )));
+        }
+        if self.vnodes == 0 || self.vnodes > 4096 {
+            return bad("vnodes (1..=4096)", &self.vnodes);
+        }
+        if self.weight == 0 || self.weight > 64 {
+            return bad("weight (1..=64)", &self.weight);
+        }
+        if self.maxmemory_samples == 0 || self.maxmemory_samples > 64 {
+            return bad("maxmemory-samples (1..=64)", &self.maxmemory_samples);
+        }
+        if self.maxclients == 0 {
+            return bad("maxclients", &self.maxclients);
+        }
+        if self.proto_max_bulk_len < 1024 || self.proto_max_bulk_len > (1 << 40) {
+            return bad("proto-max-bulk-len (1kb..=1tb)", &self.proto_max_bulk_len);
+        }
+        if self.client_query_buffer_limit < 1024 * 1024 {
+            return bad("client-query-buffer-limit (at least 1mb)", &self.client_query_buffer_limit);
+        }
+        if self.max_multibulk_len == 0 {
+            return bad("max-multibulk-len", &self.max_multibulk_len);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_follow_redis() {
+        assert_eq!(parse_memory("0"), Some(0));
+        assert_eq!(parse_memory("100"), Some(100));
+        assert_eq!(parse_memory("1k"), Some(1000));
+        assert_eq!(parse_memory("1kb"), Some(1024));
+        assert_eq!(parse_memory("100mb"), Some(100 * 1024 * 1024));
+        assert_eq!(parse_memory("2GB"), Some(2 * 1024 * 1024 * 1024));
+        assert_eq!(parse_memory("1x"), None);
+        assert_eq!(parse_memory("mb"), None);
+        assert_eq!(parse_memory("99999999999999999999gb"), None);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.bind, "127.0.0.1");
+        assert_eq!(c.port, 6379);
+        assert_eq!(c.cluster_port, 16379);
+        assert_eq!(c.node_name, "127.0.0.1:6379");
+        assert_eq!((c.replicas, c.write_quorum, c.read_quorum, c.vnodes, c.weight), (3, 2, 1, 256, 1));
+        assert_eq!(c.maxmemory_policy, Policy::NoEviction);
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = std::env::temp_dir().join(format!("ringcache-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "port = 7000\nmaxmemory = \"10mb\"\nmaxmemory-policy = \"allkeys-lru\"\nseed = [\"a:1\"]\n",
+        )
+        .unwrap();
+        let flags = Flags { config: Some(path.clone()), port: Some(7001), ..Flags::default() };
+        let c = Config::resolve(flags).unwrap();
+        assert_eq!(c.port, 7001);
+        assert_eq!(c.cluster_port, 17001);
+        assert_eq!(c.maxmemory, 10 * 1024 * 1024);
+        assert_eq!(c.maxmemory_policy, Policy::AllKeysLru);
+        assert_eq!(c.seeds, vec!["a:1".to_string()]);
+        std::fs::write(&path, "prot = 1\n").unwrap();
+        let err = Config::resolve(Flags { config: Some(path), ..Flags::default() }).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_values_are_refused() {
+        assert!(Config::resolve(Flags { write_quorum: Some(4), ..Flags::default() }).is_err());
+        assert!(Config::resolve(Flags { maxmemory_policy: Some("lru".into()), ..Flags::default() }).is_err());
+        assert!(Config::resolve(Flags { port: Some(60000), ..Flags::default() }).is_err());
+        assert!(Config::resolve(Flags { port: Some(0), ..Flags::default() }).unwrap().cluster_port == 0);
+    }
+}

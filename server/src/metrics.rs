@@ -1,0 +1,137 @@
+//! Prometheus exposition of the node's counters, through the
+//! `prometheus-client` crate's encoder. The counters themselves are plain
+//! atomics updated on the request path; a [`Collector`] reads them only when
+//! `/metrics` is scraped, so scraping costs the request path nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::command::COMMANDS;
+use crate::shared::Shared;
+
+/// Reads a node's counters at scrape time.
+#[derive(Debug)]
+struct NodeCollector {
+    shared: Arc<Shared>,
+}
+
+fn counter(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let s: &Shared = &self.shared;
+        let m = &s.metrics;
+        {
+            let mut family = e.encode_descriptor(
+                "ringcache_commands",
+                "Commands executed, by command and result (ok, error, rejected before running).",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (spec, c) in COMMANDS.iter().zip(m.commands.iter()) {
+                let (calls, failed, rejected) =
+                    (c.calls.load(Relaxed), c.failed.load(Relaxed), c.rejected.load(Relaxed));
+                for (result, v) in [("ok", calls - failed.min(calls)), ("error", failed), ("rejected", rejected)] {
+                    if v > 0 {
+                        let labels = [("command", spec.name), ("result", result)];
+                        ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        counter(&mut e, "ringcache_keyspace_hits", "Key lookups that found a key.", m.keyspace_hits.load(Relaxed))?;
+        counter(
+            &mut e,
+            "ringcache_keyspace_misses",
+            "Key lookups that found nothing.",
+            m.keyspace_misses.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_expired_keys",
+            "Keys deleted because their TTL passed.",
+            s.store.stats.expired_keys.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_evicted_keys",
+            "Keys evicted to stay under maxmemory.",
+            s.store.stats.evicted_keys.load(Relaxed),
+        )?;
+        gauge(&mut e, "ringcache_keys", "Keys held by this node.", s.store.len() as i64)?;
+        gauge(
+            &mut e,
+            "ringcache_keys_with_expiry",
+            "Keys with a TTL held by this node.",
+            s.store.volatile_len() as i64,
+        )?;
+        gauge(
+            &mut e,
+            "ringcache_used_memory_bytes",
+            "Bytes used by keys, values and tables (the maxmemory measure).",
+            s.store.used_memory() as i64,
+        )?;
+        gauge(&mut e, "ringcache_maxmemory_bytes", "Configured maxmemory (0 = no limit).", s.store.maxmemory() as i64)?;
+        gauge(
+            &mut e,
+            "ringcache_resident_memory_bytes",
+            "Resident set size of the process.",
+            crate::process::rss_bytes() as i64,
+        )?;
+        gauge(&mut e, "ringcache_connected_clients", "Client connections open now.", s.clients.connected() as i64)?;
+        counter(
+            &mut e,
+            "ringcache_connections_received",
+            "Client connections accepted.",
+            m.connections_received.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_connections_rejected",
+            "Client connections refused at maxclients.",
+            m.connections_rejected.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_protocol_errors",
+            "Connections closed for malformed input or a full query buffer.",
+            m.protocol_errors.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_unknown_commands",
+            "Requests naming no known command.",
+            m.unknown_commands.load(Relaxed),
+        )?;
+        counter(&mut e, "ringcache_net_input_bytes", "Bytes read from clients.", m.net_input_bytes.load(Relaxed))?;
+        counter(&mut e, "ringcache_net_output_bytes", "Bytes written to clients.", m.net_output_bytes.load(Relaxed))?;
+        let uptime = crate::net::unix_ms().saturating_sub(s.started_ms) / 1000;
+        gauge(&mut e, "ringcache_uptime_seconds", "Seconds since the node started.", uptime as i64)?;
+        Ok(())
+    }
+}
+
+/// The text of `/metrics`.
+pub fn render(shared: &Arc<Shared>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(NodeCollector { shared: shared.clone() }));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        out.clear();
+    }
+    out
+}

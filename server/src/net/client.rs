@@ -1,0 +1,166 @@
+//! Client connections.
+//!
+//! Each connection is one task: read whatever is available, parse every
+//! complete request in the buffer, execute each and append its reply to one
+//! output buffer, then write that buffer with one call. A pipeline of N
+//! commands therefore costs one read and one write, not N.
+//!
+//! Bounds: reads are at most `READ_CHUNK_MAX` at a time; unparsed input may
+//! not exceed `client-query-buffer-limit`; the output buffer is written out
+//! whenever it passes `OUT_FLUSH_BYTES` in the middle of a pipeline; buffers
+//! that grew for one large request are released afterwards.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::BytesMut;
+use ringcache_protocol::{RequestParser, encode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::unix_ms;
+use crate::command::{self, ConnState, Ctx, Reply};
+use crate::shared::{ClientInfo, LocalStats, Shared};
+
+const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK_MAX: usize = 1024 * 1024;
+const OUT_FLUSH_BYTES: usize = 64 * 1024;
+const BUFFER_KEEP_MAX: usize = 256 * 1024;
+
+/// Accepts clients until `shutdown` turns true.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => break,
+        };
+        let (mut stream, addr) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        shared.metrics.connections_received.fetch_add(1, Relaxed);
+        let _ = stream.set_nodelay(true);
+        let laddr = stream.local_addr().unwrap_or(addr);
+        let max = shared.settings.maxclients.load(Relaxed) as usize;
+        let Some(info) = shared.clients.register(addr, laddr, unix_ms(), max) else {
+            shared.metrics.connections_rejected.fetch_add(1, Relaxed);
+            tokio::spawn(async move {
+                let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+            });
+            continue;
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let id = info.id;
+            debug!(id, %addr, "client connected");
+            serve(&shared, stream, info, shutdown).await;
+            shared.clients.unregister(id);
+            debug!(id, %addr, "client disconnected");
+        });
+    }
+}
+
+enum Read {
+    Data(usize),
+    Closed,
+}
+
+async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mut shutdown: watch::Receiver<bool>) {
+    let mut conn = ConnState::new(info.clone(), shared.settings.requirepass().is_some());
+    let mut parser = RequestParser::new();
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut stats = LocalStats::default();
+    loop {
+        let want = parser.bulk_remaining(input.len()).unwrap_or(0).clamp(READ_CHUNK, READ_CHUNK_MAX);
+        input.reserve(want);
+        let timeout = shared.settings.timeout();
+        let read = tokio::select! {
+            r = stream.read_buf(&mut input) => match r {
+                Ok(0) | Err(_) => Read::Closed,
+                Ok(n) => Read::Data(n),
+            },
+            _ = info.kill.notified() => Read::Closed,
+            _ = shutdown.changed() => Read::Closed,
+            _ = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                debug!(id = info.id, "closing idle client");
+                Read::Closed
+            }
+        };
+        let Read::Data(n) = read else { break };
+        shared.metrics.net_input_bytes.fetch_add(n as u64, Relaxed);
+        let now_ms = unix_ms();
+        let limits = shared.settings.limits();
+        let mut close = false;
+        loop {
+            match parser.parse(&input, &limits, conn.authenticated) {
+                Ok(true) => {
+                    let args = parser.args(&input);
+                    let v = conn.resp;
+                    let mut ctx =
+                        Ctx { shared, conn: &mut conn, out: Reply { buf: &mut out, v }, now_ms, stats: &mut stats };
+                    command::execute(&mut ctx, args);
+                    if conn.quit {
+                        close = true;
+                        break;
+                    }
+                    if out.len() >= OUT_FLUSH_BYTES && write_out(shared, &mut stream, &mut out).await.is_err() {
+                        close = true;
+                        break;
+                    }
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    shared.metrics.protocol_errors.fetch_add(1, Relaxed);
+                    info!(id = info.id, addr = %info.addr, error = %e, "closing client after a protocol error");
+                    encode::error(&mut out, format!("ERR {e}").as_bytes());
+                    close = true;
+                    break;
+                }
+            }
+        }
+        parser.compact(&mut input);
+        if !close && input.len() as u64 > shared.settings.client_query_buffer_limit.load(Relaxed) {
+            shared.metrics.protocol_errors.fetch_add(1, Relaxed);
+            warn!(id = info.id, addr = %info.addr, bytes = input.len(), "closing client that reached the query buffer limit");
+            encode::error(&mut out, b"ERR Protocol error: query buffer limit (client-query-buffer-limit) exceeded");
+            close = true;
+        }
+        let written = write_out(shared, &mut stream, &mut out).await;
+        stats.flush(&shared.metrics);
+        info.last_ms.store(now_ms, Relaxed);
+        if close || written.is_err() || info.killed.load(Relaxed) {
+            break;
+        }
+        if input.is_empty() && input.capacity() > BUFFER_KEEP_MAX {
+            input = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if out.capacity() > BUFFER_KEEP_MAX {
+            out = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+async fn write_out(shared: &Shared, stream: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    shared.metrics.net_output_bytes.fetch_add(out.len() as u64, Relaxed);
+    let r = stream.write_all(out).await;
+    out.clear();
+    r
+}

@@ -1,0 +1,11 @@
+//! Every socket of a node. `client` serves RESP clients, `admin` the HTTP
+//! endpoints. Tasks here drive the pure modules; nothing below `net` knows
+//! about sockets.
+
+pub mod admin;
+pub mod client;
+
+/// Unix time in ms: the one clock read of the request path (once a batch).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

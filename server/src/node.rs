@@ -1,0 +1,138 @@
+//! The composition root: builds a node's shared state, binds its sockets,
+//! starts its tasks, and runs the graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::net::{self, unix_ms};
+use crate::shared::Shared;
+
+/// Active expiry: how often, how many buckets per pass, and how long one
+/// round may go on while more than a quarter of the keys seen had expired.
+const EXPIRE_PERIOD: Duration = Duration::from_millis(100);
+const EXPIRE_BUDGET_BUCKETS: usize = 8192;
+const EXPIRE_ROUND_MAX: Duration = Duration::from_millis(25);
+
+fn listen_addr(bind: &str, port: u16) -> String {
+    if bind.contains(':') && !bind.starts_with('[') { format!("[{bind}]:{port}") } else { format!("{bind}:{port}") }
+}
+
+/// A node whose sockets are bound. [`Node::run`] serves until shutdown.
+pub struct Node {
+    pub shared: Arc<Shared>,
+    clients: TcpListener,
+    admin: Option<TcpListener>,
+}
+
+impl Node {
+    pub async fn bind(config: Config) -> anyhow::Result<Node> {
+        let addr = listen_addr(&config.bind, config.port);
+        let clients = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen for clients on {addr}"))?;
+        let admin = match config.admin_port {
+            Some(p) => {
+                let a = listen_addr(&config.bind, p);
+                Some(TcpListener::bind(&a).await.with_context(|| format!("cannot listen for admin HTTP on {a}"))?)
+            }
+            None => None,
+        };
+        if !config.seeds.is_empty() {
+            warn!(seeds = ?config.seeds, "cluster membership is not built yet: seeds are ignored and this node serves alone");
+        }
+        let shared = Arc::new(Shared::new(config, unix_ms()));
+        *shared.client_addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = clients.local_addr().ok();
+        Ok(Node { shared, clients, admin })
+    }
+
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.clients.local_addr().ok()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until SIGTERM, SIGINT or SHUTDOWN; then stops accepting, lets
+    /// open connections finish the requests they sent (bounded by
+    /// `shutdown-timeout`) and returns.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let shared = self.shared.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        if let Some(addr) = self.client_addr() {
+            info!(%addr, node = %shared.config.node_name, "listening for clients");
+        }
+        if let Some(addr) = self.admin_addr() {
+            info!(%addr, "admin HTTP listening");
+        }
+        let mut tasks = vec![tokio::spawn(net::client::accept_loop(shared.clone(), self.clients, stop_rx.clone()))];
+        if let Some(admin) = self.admin {
+            tasks.push(tokio::spawn(net::admin::accept_loop(shared.clone(), admin, stop_rx.clone())));
+        }
+        tasks.push(tokio::spawn(expire_loop(shared.clone(), stop_rx.clone())));
+
+        wait_for_stop(&shared).await;
+        shared.shutdown_requested.store(true, Relaxed);
+        info!(clients = shared.clients.connected(), "shutting down: no new connections, finishing open ones");
+        let _ = stop_tx.send(true);
+        let deadline = Instant::now() + shared.config.shutdown_timeout;
+        while shared.clients.connected() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if shared.clients.connected() > 0 {
+            warn!(clients = shared.clients.connected(), "shutdown timeout: closing remaining connections");
+            shared.clients.kill_all();
+        }
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for_stop(shared: &Shared) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        tokio::select! {
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => info!("SIGTERM received"),
+            _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => info!("SIGINT received"),
+            _ = shared.shutdown.notified() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("interrupt received"),
+            _ = shared.shutdown.notified() => {}
+        }
+    }
+}
+
+async fn expire_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(EXPIRE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let started = Instant::now();
+        loop {
+            let (seen, expired) = shared.store.active_expire(unix_ms(), EXPIRE_BUDGET_BUCKETS);
+            if seen == 0 || expired * 4 <= seen || started.elapsed() > EXPIRE_ROUND_MAX {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}

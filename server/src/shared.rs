@@ -1,0 +1,366 @@
+//! State shared by every connection of a node: configuration, run-time
+//! settings, the store, the client registry and the counters.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ringcache_protocol::Limits;
+use tokio::sync::Notify;
+
+use crate::command::COMMANDS;
+use crate::config::Config;
+use crate::store::Store;
+
+/// Settings that CONFIG SET may change while the node runs.
+#[derive(Debug)]
+pub struct Settings {
+    pub timeout_secs: AtomicU64,
+    pub maxclients: AtomicU32,
+    pub proto_max_bulk_len: AtomicU64,
+    pub client_query_buffer_limit: AtomicU64,
+    pub max_multibulk_len: AtomicU32,
+    pub requirepass: RwLock<Option<Arc<str>>>,
+}
+
+impl Settings {
+    fn new(c: &Config) -> Self {
+        Settings {
+            timeout_secs: AtomicU64::new(c.timeout.as_secs()),
+            maxclients: AtomicU32::new(c.maxclients),
+            proto_max_bulk_len: AtomicU64::new(c.proto_max_bulk_len),
+            client_query_buffer_limit: AtomicU64::new(c.client_query_buffer_limit),
+            max_multibulk_len: AtomicU32::new(c.max_multibulk_len),
+            requirepass: RwLock::new(c.requirepass.as_deref().map(Arc::from)),
+        }
+    }
+
+    pub fn requirepass(&self) -> Option<Arc<str>> {
+        self.requirepass.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            bulk_len_max: usize::try_from(self.proto_max_bulk_len.load(Relaxed)).unwrap_or(usize::MAX),
+            multibulk_len_max: self.max_multibulk_len.load(Relaxed) as usize,
+            ..Limits::default()
+        }
+    }
+
+    pub fn timeout(&self) -> Option<Duration> {
+        match self.timeout_secs.load(Relaxed) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        }
+    }
+}
+
+/// Calls and errors of one command.
+#[derive(Debug, Default)]
+pub struct CommandCounters {
+    pub calls: AtomicU64,
+    pub failed: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+/// Node-wide counters (INFO stats, /metrics).
+#[derive(Debug)]
+pub struct Metrics {
+    pub commands: Box<[CommandCounters]>,
+    pub keyspace_hits: AtomicU64,
+    pub keyspace_misses: AtomicU64,
+    pub connections_received: AtomicU64,
+    pub connections_rejected: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub unknown_commands: AtomicU64,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        Metrics {
+            commands: (0..COMMANDS.len()).map(|_| CommandCounters::default()).collect(),
+            keyspace_hits: AtomicU64::new(0),
+            keyspace_misses: AtomicU64::new(0),
+            connections_received: AtomicU64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            unknown_commands: AtomicU64::new(0),
+            net_input_bytes: AtomicU64::new(0),
+            net_output_bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn reset(&self) {
+        for c in self.commands.iter() {
+            c.calls.store(0, Relaxed);
+            c.failed.store(0, Relaxed);
+            c.rejected.store(0, Relaxed);
+        }
+        for a in [
+            &self.keyspace_hits,
+            &self.keyspace_misses,
+            &self.connections_received,
+            &self.connections_rejected,
+            &self.protocol_errors,
+            &self.unknown_commands,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+        ] {
+            a.store(0, Relaxed);
+        }
+    }
+
+    pub fn total_commands(&self) -> u64 {
+        self.commands.iter().map(|c| c.calls.load(Relaxed)).sum()
+    }
+}
+
+/// Per-connection counters, added to [`Metrics`] once per batch of
+/// commands so that pipelined commands do not each touch shared cache lines.
+#[derive(Debug)]
+pub struct LocalStats {
+    calls: Vec<u32>,
+    failed: Vec<u32>,
+    rejected: Vec<u32>,
+    touched: Vec<u16>,
+    pub hits: u64,
+    pub misses: u64,
+    pub unknown: u64,
+}
+
+impl Default for LocalStats {
+    fn default() -> Self {
+        LocalStats {
+            calls: vec![0; COMMANDS.len()],
+            failed: vec![0; COMMANDS.len()],
+            rejected: vec![0; COMMANDS.len()],
+            touched: Vec::new(),
+            hits: 0,
+            misses: 0,
+            unknown: 0,
+        }
+    }
+}
+
+/// How a command ended, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    Rejected,
+}
+
+impl LocalStats {
+    #[inline]
+    pub fn record(&mut self, cmd: usize, outcome: Outcome) {
+        if self.calls[cmd] == 0 && self.rejected[cmd] == 0 {
+            self.touched.push(cmd as u16);
+        }
+        match outcome {
+            Outcome::Ok => self.calls[cmd] += 1,
+            Outcome::Failed => {
+                self.calls[cmd] += 1;
+                self.failed[cmd] += 1;
+            }
+            Outcome::Rejected => self.rejected[cmd] += 1,
+        }
+    }
+
+    pub fn flush(&mut self, m: &Metrics) {
+        for &i in &self.touched {
+            let i = usize::from(i);
+            let c = &m.commands[i];
+            c.calls.fetch_add(u64::from(self.calls[i]), Relaxed);
+            if self.failed[i] > 0 {
+                c.failed.fetch_add(u64::from(self.failed[i]), Relaxed);
+            }
+            if self.rejected[i] > 0 {
+                c.rejected.fetch_add(u64::from(self.rejected[i]), Relaxed);
+            }
+            self.calls[i] = 0;
+            self.failed[i] = 0;
+            self.rejected[i] = 0;
+        }
+        self.touched.clear();
+        if self.hits > 0 {
+            m.keyspace_hits.fetch_add(std::mem::take(&mut self.hits), Relaxed);
+        }
+        if self.misses > 0 {
+            m.keyspace_misses.fetch_add(std::mem::take(&mut self.misses), Relaxed);
+        }
+        if self.unknown > 0 {
+            m.unknown_commands.fetch_add(std::mem::take(&mut self.unknown), Relaxed);
+        }
+    }
+}
+
+/// What CLIENT LIST shows of a connection; owned by the registry and the
+/// connection together.
+#[derive(Debug)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub created_ms: u64,
+    pub last_ms: AtomicU64,
+    /// Index into `COMMANDS` of the last command, `u16::MAX` if none.
+    pub last_cmd: AtomicU16,
+    pub resp: AtomicU8,
+    pub name: Mutex<Vec<u8>>,
+    pub lib_name: Mutex<Vec<u8>>,
+    pub lib_ver: Mutex<Vec<u8>>,
+    pub killed: AtomicBool,
+    /// Wakes the connection's task when it is killed.
+    pub kill: Notify,
+}
+
+impl ClientInfo {
+    pub fn name(&self) -> Vec<u8> {
+        self.name.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn kill(&self) {
+        self.killed.store(true, Relaxed);
+        self.kill.notify_one();
+    }
+
+    /// The CLIENT LIST / CLIENT INFO line (without the trailing newline).
+    pub fn line(&self, now_ms: u64) -> String {
+        let lock =
+            |m: &Mutex<Vec<u8>>| String::from_utf8_lossy(&m.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+        let cmd = COMMANDS.get(usize::from(self.last_cmd.load(Relaxed))).map_or("NULL", |c| c.name);
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
+             qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
+             cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            lock(&self.name),
+            now_ms.saturating_sub(self.created_ms) / 1000,
+            now_ms.saturating_sub(self.last_ms.load(Relaxed)) / 1000,
+            cmd,
+            self.resp.load(Relaxed),
+            lock(&self.lib_name),
+            lock(&self.lib_ver),
+        )
+    }
+}
+
+/// Every connected client.
+#[derive(Debug, Default)]
+pub struct Clients {
+    next_id: AtomicU64,
+    map: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    connected: AtomicUsize,
+}
+
+impl Clients {
+    /// Registers a connection unless `maxclients` are connected already.
+    pub fn register(&self, addr: SocketAddr, laddr: SocketAddr, now_ms: u64, max: usize) -> Option<Arc<ClientInfo>> {
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= max {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let info = Arc::new(ClientInfo {
+            id,
+            addr,
+            laddr,
+            created_ms: now_ms,
+            last_ms: AtomicU64::new(now_ms),
+            last_cmd: AtomicU16::new(u16::MAX),
+            resp: AtomicU8::new(2),
+            name: Mutex::new(Vec::new()),
+            lib_name: Mutex::new(Vec::new()),
+            lib_ver: Mutex::new(Vec::new()),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+        });
+        map.insert(id, info.clone());
+        self.connected.store(map.len(), Relaxed);
+        Some(info)
+    }
+
+    pub fn unregister(&self, id: u64) {
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.remove(&id);
+        self.connected.store(map.len(), Relaxed);
+    }
+
+    pub fn connected(&self) -> usize {
+        self.connected.load(Relaxed)
+    }
+
+    pub fn all(&self) -> Vec<Arc<ClientInfo>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+    }
+
+    pub fn kill_all(&self) {
+        for c in self.all() {
+            c.kill();
+        }
+    }
+}
+
+/// Everything a connection can reach.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub settings: Settings,
+    pub store: Store,
+    pub clients: Clients,
+    pub metrics: Metrics,
+    pub started_ms: u64,
+    pub run_id: String,
+    /// Set by SHUTDOWN; the node's main task waits on `shutdown`.
+    pub shutdown_requested: AtomicBool,
+    pub shutdown: Notify,
+    /// The address actually bound for clients (differs from the config
+    /// when it asked for port 0).
+    pub client_addr: Mutex<Option<SocketAddr>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("used_memory", &self.used_memory()).finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub fn new(config: Config, now_ms: u64) -> Self {
+        let store = Store::new();
+        store.set_maxmemory(config.maxmemory);
+        store.set_policy(config.maxmemory_policy);
+        store.set_samples(config.maxmemory_samples);
+        let run_id = {
+            // 40 hex characters like Redis's run_id; unique per process start.
+            let seed = now_ms ^ (u64::from(std::process::id()) << 32);
+            let a = xxhash_rust::xxh3::xxh3_64(&seed.to_le_bytes());
+            let b = xxhash_rust::xxh3::xxh3_64(&a.to_le_bytes());
+            let c = xxhash_rust::xxh3::xxh3_64(&b.to_le_bytes());
+            format!("{a:016x}{b:016x}{:08x}", c as u32)
+        };
+        Shared {
+            settings: Settings::new(&config),
+            config,
+            store,
+            clients: Clients::default(),
+            metrics: Metrics::new(),
+            started_ms: now_ms,
+            run_id,
+            shutdown_requested: AtomicBool::new(false),
+            shutdown: Notify::new(),
+            client_addr: Mutex::new(None),
+        }
+    }
+
+    pub fn request_shutdown(&self) {
+        self.shutdown_requested.store(true, Relaxed);
+        self.shutdown.notify_one();
+    }
+}
