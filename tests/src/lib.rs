@@ -1,1 +1,297 @@
-//! Placeholder
+//! # ringcache-tests
+//!
+//! A harness that starts real `ringcache` processes on loopback ports they
+//! pick themselves (`--port 0`, the port read back from the log), and a
+//! blocking raw RESP client for asserting exact replies. Every process is
+//! killed when its [`Server`] is dropped, also when a test panics.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ringcache_protocol::encode::command;
+use ringcache_protocol::{Frame, Limits, decode_frame};
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The `ringcache` binary: `$RINGCACHE_BIN`, or the one cargo builds next
+/// to this test executable (`target/<profile>/ringcache`). A test package
+/// cannot depend on another package's binary, so the first call runs
+/// `cargo build` for it (a no-op when it is fresh): tests never run a stale
+/// server.
+pub fn binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    if let Ok(p) = std::env::var("RINGCACHE_BIN") {
+        return PathBuf::from(p);
+    }
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("current exe");
+            let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+            let target_dir = profile_dir.parent().expect("target dir");
+            let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+            let profile = if profile == "debug" { "dev" } else { profile };
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+            let out = Command::new(cargo)
+                .current_dir(workspace)
+                .args(["build", "--quiet", "-p", "ringcache-server", "--bin", "ringcache", "--profile", profile])
+                .env("CARGO_TARGET_DIR", target_dir)
+                .output()
+                .expect("run cargo build for the ringcache binary");
+            assert!(out.status.success(), "building ringcache failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            let bin = profile_dir.join(format!("ringcache{}", std::env::consts::EXE_SUFFIX));
+            assert!(bin.exists(), "{} missing after cargo build", bin.display());
+            bin
+        })
+        .clone()
+}
+
+/// A running ringcache process.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// The address in a startup log line, text (`addr=1.2.3.4:5`) or JSON
+/// (`"addr":"1.2.3.4:5"`).
+fn find_addr(line: &str) -> Option<SocketAddr> {
+    if let Some(at) = line.find("\"addr\":\"") {
+        return line[at + 8..].split('"').next()?.parse().ok();
+    }
+    let at = line.find("addr=")?;
+    line[at + 5..].split_whitespace().next()?.parse().ok()
+}
+
+impl Server {
+    /// Starts a node on a free loopback port with extra flags, and waits
+    /// until it listens (and its admin port too, with `--admin-port 0`).
+    pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(binary());
+        if !extra.contains(&"--port") {
+            cmd.args(["--port", "0"]);
+        }
+        if !extra.contains(&"--bind") {
+            cmd.args(["--bind", "127.0.0.1"]);
+        }
+        cmd.args(extra).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        // Tests must not pick up a developer's environment.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RINGCACHE_") && k != "RINGCACHE_BIN" {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn ringcache");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let started = line.contains("listening for clients") || line.contains("admin HTTP listening");
+                sink.lock().unwrap().push(line.clone());
+                if started {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let want_admin = extra.contains(&"--admin-port");
+        let (mut addr, mut admin) = (None, None);
+        let deadline = Instant::now() + WAIT;
+        while addr.is_none() || (want_admin && admin.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("admin HTTP") => admin = find_addr(&line),
+                Ok(line) => addr = find_addr(&line),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("ringcache did not start: {}", log.lock().unwrap().join("\n"));
+                }
+            }
+        }
+        Server { child, addr: addr.expect("addr"), admin, log }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.addr)
+    }
+
+    pub fn redis(&self) -> redis::Connection {
+        let client = redis::Client::open(format!("redis://{}/", self.addr)).expect("redis url");
+        client.get_connection_with_timeout(WAIT).expect("redis connection")
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("kill");
+        assert!(ok.success(), "kill -{name} failed");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "ringcache did not exit: {}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait()
+    }
+
+    /// Polls `f` until it is true or the deadline passes.
+    pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking RESP client that shows replies exactly as sent.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Raw { stream, buf: BytesMut::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends one command as an array of bulk strings, returns its reply.
+    pub fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Frame {
+        let mut b = BytesMut::new();
+        command(&mut b, args);
+        self.send(&b);
+        self.read()
+    }
+
+    /// Reads one reply frame (panics on timeout or close).
+    pub fn read(&mut self) -> Frame {
+        self.try_read()
+            .unwrap_or_else(|| panic!("connection closed; unparsed: {:?}", String::from_utf8_lossy(&self.buf)))
+    }
+
+    /// Reads one reply frame; `None` if the server closed the connection.
+    pub fn try_read(&mut self) -> Option<Frame> {
+        let limits = Limits::default();
+        loop {
+            if let Some((frame, used)) = decode_frame(&self.buf, &limits).expect("server sent a valid frame") {
+                let _ = self.buf.split_to(used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.stream.read(&mut chunk).expect("read (timed out?)");
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// True once the server has closed the connection (bounded wait).
+    pub fn is_closed(&mut self) -> bool {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Reply builders for assertions.
+pub mod reply {
+    use bytes::Bytes;
+    use ringcache_protocol::Frame;
+
+    pub fn ok() -> Frame {
+        Frame::Simple(Bytes::from_static(b"OK"))
+    }
+    pub fn simple(s: &str) -> Frame {
+        Frame::Simple(Bytes::copy_from_slice(s.as_bytes()))
+    }
+    pub fn bulk(s: &str) -> Frame {
+        Frame::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+    }
+    pub fn int(n: i64) -> Frame {
+        Frame::Integer(n)
+    }
+    pub fn err(s: &str) -> Frame {
+        Frame::Error(Bytes::copy_from_slice(s.as_bytes()))
+    }
+    pub fn null() -> Frame {
+        Frame::Null
+    }
+    pub fn array(items: Vec<Frame>) -> Frame {
+        Frame::Array(items)
+    }
+    pub fn bulks(items: &[&str]) -> Frame {
+        Frame::Array(items.iter().map(|s| bulk(s)).collect())
+    }
+}
+
+/// HTTP GET on the admin port: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("connect admin");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

@@ -14,7 +14,7 @@ mod connection;
 mod introspect;
 mod keyspace;
 mod server;
-mod string;
+pub(crate) mod string;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

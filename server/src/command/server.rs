@@ -386,7 +386,7 @@ fn apply_change(ctx: &mut Ctx<'_>, c: Change) {
         Change::Maxmemory(n) => {
             s.store.set_maxmemory(n);
             // Evict now rather than at the next write, as Redis does.
-            let _ = s.store.make_room(ctx.now_ms);
+            s.store.evict_to_limit(ctx.now_ms);
         }
         Change::Policy(p) => s.store.set_policy(p),
         Change::Samples(n) => s.store.set_samples(n),

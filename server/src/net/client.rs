@@ -80,7 +80,12 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut stats = LocalStats::default();
     loop {
-        let want = parser.bulk_remaining(input.len()).unwrap_or(0).clamp(READ_CHUNK, READ_CHUNK_MAX);
+        // Read more at once for a large bulk, but never reserve more than
+        // what already arrived: an announced length alone buys nothing.
+        let want = match parser.bulk_remaining(input.len()) {
+            Some(left) => left.min(input.len()).clamp(READ_CHUNK, READ_CHUNK_MAX),
+            None => READ_CHUNK,
+        };
         input.reserve(want);
         let timeout = shared.settings.timeout();
         let read = tokio::select! {

@@ -284,6 +284,22 @@ impl Store {
         Ok(())
     }
 
+    /// Evicts until `used <= maxmemory` or nothing more can go (after
+    /// lowering maxmemory at run time). Returns false if still over.
+    pub fn evict_to_limit(&self, now_ms: u64) -> bool {
+        let max = self.maxmemory();
+        let rounds = self.len() / 1024 + 2;
+        for _ in 0..rounds {
+            if max == 0 || self.used_memory() <= max {
+                return true;
+            }
+            if self.make_room(now_ms).is_err() {
+                return false;
+            }
+        }
+        max == 0 || self.used_memory() <= max
+    }
+
     /// Evicts one key chosen by the policy. False: nothing evictable.
     fn evict_one(&self, now_ms: u64) -> bool {
         let policy = self.policy();

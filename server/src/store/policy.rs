@@ -1,7 +1,7 @@
 //! Eviction policies and the per-entry `access` field they read.
 //!
-//! LRU keeps a coarse clock (16 ms units, wrapping u32: ~2.2 years) of the
-//! last access. LFU keeps Redis's scheme: the high 16 bits hold the last
+//! LRU keeps a coarse clock (4 ms units, wrapping u32: ~198 days, like
+//! Redis's 24-bit seconds clock) of the last access. LFU keeps Redis's scheme: the high 16 bits hold the last
 //! decay time in minutes, the low 8 bits a logarithmic access counter that
 //! starts at 5, grows with probability 1/((counter-5)*log_factor+1) and loses
 //! one per `decay_time` minutes idle. Victims are chosen by sampling, as
@@ -86,13 +86,13 @@ pub const LFU_INIT: u8 = 5;
 /// The LRU clock at `now_ms`.
 #[inline]
 pub fn lru_clock(now_ms: u64) -> u32 {
-    (now_ms >> 4) as u32
+    (now_ms >> 2) as u32
 }
 
 /// How long (in ms) an entry with LRU field `access` has been idle.
 #[inline]
 pub fn lru_idle_ms(access: u32, now_ms: u64) -> u64 {
-    u64::from(lru_clock(now_ms).wrapping_sub(access)) << 4
+    u64::from(lru_clock(now_ms).wrapping_sub(access)) << 2
 }
 
 #[inline]
