@@ -130,6 +130,8 @@ pub struct LocalStats {
     pub hits: u64,
     pub misses: u64,
     pub unknown: u64,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
 }
 
 impl Default for LocalStats {
@@ -142,9 +144,13 @@ impl Default for LocalStats {
             hits: 0,
             misses: 0,
             unknown: 0,
+            input_bytes: 0,
+            output_bytes: 0,
         }
     }
 }
+
+const FLUSH_BYTES: u64 = 64 * 1024;
 
 /// How a command ended, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +201,21 @@ impl LocalStats {
         if self.unknown > 0 {
             m.unknown_commands.fetch_add(std::mem::take(&mut self.unknown), Relaxed);
         }
+        // Byte counters are flushed in bulk: at one command per batch a
+        // shared atomic per read and write would bounce between cores.
+        if self.input_bytes >= FLUSH_BYTES {
+            m.net_input_bytes.fetch_add(std::mem::take(&mut self.input_bytes), Relaxed);
+        }
+        if self.output_bytes >= FLUSH_BYTES {
+            m.net_output_bytes.fetch_add(std::mem::take(&mut self.output_bytes), Relaxed);
+        }
+    }
+
+    /// Flushes everything, byte counters included (connection close).
+    pub fn flush_all(&mut self, m: &Metrics) {
+        self.flush(m);
+        m.net_input_bytes.fetch_add(std::mem::take(&mut self.input_bytes), Relaxed);
+        m.net_output_bytes.fetch_add(std::mem::take(&mut self.output_bytes), Relaxed);
     }
 }
 

@@ -32,25 +32,34 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn check_auth(ctx: &mut Ctx<'_>, user: &[u8], pass: &[u8]) -> CmdResult {
-    let Some(required) = ctx.shared.settings.requirepass() else {
-        return Err(CmdError::msg(
+/// AUTH / HELLO AUTH. `legacy` is the one-argument `AUTH <password>` form.
+/// Without a configured password the `default` user has none (Redis's
+/// `nopass`): any password for it is accepted, other users are refused, and
+/// the legacy form is an error telling the operator no password is set.
+fn check_auth(ctx: &mut Ctx<'_>, user: &[u8], pass: &[u8], legacy: bool) -> CmdResult {
+    let wrong = || CmdError::msg("WRONGPASS invalid username-password pair or user is disabled.");
+    match ctx.shared.settings.requirepass() {
+        None if legacy => Err(CmdError::msg(
             "ERR AUTH <password> called without any password configured for the default user. \
              Are you sure your configuration is correct?",
-        ));
-    };
-    if user == b"default" && same_secret(pass, required.as_bytes()) {
-        ctx.conn.authenticated = true;
-        Ok(())
-    } else {
-        Err(CmdError::msg("WRONGPASS invalid username-password pair or user is disabled."))
+        )),
+        None if user == b"default" => {
+            ctx.conn.authenticated = true;
+            Ok(())
+        }
+        None => Err(wrong()),
+        Some(required) if user == b"default" && same_secret(pass, required.as_bytes()) => {
+            ctx.conn.authenticated = true;
+            Ok(())
+        }
+        Some(_) => Err(wrong()),
     }
 }
 
 pub fn auth(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     match args.len() {
-        2 => check_auth(ctx, b"default", args.get(1))?,
-        3 => check_auth(ctx, args.get(1), args.get(2))?,
+        2 => check_auth(ctx, b"default", args.get(1), true)?,
+        3 => check_auth(ctx, args.get(1), args.get(2), false)?,
         _ => return Err(CmdError::Syntax),
     }
     ctx.out.ok();
@@ -97,7 +106,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         }
     }
     if let Some((user, pass)) = auth {
-        check_auth(ctx, user, pass)?;
+        check_auth(ctx, user, pass, false)?;
     }
     if !ctx.conn.authenticated {
         return Err(CmdError::msg(

@@ -74,7 +74,17 @@ pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         return Ok(());
     }
     let sub = args.get(1);
+    // Subcommand arities as Redis 7.0 declares them.
+    let arity = |n: i32| -> CmdResult {
+        let argc = args.len() as i32;
+        if (n > 0 && argc != n) || (n < 0 && argc < -n) {
+            Err(CmdError::Arity(sub_name("command", sub)))
+        } else {
+            Ok(())
+        }
+    };
     if eq_ic(sub, "COUNT") {
+        arity(2)?;
         ctx.out.int(COMMANDS.len() as i64);
     } else if eq_ic(sub, "INFO") {
         if args.len() == 2 {
@@ -114,9 +124,7 @@ pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         ctx.out.array(names.len());
         names.iter().for_each(|n| ctx.out.bulk(n.as_bytes()));
     } else if eq_ic(sub, "GETKEYS") {
-        if args.len() < 3 {
-            return Err(CmdError::Arity(sub_name("command", sub)));
-        }
+        arity(-4)?;
         let Some(i) = lookup(args.get(2)) else {
             return Err(CmdError::msg("ERR Invalid command specified"));
         };
@@ -134,6 +142,7 @@ pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             ctx.out.bulk(args.get(k + 2));
         }
     } else if eq_ic(sub, "HELP") {
+        arity(2)?;
         help(
             ctx,
             &[

@@ -51,7 +51,7 @@ struct ExpireFlags {
 }
 
 fn expire_generic(ctx: &mut Ctx<'_>, args: Args<'_>, unit_ms: i64, absolute: bool, cmd: &'static str) -> CmdResult {
-    let n = arg_i64(args.get(2))?;
+    // Options are checked before the number, as Redis does.
     let mut f = ExpireFlags::default();
     for a in args.iter().skip(3) {
         if eq_ic(a, "NX") {
@@ -72,6 +72,7 @@ fn expire_generic(ctx: &mut Ctx<'_>, args: Args<'_>, unit_ms: i64, absolute: boo
     if f.gt && f.lt {
         return Err(CmdError::msg("ERR GT and LT options at the same time are not compatible"));
     }
+    let n = arg_i64(args.get(2))?;
     let now = ctx.now_ms as i64;
     let at = n
         .checked_mul(unit_ms)
@@ -133,7 +134,7 @@ pub fn pttl(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     ttl_generic(ctx, args, |at, now| at.saturating_sub(now) as i64)
 }
 pub fn expiretime(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    ttl_generic(ctx, args, |at, _| (at / 1000) as i64)
+    ttl_generic(ctx, args, |at, _| ((at + 500) / 1000) as i64)
 }
 pub fn pexpiretime(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     ttl_generic(ctx, args, |at, _| at as i64)
@@ -155,10 +156,13 @@ pub fn keys(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 }
 
 pub fn scan(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    let cursor: u64 = std::str::from_utf8(args.get(1))
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| CmdError::msg("ERR invalid cursor"))?;
+    // Redis reads the cursor with strtoull: an empty string is 0.
+    let raw = args.get(1);
+    let cursor: u64 = if raw.is_empty() {
+        0
+    } else {
+        std::str::from_utf8(raw).ok().and_then(|s| s.parse().ok()).ok_or_else(|| CmdError::msg("ERR invalid cursor"))?
+    };
     let mut pattern: Option<&[u8]> = None;
     let mut count = 10usize;
     let mut type_ok = true;

@@ -166,12 +166,41 @@ pub struct Spec {
     pub since: &'static str,
     pub summary: &'static str,
     pub run: Handler,
+    /// Precomputed from `flags`: checked on every request.
+    pub no_auth: bool,
+    pub denyoom: bool,
 }
 
 impl Spec {
     pub fn has_flag(&self, f: &str) -> bool {
         self.flags.contains(&f)
     }
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn has(flags: &[&str], f: &str) -> bool {
+    let mut i = 0;
+    while i < flags.len() {
+        if str_eq(flags[i], f) {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -185,7 +214,20 @@ const fn spec(
     summary: &'static str,
     run: Handler,
 ) -> Spec {
-    Spec { name, arity, flags, first_key: keys.0, last_key: keys.1, step: keys.2, group, since, summary, run }
+    Spec {
+        name,
+        arity,
+        flags,
+        first_key: keys.0,
+        last_key: keys.1,
+        step: keys.2,
+        group,
+        since,
+        summary,
+        run,
+        no_auth: has(flags, "no-auth"),
+        denyoom: has(flags, "denyoom"),
+    }
 }
 
 const NOKEYS: (i32, i32, i32) = (0, 0, 0);
@@ -299,14 +341,16 @@ pub fn truncate(s: &str, max: usize) -> &str {
 }
 
 fn unknown_command(args: Args<'_>) -> String {
-    // Redis: "unknown command '%.128s', with args beginning with: 'a' 'b' "
-    let name = String::from_utf8_lossy(args.get(0));
+    // Redis: "unknown command '%.128s', with args beginning with: 'a' 'b' ",
+    // formatted with %s, so each argument ends at its first NUL byte.
+    let c_str = |a: &[u8]| -> Vec<u8> { a.iter().take_while(|&&c| c != 0).copied().collect() };
+    let name = String::from_utf8_lossy(&c_str(args.get(0))).into_owned();
     let mut rest = String::new();
     for a in args.iter().skip(1) {
         if rest.len() >= 128 {
             break;
         }
-        let a = String::from_utf8_lossy(a);
+        let a = String::from_utf8_lossy(&c_str(a)).into_owned();
         let room = 128 - rest.len();
         rest.push('\'');
         rest.push_str(truncate(&a, room));
@@ -325,7 +369,7 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) {
     };
     let spec = &COMMANDS[idx];
     ctx.conn.info.last_cmd.store(idx as u16, Relaxed);
-    if !ctx.conn.authenticated && !spec.has_flag("no-auth") {
+    if !ctx.conn.authenticated && !spec.no_auth {
         ctx.stats.record(idx, Outcome::Rejected);
         ctx.out.error("NOAUTH Authentication required.");
         return;
@@ -336,7 +380,7 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) {
         ctx.out.error(&CmdError::Arity(spec.name.to_string()).text());
         return;
     }
-    if spec.has_flag("denyoom") && ctx.shared.store.make_room(ctx.now_ms).is_err() {
+    if spec.denyoom && ctx.shared.store.make_room(ctx.now_ms).is_err() {
         ctx.stats.record(idx, Outcome::Rejected);
         ctx.out.error(&CmdError::Oom.text());
         return;

@@ -410,17 +410,20 @@ pub fn config(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         if args.len() < 3 {
             return Err(CmdError::Arity(sub_name("config", sub)));
         }
-        let mut found: Vec<&str> = Vec::new();
+        // (name to reply with, parameter). An exact name is echoed as
+        // typed, a pattern's matches in their own spelling, as Redis does.
+        let mut found: Vec<(Vec<u8>, &str)> = Vec::new();
         for pattern in args.iter().skip(2) {
+            let is_glob = pattern.iter().any(|c| matches!(c, b'*' | b'?' | b'['));
             for (name, _) in PARAMS {
-                if glob_match(pattern, name.as_bytes(), true) && !found.contains(name) {
-                    found.push(name);
+                if glob_match(pattern, name.as_bytes(), true) && !found.iter().any(|(_, n)| n == name) {
+                    found.push((if is_glob { name.as_bytes().to_vec() } else { pattern.to_vec() }, name));
                 }
             }
         }
         ctx.out.map(found.len());
-        for name in found {
-            ctx.out.bulk(name.as_bytes());
+        for (shown, name) in found {
+            ctx.out.bulk(&shown);
             let v = param_value(ctx.shared, name);
             ctx.out.bulk(v.as_bytes());
         }

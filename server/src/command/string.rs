@@ -31,21 +31,41 @@ fn count(ctx: &mut Ctx<'_>, hit: bool) {
     }
 }
 
-/// An expiry option as given: which unit, relative or absolute.
+/// The expiry option of SET or GETEX as written: which one, and its raw
+/// number (validated only when it is used: GETEX checks it after finding
+/// the key, as Redis does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ExpiryArg {
+enum ExpiryArg<'a> {
     None,
-    At(u64),
+    /// EX, PX, EXAT or PXAT (index 0..4) with its argument.
+    Timed(usize, &'a [u8]),
     Keep,
     Persist,
 }
 
+impl ExpiryArg<'_> {
+    /// Absolute expiry in ms, or `InvalidExpire` for a bad number.
+    fn at(self, now_ms: u64, cmd: &'static str) -> Result<Option<u64>, CmdError> {
+        let ExpiryArg::Timed(kind, raw) = self else { return Ok(None) };
+        let n = arg_i64(raw)?;
+        let (unit, absolute) = [(1000, false), (1, false), (1000, true), (1, true)][kind];
+        expiry_ms(n, unit, absolute, now_ms).map(Some).ok_or(CmdError::InvalidExpire(cmd))
+    }
+
+    fn same_kind(self, other: ExpiryArg<'_>) -> bool {
+        match (self, other) {
+            (ExpiryArg::Timed(a, _), ExpiryArg::Timed(b, _)) => a == b,
+            (a, b) => std::mem::discriminant(&a) == std::mem::discriminant(&b),
+        }
+    }
+}
+
 /// Options shared by SET and GETEX.
-struct SetOptions {
+struct SetOptions<'a> {
     nx: bool,
     xx: bool,
     get: bool,
-    expiry: ExpiryArg,
+    expiry: ExpiryArg<'a>,
 }
 
 /// Absolute expiry in ms for `n` units given relative (`EX`/`PX`) or absolute
@@ -59,37 +79,37 @@ fn expiry_ms(n: i64, unit_ms: i64, absolute: bool, now_ms: u64) -> Option<u64> {
     u64::try_from(at).ok()
 }
 
-fn parse_set_options(
-    args: Args<'_>,
-    from: usize,
-    cmd: &'static str,
-    now_ms: u64,
-    getex: bool,
-) -> Result<SetOptions, CmdError> {
+/// Parses SET's (or GETEX's) options. An option may repeat (the last one
+/// counts); options that contradict each other are a syntax error.
+fn parse_set_options<'a>(args: Args<'a>, from: usize, getex: bool) -> Result<SetOptions<'a>, CmdError> {
     let mut o = SetOptions { nx: false, xx: false, get: false, expiry: ExpiryArg::None };
     let mut i = from;
     while i < args.len() {
         let a = args.get(i);
         let has_next = i + 1 < args.len();
         let timed = ["EX", "PX", "EXAT", "PXAT"].iter().position(|u| eq_ic(a, u));
+        let mut expiry = |e: ExpiryArg<'a>| {
+            if o.expiry == ExpiryArg::None || o.expiry.same_kind(e) {
+                o.expiry = e;
+                Ok(())
+            } else {
+                Err(CmdError::Syntax)
+            }
+        };
         if !getex && eq_ic(a, "NX") && !o.xx {
             o.nx = true;
         } else if !getex && eq_ic(a, "XX") && !o.nx {
             o.xx = true;
         } else if !getex && eq_ic(a, "GET") {
             o.get = true;
-        } else if !getex && eq_ic(a, "KEEPTTL") && o.expiry == ExpiryArg::None {
-            o.expiry = ExpiryArg::Keep;
-        } else if getex && eq_ic(a, "PERSIST") && o.expiry == ExpiryArg::None {
-            o.expiry = ExpiryArg::Persist;
+        } else if !getex && eq_ic(a, "KEEPTTL") {
+            expiry(ExpiryArg::Keep)?;
+        } else if getex && eq_ic(a, "PERSIST") {
+            expiry(ExpiryArg::Persist)?;
         } else if let Some(u) = timed
             && has_next
-            && o.expiry == ExpiryArg::None
         {
-            let n = arg_i64(args.get(i + 1))?;
-            let (unit, absolute) = [(1000, false), (1, false), (1000, true), (1, true)][u];
-            let at = expiry_ms(n, unit, absolute, now_ms).ok_or(CmdError::InvalidExpire(cmd))?;
-            o.expiry = ExpiryArg::At(at);
+            expiry(ExpiryArg::Timed(u, args.get(i + 1)))?;
             i += 1;
         } else {
             return Err(CmdError::Syntax);
@@ -100,7 +120,8 @@ fn parse_set_options(
 }
 
 pub fn set(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    let o = parse_set_options(args, 3, "set", ctx.now_ms, false)?;
+    let o = parse_set_options(args, 3, false)?;
+    let at = o.expiry.at(ctx.now_ms, "set")?;
     let (key, value) = (args.get(1), args.get(2));
     let now = ctx.now_ms;
     let out = &mut ctx.out;
@@ -115,11 +136,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             out.null();
         }
         if apply {
-            let expiry = match o.expiry {
-                ExpiryArg::Keep => k.expiry_ms(),
-                ExpiryArg::At(at) => Some(at),
-                ExpiryArg::None | ExpiryArg::Persist => None,
-            };
+            let expiry = if o.expiry == ExpiryArg::Keep { k.expiry_ms() } else { at };
             store_value(k, value, expiry, now);
         }
     });
@@ -185,29 +202,32 @@ pub fn getdel(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 }
 
 pub fn getex(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    let o = parse_set_options(args, 2, "getex", ctx.now_ms, true)?;
+    let o = parse_set_options(args, 2, true)?;
     let now = ctx.now_ms;
     let out = &mut ctx.out;
     let hit = ctx.shared.store.with_key(args.get(1), now, |k| {
+        if !k.exists() {
+            out.null();
+            return Ok(false);
+        }
+        // Redis validates the expiry only once the key is found.
+        let at = o.expiry.at(now, "getex")?;
         k.touch();
         out.bulk_opt(k.value());
-        if !k.exists() {
-            return false;
-        }
-        match o.expiry {
-            ExpiryArg::At(at) if at <= now => {
+        match (o.expiry, at) {
+            (_, Some(at)) if at <= now => {
                 k.remove();
             }
-            ExpiryArg::At(at) => {
+            (_, Some(at)) => {
                 k.set_expiry(Some(at));
             }
-            ExpiryArg::Persist => {
+            (ExpiryArg::Persist, _) => {
                 k.set_expiry(None);
             }
-            ExpiryArg::None | ExpiryArg::Keep => {}
+            _ => {}
         }
-        true
-    });
+        Ok(true)
+    })?;
     count(ctx, hit);
     Ok(())
 }
@@ -389,20 +409,19 @@ pub fn decrby(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     incr_generic(ctx, args.get(1), -by)
 }
 
-/// Formats an INCRBYFLOAT result. Redis computes in `long double` and prints
-/// 17 significant digits, which hides binary noise like 0.1 + 0.2; in f64
-/// the same effect needs rounding to 15 significant digits first.
+/// Formats an INCRBYFLOAT result the way Redis does (`%.17Lf`, trailing
+/// zeros removed, never an exponent) as far as f64 allows. Redis computes in
+/// 80-bit `long double`, where 0.1 + 0.2 prints as 0.3; in f64 the same
+/// needs rounding to 15 significant digits first, which is done for values
+/// below 1e15. Larger values print their exact digits, as Redis does.
 pub fn format_float(v: f64) -> String {
-    if v == 0.0 {
-        return "0".to_string();
-    }
-    let rounded: f64 = format!("{v:.14e}").parse().unwrap_or(v);
-    let s = format!("{rounded}");
-    if s.contains('e') {
-        // Display never uses exponents for f64, but be defensive.
-        return format!("{rounded:.17}").trim_end_matches('0').trim_end_matches('.').to_string();
-    }
-    s
+    let snapped: f64 = format!("{v:.14e}").parse().unwrap_or(v);
+    let r = if snapped.is_finite() && v.abs() < 1e15 { snapped } else { v };
+    let shortest = format!("{r}");
+    let decimals = shortest.split_once('.').map_or(0, |(_, d)| d.len());
+    let text = if v.abs() >= 1e15 || decimals > 17 { format!("{r:.17}") } else { shortest };
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
+    if text == "-0" { "0".to_string() } else { text }
 }
 
 pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {

@@ -106,7 +106,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
             }
         };
         let Read::Data(n) = read else { break };
-        shared.metrics.net_input_bytes.fetch_add(n as u64, Relaxed);
+        stats.input_bytes += n as u64;
         let now_ms = unix_ms();
         let limits = shared.settings.limits();
         let mut close = false;
@@ -122,7 +122,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
                         close = true;
                         break;
                     }
-                    if out.len() >= OUT_FLUSH_BYTES && write_out(shared, &mut stream, &mut out).await.is_err() {
+                    if out.len() >= OUT_FLUSH_BYTES && write_out(&mut stats, &mut stream, &mut out).await.is_err() {
                         close = true;
                         break;
                     }
@@ -144,7 +144,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
             encode::error(&mut out, b"ERR Protocol error: query buffer limit (client-query-buffer-limit) exceeded");
             close = true;
         }
-        let written = write_out(shared, &mut stream, &mut out).await;
+        let written = write_out(&mut stats, &mut stream, &mut out).await;
         stats.flush(&shared.metrics);
         info.last_ms.store(now_ms, Relaxed);
         if close || written.is_err() || info.killed.load(Relaxed) {
@@ -157,14 +157,15 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
             out = BytesMut::with_capacity(READ_CHUNK);
         }
     }
+    stats.flush_all(&shared.metrics);
     let _ = stream.shutdown().await;
 }
 
-async fn write_out(shared: &Shared, stream: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
+async fn write_out(stats: &mut LocalStats, stream: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
-    shared.metrics.net_output_bytes.fetch_add(out.len() as u64, Relaxed);
+    stats.output_bytes += out.len() as u64;
     let r = stream.write_all(out).await;
     out.clear();
     r

@@ -94,13 +94,13 @@ impl ShardInner {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn insert(&mut self, hash: u64, entry: Entry) -> (usize, i64) {
+    fn insert(&mut self, hash: u64, slot: u16, entry: Entry) -> (usize, i64) {
         let before = self.table.bucket_bytes() as i64;
         let cost = entry.mem_cost() as i64;
         if entry.expiry_ms().is_some() {
             self.volatile += 1;
         }
-        self.slot_counts[slot_index(key_slot(entry.key()))] += 1;
+        self.slot_counts[slot_index(slot)] += 1;
         let pos = self.table.insert_new(hash, entry);
         (pos, cost + self.table.bucket_bytes() as i64 - before)
     }
@@ -117,13 +117,16 @@ impl ShardInner {
         new_cost - old.mem_cost() as i64
     }
 
-    fn remove(&mut self, pos: usize) -> (Entry, i64) {
+    /// Removes the entry at `pos`. `slot` is its key's slot if the caller
+    /// knows it (saves hashing the key again).
+    fn remove(&mut self, pos: usize, slot: Option<u16>) -> (Entry, i64) {
         let before = self.table.bucket_bytes() as i64;
         let old = self.table.remove_at(pos);
         if old.expiry_ms().is_some() {
             self.volatile -= 1;
         }
-        self.slot_counts[slot_index(key_slot(old.key()))] -= 1;
+        let slot = slot.unwrap_or_else(|| key_slot(old.key()));
+        self.slot_counts[slot_index(slot)] -= 1;
         let delta = -(old.mem_cost() as i64) + self.table.bucket_bytes() as i64 - before;
         (old, delta)
     }
@@ -241,7 +244,7 @@ impl Store {
     pub fn with_key<R>(&self, key: &[u8], now_ms: u64, f: impl FnOnce(&mut KeyRef<'_>) -> R) -> R {
         let slot = key_slot(key);
         let mut guard = self.lock(shard_of(slot));
-        let mut k = KeyRef::new(&mut guard, self, key, now_ms);
+        let mut k = KeyRef::new(&mut guard, self, key, slot, now_ms);
         f(&mut k)
     }
 
@@ -330,7 +333,7 @@ impl Store {
             let Some(pos) = pos else { continue };
             let entry = g.table.get(pos).expect("occupied");
             if entry.is_expired(now_ms) {
-                let (_, delta) = g.remove(pos);
+                let (_, delta) = g.remove(pos, None);
                 drop(g);
                 self.account(delta);
                 self.stats.expired_keys.fetch_add(1, Relaxed);
@@ -338,7 +341,7 @@ impl Store {
             }
             let score = match policy {
                 Policy::AllKeysRandom | Policy::VolatileRandom => {
-                    let (_, delta) = g.remove(pos);
+                    let (_, delta) = g.remove(pos, None);
                     drop(g);
                     self.account(delta);
                     self.stats.evicted_keys.fetch_add(1, Relaxed);
@@ -362,7 +365,7 @@ impl Store {
             // Changed under us; the caller's loop samples again.
             return true;
         };
-        let (_, delta) = g.remove(pos);
+        let (_, delta) = g.remove(pos, None);
         drop(g);
         self.account(delta);
         self.stats.evicted_keys.fetch_add(1, Relaxed);
@@ -403,7 +406,7 @@ impl Store {
                     seen += 1;
                 }
                 if e.is_expired(now_ms) {
-                    let (_, d) = g.remove(pos);
+                    let (_, d) = g.remove(pos, None);
                     delta += d;
                     expired += 1;
                     if g.table.capacity() != cap {
@@ -535,7 +538,7 @@ impl Store {
             let pos = g.table.occupied_from(start).expect("non-empty table");
             let e = g.table.get(pos).expect("occupied");
             if e.is_expired(now_ms) {
-                let (_, delta) = g.remove(pos);
+                let (_, delta) = g.remove(pos, None);
                 drop(g);
                 self.account(delta);
                 self.stats.expired_keys.fetch_add(1, Relaxed);
@@ -573,10 +576,11 @@ pub struct MultiKey<'a> {
 impl MultiKey<'_> {
     /// Access to one of the keys given to [`Store::with_keys`].
     pub fn key<'b>(&'b mut self, key: &'b [u8]) -> KeyRef<'b> {
-        let s = shard_of(key_slot(key));
+        let slot = key_slot(key);
+        let s = shard_of(slot);
         let idx = self.guards.binary_search_by_key(&s, |(i, _)| *i).expect("key was locked by with_keys");
         let shard: &mut ShardInner = &mut self.guards[idx].1;
-        KeyRef::new(shard, self.store, key, self.now_ms)
+        KeyRef::new(shard, self.store, key, slot, self.now_ms)
     }
 }
 
@@ -585,24 +589,25 @@ pub struct KeyRef<'a> {
     shard: &'a mut ShardInner,
     store: &'a Store,
     key: &'a [u8],
+    slot: u16,
     hash: u64,
     pos: Option<usize>,
     now_ms: u64,
 }
 
 impl<'a> KeyRef<'a> {
-    fn new(shard: &'a mut ShardInner, store: &'a Store, key: &'a [u8], now_ms: u64) -> Self {
+    fn new(shard: &'a mut ShardInner, store: &'a Store, key: &'a [u8], slot: u16, now_ms: u64) -> Self {
         let hash = hash_key(key);
         let mut pos = shard.table.find(key, hash);
         if let Some(p) = pos
             && shard.table.get(p).is_some_and(|e| e.is_expired(now_ms))
         {
-            let (_, delta) = shard.remove(p);
+            let (_, delta) = shard.remove(p, Some(slot));
             store.account(delta);
             store.stats.expired_keys.fetch_add(1, Relaxed);
             pos = None;
         }
-        KeyRef { shard, store, key, hash, pos, now_ms }
+        KeyRef { shard, store, key, slot, hash, pos, now_ms }
     }
 
     #[inline]
@@ -665,7 +670,7 @@ impl<'a> KeyRef<'a> {
         let delta = match self.pos {
             Some(p) => self.shard.replace(p, entry),
             None => {
-                let (p, d) = self.shard.insert(self.hash, entry);
+                let (p, d) = self.shard.insert(self.hash, self.slot, entry);
                 self.pos = Some(p);
                 d
             }
@@ -689,7 +694,7 @@ impl<'a> KeyRef<'a> {
     /// Deletes the key, returning its entry.
     pub fn remove(&mut self) -> Option<Entry> {
         let p = self.pos.take()?;
-        let (old, delta) = self.shard.remove(p);
+        let (old, delta) = self.shard.remove(p, Some(self.slot));
         self.store.account(delta);
         Some(old)
     }
