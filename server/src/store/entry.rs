@@ -19,6 +19,12 @@
 //! This is the only `unsafe` in the store: the allocation's size is derived
 //! from its own header, which is written once in [`Entry::new`] and never
 //! changes afterwards (only `access` and `version` are rewritten in place).
+//!
+//! The pointer's top byte carries the table's 1-byte hash tag ([`Entry::tag`]),
+//! so a probe compares tags without a separate array and without touching
+//! the entry's memory. User-space addresses on the 64-bit Linux targets we
+//! support stay below 2^56 (x86-64: 2^47, or 2^56 with 5-level paging only
+//! for mappings that ask for it; aarch64: 2^48/2^52); `new` asserts it.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
@@ -30,8 +36,11 @@ const FIXED_LEN: usize = 13;
 
 /// An owned key/value pair with its metadata.
 pub struct Entry {
+    /// The allocation's address, with the table tag in the top byte.
     ptr: NonNull<u8>,
 }
+
+const ADDR_MASK: usize = (1 << 56) - 1;
 
 // SAFETY: an Entry exclusively owns its allocation, like a Box<[u8]>.
 unsafe impl Send for Entry {}
@@ -81,6 +90,7 @@ impl Entry {
         // SAFETY: size >= FIXED_LEN > 0.
         let raw = unsafe { alloc(layout) };
         let Some(ptr) = NonNull::new(raw) else { handle_alloc_error(layout) };
+        assert_eq!(raw as usize & !ADDR_MASK, 0, "heap address above 2^56: the table tag would not fit");
         // SAFETY: freshly allocated, `size` bytes, exclusively ours.
         let out = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), size) };
         out[0] = if expiry_ms.is_some() { FLAG_EXPIRY } else { 0 };
@@ -98,11 +108,30 @@ impl Entry {
         Entry { ptr }
     }
 
+    /// The allocation's address, without the tag.
+    #[inline]
+    fn base(&self) -> *mut u8 {
+        self.ptr.as_ptr().map_addr(|a| a & ADDR_MASK)
+    }
+
+    /// The table's tag for this entry (0 until a table sets it).
+    #[inline]
+    pub fn tag(&self) -> u8 {
+        (self.ptr.as_ptr().addr() >> 56) as u8
+    }
+
+    #[inline]
+    pub fn set_tag(&mut self, tag: u8) {
+        let p = self.ptr.as_ptr().map_addr(|a| (a & ADDR_MASK) | (usize::from(tag) << 56));
+        // SAFETY: the address part is the non-null allocation.
+        self.ptr = unsafe { NonNull::new_unchecked(p) };
+    }
+
     #[inline]
     fn byte(&self, i: usize) -> u8 {
         // SAFETY: callers only read header bytes, all within the allocation
         // (the header is written before any read and the varints end it).
-        unsafe { *self.ptr.as_ptr().add(i) }
+        unsafe { *self.base().add(i) }
     }
 
     #[inline]
@@ -132,14 +161,14 @@ impl Entry {
     fn bytes(&self) -> &[u8] {
         let total = self.parts().total();
         // SAFETY: `total` is the size the allocation was made with.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), total) }
+        unsafe { std::slice::from_raw_parts(self.base(), total) }
     }
 
     #[inline]
     fn bytes_mut(&mut self) -> &mut [u8] {
         let total = self.parts().total();
         // SAFETY: as in `bytes`, and &mut self gives exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), total) }
+        unsafe { std::slice::from_raw_parts_mut(self.base(), total) }
     }
 
     #[inline]
@@ -217,7 +246,7 @@ impl Drop for Entry {
         let size = self.alloc_len();
         let layout = Layout::from_size_align(size, 1).expect("entry size fits isize");
         // SAFETY: allocated in `new` with exactly this layout.
-        unsafe { dealloc(self.ptr.as_ptr(), layout) }
+        unsafe { dealloc(self.base(), layout) }
     }
 }
 
@@ -251,6 +280,10 @@ mod tests {
             assert_eq!(entry.access(), 7);
             entry.set_access(99);
             assert_eq!(entry.access(), 99);
+            assert_eq!(entry.value(), v);
+            entry.set_tag(0xAB);
+            assert_eq!(entry.tag(), 0xAB);
+            assert_eq!(entry.key(), k);
             assert_eq!(entry.value(), v);
         }
     }

@@ -4,12 +4,13 @@
 //! half the table is empty (at exactly 1M keys hashbrown holds 2^21 buckets:
 //! ~19 bytes per key). This table maps a hash to a bucket with a multiply
 //! (`fastrange`), so its capacity can be any number and it grows by 1.5x,
-//! keeping the load between ~0.53 and 0.8: 9 bytes per bucket (an 8-byte
-//! pointer and a 1-byte tag), 11-17 bytes per key.
+//! keeping the load between ~0.53 and 0.8: 8 bytes per bucket (a pointer),
+//! 10-15 bytes per key.
 //!
-//! Collisions are resolved by linear probing; the 1-byte tag (from the top of
-//! the hash, never 0, 0 meaning empty) lets a probe skip other keys without
-//! touching their memory. Deletion shifts later members of the run back
+//! Collisions are resolved by linear probing. Each entry's pointer carries a
+//! 1-byte tag (the low byte of the hash, never 0) in its top byte, so a probe
+//! skips other keys by reading only the bucket, without touching their
+//! memory: a lookup costs the bucket's cache line and the entry's. Deletion shifts later members of the run back
 //! (no tombstones), re-hashing their keys to find their home bucket.
 //! Entries do not store their hash: growth and deletion hash keys again.
 
@@ -27,9 +28,13 @@ pub fn hash_key(key: &[u8]) -> u64 {
     xxh3_64(key)
 }
 
+/// The 1-byte tag of a hash. It must come from bits the bucket index does
+/// not use: `home` takes the *high* bits (fastrange), so neighbouring
+/// buckets share high bits and a tag made of them would not tell their
+/// keys apart. The low byte is independent of the position.
 #[inline]
 fn tag_of(hash: u64) -> u8 {
-    let t = (hash >> 56) as u8;
+    let t = hash as u8;
     if t == 0 { 1 } else { t }
 }
 
@@ -39,7 +44,6 @@ fn home(hash: u64, cap: usize) -> usize {
 }
 
 pub struct Table {
-    tags: Box<[u8]>,
     slots: Box<[Option<Entry>]>,
     len: usize,
 }
@@ -52,7 +56,7 @@ impl Default for Table {
 
 impl Table {
     pub fn new() -> Self {
-        Table { tags: Box::new([]), slots: Box::new([]), len: 0 }
+        Table { slots: Box::new([]), len: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -64,12 +68,12 @@ impl Table {
     }
 
     pub fn capacity(&self) -> usize {
-        self.tags.len()
+        self.slots.len()
     }
 
-    /// Bytes held by the bucket arrays.
+    /// Bytes held by the bucket array.
     pub fn bucket_bytes(&self) -> usize {
-        self.capacity() * (1 + std::mem::size_of::<Option<Entry>>())
+        self.capacity() * std::mem::size_of::<Option<Entry>>()
     }
 
     /// Position of `key`, if present.
@@ -82,15 +86,10 @@ impl Table {
         let tag = tag_of(hash);
         let mut i = home(hash, cap);
         loop {
-            let t = self.tags[i];
-            if t == 0 {
-                return None;
-            }
-            if t == tag
-                && let Some(e) = &self.slots[i]
-                && e.key() == key
-            {
-                return Some(i);
+            match &self.slots[i] {
+                None => return None,
+                Some(e) if e.tag() == tag && e.key() == key => return Some(i),
+                Some(_) => {}
             }
             i += 1;
             if i == cap {
@@ -110,16 +109,16 @@ impl Table {
         pos
     }
 
-    fn place(&mut self, hash: u64, entry: Entry) -> usize {
+    fn place(&mut self, hash: u64, mut entry: Entry) -> usize {
         let cap = self.capacity();
         let mut i = home(hash, cap);
-        while self.tags[i] != 0 {
+        while self.slots[i].is_some() {
             i += 1;
             if i == cap {
                 i = 0;
             }
         }
-        self.tags[i] = tag_of(hash);
+        entry.set_tag(tag_of(hash));
         self.slots[i] = Some(entry);
         i
     }
@@ -127,7 +126,6 @@ impl Table {
     fn resize(&mut self, cap: usize) {
         assert!(cap * LOAD_MAX_NUM >= self.len * LOAD_MAX_DEN, "resize below the load limit");
         let old = std::mem::replace(&mut self.slots, std::iter::repeat_with(|| None).take(cap).collect());
-        self.tags = vec![0u8; cap].into_boxed_slice();
         for entry in old.into_vec().into_iter().flatten() {
             let hash = hash_key(entry.key());
             self.place(hash, entry);
@@ -145,9 +143,12 @@ impl Table {
     }
 
     /// Replaces the entry at an occupied position with one of the same key.
-    pub fn replace(&mut self, pos: usize, entry: Entry) -> Entry {
+    pub fn replace(&mut self, pos: usize, mut entry: Entry) -> Entry {
         debug_assert_eq!(self.get(pos).map(Entry::key), Some(entry.key()));
-        self.slots[pos].replace(entry).expect("replace at an occupied position")
+        let slot = &mut self.slots[pos];
+        // Same key, same hash: the tag carries over.
+        entry.set_tag(slot.as_ref().expect("replace at an occupied position").tag());
+        slot.replace(entry).expect("occupied")
     }
 
     /// Removes the entry at an occupied position, shifting back the rest of
@@ -155,7 +156,6 @@ impl Table {
     pub fn remove_at(&mut self, pos: usize) -> Entry {
         let cap = self.capacity();
         let removed = self.slots[pos].take().expect("remove at an occupied position");
-        self.tags[pos] = 0;
         self.len -= 1;
         let mut hole = pos;
         let mut j = pos;
@@ -164,18 +164,14 @@ impl Table {
             if j == cap {
                 j = 0;
             }
-            if self.tags[j] == 0 {
-                break;
-            }
-            let h = home(hash_key(self.slots[j].as_ref().expect("tagged slot holds an entry").key()), cap);
+            let Some(moving) = &self.slots[j] else { break };
+            let h = home(hash_key(moving.key()), cap);
             // The entry at j may move to the hole unless its home lies
             // cyclically in (hole, j]: then moving it would put it before
             // its home, where lookups never look.
             let home_in_between = if hole <= j { hole < h && h <= j } else { h > hole || h <= j };
             if !home_in_between {
-                self.tags[hole] = self.tags[j];
                 self.slots[hole] = self.slots[j].take();
-                self.tags[j] = 0;
                 hole = j;
             }
         }
@@ -203,7 +199,7 @@ impl Table {
             return None;
         }
         let start = pos % cap;
-        (0..cap).map(|d| (start + d) % cap).find(|&i| self.tags[i] != 0)
+        (0..cap).map(|d| (start + d) % cap).find(|&i| self.slots[i].is_some())
     }
 }
 
