@@ -200,6 +200,14 @@ impl RequestParser {
         }
     }
 
+    /// The argument ranges of the ready request, if it is a multibulk one
+    /// (inline requests own their arguments). With [`Args::from_ranges`]
+    /// a caller can collect several requests before executing them.
+    pub fn ranges(&self) -> Option<&[(usize, usize)]> {
+        debug_assert_eq!(self.state, State::Ready);
+        if self.is_inline { None } else { Some(&self.ranges) }
+    }
+
     /// Bytes at the front of the buffer that belong to finished requests.
     pub fn consumed(&self) -> usize {
         match self.state {
@@ -371,6 +379,11 @@ enum ArgsInner<'a> {
 pub struct Args<'a>(ArgsInner<'a>);
 
 impl<'a> Args<'a> {
+    /// Arguments given as ranges into `buf` (see [`RequestParser::ranges`]).
+    pub fn from_ranges(buf: &'a [u8], ranges: &'a [(usize, usize)]) -> Self {
+        Args(ArgsInner::Ranges { buf, ranges })
+    }
+
     /// Arguments made by the server itself (tests, internal calls).
     pub fn from_slices(args: &'a [&'a [u8]]) -> Self {
         Args(ArgsInner::Slices(args))

@@ -243,3 +243,50 @@ fn unauthenticated_clients_get_small_limits() {
     assert_eq!(c.cmd(&["AUTH", "secret"]), ok());
     assert_eq!(c.cmd(&["GET", "k"]), null());
 }
+
+/// One write mixing everything that changes how the rest of a pipeline is
+/// handled: AUTH, inline requests, RESET (drops authentication), batches
+/// longer than the server collects at once, and QUIT (nothing after it runs).
+#[test]
+fn pipeline_order_across_auth_reset_inline_and_quit() {
+    let s = Server::start(&["--requirepass", "pw"]);
+    let mut c = s.raw();
+    let mut wire = Vec::new();
+    let cmd = |w: &mut Vec<u8>, args: &[&str]| {
+        write!(w, "*{}\r\n", args.len()).unwrap();
+        for a in args {
+            write!(w, "${}\r\n{a}\r\n", a.len()).unwrap();
+        }
+    };
+    cmd(&mut wire, &["GET", "a"]);
+    cmd(&mut wire, &["AUTH", "pw"]);
+    cmd(&mut wire, &["SET", "a", "1"]);
+    wire.extend_from_slice(b"GET a\r\n");
+    cmd(&mut wire, &["GET", "a"]);
+    cmd(&mut wire, &["RESET"]);
+    cmd(&mut wire, &["GET", "a"]);
+    cmd(&mut wire, &["AUTH", "pw"]);
+    for _ in 0..150 {
+        cmd(&mut wire, &["INCR", "n"]);
+    }
+    cmd(&mut wire, &["QUIT"]);
+    cmd(&mut wire, &["SET", "after-quit", "x"]);
+    c.send(&wire);
+    assert_eq!(c.read(), err("NOAUTH Authentication required."));
+    assert_eq!(c.read(), ok());
+    assert_eq!(c.read(), ok());
+    assert_eq!(c.read(), bulk("1"));
+    assert_eq!(c.read(), bulk("1"));
+    assert_eq!(c.read(), simple("RESET"));
+    assert_eq!(c.read(), err("NOAUTH Authentication required."));
+    assert_eq!(c.read(), ok());
+    for i in 1..=150 {
+        assert_eq!(c.read(), int(i));
+    }
+    assert_eq!(c.read(), ok());
+    assert!(c.is_closed());
+    let mut d = s.raw();
+    assert_eq!(d.cmd(&["AUTH", "pw"]), ok());
+    assert_eq!(d.cmd(&["EXISTS", "after-quit"]), int(0));
+    assert_eq!(d.cmd(&["GET", "n"]), bulk("150"));
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
-use ringcache_protocol::{RequestParser, encode};
+use ringcache_protocol::{Args, RequestParser, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -28,6 +28,60 @@ const READ_CHUNK: usize = 16 * 1024;
 const READ_CHUNK_MAX: usize = 1024 * 1024;
 const OUT_FLUSH_BYTES: usize = 64 * 1024;
 const BUFFER_KEEP_MAX: usize = 256 * 1024;
+/// Requests collected before running them; bounds the prefetch distance.
+const BATCH_REQUESTS_MAX: usize = 64;
+
+/// Requests parsed from one read, kept as argument ranges into the read
+/// buffer until they run. Running them together lets the store prefetch
+/// every request's bucket first: the cache misses of a pipeline overlap
+/// instead of queueing (the same idea as Valkey's batch key prefetching).
+#[derive(Default)]
+struct Batch {
+    ranges: Vec<(usize, usize)>,
+    /// Each request's slice of `ranges`.
+    requests: Vec<(usize, usize)>,
+}
+
+impl Batch {
+    fn push(&mut self, ranges: &[(usize, usize)]) {
+        let start = self.ranges.len();
+        self.ranges.extend_from_slice(ranges);
+        self.requests.push((start, self.ranges.len()));
+    }
+
+    fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.ranges.clear();
+        self.requests.clear();
+    }
+
+    fn args<'a>(&'a self, input: &'a [u8], i: usize) -> Args<'a> {
+        let (a, b) = self.requests[i];
+        Args::from_ranges(input, &self.ranges[a..b])
+    }
+
+    /// Prefetches the bucket of each request's first argument after the
+    /// name: the key, for every command with keys (for others it is a
+    /// harmless wasted hint).
+    fn prefetch(&self, shared: &Shared, input: &[u8]) {
+        if self.len() < 2 {
+            return;
+        }
+        for i in 0..self.len() {
+            let args = self.args(input, i);
+            if args.len() >= 2 {
+                shared.store.prefetch(args.get(1));
+            }
+        }
+    }
+}
 
 /// Accepts clients until `shutdown` turns true.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
@@ -79,6 +133,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut stats = LocalStats::default();
+    let mut batch = Batch::default();
     loop {
         // Read more at once for a large bulk, but never reserve more than
         // what already arrived: an announced length alone buys nothing.
@@ -110,8 +165,51 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
         let now_ms = unix_ms();
         let limits = shared.settings.limits();
         let mut close = false;
+        batch.clear();
         loop {
-            match parser.parse(&input, &limits, conn.authenticated) {
+            let parsed = parser.parse(&input, &limits, conn.authenticated);
+            // Multibulk requests of an authenticated connection are collected
+            // and run together (see `Batch`). Anything else first runs what
+            // was collected, to keep replies in order: an inline request owns
+            // its arguments, and an unauthenticated connection's limits
+            // depend on whether the AUTH before it succeeded.
+            let mut in_batch = false;
+            if let Ok(true) = parsed
+                && conn.authenticated
+                && let Some(ranges) = parser.ranges()
+            {
+                batch.push(ranges);
+                in_batch = true;
+                if batch.len() < BATCH_REQUESTS_MAX {
+                    continue;
+                }
+            }
+            if !batch.is_empty() {
+                batch.prefetch(shared, &input);
+                for i in 0..batch.len() {
+                    let v = conn.resp;
+                    let mut ctx =
+                        Ctx { shared, conn: &mut conn, out: Reply { buf: &mut out, v }, now_ms, stats: &mut stats };
+                    command::execute(&mut ctx, batch.args(&input, i));
+                    if conn.quit {
+                        close = true;
+                        break;
+                    }
+                    if out.len() >= OUT_FLUSH_BYTES && write_out(&mut stats, &mut stream, &mut out).await.is_err() {
+                        close = true;
+                        break;
+                    }
+                }
+                batch.clear();
+                if close {
+                    break;
+                }
+                if in_batch {
+                    // The request just parsed filled the batch and has run.
+                    continue;
+                }
+            }
+            match parsed {
                 Ok(true) => {
                     let args = parser.args(&input);
                     let v = conn.resp;

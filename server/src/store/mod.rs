@@ -23,7 +23,8 @@ pub mod glob;
 pub mod policy;
 mod table;
 
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 
 use ringcache_protocol::{SLOT_COUNT, key_slot};
@@ -46,9 +47,61 @@ fn slot_index(slot: u16) -> usize {
     usize::from(slot) / SHARD_COUNT
 }
 
-/// Keeps each shard's lock on its own cache line.
+/// A shard: its lock, and a copy of its bucket array's address and length
+/// that [`Store::prefetch`] reads without the lock. The copy is refreshed
+/// whenever a guard is dropped ([`ShardGuard`]); a stale copy only makes a
+/// prefetch useless, never wrong (a prefetch never faults). Aligned so each
+/// shard's lock has its own cache line.
 #[repr(align(64))]
-struct Padded<T>(T);
+struct Shard {
+    lock: Mutex<ShardInner>,
+    buckets: AtomicPtr<u8>,
+    capacity: AtomicUsize,
+}
+
+/// A locked shard. On drop it publishes the table's bucket array for
+/// prefetching, so every path that grows, shrinks or replaces a table
+/// (inserts, deletes, expiry, eviction, flush) keeps the copy current.
+struct ShardGuard<'a> {
+    guard: MutexGuard<'a, ShardInner>,
+    shard: &'a Shard,
+}
+
+impl Deref for ShardGuard<'_> {
+    type Target = ShardInner;
+    fn deref(&self) -> &ShardInner {
+        &self.guard
+    }
+}
+
+impl DerefMut for ShardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ShardInner {
+        &mut self.guard
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        let (ptr, cap) = self.guard.table.raw_parts();
+        if self.shard.capacity.load(Relaxed) != cap || self.shard.buckets.load(Relaxed) != ptr {
+            self.shard.buckets.store(ptr, Relaxed);
+            self.shard.capacity.store(cap, Relaxed);
+        }
+    }
+}
+
+/// Asks the CPU to bring `p`'s cache line in; a hint that never faults.
+#[inline(always)]
+fn prefetch_read(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` reads no memory the program can observe and
+    // cannot fault, whatever the address; SSE is part of x86-64.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// `maxmemory` is reached and the policy cannot free anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -141,7 +194,7 @@ pub struct StoreStats {
 
 /// The sharded keyspace.
 pub struct Store {
-    shards: Box<[Padded<Mutex<ShardInner>>]>,
+    shards: Box<[Shard]>,
     used: AtomicI64,
     maxmemory: AtomicU64,
     policy: AtomicU8,
@@ -162,7 +215,11 @@ impl Default for Store {
 impl Store {
     pub fn new() -> Self {
         let shards = (0..SHARD_COUNT)
-            .map(|i| Padded(Mutex::new(ShardInner::new((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)))))
+            .map(|i| Shard {
+                lock: Mutex::new(ShardInner::new((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))),
+                buckets: AtomicPtr::new(std::ptr::null_mut()),
+                capacity: AtomicUsize::new(0),
+            })
             .collect();
         Store {
             shards,
@@ -224,11 +281,28 @@ impl Store {
         z ^ (z >> 31)
     }
 
-    fn lock(&self, shard: usize) -> MutexGuard<'_, ShardInner> {
+    fn lock(&self, shard: usize) -> ShardGuard<'_> {
+        let s = &self.shards[shard];
         // A panic while a shard was held leaves the shard structurally sound
         // (every mutation completes before unlocking or never starts), so a
         // poisoned lock is taken over rather than taking the node down.
-        self.shards[shard].0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        ShardGuard { guard: s.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner), shard: s }
+    }
+
+    /// Starts loading the bucket where `key`'s lookup will begin, without
+    /// taking the shard's lock. Called for every request of a pipeline
+    /// before any of them runs, so their cache misses overlap instead of
+    /// queueing one after another.
+    #[inline]
+    pub fn prefetch(&self, key: &[u8]) {
+        let shard = &self.shards[shard_of(key_slot(key))];
+        let cap = shard.capacity.load(Relaxed);
+        if cap == 0 {
+            return;
+        }
+        let base = shard.buckets.load(Relaxed);
+        let bucket = table::home(hash_key(key), cap) * std::mem::size_of::<Option<Entry>>();
+        prefetch_read(base.wrapping_add(bucket));
     }
 
     fn account(&self, delta: i64) {
@@ -569,7 +643,7 @@ impl Store {
 /// Several shards locked at once (see [`Store::with_keys`]).
 pub struct MultiKey<'a> {
     store: &'a Store,
-    guards: Vec<(usize, MutexGuard<'a, ShardInner>)>,
+    guards: Vec<(usize, ShardGuard<'a>)>,
     now_ms: u64,
 }
 

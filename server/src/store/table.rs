@@ -38,8 +38,9 @@ fn tag_of(hash: u64) -> u8 {
     if t == 0 { 1 } else { t }
 }
 
+/// The bucket a hash starts probing at, for a table of `cap` buckets.
 #[inline]
-fn home(hash: u64, cap: usize) -> usize {
+pub fn home(hash: u64, cap: usize) -> usize {
     ((u128::from(hash) * cap as u128) >> 64) as usize
 }
 
@@ -69,6 +70,11 @@ impl Table {
 
     pub fn capacity(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Address and length of the bucket array, published for prefetching.
+    pub fn raw_parts(&self) -> (*mut u8, usize) {
+        (self.slots.as_ptr() as *mut u8, self.capacity())
     }
 
     /// Bytes held by the bucket array.
