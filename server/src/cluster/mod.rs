@@ -1,10 +1,14 @@
 //! Pure cluster state machines: input events and `now` in, actions out; no
 //! sockets, no clock reads, no tokio (a test keeps it that way).
 //!
-//! Today this holds only the naming of what exists: a single node is a
-//! cluster of one. Membership (foca), the ring and slot table, replication
-//! and rebalancing land here in the issues that follow. Write versions are
-//! hybrid logical clocks kept per store shard (see `store::ShardInner`).
+//! - [`ring`]: the consistent-hash ring and the slot table computed from a
+//!   member set (DESIGN.md §2).
+//!
+//! Membership (foca), replication and rebalancing land here in the issues
+//! that follow. Write versions are hybrid logical clocks kept per store shard
+//! (see `store::ShardInner`).
+
+pub mod ring;
 
 #[cfg(test)]
 mod tests {
