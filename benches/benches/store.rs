@@ -101,6 +101,21 @@ fn single_thread(c: &mut Criterion) {
             n
         });
     });
+    // EXPIRE on an existing key: the entry is rebuilt with the new expiry
+    // (changing whether or when a key expires reallocates it).
+    g.bench_function("expire_existing", |b| {
+        let mut rng = Rng(0x5555_AAAA_5555_AAAA);
+        b.iter(|| {
+            let r = rng.next();
+            store.with_key(key(r % KEYS, &mut buf), NOW_MS, |k| k.set_expiry(Some(NOW_MS + 3_600_000 + r % 1000)))
+        });
+    });
+    // One pass of the active expiry cycle over 8192 buckets (what the node
+    // runs every 100 ms), on a keyspace where many keys carry a TTL and
+    // none has expired: the cost of looking.
+    g.bench_function("active_expire_pass_8192_buckets", |b| {
+        b.iter(|| black_box(store.active_expire(NOW_MS, 8192)));
+    });
     // The cost of making the key and picking it, to subtract from the above.
     g.bench_function("key_generation_only", |b| {
         let mut rng = Rng(0x0123_4567_89AB_CDEF);
