@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::cluster::topology::{NodeInfo, Topology};
 use crate::config::Config;
 use crate::net::{self, unix_ms};
 use crate::shared::Shared;
@@ -43,11 +44,20 @@ impl Node {
             }
             None => None,
         };
+        let mut config = config;
         if !config.seeds.is_empty() {
             warn!(seeds = ?config.seeds, "cluster membership is not built yet: seeds are ignored and this node serves alone");
         }
-        let shared = Arc::new(Shared::new(config, unix_ms()));
-        *shared.client_addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = clients.local_addr().ok();
+        let bound = clients.local_addr().context("client listener address")?;
+        // The default name is bind:port; with --port 0 the real port is only
+        // known now.
+        if config.node_name == format!("{}:0", config.bind) {
+            config.node_name = format!("{}:{}", config.bind, bound.port());
+        }
+        let myself = NodeInfo::new(&config.node_name, bound, config.cluster_port, config.weight);
+        let topology = Topology::single(myself, config.replicas as usize, config.vnodes);
+        let shared = Arc::new(Shared::new(config, unix_ms(), topology));
+        *shared.client_addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bound);
         Ok(Node { shared, clients, admin })
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ringcache_protocol::Limits;
 use tokio::sync::Notify;
 
+use crate::cluster::topology::Topology;
 use crate::command::COMMANDS;
 use crate::config::Config;
 use crate::store::Store;
@@ -344,6 +345,8 @@ pub struct Shared {
     /// The address actually bound for clients (differs from the config
     /// when it asked for port 0).
     pub client_addr: Mutex<Option<SocketAddr>>,
+    /// The current slot table and members, replaced whole on every change.
+    topology: RwLock<Arc<Topology>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -353,7 +356,7 @@ impl std::fmt::Debug for Store {
 }
 
 impl Shared {
-    pub fn new(config: Config, now_ms: u64) -> Self {
+    pub fn new(config: Config, now_ms: u64, topology: Topology) -> Self {
         let store = Store::new();
         store.set_maxmemory(config.maxmemory);
         store.set_policy(config.maxmemory_policy);
@@ -377,7 +380,16 @@ impl Shared {
             shutdown_requested: AtomicBool::new(false),
             shutdown: Notify::new(),
             client_addr: Mutex::new(None),
+            topology: RwLock::new(Arc::new(topology)),
         }
+    }
+
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn set_topology(&self, t: Topology) {
+        *self.topology.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(t);
     }
 
     pub fn request_shutdown(&self) {

@@ -39,7 +39,7 @@ fn resp3_replies() {
         Frame::Map(pairs) => {
             let get = |k: &str| pairs.iter().find(|(key, _)| *key == bulk(k)).map(|(_, v)| v.clone());
             assert_eq!(get("proto"), Some(int(3)));
-            assert_eq!(get("mode"), Some(bulk("standalone")));
+            assert_eq!(get("mode"), Some(bulk("cluster")));
             assert_eq!(get("server"), Some(bulk("ringcache")));
         }
         other => panic!("HELLO 3 gave {other:?}"),

@@ -3,12 +3,15 @@
 //!
 //! - [`ring`]: the consistent-hash ring and the slot table computed from a
 //!   member set (DESIGN.md §2).
+//! - [`topology`]: the slot table with members' addresses and node ids, as
+//!   the Redis Cluster views (CLUSTER SLOTS, SHARDS, NODES) show it.
 //!
 //! Membership (foca), replication and rebalancing land here in the issues
 //! that follow. Write versions are hybrid logical clocks kept per store shard
 //! (see `store::ShardInner`).
 
 pub mod ring;
+pub mod topology;
 
 #[cfg(test)]
 mod tests {

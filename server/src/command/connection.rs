@@ -135,7 +135,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     out.bulk(b"id");
     out.int(ctx.conn.info.id as i64);
     out.bulk(b"mode");
-    out.bulk(b"standalone");
+    out.bulk(b"cluster");
     out.bulk(b"role");
     out.bulk(b"master");
     out.bulk(b"modules");

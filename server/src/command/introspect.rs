@@ -19,6 +19,7 @@ fn acl_categories(s: &Spec) -> Vec<&'static str> {
         "string" => "@string",
         "generic" => "@keyspace",
         "connection" => "@connection",
+        "cluster" => "@connection",
         _ => "@admin",
     });
     c.push(if s.has_flag("fast") { "@fast" } else { "@slow" });

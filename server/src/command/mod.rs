@@ -8,8 +8,10 @@
 //!
 //! Files: `connection.rs` (PING ECHO HELLO AUTH SELECT QUIT RESET CLIENT),
 //! `server.rs` (INFO CONFIG DBSIZE FLUSH* TIME LATENCY SLOWLOG SHUTDOWN),
-//! `introspect.rs` (COMMAND), `string.rs`, `keyspace.rs`.
+//! `introspect.rs` (COMMAND), `cluster.rs` (CLUSTER views, READONLY),
+//! `string.rs`, `keyspace.rs`.
 
+mod cluster;
 mod connection;
 mod introspect;
 mod keyspace;
@@ -264,6 +266,9 @@ pub static COMMANDS: &[Spec] = &[
     spec("time", 1, &["loading", "stale", "fast"], NOKEYS, "server", "2.6.0", "Returns the server time.", server::time),
     spec("latency", -2, &["admin", "noscript", "loading", "stale"], NOKEYS, "server", "2.8.13", "A container for latency diagnostics commands.", server::latency),
     spec("slowlog", -2, &["admin", "loading", "stale"], NOKEYS, "server", "2.2.12", "A container for slow log commands.", server::slowlog),
+    spec("cluster", -2, &["loading", "stale"], NOKEYS, "cluster", "3.0.0", "A container for Redis Cluster views of the slot table.", cluster::cluster),
+    spec("readonly", 1, &["loading", "stale", "fast"], NOKEYS, "cluster", "3.0.0", "Enables read-only queries for a connection to a replica.", cluster::readonly),
+    spec("readwrite", 1, &["loading", "stale", "fast"], NOKEYS, "cluster", "3.0.0", "Enables read-write queries for a connection to a replica.", cluster::readonly),
     spec("shutdown", -1, &["admin", "noscript", "loading", "stale", "no-multi", "allow-busy"], NOKEYS, "server", "1.0.0", "Stops the node after letting connections finish.", server::shutdown),
     // string
     spec("get", 2, R_FAST, KEY1, "string", "1.0.0", "Returns the string value of a key.", string::get),

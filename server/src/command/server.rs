@@ -160,7 +160,7 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             let port = s.client_addr.lock().ok().and_then(|a| a.map(|a| a.port())).unwrap_or(s.config.port);
             kv("redis_version", &REDIS_COMPAT_VERSION);
             kv("ringcache_version", &env!("CARGO_PKG_VERSION"));
-            kv("redis_mode", &"standalone");
+            kv("redis_mode", &"cluster");
             kv("os", &format!("{} {}", std::env::consts::OS, std::env::consts::ARCH));
             kv("arch_bits", &(usize::BITS));
             kv("multiplexing_api", &"epoll");
@@ -241,7 +241,7 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
                 }
             }
         }
-        "cluster" => kv("cluster_enabled", &0),
+        "cluster" => kv("cluster_enabled", &1),
         "keyspace" => {
             let keys = store.len();
             if keys > 0 {
@@ -317,7 +317,7 @@ fn param_value(s: &Shared, name: &str) -> String {
         "databases" => "1".to_string(),
         "save" => String::new(),
         "appendonly" => "no".to_string(),
-        "cluster-enabled" => "no".to_string(),
+        "cluster-enabled" => "yes".to_string(),
         _ => String::new(),
     }
 }

@@ -1,0 +1,101 @@
+//! What this node knows of the cluster: the slot table plus, for every
+//! member, the addresses and the node id that Redis Cluster views show.
+//! Pure data; the membership layer builds a new one on every change and the
+//! node swaps it in whole.
+
+use std::net::SocketAddr;
+
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+
+use super::ring::{Member, SlotTable};
+
+/// A member's addresses and identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    /// 40 hex characters, derived from the name: every node computes the same
+    /// id for a member, and a node restarted under its name keeps its id.
+    pub id: String,
+    pub client_addr: SocketAddr,
+    pub cluster_port: u16,
+    pub weight: u32,
+}
+
+impl NodeInfo {
+    pub fn new(name: &str, client_addr: SocketAddr, cluster_port: u16, weight: u32) -> Self {
+        NodeInfo { name: name.to_string(), id: node_id(name), client_addr, cluster_port, weight }
+    }
+}
+
+/// The Redis Cluster node id (40 hex characters) of a member name.
+pub fn node_id(name: &str) -> String {
+    format!("{:032x}{:08x}", xxh3_128(name.as_bytes()), xxh3_64(name.as_bytes()) as u32)
+}
+
+/// The slot table and the members it refers to.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub table: SlotTable,
+    /// Indexed like `table.members`.
+    pub nodes: Vec<NodeInfo>,
+    /// This node's index.
+    pub me: u16,
+}
+
+impl Topology {
+    /// Builds the topology of `nodes` (this node among them, named `me`).
+    pub fn new(epoch: u64, nodes: Vec<NodeInfo>, me: &str, replicas: usize, vnodes: u32) -> Topology {
+        let members: Vec<Member> = nodes.iter().map(|n| Member { name: n.name.clone(), weight: n.weight }).collect();
+        let table = SlotTable::compute(epoch, &members, replicas, vnodes);
+        let mut nodes = nodes;
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let me = table.member_index(me).expect("this node is a member of its own topology");
+        Topology { table, nodes, me }
+    }
+
+    /// A cluster of one: this node owns every slot.
+    pub fn single(node: NodeInfo, replicas: usize, vnodes: u32) -> Topology {
+        let name = node.name.clone();
+        Topology::new(1, vec![node], &name, replicas, vnodes)
+    }
+
+    pub fn myself(&self) -> &NodeInfo {
+        &self.nodes[usize::from(self.me)]
+    }
+
+    /// Slot ranges where member `m` is the primary, merged.
+    pub fn primary_ranges(&self, m: u16) -> Vec<(u16, u16)> {
+        let mut out: Vec<(u16, u16)> = Vec::new();
+        for (start, end, owners) in self.table.ranges() {
+            if owners.first() != Some(&m) {
+                continue;
+            }
+            match out.last_mut() {
+                Some((_, e)) if *e + 1 == start => *e = end,
+                _ => out.push((start, end)),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_40_hex() {
+        let id = node_id("127.0.0.1:6379");
+        assert_eq!(id.len(), 40);
+        assert!(id.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(id, node_id("127.0.0.1:6379"));
+        assert_ne!(id, node_id("127.0.0.1:6380"));
+    }
+
+    #[test]
+    fn single_node_is_primary_everywhere() {
+        let t = Topology::single(NodeInfo::new("a", "127.0.0.1:1".parse().unwrap(), 2, 1), 3, 256);
+        assert_eq!(t.primary_ranges(t.me), vec![(0, 16383)]);
+        assert_eq!(t.myself().name, "a");
+    }
+}
