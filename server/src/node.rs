@@ -35,6 +35,11 @@ pub struct Node {
 
 impl Node {
     pub async fn bind(config: Config) -> anyhow::Result<Node> {
+        anyhow::ensure!(
+            crate::store::heap_supports_tags(),
+            "this heap tags pointers itself (memory tagging or a hardware-assisted sanitizer): \
+             ringcache keeps its hash tags in the top byte of entry pointers and cannot run here"
+        );
         let addr = listen_addr(&config.bind, config.port);
         let clients = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen for clients on {addr}"))?;
         let admin = match config.admin_port {

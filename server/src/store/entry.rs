@@ -26,7 +26,7 @@
 //! support stay below 2^56 (x86-64: 2^47, or 2^56 with 5-level paging only
 //! for mappings that ask for it; aarch64: 2^48/2^52); `new` asserts it.
 
-use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 
 const FLAG_EXPIRY: u8 = 1;
@@ -87,11 +87,13 @@ impl Entry {
             FIXED_LEN + if expiry_ms.is_some() { 8 } else { 0 } + varint_len(key.len()) + varint_len(value.len());
         let size = header + key.len() + value.len();
         let layout = Layout::from_size_align(size, 1).expect("entry size fits isize");
+        // Zeroed so that the slice below is over initialised bytes (131
+        // bytes of memset cost next to nothing beside the malloc).
         // SAFETY: size >= FIXED_LEN > 0.
-        let raw = unsafe { alloc(layout) };
+        let raw = unsafe { alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(raw) else { handle_alloc_error(layout) };
         assert_eq!(raw as usize & !ADDR_MASK, 0, "heap address above 2^56: the table tag would not fit");
-        // SAFETY: freshly allocated, `size` bytes, exclusively ours.
+        // SAFETY: freshly allocated and zeroed, `size` bytes, exclusively ours.
         let out = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), size) };
         out[0] = if expiry_ms.is_some() { FLAG_EXPIRY } else { 0 };
         out[OFF_ACCESS..OFF_VERSION].copy_from_slice(&access.to_le_bytes());
@@ -233,6 +235,15 @@ impl Entry {
     pub fn rebuild(&self, key: &[u8], expiry_ms: Option<u64>, version: u64) -> Entry {
         Entry::new(key, self.value(), expiry_ms, version, self.access())
     }
+}
+
+/// Whether the heap hands out addresses whose top byte is free for the
+/// table tag. False on heaps that tag pointers themselves (aarch64 memory
+/// tagging in glibc, HWASan, Scudo): the node refuses to start there rather
+/// than fail on the first write.
+pub fn heap_supports_tags() -> bool {
+    let probes: Vec<Box<[u8; 64]>> = (0..16).map(|_| Box::new([0u8; 64])).collect();
+    probes.iter().all(|b| (b.as_ptr() as usize) & !ADDR_MASK == 0)
 }
 
 /// What a `len`-byte allocation costs with glibc's malloc.

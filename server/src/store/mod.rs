@@ -29,7 +29,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use ringcache_protocol::{SLOT_COUNT, key_slot};
 
-pub use entry::Entry;
+pub use entry::{Entry, heap_supports_tags};
 pub use policy::Policy;
 pub use table::{Table, hash_key};
 
@@ -388,16 +388,24 @@ impl Store {
         let decay = self.lfu_decay_time();
         let mut best: Option<(u64, usize, Vec<u8>)> = None;
         let mut sampled = 0;
-        for _ in 0..SHARD_COUNT.max(samples * 8) {
-            if sampled >= samples {
-                break;
+        let mut tries = 0;
+        while sampled < samples && tries < samples * 2 {
+            tries += 1;
+            // Walk the shards from a random one to the first that can give
+            // a candidate: never a false "nothing to evict" when keys sit
+            // in a few shards only (one hash tag, few keys with a TTL).
+            let start = (self.random() % SHARD_COUNT as u64) as usize;
+            let mut found = None;
+            for d in 0..SHARD_COUNT {
+                let s = (start + d) % SHARD_COUNT;
+                let g = self.lock(s);
+                if !g.table.is_empty() && (!volatile || g.volatile > 0) {
+                    found = Some((s, g));
+                    break;
+                }
             }
-            let s = (self.random() % SHARD_COUNT as u64) as usize;
-            let mut g = self.lock(s);
+            let Some((s, mut g)) = found else { break };
             let cap = g.table.capacity();
-            if g.table.is_empty() || (volatile && g.volatile == 0) {
-                continue;
-            }
             let start = (self.random() % cap as u64) as usize;
             let pos = if volatile {
                 (0..cap).map(|d| (start + d) % cap).find(|&i| g.table.get(i).is_some_and(|e| e.expiry_ms().is_some()))
@@ -524,8 +532,10 @@ impl Store {
     /// free them on another thread (FLUSHALL ASYNC).
     pub fn flush(&self) -> Vec<Table> {
         let mut old = Vec::with_capacity(SHARD_COUNT);
-        for s in 0..SHARD_COUNT {
-            let mut g = self.lock(s);
+        // Hold every shard (ascending, like `with_keys`) so no multi-key
+        // command straddles the flush: it happens wholly before or after.
+        let mut guards: Vec<ShardGuard<'_>> = (0..SHARD_COUNT).map(|s| self.lock(s)).collect();
+        for g in guards.iter_mut() {
             let mut freed = g.table.bucket_bytes() as i64;
             for (_, e) in g.table.iter() {
                 freed += e.mem_cost() as i64;
@@ -534,9 +544,9 @@ impl Store {
             g.volatile = 0;
             g.expire_cursor = 0;
             g.slot_counts = [0; SLOTS_PER_SHARD];
-            drop(g);
             self.account(-freed);
         }
+        drop(guards);
         old
     }
 
@@ -555,15 +565,17 @@ impl Store {
         out
     }
 
-    /// One step of SCAN. The cursor is `shard << 56 | h`, meaning "every key
-    /// of this shard whose hash (top 56 bits) is below `h` was returned".
+    /// One step of SCAN. The cursor is `shard << 55 | h`, meaning "every key
+    /// of this shard whose hash (top 55 bits) is below `h` was returned";
+    /// it stays below 2^63 for clients that read cursors as signed.
     /// Hashes do not change when tables grow, so a full scan returns every
     /// key present from its start to its end, whatever happens meanwhile.
     /// Returns the next cursor (0: done) and up to about `count` keys.
     pub fn scan(&self, cursor: u64, count: usize, now_ms: u64) -> (u64, Vec<Vec<u8>>) {
-        const H_MASK: u64 = (1 << 56) - 1;
+        const H_BITS: u32 = 55;
+        const H_MASK: u64 = (1 << H_BITS) - 1;
         let count = count.max(1);
-        let mut shard = (cursor >> 56) as usize;
+        let mut shard = (cursor >> H_BITS) as usize;
         let mut from = cursor & H_MASK;
         let mut out = Vec::new();
         while shard < SHARD_COUNT && out.len() < count {
@@ -572,7 +584,7 @@ impl Store {
                 .table
                 .iter()
                 .filter(|(_, e)| !e.is_expired(now_ms))
-                .map(|(_, e)| (hash_key(e.key()) >> 8, e.key()))
+                .map(|(_, e)| (hash_key(e.key()) >> (64 - H_BITS), e.key()))
                 .filter(|(h, _)| *h >= from)
                 .collect();
             found.sort_unstable();
@@ -596,18 +608,21 @@ impl Store {
                 }
             }
         }
-        let next = if shard >= SHARD_COUNT { 0 } else { ((shard as u64) << 56) | from };
+        let next = if shard >= SHARD_COUNT { 0 } else { ((shard as u64) << H_BITS) | from };
         (next, out)
     }
 
     /// A random live key (RANDOMKEY).
     pub fn random_key(&self, now_ms: u64) -> Option<Vec<u8>> {
         for _ in 0..SHARD_COUNT * 4 {
-            let s = (self.random() % SHARD_COUNT as u64) as usize;
-            let mut g = self.lock(s);
-            if g.table.is_empty() {
-                continue;
-            }
+            // From a random shard on to the first non-empty one, so that a
+            // non-empty keyspace always yields a key.
+            let start = (self.random() % SHARD_COUNT as u64) as usize;
+            let found = (0..SHARD_COUNT).map(|d| (start + d) % SHARD_COUNT).find_map(|s| {
+                let g = self.lock(s);
+                (!g.table.is_empty()).then_some(g)
+            });
+            let mut g = found?;
             let start = (self.random() % g.table.capacity() as u64) as usize;
             let pos = g.table.occupied_from(start).expect("non-empty table");
             let e = g.table.get(pos).expect("occupied");

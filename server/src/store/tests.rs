@@ -220,3 +220,44 @@ proptest! {
         }
     }
 }
+
+/// Keys that all share one hash tag live in one shard: eviction and
+/// RANDOMKEY must still find them (no false "nothing to evict").
+#[test]
+fn one_hash_tag_still_evicts_and_finds_random_keys() {
+    for policy in [Policy::AllKeysLru, Policy::AllKeysRandom, Policy::VolatileTtl, Policy::VolatileLfu] {
+        let store = Store::new();
+        store.set_policy(policy);
+        store.set_maxmemory(100_000);
+        for i in 0..3000u64 {
+            store.make_room(NOW + i).unwrap_or_else(|_| panic!("{policy}: OOM at key {i}"));
+            set(&store, format!("{{tag}}:{i}").as_bytes(), &[b'v'; 100], Some(NOW + 1_000_000 + i), NOW + i);
+        }
+        assert!(store.used_memory() <= 101_000, "{policy}: {}", store.used_memory());
+    }
+    let store = Store::new();
+    set(&store, b"{tag}:only", b"v", None, NOW);
+    for _ in 0..200 {
+        assert_eq!(store.random_key(NOW), Some(b"{tag}:only".to_vec()));
+    }
+}
+
+#[test]
+fn scan_cursors_stay_below_2_pow_63() {
+    let store = Store::new();
+    for i in 0..5000 {
+        set(&store, format!("k{i}").as_bytes(), b"v", None, NOW);
+    }
+    let mut cursor = 0;
+    let mut seen = 0;
+    loop {
+        let (next, keys) = store.scan(cursor, 7, NOW);
+        seen += keys.len();
+        assert!(next < 1 << 63, "cursor {next}");
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen, 5000);
+}
