@@ -5,11 +5,14 @@
 //!   member set (DESIGN.md §2).
 //! - [`topology`]: the slot table with members' addresses and node ids, as
 //!   the Redis Cluster views (CLUSTER SLOTS, SHARDS, NODES) show it.
+//! - [`membership`]: gossip identities, packet authentication, and the
+//!   topology of a member set (foca, itself sans-IO, runs the protocol).
 //!
 //! Membership (foca), replication and rebalancing land here in the issues
 //! that follow. Write versions are hybrid logical clocks kept per store shard
 //! (see `store::ShardInner`).
 
+pub mod membership;
 pub mod ring;
 pub mod topology;
 

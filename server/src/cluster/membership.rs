@@ -1,0 +1,247 @@
+//! Membership, the pure parts: who a node is on the gossip wire, how gossip
+//! packets are authenticated, and how the members foca reports become a
+//! [`Topology`]. The SWIM protocol itself is foca's (sans-IO as well); the
+//! task that owns it and its socket lives in `net::gossip`.
+//!
+//! Identity: a member is `(name, generation)` plus the addresses and weight
+//! other nodes need. Placement keys on the name only, so a renewed identity
+//! (higher generation, after a restart or a refuted suspicion that foca
+//! turned into a rejoin) changes no placement. foca addresses members by
+//! their gossip address; of two identities with one address, the higher
+//! generation wins. Carrying the client address and weight in the identity
+//! means every member record tells a late joiner everything placement needs:
+//! nothing depends on having seen an earlier broadcast.
+//!
+//! Packets: `MAGIC | MAC(16) | payload`, the MAC a keyed BLAKE3 hash of the
+//! payload under a key derived from the cluster name and, when set, the
+//! cluster secret. A packet from another cluster, or without the secret,
+//! fails the MAC and is dropped before foca sees it. Without a secret the
+//! key is derived from the (public) cluster name: this separates clusters
+//! sharing a network; it is not security.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::topology::{NodeInfo, Topology};
+
+/// A member on the gossip wire.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub generation: u64,
+    pub gossip_addr: SocketAddr,
+    pub client_addr: SocketAddr,
+    pub weight: u32,
+}
+
+impl fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}#{}", self.name, self.gossip_addr, self.generation)
+    }
+}
+
+impl NodeIdentity {
+    /// A stand-in for a seed whose identity is not known yet: foca accepts
+    /// an announce addressed to any identity with its gossip address.
+    pub fn seed(gossip_addr: SocketAddr) -> Self {
+        NodeIdentity { name: String::new(), generation: 0, gossip_addr, client_addr: gossip_addr, weight: 0 }
+    }
+
+    pub fn is_seed_placeholder(&self) -> bool {
+        self.generation == 0 && self.name.is_empty()
+    }
+}
+
+impl foca::Identity for NodeIdentity {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(NodeIdentity { generation: self.generation + 1, ..self.clone() })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.gossip_addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.generation > adversary.generation
+    }
+}
+
+const MAGIC: &[u8; 4] = b"RCg1";
+const MAC_LEN: usize = 16;
+/// Bytes a sealed packet adds to foca's payload.
+pub const SEAL_OVERHEAD: usize = MAGIC.len() + MAC_LEN;
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    TooShort,
+    NotRingcache,
+    /// Another cluster, or a wrong or missing secret.
+    BadMac,
+}
+
+/// Seals and opens gossip packets of one cluster.
+#[derive(Clone)]
+pub struct PacketKey {
+    key: [u8; 32],
+}
+
+impl fmt::Debug for PacketKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PacketKey(..)")
+    }
+}
+
+impl PacketKey {
+    pub fn new(cluster_name: &str, secret: Option<&str>) -> Self {
+        let mut material = Vec::new();
+        material.extend_from_slice(cluster_name.as_bytes());
+        material.push(0);
+        if let Some(s) = secret {
+            material.push(1);
+            material.extend_from_slice(s.as_bytes());
+        }
+        PacketKey { key: blake3::derive_key("ringcache gossip packet v1", &material) }
+    }
+
+    fn mac(&self, payload: &[u8]) -> [u8; MAC_LEN] {
+        let full = blake3::keyed_hash(&self.key, payload);
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&full.as_bytes()[..MAC_LEN]);
+        out
+    }
+
+    /// Appends the sealed packet for `payload` to `out`.
+    pub fn seal(&self, payload: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.mac(payload));
+        out.extend_from_slice(payload);
+    }
+
+    /// The payload of a packet sealed with this key.
+    pub fn open<'a>(&self, packet: &'a [u8]) -> Result<&'a [u8], Rejected> {
+        if packet.len() < SEAL_OVERHEAD {
+            return Err(Rejected::TooShort);
+        }
+        if &packet[..MAGIC.len()] != MAGIC {
+            return Err(Rejected::NotRingcache);
+        }
+        let (mac, payload) = packet[MAGIC.len()..].split_at(MAC_LEN);
+        let want = self.mac(payload);
+        // Constant time: no early exit on the first differing byte.
+        if mac.iter().zip(want.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
+            return Err(Rejected::BadMac);
+        }
+        Ok(payload)
+    }
+}
+
+/// The topology of `me` plus the active members foca reports. A name seen
+/// under several generations counts once, with its newest identity.
+pub fn topology_of<'a>(
+    me: &'a NodeIdentity,
+    members: impl IntoIterator<Item = &'a NodeIdentity>,
+    epoch: u64,
+    replicas: usize,
+    vnodes: u32,
+) -> Topology {
+    let mut by_name: HashMap<&str, &NodeIdentity> = HashMap::new();
+    for m in members.into_iter().chain(std::iter::once(me)) {
+        if m.is_seed_placeholder() {
+            continue;
+        }
+        let newer = by_name.get(m.name.as_str()).is_none_or(|old| old.generation < m.generation);
+        if newer {
+            by_name.insert(&m.name, m);
+        }
+    }
+    // This node is always itself, whatever stale records say.
+    by_name.insert(&me.name, me);
+    let nodes = by_name
+        .values()
+        .map(|m| NodeInfo::new(&m.name, m.client_addr, m.gossip_addr.port(), m.weight.max(1)))
+        .collect();
+    Topology::new(epoch, nodes, &me.name, replicas, vnodes)
+}
+
+/// A digest of a member set (names and addresses, not generations): equal
+/// on every node that sees the same cluster, so tests and operators can tell
+/// that nodes agree without comparing lists.
+pub fn members_digest(t: &Topology) -> u64 {
+    let mut text = String::new();
+    for n in &t.nodes {
+        text.push_str(&n.name);
+        text.push('|');
+        text.push_str(&n.client_addr.to_string());
+        text.push('|');
+        text.push_str(&n.weight.to_string());
+        text.push('\n');
+    }
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str, port: u16, generation: u64) -> NodeIdentity {
+        NodeIdentity {
+            name: name.to_string(),
+            generation,
+            gossip_addr: SocketAddr::from(([127, 0, 0, 1], port + 10000)),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight: 1,
+        }
+    }
+
+    #[test]
+    fn sealed_packets_open_only_with_the_same_cluster_and_secret() {
+        let key = PacketKey::new("prod", Some("s3cret"));
+        let mut packet = Vec::new();
+        key.seal(b"hello", &mut packet);
+        assert_eq!(key.open(&packet), Ok(&b"hello"[..]));
+        assert_eq!(PacketKey::new("prod", Some("other")).open(&packet), Err(Rejected::BadMac));
+        assert_eq!(PacketKey::new("prod", None).open(&packet), Err(Rejected::BadMac));
+        assert_eq!(PacketKey::new("staging", Some("s3cret")).open(&packet), Err(Rejected::BadMac));
+        let mut tampered = packet.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(key.open(&tampered), Err(Rejected::BadMac));
+        assert_eq!(key.open(b"RCg1"), Err(Rejected::TooShort));
+        assert_eq!(key.open(&[0u8; 64]), Err(Rejected::NotRingcache));
+        // Without a secret the cluster name alone separates clusters.
+        let mut p = Vec::new();
+        PacketKey::new("a", None).seal(b"x", &mut p);
+        assert_eq!(PacketKey::new("b", None).open(&p), Err(Rejected::BadMac));
+        assert_eq!(PacketKey::new("a", None).open(&p), Ok(&b"x"[..]));
+    }
+
+    #[test]
+    fn newest_generation_of_a_name_counts_once() {
+        let me = id("a", 1, 5);
+        let members = [id("b", 2, 1), id("b", 2, 3), id("c", 3, 1), NodeIdentity::seed("127.0.0.1:9".parse().unwrap())];
+        let t = topology_of(&me, &members, 1, 3, 16);
+        let names: Vec<&str> = t.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "b", "c"]);
+        assert_eq!(t.myself().name, "a");
+        // A renewed identity (new generation) changes nothing in placement.
+        let t2 = topology_of(&me, &[id("b", 2, 9), id("c", 3, 1)], 2, 3, 16);
+        assert_eq!(members_digest(&t), members_digest(&t2));
+        assert_eq!(t.table.ranges(), t2.table.ranges());
+    }
+
+    #[test]
+    fn renew_bumps_the_generation_and_wins() {
+        use foca::Identity;
+        let a = id("a", 1, 7);
+        let b = a.renew().unwrap();
+        assert_eq!(b.generation, 8);
+        assert!(b.win_addr_conflict(&a));
+        assert!(!a.win_addr_conflict(&b));
+        assert_eq!(a.addr(), b.addr());
+    }
+}
