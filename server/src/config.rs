@@ -68,6 +68,21 @@ pub struct Flags {
     /// Shared secret authenticating cluster traffic.
     #[arg(long, env = "RINGCACHE_CLUSTER_SECRET")]
     pub cluster_secret: Option<String>,
+    /// Name of the cluster; nodes of other clusters are never admitted.
+    #[arg(long, env = "RINGCACHE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// SWIM probe period in ms (each node probes one member per period).
+    #[arg(long, env = "RINGCACHE_GOSSIP_PROBE_PERIOD_MS")]
+    pub gossip_probe_period_ms: Option<u64>,
+    /// How long a probe waits for an answer before asking others, in ms.
+    #[arg(long, env = "RINGCACHE_GOSSIP_PROBE_RTT_MS")]
+    pub gossip_probe_rtt_ms: Option<u64>,
+    /// How long a member stays suspect before it is declared down, in ms.
+    #[arg(long, env = "RINGCACHE_GOSSIP_SUSPECT_MS")]
+    pub gossip_suspect_ms: Option<u64>,
+    /// Period of gossip to a few random members, in ms.
+    #[arg(long, env = "RINGCACHE_GOSSIP_INTERVAL_MS")]
+    pub gossip_interval_ms: Option<u64>,
     /// HTTP port for /metrics, /health, /ready, /cluster (off if absent).
     #[arg(long, env = "RINGCACHE_ADMIN_PORT")]
     pub admin_port: Option<u16>,
@@ -117,6 +132,11 @@ struct FileConfig {
     maxmemory_samples: Option<u32>,
     requirepass: Option<String>,
     cluster_secret: Option<String>,
+    cluster_name: Option<String>,
+    gossip_probe_period_ms: Option<u64>,
+    gossip_probe_rtt_ms: Option<u64>,
+    gossip_suspect_ms: Option<u64>,
+    gossip_interval_ms: Option<u64>,
     admin_port: Option<u16>,
     log_format: Option<String>,
     maxclients: Option<u32>,
@@ -143,6 +163,17 @@ impl Size {
             Size::Text(s) => parse_memory(s).ok_or_else(|| ConfigError::Invalid(what.into(), s.clone())),
         }
     }
+}
+
+/// SWIM timing. The defaults are tuned for a LAN or loopback: a crashed
+/// node is declared down on every peer in well under a second (see
+/// BENCHMARKS.md), a node paused for less than `suspect` is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GossipTiming {
+    pub probe_period: Duration,
+    pub probe_rtt: Duration,
+    pub suspect: Duration,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +213,8 @@ pub struct Config {
     pub maxmemory_samples: u32,
     pub requirepass: Option<String>,
     pub cluster_secret: Option<String>,
+    pub cluster_name: String,
+    pub gossip: GossipTiming,
     pub admin_port: Option<u16>,
     pub log_format: LogFormat,
     pub maxclients: u32,
@@ -285,6 +318,17 @@ impl Config {
             maxmemory_samples: pick(flags.maxmemory_samples, file.maxmemory_samples, 5),
             requirepass: flags.requirepass.or(file.requirepass).filter(|p| !p.is_empty()),
             cluster_secret: flags.cluster_secret.or(file.cluster_secret).filter(|s| !s.is_empty()),
+            cluster_name: pick(flags.cluster_name, file.cluster_name, "ringcache".to_string()),
+            gossip: GossipTiming {
+                probe_period: Duration::from_millis(pick(
+                    flags.gossip_probe_period_ms,
+                    file.gossip_probe_period_ms,
+                    250,
+                )),
+                probe_rtt: Duration::from_millis(pick(flags.gossip_probe_rtt_ms, file.gossip_probe_rtt_ms, 100)),
+                suspect: Duration::from_millis(pick(flags.gossip_suspect_ms, file.gossip_suspect_ms, 500)),
+                interval: Duration::from_millis(pick(flags.gossip_interval_ms, file.gossip_interval_ms, 100)),
+            },
             admin_port: flags.admin_port.or(file.admin_port),
             log_format,
             maxclients: pick(flags.maxclients, file.maxclients, 10_000),
@@ -344,6 +388,20 @@ impl Config {
         }
         if self.client_query_buffer_limit < 1024 * 1024 {
             return bad("client-query-buffer-limit (at least 1mb)", &self.client_query_buffer_limit);
+        }
+        let g = &self.gossip;
+        if g.probe_rtt.is_zero() || g.probe_period <= g.probe_rtt {
+            return Err(ConfigError::Inconsistent(format!(
+                "gossip-probe-rtt-ms ({}) must be above 0 and below gossip-probe-period-ms ({})",
+                g.probe_rtt.as_millis(),
+                g.probe_period.as_millis()
+            )));
+        }
+        if g.suspect.is_zero() || g.interval.is_zero() {
+            return bad("gossip-suspect-ms / gossip-interval-ms (above 0)", &0);
+        }
+        if self.cluster_name.is_empty() {
+            return bad("cluster-name", &"");
         }
         if self.max_multibulk_len == 0 {
             return bad("max-multibulk-len", &self.max_multibulk_len);

@@ -119,6 +119,32 @@ impl Collector for NodeCollector {
         )?;
         counter(&mut e, "ringcache_net_input_bytes", "Bytes read from clients.", m.net_input_bytes.load(Relaxed))?;
         counter(&mut e, "ringcache_net_output_bytes", "Bytes written to clients.", m.net_output_bytes.load(Relaxed))?;
+        counter(
+            &mut e,
+            "ringcache_gossip_rejected_packets",
+            "Gossip packets dropped: other cluster, wrong or missing secret, garbage.",
+            m.gossip_rejected.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_gossip_errors",
+            "Authenticated gossip packets the protocol could not use.",
+            m.gossip_errors.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_topology_changes",
+            "Membership changes that produced a new slot table.",
+            m.topology_changes.load(Relaxed),
+        )?;
+        let t = s.topology();
+        gauge(
+            &mut e,
+            "ringcache_cluster_members",
+            "Members in this node's slot table (itself included).",
+            t.nodes.len() as i64,
+        )?;
+        gauge(&mut e, "ringcache_cluster_epoch", "Epoch of this node's slot table.", t.table.epoch as i64)?;
         let uptime = crate::net::unix_ms().saturating_sub(s.started_ms) / 1000;
         gauge(&mut e, "ringcache_uptime_seconds", "Seconds since the node started.", uptime as i64)?;
         Ok(())

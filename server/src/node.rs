@@ -11,8 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::cluster::membership::{NodeIdentity, PacketKey};
 use crate::cluster::topology::{NodeInfo, Topology};
 use crate::config::Config;
+use crate::net::gossip::Gossip;
 use crate::net::{self, unix_ms};
 use crate::shared::Shared;
 
@@ -31,6 +33,7 @@ pub struct Node {
     pub shared: Arc<Shared>,
     clients: TcpListener,
     admin: Option<TcpListener>,
+    gossip: Option<Gossip>,
 }
 
 impl Node {
@@ -50,10 +53,13 @@ impl Node {
             None => None,
         };
         let mut config = config;
-        if !config.seeds.is_empty() {
-            warn!(seeds = ?config.seeds, "cluster membership is not built yet: seeds are ignored and this node serves alone");
-        }
         let bound = clients.local_addr().context("client listener address")?;
+        let gossip_addr = listen_addr(&config.bind, config.cluster_port);
+        let gossip_socket = tokio::net::UdpSocket::bind(&gossip_addr)
+            .await
+            .with_context(|| format!("cannot listen for gossip (UDP) on {gossip_addr}"))?;
+        let gossip_bound = gossip_socket.local_addr().context("gossip socket address")?;
+        config.cluster_port = gossip_bound.port();
         // The default name is bind:port; with --port 0 the real port is only
         // known now.
         if config.node_name == format!("{}:0", config.bind) {
@@ -61,9 +67,28 @@ impl Node {
         }
         let myself = NodeInfo::new(&config.node_name, bound, config.cluster_port, config.weight);
         let topology = Topology::single(myself, config.replicas as usize, config.vnodes);
+        // Seen by peers: the address they can reach, even when bound to 0.0.0.0.
+        let advertised = |a: SocketAddr| {
+            if a.ip().is_unspecified() { SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port()) } else { a }
+        };
+        let me = NodeIdentity {
+            name: config.node_name.clone(),
+            // Grows across restarts, so a restarted node wins over its old self.
+            generation: unix_ms(),
+            gossip_addr: advertised(gossip_bound),
+            client_addr: advertised(bound),
+            weight: config.weight,
+        };
+        let gossip = Gossip {
+            socket: gossip_socket,
+            me,
+            seeds: config.seeds.clone(),
+            key: PacketKey::new(&config.cluster_name, config.cluster_secret.as_deref()),
+            timing: config.gossip,
+        };
         let shared = Arc::new(Shared::new(config, unix_ms(), topology));
         *shared.client_addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bound);
-        Ok(Node { shared, clients, admin })
+        Ok(Node { shared, clients, admin, gossip: Some(gossip) })
     }
 
     pub fn client_addr(&self) -> Option<SocketAddr> {
@@ -86,6 +111,11 @@ impl Node {
         if let Some(addr) = self.admin_addr() {
             info!(%addr, "admin HTTP listening");
         }
+        let mut gossip_task = None;
+        if let Some(g) = self.gossip {
+            info!(addr = %g.me.gossip_addr, cluster = %shared.config.cluster_name, seeds = ?g.seeds, "gossip listening");
+            gossip_task = Some(tokio::spawn(net::gossip::run(shared.clone(), g, stop_rx.clone())));
+        }
         let mut tasks = vec![tokio::spawn(net::client::accept_loop(shared.clone(), self.clients, stop_rx.clone()))];
         if let Some(admin) = self.admin {
             tasks.push(tokio::spawn(net::admin::accept_loop(shared.clone(), admin, stop_rx.clone())));
@@ -104,7 +134,7 @@ impl Node {
             warn!(clients = shared.clients.connected(), "shutdown timeout: closing remaining connections");
             shared.clients.kill_all();
         }
-        for t in tasks {
+        for t in tasks.into_iter().chain(gossip_task) {
             let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
         }
         info!("stopped");

@@ -78,6 +78,12 @@ pub struct Metrics {
     pub unknown_commands: AtomicU64,
     pub net_input_bytes: AtomicU64,
     pub net_output_bytes: AtomicU64,
+    /// Gossip packets dropped: another cluster, a wrong secret, garbage.
+    pub gossip_rejected: AtomicU64,
+    /// Gossip packets foca could not use (decode errors and the like).
+    pub gossip_errors: AtomicU64,
+    /// Membership changes that produced a new topology.
+    pub topology_changes: AtomicU64,
 }
 
 impl Metrics {
@@ -92,6 +98,9 @@ impl Metrics {
             unknown_commands: AtomicU64::new(0),
             net_input_bytes: AtomicU64::new(0),
             net_output_bytes: AtomicU64::new(0),
+            gossip_rejected: AtomicU64::new(0),
+            gossip_errors: AtomicU64::new(0),
+            topology_changes: AtomicU64::new(0),
         }
     }
 

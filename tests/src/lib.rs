@@ -52,6 +52,45 @@ pub fn binary() -> PathBuf {
         .clone()
 }
 
+/// A process that was spawned and has not reported its address yet.
+pub struct Starting {
+    child: Option<Child>,
+    rx: std::sync::mpsc::Receiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+    want_admin: bool,
+}
+
+impl Starting {
+    /// Waits (bounded) until the node listens; kills it and panics if not.
+    pub fn wait_ready(mut self) -> Server {
+        let mut child = self.child.take().expect("child");
+        let (mut addr, mut admin) = (None, None);
+        let deadline = Instant::now() + WAIT;
+        while addr.is_none() || (self.want_admin && admin.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) if line.contains("admin HTTP") => admin = find_addr(&line),
+                Ok(line) => addr = find_addr(&line),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("ringcache did not start: {}", self.log.lock().unwrap().join("\n"));
+                }
+            }
+        }
+        Server { child, addr: addr.expect("addr"), admin, log: self.log.clone() }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A running ringcache process.
 pub struct Server {
     child: Child,
@@ -78,6 +117,11 @@ impl Server {
     }
 
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn(extra, env).wait_ready()
+    }
+
+    /// Starts the process without waiting for it (see [`Starting::wait_ready`]).
+    pub fn spawn(extra: &[&str], env: &[(&str, &str)]) -> Starting {
         let mut cmd = Command::new(binary());
         if !extra.contains(&"--port") {
             cmd.args(["--port", "0"]);
@@ -109,22 +153,7 @@ impl Server {
                 }
             }
         });
-        let want_admin = extra.contains(&"--admin-port");
-        let (mut addr, mut admin) = (None, None);
-        let deadline = Instant::now() + WAIT;
-        while addr.is_none() || (want_admin && admin.is_none()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains("admin HTTP") => admin = find_addr(&line),
-                Ok(line) => addr = find_addr(&line),
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("ringcache did not start: {}", log.lock().unwrap().join("\n"));
-                }
-            }
-        }
-        Server { child, addr: addr.expect("addr"), admin, log }
+        Starting { child: Some(child), rx, log, want_admin: extra.contains(&"--admin-port") }
     }
 
     pub fn port(&self) -> u16 {
@@ -188,6 +217,111 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A free loopback port for TCP and UDP both (the client and cluster ports
+/// of a node). Another process may take it before it is used; tests that
+/// start nodes retry is not needed on loopback in practice, and the node
+/// fails loudly if it cannot bind.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Several nodes started together, every node seeded with every other
+/// node's cluster address.
+pub struct Cluster {
+    pub nodes: Vec<Option<Server>>,
+    /// (client port, cluster port) of each node, kept for restarts.
+    pub ports: Vec<(u16, u16)>,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let mut c = Cluster { nodes: Vec::new(), ports, extra: extra.iter().map(|s| s.to_string()).collect() };
+        // Spawn every process before waiting for any: they start together.
+        let children: Vec<_> = (0..n).map(|i| c.spawn(i)).collect();
+        c.nodes = children.into_iter().map(|s| Some(s.wait_ready())).collect();
+        c
+    }
+
+    fn args(&self, i: usize) -> Vec<String> {
+        let (port, cport) = self.ports[i];
+        let mut args = vec![
+            "--port".into(),
+            port.to_string(),
+            "--cluster-port".into(),
+            cport.to_string(),
+            "--node-name".into(),
+            format!("node{i}"),
+        ];
+        for (j, (_, seed)) in self.ports.iter().enumerate() {
+            if j != i {
+                args.push("--seed".into());
+                args.push(format!("127.0.0.1:{seed}"));
+            }
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    fn spawn(&self, i: usize) -> Starting {
+        let args = self.args(i);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::spawn(&refs, &[])
+    }
+
+    pub fn node(&self, i: usize) -> &Server {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    /// Restarts node `i` under the same name and ports.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {i} is still running");
+        self.nodes[i] = Some(self.spawn(i).wait_ready());
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut s) = self.nodes[i].take() {
+            s.signal("KILL");
+            s.wait();
+        }
+    }
+
+    /// `cluster_known_nodes` of node `i`.
+    pub fn known_nodes(&self, i: usize) -> usize {
+        cluster_info_field(&mut self.node(i).raw(), "cluster_known_nodes").parse().expect("known nodes")
+    }
+
+    /// Waits until every running node knows exactly `n` members and all
+    /// report the same CLUSTER SHARDS.
+    pub fn wait_converged(&self, n: usize) {
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_some()).collect();
+        Server::eventually(&format!("{} nodes to agree on {n} members", running.len()), || {
+            running.iter().all(|&i| self.known_nodes(i) == n) && {
+                let shards: Vec<_> = running.iter().map(|&i| self.node(i).raw().cmd(&["CLUSTER", "SHARDS"])).collect();
+                shards.windows(2).all(|w| w[0] == w[1])
+            }
+        });
+    }
+}
+
+/// A field of CLUSTER INFO.
+pub fn cluster_info_field(c: &mut Raw, field: &str) -> String {
+    let Frame::Bulk(text) = c.cmd(&["CLUSTER", "INFO"]) else { panic!("CLUSTER INFO") };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("{field} not in CLUSTER INFO: {text}"))
+        .trim()
+        .to_string()
 }
 
 /// A blocking RESP client that shows replies exactly as sent.

@@ -29,7 +29,10 @@ impl NodeInfo {
 
 /// The Redis Cluster node id (40 hex characters) of a member name.
 pub fn node_id(name: &str) -> String {
-    format!("{:032x}{:08x}", xxh3_128(name.as_bytes()), xxh3_64(name.as_bytes()) as u32)
+    // xxh3_64 equals the low half of xxh3_128, so the tail hashes a
+    // different input to add bits rather than repeat them.
+    let tail = xxh3_64(format!("{name}#node-id").as_bytes()) as u32;
+    format!("{:032x}{tail:08x}", xxh3_128(name.as_bytes()))
 }
 
 /// The slot table and the members it refers to.

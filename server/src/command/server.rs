@@ -241,7 +241,15 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
                 }
             }
         }
-        "cluster" => kv("cluster_enabled", &1),
+        "cluster" => {
+            let t = s.topology();
+            kv("cluster_enabled", &1);
+            kv("cluster_name", &s.config.cluster_name);
+            kv("cluster_known_nodes", &t.nodes.len());
+            kv("cluster_epoch", &t.table.epoch);
+            kv("cluster_members_digest", &format!("{:016x}", crate::cluster::membership::members_digest(&t)));
+            kv("gossip_rejected_packets", &m.gossip_rejected.load(Relaxed));
+        }
         "keyspace" => {
             let keys = store.len();
             if keys > 0 {

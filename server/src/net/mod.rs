@@ -1,9 +1,10 @@
 //! Every socket of a node. `client` serves RESP clients, `admin` the HTTP
-//! endpoints. Tasks here drive the pure modules; nothing below `net` knows
+//! endpoints, `gossip` runs membership on the cluster port. Tasks here drive the pure modules; nothing below `net` knows
 //! about sockets.
 
 pub mod admin;
 pub mod client;
+pub mod gossip;
 
 /// Unix time in ms: the one clock read of the request path (once a batch).
 pub fn unix_ms() -> u64 {

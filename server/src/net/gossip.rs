@@ -1,0 +1,250 @@
+//! The membership driver: the one task that owns this node's `foca`
+//! instance and its UDP socket (the cluster port).
+//!
+//! It feeds foca three kinds of input — packets (after checking their MAC),
+//! timers (kept in a deadline-ordered queue and handed back in order), and
+//! announces — and carries out what foca asks: sealed packets to send,
+//! timers to schedule, notifications. Membership changes are debounced
+//! (`PUBLISH_DELAY`) and then turned into a new [`Topology`] that replaces
+//! the node's whole.
+//!
+//! Joining: until this node has members it announces to every seed each
+//! `ANNOUNCE_PERIOD`; afterwards it still announces to any seed that is not
+//! a member, so nodes started in any order, or two halves that formed
+//! separately, end up as one cluster. foca does not retry announces itself.
+//! On shutdown the node leaves the cluster before the socket closes.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+use tracing::{debug, info, warn};
+
+use crate::cluster::membership::{NodeIdentity, PacketKey, SEAL_OVERHEAD, members_digest, topology_of};
+use crate::config::GossipTiming;
+use crate::shared::Shared;
+
+const ANNOUNCE_PERIOD: Duration = Duration::from_millis(500);
+const PUBLISH_DELAY: Duration = Duration::from_millis(50);
+const PACKET_MAX: usize = 1400;
+const REJECT_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+type Node = Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>;
+
+/// foca's settings from ours.
+pub fn foca_config(t: &GossipTiming) -> foca::Config {
+    let mut c = foca::Config::new_lan(NonZeroU32::new(32).expect("non-zero"));
+    c.probe_period = t.probe_period;
+    c.probe_rtt = t.probe_rtt;
+    c.suspect_to_down_after = t.suspect;
+    c.max_packet_size = NonZeroUsize::new(PACKET_MAX - SEAL_OVERHEAD).expect("non-zero");
+    c.periodic_gossip =
+        Some(foca::PeriodicParams { frequency: t.interval, num_members: NonZeroUsize::new(3).expect("3") });
+    c.periodic_announce =
+        Some(foca::PeriodicParams { frequency: Duration::from_secs(5), num_members: NonZeroUsize::new(1).expect("1") });
+    c.periodic_announce_to_down_members =
+        Some(foca::PeriodicParams { frequency: Duration::from_secs(5), num_members: NonZeroUsize::new(2).expect("2") });
+    c
+}
+
+/// Everything the driver needs to start.
+pub struct Gossip {
+    pub socket: UdpSocket,
+    pub me: NodeIdentity,
+    pub seeds: Vec<String>,
+    pub key: PacketKey,
+    pub timing: GossipTiming,
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    socket: UdpSocket,
+    key: PacketKey,
+    foca: Node,
+    runtime: AccumulatingRuntime<NodeIdentity>,
+    timers: BinaryHeap<Reverse<(Instant, u64, Timer<NodeIdentity>)>>,
+    timer_seq: u64,
+    seeds: Vec<String>,
+    seed_addrs: Vec<SocketAddr>,
+    publish_at: Option<Instant>,
+    epoch: u64,
+    digest: u64,
+    send_buf: Vec<u8>,
+    rejected_since_log: u64,
+    last_reject_log: Option<Instant>,
+}
+
+pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>) {
+    let seed = xxhash_rust::xxh3::xxh3_64(format!("{:?}", g.me).as_bytes());
+    let foca = Foca::new(g.me.clone(), foca_config(&g.timing), StdRng::seed_from_u64(seed), PostcardCodec);
+    let topology = shared.topology();
+    let mut d = Driver {
+        digest: members_digest(&topology),
+        epoch: topology.table.epoch,
+        shared,
+        socket: g.socket,
+        key: g.key,
+        foca,
+        runtime: AccumulatingRuntime::new(),
+        timers: BinaryHeap::new(),
+        timer_seq: 0,
+        seeds: g.seeds,
+        seed_addrs: Vec::new(),
+        publish_at: None,
+        send_buf: Vec::with_capacity(PACKET_MAX),
+        rejected_since_log: 0,
+        last_reject_log: None,
+    };
+    d.resolve_seeds().await;
+    let mut announce = tokio::time::interval(ANNOUNCE_PERIOD);
+    announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let next_timer = d.timers.peek().map(|Reverse((at, _, _))| *at);
+        let publish_at = d.publish_at;
+        tokio::select! {
+            r = d.socket.recv_from(&mut buf) => match r {
+                Ok((n, from)) => d.packet(&buf[..n], from),
+                Err(e) => debug!(error = %e, "gossip receive failed"),
+            },
+            _ = async { sleep_until(next_timer.expect("guarded")).await }, if next_timer.is_some() => d.due_timers(),
+            _ = announce.tick() => d.announce().await,
+            _ = async { sleep_until(publish_at.expect("guarded")).await }, if publish_at.is_some() => d.publish(),
+            _ = stop.changed() => {
+                if let Err(e) = d.foca.leave_cluster(&mut d.runtime) {
+                    debug!(error = %e, "leaving the cluster");
+                }
+                d.drain().await;
+                info!("left the cluster");
+                return;
+            }
+        }
+        d.drain().await;
+    }
+}
+
+impl Driver {
+    async fn resolve_seeds(&mut self) {
+        let mine = self.foca.identity().gossip_addr;
+        let mut addrs = Vec::new();
+        for s in &self.seeds {
+            match tokio::net::lookup_host(s.as_str()).await {
+                Ok(found) => addrs.extend(found.filter(|a| *a != mine)),
+                Err(e) => warn!(seed = %s, error = %e, "cannot resolve seed"),
+            }
+        }
+        addrs.sort();
+        addrs.dedup();
+        self.seed_addrs = addrs;
+    }
+
+    fn packet(&mut self, packet: &[u8], from: SocketAddr) {
+        match self.key.open(packet) {
+            Ok(payload) => {
+                if let Err(e) = self.foca.handle_data(payload, &mut self.runtime) {
+                    self.shared.metrics.gossip_errors.fetch_add(1, Relaxed);
+                    debug!(%from, error = %e, "gossip packet not usable");
+                }
+            }
+            Err(why) => {
+                self.shared.metrics.gossip_rejected.fetch_add(1, Relaxed);
+                self.rejected_since_log += 1;
+                let now = Instant::now();
+                if self.last_reject_log.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_PERIOD) {
+                    warn!(
+                        %from,
+                        reason = ?why,
+                        dropped = self.rejected_since_log,
+                        "dropping gossip packets that are not from this cluster (other cluster name, or a wrong or missing secret)"
+                    );
+                    self.last_reject_log = Some(now);
+                    self.rejected_since_log = 0;
+                }
+            }
+        }
+    }
+
+    fn due_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, _, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, _, timer)) = self.timers.pop().expect("peeked");
+            if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+                debug!(error = %e, "gossip timer");
+            }
+        }
+    }
+
+    async fn announce(&mut self) {
+        if self.seed_addrs.is_empty() && !self.seeds.is_empty() {
+            self.resolve_seeds().await;
+        }
+        let members: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().gossip_addr).collect();
+        for addr in self.seed_addrs.clone() {
+            if !members.contains(&addr) {
+                let _ = self.foca.announce(NodeIdentity::seed(addr), &mut self.runtime);
+            }
+        }
+    }
+
+    /// Carries out what foca asked for.
+    async fn drain(&mut self) {
+        while let Some((to, data)) = self.runtime.to_send() {
+            self.send_buf.clear();
+            self.key.seal(&data, &mut self.send_buf);
+            if let Err(e) = self.socket.send_to(&self.send_buf, to.gossip_addr).await {
+                debug!(to = ?to, error = %e, "gossip send failed");
+            }
+        }
+        let now = Instant::now();
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timer_seq += 1;
+            self.timers.push(Reverse((now + after, self.timer_seq, timer)));
+        }
+        while let Some(n) = self.runtime.to_notify() {
+            match &n {
+                OwnedNotification::MemberUp(m) => info!(member = ?m, "member up"),
+                OwnedNotification::MemberDown(m) => info!(member = ?m, "member down"),
+                OwnedNotification::Rename(a, b) => info!(from = ?a, to = ?b, "member renewed its identity"),
+                OwnedNotification::Active => info!("joined the cluster"),
+                OwnedNotification::Idle => info!("no other members known"),
+                OwnedNotification::Defunct => warn!("this node was declared down"),
+                OwnedNotification::Rejoin(id) => info!(identity = ?id, "rejoined under a new generation"),
+            }
+            // Debounce: a burst of changes (a node joining a big cluster,
+            // a refuted suspicion) becomes one new topology.
+            self.publish_at.get_or_insert(now + PUBLISH_DELAY);
+        }
+    }
+
+    fn publish(&mut self) {
+        self.publish_at = None;
+        let me = self.foca.identity().clone();
+        let members: Vec<NodeIdentity> = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        let config = &self.shared.config;
+        let probe = topology_of(&me, &members, self.epoch, config.replicas as usize, config.vnodes);
+        let digest = members_digest(&probe);
+        if digest == self.digest {
+            return;
+        }
+        self.epoch += 1;
+        self.digest = digest;
+        let topology = topology_of(&me, &members, self.epoch, config.replicas as usize, config.vnodes);
+        let names: Vec<&str> = topology.nodes.iter().map(|n| n.name.as_str()).collect();
+        info!(epoch = self.epoch, members = ?names, "slot table changed");
+        self.shared.metrics.topology_changes.fetch_add(1, Relaxed);
+        self.shared.set_topology(topology);
+    }
+}

@@ -1,0 +1,158 @@
+//! Membership with real processes: nodes started together form one cluster
+//! and agree on the slot table; a killed node is declared down and dropped,
+//! and rejoins under a new generation when restarted; a short pause is not a
+//! failure; a node without the cluster secret never joins; a cluster-aware
+//! client routes every key to its slot's primary.
+//!
+//! Convergence tests give suspicion a generous timeout (2 s) so a loaded CI
+//! machine running several debug-build nodes does not flap; the detection
+//! speed of the defaults is measured in BENCHMARKS.md, not asserted here.
+
+use std::time::{Duration, Instant};
+
+use ringcache_protocol::Frame;
+use ringcache_tests::reply::*;
+use ringcache_tests::{Cluster, Server, cluster_info_field};
+
+const CALM: &[&str] = &["--gossip-suspect-ms", "2000"];
+
+#[test]
+fn five_nodes_started_together_form_one_cluster() {
+    let c = Cluster::start(5, CALM);
+    c.wait_converged(5);
+    // Every node answers CLUSTER SHARDS identically (wait_converged checked)
+    // and covers all 16384 slots with five primaries.
+    let mut n = c.node(3).raw();
+    assert_eq!(cluster_info_field(&mut n, "cluster_slots_assigned"), "16384");
+    assert_eq!(cluster_info_field(&mut n, "cluster_size"), "5");
+    let digests: Vec<String> = (0..5).map(|i| info_field(c.node(i), "cluster_members_digest")).collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+}
+
+fn info_field(s: &Server, field: &str) -> String {
+    let Frame::Bulk(text) = s.raw().cmd(&["INFO", "cluster"]) else { panic!("INFO") };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("{field}: {text}"))
+        .to_string()
+}
+
+#[test]
+fn killed_node_is_dropped_and_rejoins_when_restarted() {
+    let mut c = Cluster::start(5, CALM);
+    c.wait_converged(5);
+    let id_before = c.node(2).raw().cmd(&["CLUSTER", "MYID"]);
+    c.kill(2);
+    c.wait_converged(4);
+    let Frame::Bulk(nodes) = c.node(0).raw().cmd(&["CLUSTER", "NODES"]) else { panic!() };
+    let Frame::Bulk(id) = &id_before else { panic!() };
+    assert!(!String::from_utf8_lossy(&nodes).contains(&*String::from_utf8_lossy(id)), "the dead node is still listed");
+    c.restart(2);
+    c.wait_converged(5);
+    // Same name, same id, same placement; a newer generation on the wire.
+    assert_eq!(c.node(2).raw().cmd(&["CLUSTER", "MYID"]), id_before);
+    assert!(c.node(0).log().contains("member renewed its identity") || c.node(0).log().contains("member up"));
+}
+
+#[test]
+fn a_pause_shorter_than_suspicion_is_not_a_failure() {
+    let c = Cluster::start(3, &["--gossip-suspect-ms", "1500"]);
+    c.wait_converged(3);
+    c.node(1).signal("STOP");
+    let stopped = Instant::now();
+    // Watch the others while node 1 is paused for 300 ms.
+    while stopped.elapsed() < Duration::from_millis(300) {
+        assert_eq!(c.known_nodes(0), 3);
+        assert_eq!(c.known_nodes(2), 3);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.node(1).signal("CONT");
+    // And for a while after: a suspicion raised during the pause must be
+    // refuted, never turned into a Down.
+    let resumed = Instant::now();
+    while resumed.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(c.known_nodes(0), 3);
+        assert_eq!(c.known_nodes(2), 3);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in [0, 2] {
+        assert!(!c.node(i).log().contains("member down"), "node {i} declared a paused node down:\n{}", c.node(i).log());
+    }
+}
+
+#[test]
+fn nodes_without_the_secret_never_join() {
+    let c = Cluster::start(2, &["--cluster-secret", "right", "--gossip-suspect-ms", "2000"]);
+    c.wait_converged(2);
+    let seeds: Vec<String> = c.ports.iter().map(|(_, cp)| format!("127.0.0.1:{cp}")).collect();
+    let mut args =
+        vec!["--node-name", "intruder", "--seed", &seeds[0], "--seed", &seeds[1], "--cluster-secret", "wrong"];
+    let wrong = Server::start(&args);
+    args.truncate(6); // no secret at all
+    args[1] = "stranger";
+    let none = Server::start(&args);
+    let other_cluster = Server::start(&[
+        "--node-name",
+        "neighbour",
+        "--seed",
+        &seeds[0],
+        "--cluster-secret",
+        "right",
+        "--cluster-name",
+        "another",
+    ]);
+    // Give them time to try (they announce every 500 ms), watching the whole while.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        assert_eq!(c.known_nodes(0), 2);
+        assert_eq!(c.known_nodes(1), 2);
+        for s in [&wrong, &none, &other_cluster] {
+            assert_eq!(cluster_info_field(&mut s.raw(), "cluster_known_nodes"), "1");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rejected: u64 = info_field(c.node(0), "gossip_rejected_packets").parse().unwrap();
+    assert!(rejected > 0, "no packets were rejected");
+    assert!(c.node(0).log().contains("dropping gossip packets"));
+}
+
+#[test]
+fn cluster_client_routes_keys_to_their_primaries() {
+    let c = Cluster::start(3, CALM);
+    c.wait_converged(3);
+    let urls: Vec<String> = (0..3).map(|i| format!("redis://{}/", c.node(i).addr)).collect();
+    let client = redis::cluster::ClusterClient::new(urls).unwrap();
+    let mut con = client.get_connection().unwrap();
+    for i in 0..1000 {
+        let _: () = redis::cmd("SET").arg(format!("key:{i}")).arg(i).query(&mut con).unwrap();
+    }
+    for i in 0..1000 {
+        let v: i64 = redis::cmd("GET").arg(format!("key:{i}")).query(&mut con).unwrap();
+        assert_eq!(v, i);
+    }
+    // Each key sits on the primary CLUSTER SLOTS names for its slot.
+    let Frame::Array(ranges) = c.node(0).raw().cmd(&["CLUSTER", "SLOTS"]) else { panic!() };
+    let primary_port = |slot: i64| -> i64 {
+        for r in &ranges {
+            let Frame::Array(parts) = r else { panic!() };
+            let (Frame::Integer(a), Frame::Integer(b)) = (&parts[0], &parts[1]) else { panic!() };
+            if (*a..=*b).contains(&slot) {
+                let Frame::Array(node) = &parts[2] else { panic!() };
+                let Frame::Integer(port) = node[1] else { panic!() };
+                return port;
+            }
+        }
+        panic!("slot {slot} not covered");
+    };
+    let mut per_node = [0; 3];
+    for i in 0..1000 {
+        let key = format!("key:{i}");
+        let Frame::Integer(slot) = c.node(0).raw().cmd(&["CLUSTER", "KEYSLOT", &key]) else { panic!() };
+        let port = primary_port(slot);
+        let n = (0..3).find(|&n| i64::from(c.node(n).port()) == port).expect("a node has that port");
+        assert_eq!(c.node(n).raw().cmd(&["EXISTS", &key]), int(1), "{key} is not on its primary");
+        per_node[n] += 1;
+    }
+    assert!(per_node.iter().all(|&k| k > 200), "uneven spread {per_node:?}");
+}
