@@ -356,6 +356,9 @@ pub struct Shared {
     pub client_addr: Mutex<Option<SocketAddr>>,
     /// The current slot table and members, replaced whole on every change.
     topology: RwLock<Arc<Topology>>,
+    /// Bumped on every `set_topology`; connections cache the topology and
+    /// reload it only when this moves (one relaxed load per command).
+    topology_version: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -390,7 +393,12 @@ impl Shared {
             shutdown: Notify::new(),
             client_addr: Mutex::new(None),
             topology: RwLock::new(Arc::new(topology)),
+            topology_version: AtomicU64::new(1),
         }
+    }
+
+    pub fn topology_version(&self) -> u64 {
+        self.topology_version.load(Relaxed)
     }
 
     pub fn topology(&self) -> Arc<Topology> {
@@ -399,6 +407,7 @@ impl Shared {
 
     pub fn set_topology(&self, t: Topology) {
         *self.topology.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(t);
+        self.topology_version.fetch_add(1, Relaxed);
     }
 
     pub fn request_shutdown(&self) {

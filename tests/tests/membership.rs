@@ -156,3 +156,54 @@ fn cluster_client_routes_keys_to_their_primaries() {
     }
     assert!(per_node.iter().all(|&k| k > 200), "uneven spread {per_node:?}");
 }
+
+/// With other members, a node redirects keys it is not primary for (MOVED,
+/// with the primary's address) and refuses multi-key requests that span
+/// slots (CROSSSLOT), exactly as Redis Cluster does; `redis-cli -c` follows
+/// the redirects, so any node reaches every key.
+#[test]
+fn moved_and_crossslot_like_redis_cluster() {
+    let c = Cluster::start(3, CALM);
+    c.wait_converged(3);
+    let Frame::Array(ranges) = c.node(0).raw().cmd(&["CLUSTER", "SLOTS"]) else { panic!() };
+    let Frame::Integer(slot) = c.node(0).raw().cmd(&["CLUSTER", "KEYSLOT", "somekey"]) else { panic!() };
+    let primary = ranges
+        .iter()
+        .find_map(|r| {
+            let Frame::Array(p) = r else { panic!() };
+            let (Frame::Integer(a), Frame::Integer(b)) = (&p[0], &p[1]) else { panic!() };
+            let Frame::Array(node) = &p[2] else { panic!() };
+            let Frame::Integer(port) = node[1] else { panic!() };
+            (*a..=*b).contains(&slot).then_some(port)
+        })
+        .unwrap();
+    let owner = (0..3).find(|&i| i64::from(c.node(i).port()) == primary).unwrap();
+    let other = (owner + 1) % 3;
+    assert_eq!(c.node(other).raw().cmd(&["SET", "somekey", "v"]), err(&format!("MOVED {slot} 127.0.0.1:{primary}")));
+    assert_eq!(c.node(owner).raw().cmd(&["SET", "somekey", "v"]), ok());
+    assert_eq!(
+        c.node(owner).raw().cmd(&["MSET", "a", "1", "b", "2", "c", "3", "d", "4"]),
+        err("CROSSSLOT Keys in request don't hash to the same slot")
+    );
+    // Keys that share a hash tag share a slot: fine on their primary.
+    let tag_owner = (0..3)
+        .find(|&i| c.node(i).raw().cmd(&["MSET", "{t}a", "1", "{t}b", "2"]) == ok())
+        .expect("the tag's primary accepts the MSET");
+    assert_eq!(c.node(tag_owner).raw().cmd(&["MGET", "{t}a", "{t}b"]), bulks(&["1", "2"]));
+    // Keyless commands answer locally.
+    assert_eq!(c.node(other).raw().cmd(&["PING"]), simple("PONG"));
+    // redis-cli -c: write through one node, read through another.
+    let cli = |port: u16, args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-c", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli must be installed (redis-tools)");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for i in 0..20 {
+        let key = format!("cli:{i}");
+        assert_eq!(cli(c.node(i % 3).port(), &["set", &key, &format!("v{i}")]), "OK\n");
+        assert_eq!(cli(c.node((i + 1) % 3).port(), &["get", &key]), format!("v{i}\n"));
+    }
+}

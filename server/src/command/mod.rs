@@ -25,8 +25,9 @@ use std::sync::LazyLock;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
-use ringcache_protocol::{Args, Version, encode, parse_i64};
+use ringcache_protocol::{Args, Version, encode, key_slot, parse_i64};
 
+use crate::cluster::topology::Topology;
 use crate::shared::{ClientInfo, LocalStats, Outcome, Shared};
 
 pub use server::info_text;
@@ -93,12 +94,55 @@ pub struct ConnState {
     pub authenticated: bool,
     /// Set by QUIT (and SHUTDOWN): close after writing the replies so far.
     pub quit: bool,
+    /// The topology as of `topology_version` (see [`ConnState::topology`]).
+    topology: Option<(u64, Arc<Topology>)>,
 }
 
 impl ConnState {
     pub fn new(info: Arc<ClientInfo>, needs_auth: bool) -> Self {
-        ConnState { info, resp: Version::Resp2, authenticated: !needs_auth, quit: false }
+        ConnState { info, resp: Version::Resp2, authenticated: !needs_auth, quit: false, topology: None }
     }
+
+    /// The current topology, reloaded only when it changed.
+    #[inline]
+    pub fn topology(&mut self, shared: &Shared) -> &Arc<Topology> {
+        let v = shared.topology_version();
+        if self.topology.as_ref().is_none_or(|(seen, _)| *seen != v) {
+            self.topology = Some((v, shared.topology()));
+        }
+        &self.topology.as_ref().expect("just set").1
+    }
+}
+
+/// Where a request's keys live, when the cluster has other members: keys
+/// of several slots are refused (`CROSSSLOT`), and keys whose slot has
+/// another primary are redirected (`MOVED`), as Redis Cluster does. Until
+/// requests are forwarded (replication issue) this keeps every key on its
+/// primary, so cluster-aware clients and `redis-cli -c` see one keyspace.
+fn route(ctx: &mut Ctx<'_>, spec: &Spec, args: Args<'_>) -> Result<(), CmdError> {
+    if spec.first_key <= 0 {
+        return Ok(());
+    }
+    let t = ctx.conn.topology(ctx.shared);
+    if t.nodes.len() < 2 {
+        return Ok(());
+    }
+    let argc = args.len() as i32;
+    let last = if spec.last_key < 0 { argc + spec.last_key } else { spec.last_key.min(argc - 1) };
+    let slot = key_slot(args.get(spec.first_key as usize));
+    let mut i = spec.first_key + spec.step.max(1);
+    while i <= last {
+        if key_slot(args.get(i as usize)) != slot {
+            return Err(CmdError::msg("CROSSSLOT Keys in request don't hash to the same slot"));
+        }
+        i += spec.step.max(1);
+    }
+    let primary = t.table.owners(slot)[0];
+    if primary != t.me {
+        let addr = t.nodes[usize::from(primary)].client_addr;
+        return Err(CmdError::msg(format!("MOVED {slot} {addr}")));
+    }
+    Ok(())
 }
 
 /// Everything a command runs with.
@@ -385,6 +429,11 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) {
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         ctx.stats.record(idx, Outcome::Rejected);
         ctx.out.error(&CmdError::Arity(spec.name.to_string()).text());
+        return;
+    }
+    if let Err(e) = route(ctx, spec, args) {
+        ctx.stats.record(idx, Outcome::Rejected);
+        ctx.out.error(&e.text());
         return;
     }
     if spec.denyoom && ctx.shared.store.make_room(ctx.now_ms).is_err() {
