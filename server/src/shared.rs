@@ -357,9 +357,14 @@ pub struct Shared {
     /// The current slot table and members, replaced whole on every change.
     topology: RwLock<Arc<Topology>>,
     /// Bumped on every `set_topology`; connections cache the topology and
-    /// reload it only when this moves (one relaxed load per command).
-    topology_version: AtomicU64,
+    /// reload it only when this moves (one relaxed load per command). On a
+    /// cache line of its own so writes to neighbours never evict it.
+    topology_version: Padded<AtomicU64>,
 }
+
+#[repr(align(64))]
+#[derive(Debug)]
+struct Padded<T>(T);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -393,12 +398,12 @@ impl Shared {
             shutdown: Notify::new(),
             client_addr: Mutex::new(None),
             topology: RwLock::new(Arc::new(topology)),
-            topology_version: AtomicU64::new(1),
+            topology_version: Padded(AtomicU64::new(1)),
         }
     }
 
     pub fn topology_version(&self) -> u64 {
-        self.topology_version.load(Relaxed)
+        self.topology_version.0.load(Relaxed)
     }
 
     pub fn topology(&self) -> Arc<Topology> {
@@ -407,7 +412,7 @@ impl Shared {
 
     pub fn set_topology(&self, t: Topology) {
         *self.topology.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(t);
-        self.topology_version.fetch_add(1, Relaxed);
+        self.topology_version.0.fetch_add(1, Relaxed);
     }
 
     pub fn request_shutdown(&self) {

@@ -192,10 +192,18 @@ pub struct StoreStats {
     pub evicted_keys: AtomicU64,
 }
 
+/// A value alone on its cache line: `used` is written by every write on
+/// every thread and must not share a line with fields that every request
+/// reads (policy, maxmemory), or each write would evict them from the other
+/// cores' caches.
+#[repr(align(64))]
+#[derive(Debug, Default)]
+struct Lone<T>(T);
+
 /// The sharded keyspace.
 pub struct Store {
     shards: Box<[Shard]>,
-    used: AtomicI64,
+    used: Lone<AtomicI64>,
     maxmemory: AtomicU64,
     policy: AtomicU8,
     samples: AtomicU32,
@@ -223,7 +231,7 @@ impl Store {
             .collect();
         Store {
             shards,
-            used: AtomicI64::new(0),
+            used: Lone(AtomicI64::new(0)),
             maxmemory: AtomicU64::new(0),
             policy: AtomicU8::new(Policy::NoEviction as u8),
             samples: AtomicU32::new(5),
@@ -270,7 +278,7 @@ impl Store {
 
     /// Estimated bytes held by keys, values and tables.
     pub fn used_memory(&self) -> u64 {
-        self.used.load(Relaxed).max(0) as u64
+        self.used.0.load(Relaxed).max(0) as u64
     }
 
     fn random(&self) -> u64 {
@@ -307,7 +315,7 @@ impl Store {
 
     fn account(&self, delta: i64) {
         if delta != 0 {
-            self.used.fetch_add(delta, Relaxed);
+            self.used.0.fetch_add(delta, Relaxed);
         }
     }
 
