@@ -326,7 +326,7 @@ impl Config {
                     250,
                 )),
                 probe_rtt: Duration::from_millis(pick(flags.gossip_probe_rtt_ms, file.gossip_probe_rtt_ms, 100)),
-                suspect: Duration::from_millis(pick(flags.gossip_suspect_ms, file.gossip_suspect_ms, 500)),
+                suspect: Duration::from_millis(pick(flags.gossip_suspect_ms, file.gossip_suspect_ms, 400)),
                 interval: Duration::from_millis(pick(flags.gossip_interval_ms, file.gossip_interval_ms, 100)),
             },
             admin_port: flags.admin_port.or(file.admin_port),

@@ -5,7 +5,7 @@
 //! timers (kept in a deadline-ordered queue and handed back in order), and
 //! announces — and carries out what foca asks: sealed packets to send,
 //! timers to schedule, notifications. Membership changes are debounced
-//! (`PUBLISH_DELAY`) and then turned into a new [`Topology`] that replaces
+//! (`PUBLISH_DELAY`, 25 ms) and then turned into a new [`Topology`] that replaces
 //! the node's whole.
 //!
 //! Joining: until this node has members it announces to every seed each
@@ -35,7 +35,7 @@ use crate::config::GossipTiming;
 use crate::shared::Shared;
 
 const ANNOUNCE_PERIOD: Duration = Duration::from_millis(500);
-const PUBLISH_DELAY: Duration = Duration::from_millis(50);
+const PUBLISH_DELAY: Duration = Duration::from_millis(25);
 const PACKET_MAX: usize = 1400;
 const REJECT_LOG_PERIOD: Duration = Duration::from_secs(10);
 
