@@ -429,3 +429,29 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// A Python with redis-py, for tests that drive ringcache with it: a
+/// virtualenv under `target/redis-py` (`.ci/run` creates it; a test creates
+/// it on first use if missing, which needs PyPI).
+pub fn redis_py() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+        let venv = workspace.join("target/redis-py");
+        let python = venv.join("bin/python");
+        let ready =
+            || Command::new(&python).args(["-c", "import redis.cluster"]).output().is_ok_and(|o| o.status.success());
+        if !ready() {
+            let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 -m venv");
+            assert!(made.success(), "cannot create a virtualenv at {}", venv.display());
+            let pip = Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "redis>=5,<6"])
+                .status()
+                .expect("pip install redis");
+            assert!(pip.success(), "pip install redis failed (PyPI unreachable?)");
+            assert!(ready(), "redis-py did not install");
+        }
+        python
+    })
+    .clone()
+}

@@ -207,3 +207,24 @@ fn moved_and_crossslot_like_redis_cluster() {
         assert_eq!(cli(c.node((i + 1) % 3).port(), &["get", &key]), format!("v{i}\n"));
     }
 }
+
+/// redis-py's `RedisCluster`, the most common cluster-aware Python client,
+/// discovers a 3-node cluster from CLUSTER SLOTS and routes 1000 keys.
+#[test]
+fn redis_py_cluster_client_works() {
+    let c = Cluster::start(3, CALM);
+    c.wait_converged(3);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/cluster_client.py");
+    let out = std::process::Command::new(ringcache_tests::redis_py())
+        .arg(script)
+        .args((0..3).map(|i| c.node(i).addr.to_string()))
+        .output()
+        .expect("run the redis-py script");
+    assert!(
+        out.status.success(),
+        "redis-py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 1000 keys through RedisCluster over 3 nodes"));
+}
