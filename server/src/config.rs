@@ -323,7 +323,7 @@ impl Config {
                 probe_period: Duration::from_millis(pick(
                     flags.gossip_probe_period_ms,
                     file.gossip_probe_period_ms,
-                    250,
+                    200,
                 )),
                 probe_rtt: Duration::from_millis(pick(flags.gossip_probe_rtt_ms, file.gossip_probe_rtt_ms, 100)),
                 suspect: Duration::from_millis(pick(flags.gossip_suspect_ms, file.gossip_suspect_ms, 400)),

@@ -255,7 +255,8 @@ fn admin_endpoints() {
     assert_eq!(http_get(admin, "/ready").0, 200);
     let (status, cluster) = http_get(admin, "/cluster");
     assert_eq!(status, 200);
-    assert!(cluster.contains("\"start\":0,\"end\":16383"), "{cluster}");
+    assert!(cluster.contains("\"primary_slots\":[{\"start\":0,\"end\":16383}]"), "{cluster}");
+    assert!(cluster.contains("\"epoch\":1"), "{cluster}");
     assert_eq!(http_get(admin, "/nope").0, 404);
 }
 

@@ -97,16 +97,31 @@ fn json_str(s: &str) -> String {
     o
 }
 
-/// The cluster as this node sees it. Until membership exists (next issue)
-/// a node is a cluster of one that owns every slot.
+/// The cluster as this node sees it: epoch, members (with their addresses
+/// and the slot ranges they are primary for) and this node's name.
 fn cluster_json(shared: &Shared) -> String {
-    let name = json_str(&shared.config.node_name);
-    let addr = shared.client_addr.lock().ok().and_then(|a| *a).map(|a| a.to_string()).unwrap_or_default();
+    let t = shared.topology();
+    let mut members = Vec::new();
+    for (i, n) in t.nodes.iter().enumerate() {
+        let ranges: Vec<String> =
+            t.primary_ranges(i as u16).iter().map(|(a, b)| format!("{{\"start\":{a},\"end\":{b}}}")).collect();
+        members.push(format!(
+            "{{\"name\":{},\"id\":{},\"client_addr\":{},\"cluster_port\":{},\"weight\":{},\"state\":\"alive\",\"primary_slots\":[{}]}}",
+            json_str(&n.name),
+            json_str(&n.id),
+            json_str(&n.client_addr.to_string()),
+            n.cluster_port,
+            n.weight,
+            ranges.join(",")
+        ));
+    }
     format!(
-        "{{\"node\":{name},\"epoch\":0,\"members\":[{{\"name\":{name},\"client_addr\":{},\"state\":\"alive\",\"weight\":{}}}],\
-         \"slots\":[{{\"start\":0,\"end\":16383,\"owners\":[{name}]}}]}}\n",
-        json_str(&addr),
-        shared.config.weight
+        "{{\"node\":{},\"cluster\":{},\"epoch\":{},\"replicas\":{},\"members\":[{}]}}\n",
+        json_str(&t.myself().name),
+        json_str(&shared.config.cluster_name),
+        t.table.epoch,
+        t.table.replicas(),
+        members.join(",")
     )
 }
 
