@@ -101,7 +101,9 @@ def machine_facts(ringcache_bin: Path) -> dict:
     except OSError:
         pass
     commit = text(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = text(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"])
+    # Only changes that can change the binary count: docs and results do not.
+    dirty = text(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--",
+                  ".", ":(exclude)*.md", ":(exclude)bench-results"])
     return {
         "nproc": text(["nproc"]) or str(os.cpu_count()),
         "cpu_model": cpu_model,
