@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use ringcache_tests::reply::*;
-use ringcache_tests::{Raw, Server};
+use ringcache_tests::{Raw, Server, rss_kb};
 
 /// A connection that must survive everything the test does to others.
 struct Bystander(Raw);
@@ -21,19 +21,6 @@ impl Bystander {
         assert_eq!(self.0.cmd(&["PING"]), simple("PONG"));
         assert_eq!(self.0.cmd(&["GET", "precious"]), bulk("value"));
     }
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// Sends `input` on a fresh connection and expects exactly `error` and a

@@ -6,24 +6,11 @@ use std::io::Write;
 
 use ringcache_protocol::Frame;
 use ringcache_tests::reply::*;
-use ringcache_tests::{Raw, Server};
+use ringcache_tests::{Raw, Server, rss_kb};
 
 const VALUE_LEN: usize = 1000;
 const KEYS: usize = 40_000; // ~44 MB of entries against a 4 MB limit
 const BATCH: usize = 500;
-
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 fn info_field(c: &mut Raw, field: &str) -> u64 {
     let Frame::Bulk(text) = c.cmd(&["INFO", "everything"]) else { panic!("INFO") };

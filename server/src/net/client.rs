@@ -194,15 +194,8 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
             if !batch.is_empty() {
                 batch.prefetch(shared, &input);
                 for i in 0..batch.len() {
-                    let v = conn.resp;
-                    let mut ctx =
-                        Ctx { shared, conn: &mut conn, out: Reply { buf: &mut out, v }, now_ms, stats: &mut stats };
-                    command::execute(&mut ctx, batch.args(&input, i));
-                    if conn.quit {
-                        close = true;
-                        break;
-                    }
-                    if out.len() >= OUT_FLUSH_BYTES && write_out(&mut stats, &mut stream, &mut out).await.is_err() {
+                    let io = Io { stream: &mut stream, out: &mut out, stats: &mut stats };
+                    if !run_request(shared, &mut conn, io, now_ms, batch.args(&input, i)).await {
                         close = true;
                         break;
                     }
@@ -218,16 +211,8 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
             }
             match parsed {
                 Ok(true) => {
-                    let args = parser.args(&input);
-                    let v = conn.resp;
-                    let mut ctx =
-                        Ctx { shared, conn: &mut conn, out: Reply { buf: &mut out, v }, now_ms, stats: &mut stats };
-                    command::execute(&mut ctx, args);
-                    if conn.quit {
-                        close = true;
-                        break;
-                    }
-                    if out.len() >= OUT_FLUSH_BYTES && write_out(&mut stats, &mut stream, &mut out).await.is_err() {
+                    let io = Io { stream: &mut stream, out: &mut out, stats: &mut stats };
+                    if !run_request(shared, &mut conn, io, now_ms, parser.args(&input)).await {
                         close = true;
                         break;
                     }
@@ -264,6 +249,25 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
     }
     stats.flush_all(&shared.metrics);
     let _ = stream.shutdown().await;
+}
+
+/// The connection's output side, lent to [`run_request`].
+struct Io<'a> {
+    stream: &'a mut TcpStream,
+    out: &'a mut BytesMut,
+    stats: &'a mut LocalStats,
+}
+
+/// Runs one request and writes out the replies if they passed
+/// `OUT_FLUSH_BYTES`. False: the connection must close (QUIT, a failed write).
+async fn run_request(shared: &Shared, conn: &mut ConnState, io: Io<'_>, now_ms: u64, args: Args<'_>) -> bool {
+    let v = conn.resp;
+    let mut ctx = Ctx { shared, conn, out: Reply { buf: io.out, v }, now_ms, stats: io.stats };
+    command::execute(&mut ctx, args);
+    if conn.quit {
+        return false;
+    }
+    io.out.len() < OUT_FLUSH_BYTES || write_out(io.stats, io.stream, io.out).await.is_ok()
 }
 
 async fn write_out(stats: &mut LocalStats, stream: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
