@@ -2,12 +2,13 @@
 # Reproduces every number in BENCHMARKS.md: builds ringcache in release mode,
 # runs the side-by-side load harness against redis-server (installed with apt
 # if missing), then the criterion micro-benchmarks. Results go to
-# bench-results/ (summary.md, results.json, the SVG chart, criterion.txt).
-# Run it on an idle machine; it takes about 5 minutes on 2 CPUs.
+# bench-results/ (summary.md, results.json, the SVG chart, membership.txt,
+# criterion.txt). Run it on an idle machine; about 6 minutes on 2 CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-bench-results}"
 cargo build --release -p ringcache-server
 python3 benches/compare.py --out "$out"
+python3 benches/membership.py | tee "$out/membership.txt"
 cargo bench -p ringcache-benches 2>&1 | grep -E '^[a-z_0-9/]+|time:|thrpt:' | tee "$out/criterion.txt"
-echo "wrote $out/summary.md, $out/results.json, $out/throughput-by-pipeline.svg, $out/criterion.txt"
+echo "wrote $out/summary.md, $out/results.json, $out/throughput-by-pipeline.svg, $out/membership.txt, $out/criterion.txt"
