@@ -1,0 +1,160 @@
+//! ringcache-client against real 3-node clusters: its typed methods agree
+//! with the `redis` crate, keys land on the primaries the slot table names,
+//! many tasks share one client without mixing replies, and requests ride
+//! through a node being killed.
+
+use std::time::Duration;
+
+use ringcache_client::{Client, Options, Ttl};
+use ringcache_protocol::Frame;
+use ringcache_tests::Cluster;
+
+const CALM: &[&str] = &["--gossip-suspect-ms", "2000"];
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn seeds(c: &Cluster) -> Vec<String> {
+    (0..c.nodes.len()).filter(|&i| c.nodes[i].is_some()).map(|i| c.node(i).addr.to_string()).collect()
+}
+
+#[test]
+fn typed_methods_agree_with_the_redis_crate() {
+    let c = Cluster::start(3, CALM);
+    c.wait_converged(3);
+    let redis =
+        redis::cluster::ClusterClient::new(seeds(&c).iter().map(|s| format!("redis://{s}/")).collect::<Vec<_>>())
+            .unwrap();
+    let mut r = redis.get_connection().unwrap();
+    runtime().block_on(async {
+        let ours = Client::connect(seeds(&c)).await.unwrap();
+        // Same operations on two key spaces: "o:" through ours, "r:" through redis-rs.
+        ours.set("o:a", "1").await.unwrap();
+        let _: () = redis::cmd("SET").arg("r:a").arg("1").query(&mut r).unwrap();
+        let got = ours.get("o:a").await.unwrap();
+        let want: Option<Vec<u8>> = redis::cmd("GET").arg("r:a").query(&mut r).unwrap();
+        assert_eq!(got.map(|b| b.to_vec()), want);
+        assert_eq!(ours.get("o:missing").await.unwrap(), None);
+        let n = ours.incr_by("o:n", 41).await.unwrap();
+        let m: i64 = redis::cmd("INCRBY").arg("r:n").arg(41).query(&mut r).unwrap();
+        assert_eq!(n, m);
+        assert_eq!(ours.append("o:a", "xyz").await.unwrap(), 4);
+        let m: u64 = redis::cmd("APPEND").arg("r:a").arg("xyz").query(&mut r).unwrap();
+        assert_eq!(m, 4);
+        assert_eq!(ours.strlen("o:a").await.unwrap(), 4);
+        assert!(ours.set_nx("o:nx", "v").await.unwrap());
+        assert!(!ours.set_nx("o:nx", "w").await.unwrap());
+        let keys: Vec<String> = (0..50).map(|i| format!("o:k{i}")).collect();
+        let pairs: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("v-{k}"))).collect();
+        ours.mset(&pairs).await.unwrap();
+        let mut probe = keys.clone();
+        probe.insert(7, "o:absent".into());
+        let values = ours.mget(&probe).await.unwrap();
+        for (k, v) in probe.iter().zip(&values) {
+            let want: Option<String> = redis::cmd("GET").arg(k).query(&mut r).unwrap();
+            assert_eq!(v.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()), want, "{k}");
+        }
+        assert_eq!(ours.exists(&probe).await.unwrap(), 50);
+        assert!(ours.expire("o:a", Duration::from_secs(100)).await.unwrap());
+        match ours.ttl("o:a").await.unwrap() {
+            Ttl::Expires(d) => assert!(d > Duration::from_secs(90) && d <= Duration::from_secs(100), "{d:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(ours.persist("o:a").await.unwrap());
+        assert_eq!(ours.ttl("o:a").await.unwrap(), Ttl::Persistent);
+        assert_eq!(ours.ttl("o:missing").await.unwrap(), Ttl::Missing);
+        assert_eq!(ours.getdel("o:a").await.unwrap().as_deref(), Some(&b"1xyz"[..]));
+        assert_eq!(ours.del(&keys).await.unwrap(), 50);
+        let total = ours.dbsize().await.unwrap();
+        let want: u64 = (0..3)
+            .map(|i| match c.node(i).raw().cmd(&["DBSIZE"]) {
+                Frame::Integer(n) => n as u64,
+                other => panic!("{other:?}"),
+            })
+            .sum();
+        assert_eq!(total, want);
+        match ours.cmd(&["INCR", "o:nx"]).await {
+            Err(ringcache_client::Error::Server(e)) => assert!(e.contains("not an integer"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn keys_land_on_the_primaries_of_their_slots() {
+    let c = Cluster::start(3, CALM);
+    c.wait_converged(3);
+    runtime().block_on(async {
+        let client = Client::connect(seeds(&c)).await.unwrap();
+        for i in 0..10_000 {
+            client.set(format!("k:{i}"), i.to_string()).await.unwrap();
+        }
+    });
+    // Every node holds only keys it is primary for: with MOVED, a key
+    // stored anywhere else would have been refused.
+    let total: i64 = (0..3)
+        .map(|i| match c.node(i).raw().cmd(&["DBSIZE"]) {
+            Frame::Integer(n) => {
+                assert!(n > 2000, "node {i} holds only {n} keys");
+                n
+            }
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(total, 10_000);
+}
+
+#[test]
+fn two_hundred_tasks_share_one_client() {
+    let c = Cluster::start(3, CALM);
+    c.wait_converged(3);
+    runtime().block_on(async {
+        let client = Client::connect(seeds(&c)).await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..200 {
+            let client = client.clone();
+            tasks.spawn(async move {
+                for i in 0..50 {
+                    let (k, v) = (format!("t{t}:k{i}"), format!("task {t} value {i} {}", "x".repeat(i)));
+                    client.set(&k, &v).await.unwrap();
+                    let got = client.get(&k).await.unwrap().expect("just written");
+                    assert_eq!(got, v.as_bytes(), "reply of another request");
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        assert_eq!(client.dbsize().await.unwrap(), 200 * 50);
+    });
+}
+
+#[test]
+fn requests_ride_through_a_killed_node() {
+    let mut c = Cluster::start(3, CALM);
+    c.wait_converged(3);
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::with_options(seeds(&c), Options { deadline: Duration::from_secs(15), ..Options::default() }))
+        .unwrap();
+    let mut failures = 0;
+    for i in 0..3000 {
+        if i == 500 {
+            c.kill(2);
+        }
+        let (k, v) = (format!("loop:{i}"), format!("v{i}"));
+        let ok = rt.block_on(async {
+            client.set(&k, &v).await?;
+            client.get(&k).await
+        });
+        match ok {
+            Ok(Some(got)) if got == v.as_bytes() => {}
+            other => {
+                failures += 1;
+                eprintln!("op {i}: {other:?}");
+            }
+        }
+    }
+    assert_eq!(failures, 0, "requests failed after their retries");
+}
