@@ -72,7 +72,7 @@ struct Inner {
     seeds: Vec<String>,
     opts: Options,
     routing: RwLock<Arc<Routing>>,
-    conns: Mutex<HashMap<SocketAddr, Conn>>,
+    conns: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
     refresh: tokio::sync::Mutex<()>,
 }
 
@@ -186,13 +186,14 @@ impl Client {
         self.inner.routing.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    async fn conn(&self, addr: SocketAddr) -> Result<Conn> {
+    async fn conn(&self, addr: SocketAddr) -> Result<Arc<Conn>> {
         if let Some(c) = self.inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&addr)
             && !c.is_broken()
         {
             return Ok(c.clone());
         }
-        let c = Conn::connect(addr, self.inner.opts.connect_timeout, self.inner.opts.password.as_deref()).await?;
+        let c =
+            Arc::new(Conn::connect(addr, self.inner.opts.connect_timeout, self.inner.opts.password.as_deref()).await?);
         self.inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(addr, c.clone());
         Ok(c)
     }
@@ -239,8 +240,7 @@ impl Client {
         Err(last)
     }
 
-    fn addr_for(&self, key: Option<&[u8]>) -> Option<SocketAddr> {
-        let r = self.routing();
+    fn addr_in(r: &Routing, key: Option<&[u8]>) -> Option<SocketAddr> {
         match key {
             Some(k) => {
                 r.primaries.get(usize::from(key_slot(k))).copied().flatten().or_else(|| r.nodes.first().copied())
@@ -252,15 +252,17 @@ impl Client {
     /// Runs a command on the node that owns `key` (or any node), following
     /// MOVED and retrying within the deadline when that is safe.
     async fn run<A: AsRef<[u8]>>(&self, key: Option<&[u8]>, args: &[A]) -> Result<Frame> {
-        let started = Instant::now();
+        // The clock and the idempotency check are only needed once a try
+        // has failed: the common path reads neither.
+        let mut started: Option<Instant> = None;
         let opts = &self.inner.opts;
-        let retry_lost = args.first().is_some_and(|n| idempotent(n.as_ref()));
         let mut backoff = opts.backoff_min;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let seen = self.routing().version;
-            let outcome = match self.addr_for(key) {
+            let routing = self.routing();
+            let seen = routing.version;
+            let outcome = match Self::addr_in(&routing, key) {
                 Some(addr) => match self.conn(addr).await {
                     Ok(c) => c.request(args).await,
                     Err(e) => Err(e),
@@ -276,9 +278,15 @@ impl Client {
                     Some(e) => return Err(Error::Server(e)),
                     None => return Ok(frame),
                 },
-                Err(e) if e.not_sent() || (retry_lost && matches!(e, Error::Unknown(_))) => e,
+                Err(e)
+                    if e.not_sent()
+                        || (matches!(e, Error::Unknown(_)) && args.first().is_some_and(|n| idempotent(n.as_ref()))) =>
+                {
+                    e
+                }
                 Err(e) => return Err(e),
             };
+            let started = *started.get_or_insert_with(Instant::now);
             if started.elapsed() >= opts.deadline {
                 return Err(Error::Deadline { attempts, elapsed: started.elapsed(), last: Box::new(last) });
             }

@@ -278,6 +278,14 @@ impl Cluster {
         Server::spawn(&refs, &[])
     }
 
+    /// Starts one more node, seeded with all the others; returns its index.
+    pub fn add(&mut self) -> usize {
+        self.ports.push((free_port(), free_port()));
+        let i = self.ports.len() - 1;
+        self.nodes.push(Some(self.spawn(i).wait_ready()));
+        i
+    }
+
     pub fn node(&self, i: usize) -> &Server {
         self.nodes[i].as_ref().expect("node is running")
     }

@@ -158,3 +158,46 @@ fn requests_ride_through_a_killed_node() {
     }
     assert_eq!(failures, 0, "requests failed after their retries");
 }
+
+/// A node joining moves slots: the client meets MOVED, refreshes its map and
+/// carries on, with no request failing.
+#[test]
+fn requests_ride_through_a_joining_node() {
+    let mut c = Cluster::start(3, CALM);
+    c.wait_converged(3);
+    let rt = runtime();
+    let client = rt.block_on(Client::connect(seeds(&c))).unwrap();
+    let mut failures = 0;
+    for i in 0..3000 {
+        if i == 500 {
+            let n = c.add();
+            assert_eq!(n, 3);
+        }
+        let (k, v) = (format!("join:{i}"), format!("v{i}"));
+        let ok = rt.block_on(async {
+            client.set(&k, &v).await?;
+            client.get(&k).await
+        });
+        match ok {
+            Ok(Some(got)) if got == v.as_bytes() => {}
+            other => {
+                failures += 1;
+                eprintln!("op {i}: {other:?}");
+            }
+        }
+    }
+    assert_eq!(failures, 0, "requests failed after their retries");
+    c.wait_converged(4);
+    // The newcomer owns slots now, and the client routes to it.
+    assert!(rt.block_on(async {
+        client.refresh_topology().await.unwrap();
+        for i in 0..200 {
+            client.set(format!("after:{i}"), "x").await.unwrap();
+        }
+        true
+    }));
+    match c.node(3).raw().cmd(&["DBSIZE"]) {
+        Frame::Integer(n) => assert!(n > 0, "the new node received no keys"),
+        other => panic!("{other:?}"),
+    }
+}
