@@ -19,6 +19,37 @@ fn seeds(c: &Cluster) -> Vec<String> {
     (0..c.nodes.len()).filter(|&i| c.nodes[i].is_some()).map(|i| c.node(i).addr.to_string()).collect()
 }
 
+/// SET then GET of a fresh key, `ops` times, through `client`, running
+/// `event` before operation 500; returns how many pairs failed after the
+/// client's retries (a wrong value counts as a failure).
+fn set_get_loop(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    prefix: &str,
+    ops: usize,
+    mut event: impl FnMut(),
+) -> usize {
+    let mut failures = 0;
+    for i in 0..ops {
+        if i == 500 {
+            event();
+        }
+        let (k, v) = (format!("{prefix}:{i}"), format!("v{i}"));
+        let ok = rt.block_on(async {
+            client.set(&k, &v).await?;
+            client.get(&k).await
+        });
+        match ok {
+            Ok(Some(got)) if got == v.as_bytes() => {}
+            other => {
+                failures += 1;
+                eprintln!("op {i}: {other:?}");
+            }
+        }
+    }
+    failures
+}
+
 #[test]
 fn typed_methods_agree_with_the_redis_crate() {
     let c = Cluster::start(3, CALM);
@@ -138,24 +169,7 @@ fn requests_ride_through_a_killed_node() {
     let client = rt
         .block_on(Client::with_options(seeds(&c), Options { deadline: Duration::from_secs(15), ..Options::default() }))
         .unwrap();
-    let mut failures = 0;
-    for i in 0..3000 {
-        if i == 500 {
-            c.kill(2);
-        }
-        let (k, v) = (format!("loop:{i}"), format!("v{i}"));
-        let ok = rt.block_on(async {
-            client.set(&k, &v).await?;
-            client.get(&k).await
-        });
-        match ok {
-            Ok(Some(got)) if got == v.as_bytes() => {}
-            other => {
-                failures += 1;
-                eprintln!("op {i}: {other:?}");
-            }
-        }
-    }
+    let failures = set_get_loop(&rt, &client, "loop", 3000, || c.kill(2));
     assert_eq!(failures, 0, "requests failed after their retries");
 }
 
@@ -167,25 +181,7 @@ fn requests_ride_through_a_joining_node() {
     c.wait_converged(3);
     let rt = runtime();
     let client = rt.block_on(Client::connect(seeds(&c))).unwrap();
-    let mut failures = 0;
-    for i in 0..3000 {
-        if i == 500 {
-            let n = c.add();
-            assert_eq!(n, 3);
-        }
-        let (k, v) = (format!("join:{i}"), format!("v{i}"));
-        let ok = rt.block_on(async {
-            client.set(&k, &v).await?;
-            client.get(&k).await
-        });
-        match ok {
-            Ok(Some(got)) if got == v.as_bytes() => {}
-            other => {
-                failures += 1;
-                eprintln!("op {i}: {other:?}");
-            }
-        }
-    }
+    let failures = set_get_loop(&rt, &client, "join", 3000, || assert_eq!(c.add(), 3));
     assert_eq!(failures, 0, "requests failed after their retries");
     c.wait_converged(4);
     // The newcomer owns slots now, and the client routes to it.

@@ -25,9 +25,17 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
-            // Sockets, the runtime and clocks; plain data such as SocketAddr is fine.
-            for banned in ["tokio::", "TcpStream", "UdpSocket", "Instant::now", "SystemTime::now"] {
-                let hits = text.lines().filter(|l| l.contains(banned) && !l.contains("banned")).count();
+            // Sockets, the runtime and clocks; plain data such as SocketAddr is
+            // fine. (Spelled in pieces so this file does not match itself.)
+            let banned_names = [
+                concat!("tok", "io::"),
+                concat!("Tcp", "Stream"),
+                concat!("Udp", "Socket"),
+                concat!("Instant::", "now"),
+                concat!("SystemTime::", "now"),
+            ];
+            for banned in banned_names {
+                let hits = text.lines().filter(|l| l.contains(banned)).count();
                 assert_eq!(hits, 0, "{} names {banned}", path.display());
             }
         }

@@ -436,7 +436,7 @@ pub fn config(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             ctx.out.bulk(v.as_bytes());
         }
     } else if eq_ic(sub, "SET") {
-        if args.len() < 4 || args.len() % 2 != 0 {
+        if args.len() < 4 || !args.len().is_multiple_of(2) {
             return Err(CmdError::Arity(sub_name("config", sub)));
         }
         let mut changes = Vec::new();

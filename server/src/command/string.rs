@@ -249,7 +249,7 @@ pub fn mget(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 }
 
 fn pairs_arity(args: Args<'_>, name: &str) -> CmdResult {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(CmdError::Arity(name.to_string()));
     }
     Ok(())
@@ -298,8 +298,7 @@ pub fn append(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         let mut v = Vec::with_capacity(old.len() + add.len());
         v.extend_from_slice(old);
         v.extend_from_slice(add);
-        let expiry = k.expiry_ms();
-        k.set(&v, expiry);
+        k.set_keep_ttl(&v);
         Ok(v.len())
     })?;
     ctx.out.int(len as i64);
@@ -363,8 +362,7 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             v.resize(offset + piece.len(), 0);
         }
         v[offset..offset + piece.len()].copy_from_slice(piece);
-        let expiry = k.expiry_ms();
-        k.set(&v, expiry);
+        k.set_keep_ttl(&v);
         Ok(v.len())
     })?;
     ctx.out.int(len as i64);
@@ -380,8 +378,7 @@ fn incr_generic(ctx: &mut Ctx<'_>, key: &[u8], by: i64) -> CmdResult {
         let n = cur.checked_add(by).ok_or(CmdError::Overflow)?;
         let mut text = bytes::BytesMut::with_capacity(20);
         ringcache_protocol::encode::put_decimal(&mut text, n);
-        let expiry = k.expiry_ms();
-        k.set(&text, expiry);
+        k.set_keep_ttl(&text);
         Ok(n)
     })?;
     ctx.out.int(n);
@@ -437,8 +434,7 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             return Err(CmdError::msg("ERR increment would produce NaN or Infinity"));
         }
         let text = format_float(n);
-        let expiry = k.expiry_ms();
-        k.set(text.as_bytes(), expiry);
+        k.set_keep_ttl(text.as_bytes());
         out.bulk(text.as_bytes());
         Ok(())
     })

@@ -756,6 +756,13 @@ impl<'a> KeyRef<'a> {
         self.put(entry);
     }
 
+    /// Replaces the value and keeps the key's expiry (INCR, APPEND,
+    /// SETRANGE, INCRBYFLOAT rewrite values without touching the TTL).
+    pub fn set_keep_ttl(&mut self, value: &[u8]) {
+        let expiry = self.expiry_ms();
+        self.set(value, expiry);
+    }
+
     /// Stores an entry built elsewhere (RENAME, COPY); its key must be this key.
     pub fn put_entry_from(&mut self, other: &Entry, expiry_ms: Option<u64>) {
         let version = self.shard.next_version(self.now_ms);
