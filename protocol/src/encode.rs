@@ -112,12 +112,17 @@ pub fn push_header(buf: &mut BytesMut, n: usize, v: Version) {
 }
 
 /// Formats a double the way Redis spells it (`inf`, `-inf`, `nan`, or the
-/// shortest text that reads back to the same value).
+/// shortest text that reads back to the same value). Like Redis's `%.17g`,
+/// very large and very small magnitudes use an exponent: 1e264 is `1e264`,
+/// not 265 digits (the fuzzer found such a line exceeding a small line limit
+/// when decoded again).
 pub fn format_double(d: f64) -> String {
     if d.is_nan() {
         "nan".to_string()
     } else if d.is_infinite() {
         if d > 0.0 { "inf".to_string() } else { "-inf".to_string() }
+    } else if d != 0.0 && (d.abs() >= 1e17 || d.abs() < 1e-4) {
+        format!("{d:e}")
     } else {
         format!("{d}")
     }
@@ -251,6 +256,20 @@ mod tests {
         encode_frame(&mut b, &Frame::Null, Version::Resp2);
         encode_frame(&mut b, &Frame::Null, Version::Resp3);
         assert_eq!(&b[..], b"$-1\r\n_\r\n");
+    }
+
+    #[test]
+    fn doubles_use_an_exponent_at_the_extremes() {
+        assert_eq!(format_double(1e264), "1e264");
+        assert_eq!(format_double(-2.5e-300), "-2.5e-300");
+        assert_eq!(format_double(1.5), "1.5");
+        assert_eq!(format_double(0.0), "0");
+        assert_eq!(format_double(123456.789), "123456.789");
+        for d in [1e264, -2.5e-300, f64::MAX, f64::MIN_POSITIVE, 1e16, 1e17, 1e-4, 9.99e-5] {
+            let text = format_double(d);
+            assert!(text.len() < 32, "{text}");
+            assert_eq!(crate::decode::parse_double(text.as_bytes()), Some(d), "{text}");
+        }
     }
 
     #[test]
