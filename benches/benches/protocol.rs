@@ -4,7 +4,6 @@
 //! Run: `cargo bench -p ringcache-benches --bench protocol`
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -179,13 +178,9 @@ fn slots(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = ringcache_benches::criterion_config();
     targets = request_parser, reply_decoder, bulk_encoder, slots
 }
 criterion_main!(benches);

@@ -198,13 +198,9 @@ fn contention(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = ringcache_benches::criterion_config();
     targets = single_thread, contention
 }
 criterion_main!(benches);

@@ -321,6 +321,21 @@ impl Cluster {
     }
 }
 
+/// Through redis-rs's cluster client (which routes by CLUSTER SLOTS), SETs
+/// `key:0`..`key:{n}` and reads every one back.
+pub fn redis_rs_cluster_roundtrip(addrs: &[SocketAddr], n: i64) {
+    let urls: Vec<String> = addrs.iter().map(|a| format!("redis://{a}/")).collect();
+    let client = redis::cluster::ClusterClient::new(urls).expect("cluster client");
+    let mut con = client.get_connection().expect("cluster connection");
+    for i in 0..n {
+        let _: () = redis::cmd("SET").arg(format!("key:{i}")).arg(i).query(&mut con).expect("SET");
+    }
+    for i in 0..n {
+        let v: i64 = redis::cmd("GET").arg(format!("key:{i}")).query(&mut con).expect("GET");
+        assert_eq!(v, i, "key:{i}");
+    }
+}
+
 /// A field of CLUSTER INFO.
 pub fn cluster_info_field(c: &mut Raw, field: &str) -> String {
     let Frame::Bulk(text) = c.cmd(&["CLUSTER", "INFO"]) else { panic!("CLUSTER INFO") };

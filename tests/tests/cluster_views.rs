@@ -56,15 +56,7 @@ fn cluster_of_one_views() {
 #[test]
 fn redis_rs_cluster_client_routes_through_cluster_slots() {
     let s = Server::start(&[]);
-    let client = redis::cluster::ClusterClient::new(vec![format!("redis://{}/", s.addr)]).unwrap();
-    let mut con = client.get_connection().unwrap();
-    for i in 0..1000 {
-        let _: () = redis::cmd("SET").arg(format!("key:{i}")).arg(i).query(&mut con).unwrap();
-    }
-    for i in 0..1000 {
-        let v: i64 = redis::cmd("GET").arg(format!("key:{i}")).query(&mut con).unwrap();
-        assert_eq!(v, i);
-    }
+    ringcache_tests::redis_rs_cluster_roundtrip(&[s.addr], 1000);
     let mut plain = s.raw();
     assert_eq!(plain.cmd(&["DBSIZE"]), int(1000));
 }

@@ -121,16 +121,8 @@ fn nodes_without_the_secret_never_join() {
 fn cluster_client_routes_keys_to_their_primaries() {
     let c = Cluster::start(3, CALM);
     c.wait_converged(3);
-    let urls: Vec<String> = (0..3).map(|i| format!("redis://{}/", c.node(i).addr)).collect();
-    let client = redis::cluster::ClusterClient::new(urls).unwrap();
-    let mut con = client.get_connection().unwrap();
-    for i in 0..1000 {
-        let _: () = redis::cmd("SET").arg(format!("key:{i}")).arg(i).query(&mut con).unwrap();
-    }
-    for i in 0..1000 {
-        let v: i64 = redis::cmd("GET").arg(format!("key:{i}")).query(&mut con).unwrap();
-        assert_eq!(v, i);
-    }
+    let addrs: Vec<_> = (0..3).map(|i| c.node(i).addr).collect();
+    ringcache_tests::redis_rs_cluster_roundtrip(&addrs, 1000);
     // Each key sits on the primary CLUSTER SLOTS names for its slot.
     let Frame::Array(ranges) = c.node(0).raw().cmd(&["CLUSTER", "SLOTS"]) else { panic!() };
     let primary_port = |slot: i64| -> i64 {

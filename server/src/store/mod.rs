@@ -385,6 +385,16 @@ impl Store {
         max == 0 || self.used_memory() <= max
     }
 
+    /// Removes the entry at `pos` of a locked shard, releases the shard,
+    /// then accounts the freed memory and counts the removal (as expired or
+    /// evicted): what lookups, sampling and eviction all do with a victim.
+    fn remove_counted(&self, mut g: ShardGuard<'_>, pos: usize, counter: &AtomicU64) {
+        let (_, delta) = g.remove(pos, None);
+        drop(g);
+        self.account(delta);
+        counter.fetch_add(1, Relaxed);
+    }
+
     /// Evicts one key chosen by the policy. False: nothing evictable.
     fn evict_one(&self, now_ms: u64) -> bool {
         let policy = self.policy();
@@ -412,7 +422,7 @@ impl Store {
                     break;
                 }
             }
-            let Some((s, mut g)) = found else { break };
+            let Some((s, g)) = found else { break };
             let cap = g.table.capacity();
             let start = (self.random() % cap as u64) as usize;
             let pos = if volatile {
@@ -423,18 +433,12 @@ impl Store {
             let Some(pos) = pos else { continue };
             let entry = g.table.get(pos).expect("occupied");
             if entry.is_expired(now_ms) {
-                let (_, delta) = g.remove(pos, None);
-                drop(g);
-                self.account(delta);
-                self.stats.expired_keys.fetch_add(1, Relaxed);
+                self.remove_counted(g, pos, &self.stats.expired_keys);
                 return true;
             }
             let score = match policy {
                 Policy::AllKeysRandom | Policy::VolatileRandom => {
-                    let (_, delta) = g.remove(pos, None);
-                    drop(g);
-                    self.account(delta);
-                    self.stats.evicted_keys.fetch_add(1, Relaxed);
+                    self.remove_counted(g, pos, &self.stats.evicted_keys);
                     return true;
                 }
                 Policy::AllKeysLru | Policy::VolatileLru => policy::lru_idle_ms(entry.access(), now_ms),
@@ -450,15 +454,12 @@ impl Store {
             }
         }
         let Some((_, s, key)) = best else { return false };
-        let mut g = self.lock(s);
+        let g = self.lock(s);
         let Some(pos) = g.table.find(&key, hash_key(&key)) else {
             // Changed under us; the caller's loop samples again.
             return true;
         };
-        let (_, delta) = g.remove(pos, None);
-        drop(g);
-        self.account(delta);
-        self.stats.evicted_keys.fetch_add(1, Relaxed);
+        self.remove_counted(g, pos, &self.stats.evicted_keys);
         true
     }
 
@@ -630,15 +631,12 @@ impl Store {
                 let g = self.lock(s);
                 (!g.table.is_empty()).then_some(g)
             });
-            let mut g = found?;
+            let g = found?;
             let start = (self.random() % g.table.capacity() as u64) as usize;
             let pos = g.table.occupied_from(start).expect("non-empty table");
             let e = g.table.get(pos).expect("occupied");
             if e.is_expired(now_ms) {
-                let (_, delta) = g.remove(pos, None);
-                drop(g);
-                self.account(delta);
-                self.stats.expired_keys.fetch_add(1, Relaxed);
+                self.remove_counted(g, pos, &self.stats.expired_keys);
                 continue;
             }
             return Some(e.key().to_vec());
