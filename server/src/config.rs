@@ -110,6 +110,30 @@ pub struct Flags {
     /// Seconds to let connections finish on shutdown.
     #[arg(long, env = "RINGCACHE_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
+    /// Keys another node is primary for: `forward` them (default) or answer
+    /// `moved` (-MOVED slot host:port, as Redis Cluster).
+    #[arg(long, env = "RINGCACHE_CLUSTER_REDIRECT")]
+    pub cluster_redirect: Option<String>,
+    /// Milliseconds a write waits for its quorum, and a forwarded request
+    /// for the primary's answer (plus this again), before failing.
+    #[arg(long, env = "RINGCACHE_REPLICATION_TIMEOUT_MS")]
+    pub replication_timeout_ms: Option<u64>,
+    /// Most replicated writes kept per unreachable owner (hints).
+    #[arg(long, env = "RINGCACHE_HINTS_MAX_KEYS")]
+    pub hints_max_keys: Option<u64>,
+    /// Most bytes of hints kept per unreachable owner (accepts 64mb, ...).
+    #[arg(long, env = "RINGCACHE_HINTS_MAX_BYTES")]
+    pub hints_max_bytes: Option<String>,
+    /// Seconds a deleted key's tombstone is kept.
+    #[arg(long, env = "RINGCACHE_TOMBSTONE_GRACE")]
+    pub tombstone_grace: Option<u64>,
+}
+
+/// What a node does with a key whose slot another node is primary for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redirect {
+    Forward,
+    Moved,
 }
 
 /// The TOML file: the same names as the flags.
@@ -146,6 +170,11 @@ struct FileConfig {
     max_multibulk_len: Option<u32>,
     threads: Option<u32>,
     shutdown_timeout: Option<u64>,
+    cluster_redirect: Option<String>,
+    replication_timeout_ms: Option<u64>,
+    hints_max_keys: Option<u64>,
+    hints_max_bytes: Option<Size>,
+    tombstone_grace: Option<u64>,
 }
 
 /// A size in the file: a number of bytes or a string like "100mb".
@@ -224,6 +253,11 @@ pub struct Config {
     pub max_multibulk_len: u32,
     pub threads: u32,
     pub shutdown_timeout: Duration,
+    pub cluster_redirect: Redirect,
+    pub replication_timeout: Duration,
+    pub hints_max_keys: u64,
+    pub hints_max_bytes: u64,
+    pub tombstone_grace: Duration,
     pub config_file: Option<PathBuf>,
 }
 
@@ -302,7 +336,22 @@ impl Config {
             "json" => LogFormat::Json,
             _ => return Err(ConfigError::Invalid("log-format".into(), log_text)),
         };
+        let redirect_text = pick(flags.cluster_redirect, file.cluster_redirect, "forward".to_string());
+        let cluster_redirect = match redirect_text.as_str() {
+            "forward" => Redirect::Forward,
+            "moved" => Redirect::Moved,
+            _ => return Err(ConfigError::Invalid("cluster-redirect".into(), redirect_text)),
+        };
         let config = Config {
+            cluster_redirect,
+            replication_timeout: Duration::from_millis(pick(
+                flags.replication_timeout_ms,
+                file.replication_timeout_ms,
+                2000,
+            )),
+            hints_max_keys: pick(flags.hints_max_keys, file.hints_max_keys, 100_000),
+            hints_max_bytes: size(flags.hints_max_bytes, file.hints_max_bytes, "hints-max-bytes", 64 << 20)?,
+            tombstone_grace: Duration::from_secs(pick(flags.tombstone_grace, file.tombstone_grace, 600)),
             bind,
             port,
             cluster_port,
@@ -358,6 +407,9 @@ impl Config {
         let bad = |what: &str, v: &dyn std::fmt::Display| Err(ConfigError::Invalid(what.into(), v.to_string()));
         if self.replicas == 0 {
             return bad("replicas", &self.replicas);
+        }
+        if self.replication_timeout.is_zero() {
+            return bad("replication-timeout-ms", &0);
         }
         if self.write_quorum == 0 || self.write_quorum > self.replicas {
             return Err(ConfigError::Inconsistent(format!(

@@ -137,6 +137,102 @@ impl Collector for NodeCollector {
             "Membership changes that produced a new slot table.",
             m.topology_changes.load(Relaxed),
         )?;
+        counter(
+            &mut e,
+            "ringcache_forwarded_requests",
+            "Requests sent to another member to run (forwarded, or parts of a split command).",
+            m.forwarded.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_quorum_failures",
+            "Writes refused for lack of reachable owners or not acknowledged by the write quorum in time.",
+            m.quorum_failures.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_read_repairs",
+            "Owners sent the newest state of a key after a quorum read found them stale.",
+            m.read_repairs.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_peer_rejected_connections",
+            "Peer TCP connections refused (failed handshake, strangers).",
+            m.peer_rejected.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_replicated_applied",
+            "Replicated key states applied (newer than what this node held).",
+            s.store.stats.applied.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_replicated_stale",
+            "Replicated key states ignored (this node held a newer version).",
+            s.store.stats.stale.load(Relaxed),
+        )?;
+        gauge(
+            &mut e,
+            "ringcache_tombstones",
+            "Deleted keys remembered for the grace period.",
+            s.store.tombstones() as i64,
+        )?;
+        let links = s.links.all();
+        type Field = fn(&crate::net::link::LinkStats) -> u64;
+        let per_peer: [(&str, &str, bool, Field); 8] = [
+            ("ringcache_peer_connected", "1 if the link to the peer is up.", false, |x| {
+                x.connected.load(Relaxed) as u64
+            }),
+            (
+                "ringcache_peer_inflight",
+                "Requests sent to the peer and not yet answered (replication queue depth).",
+                false,
+                |x| x.inflight.load(Relaxed),
+            ),
+            ("ringcache_peer_hints", "Replicated writes kept for the peer until it is reachable.", false, |x| {
+                x.hints.load(Relaxed)
+            }),
+            ("ringcache_peer_hint_bytes", "Bytes of hints kept for the peer.", false, |x| x.hint_bytes.load(Relaxed)),
+            ("ringcache_peer_hints_stored", "Hints stored for the peer.", true, |x| x.hints_stored.load(Relaxed)),
+            ("ringcache_peer_hints_replayed", "Hints replayed to the peer.", true, |x| x.hints_replayed.load(Relaxed)),
+            ("ringcache_peer_hints_dropped", "Hints dropped (bounds, or slots the peer no longer owns).", true, |x| {
+                x.hints_dropped.load(Relaxed)
+            }),
+            ("ringcache_peer_replicated_ops", "Replicated writes sent to the peer.", true, |x| {
+                x.ops_sent.load(Relaxed)
+            }),
+        ];
+        for (name, help, is_counter, f) in per_peer {
+            let kind = if is_counter {
+                prometheus_client::metrics::MetricType::Counter
+            } else {
+                prometheus_client::metrics::MetricType::Gauge
+            };
+            let mut family = e.encode_descriptor(name, help, None, kind)?;
+            for l in &links {
+                let labels = [("peer", &*l.name)];
+                if is_counter {
+                    ConstCounter::new(f(&l.stats)).encode(family.encode_family(&labels)?)?;
+                } else {
+                    ConstGauge::new(f(&l.stats) as i64).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let now = crate::net::unix_ms();
+        let mut family = e.encode_descriptor(
+            "ringcache_peer_lag_ms",
+            "Age of the oldest unanswered request to the peer (replication lag).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for l in &links {
+            let oldest = l.stats.oldest_ms.load(Relaxed);
+            let lag = if oldest == 0 { 0 } else { now.saturating_sub(oldest) };
+            ConstGauge::new(lag as i64).encode(family.encode_family(&[("peer", &*l.name)])?)?;
+        }
+        drop(family);
         let t = s.topology();
         gauge(
             &mut e,

@@ -33,6 +33,7 @@ pub struct Node {
     pub shared: Arc<Shared>,
     clients: TcpListener,
     admin: Option<TcpListener>,
+    peers: TcpListener,
     gossip: Option<Gossip>,
 }
 
@@ -60,6 +61,11 @@ impl Node {
             .with_context(|| format!("cannot listen for gossip (UDP) on {gossip_addr}"))?;
         let gossip_bound = gossip_socket.local_addr().context("gossip socket address")?;
         config.cluster_port = gossip_bound.port();
+        // Peer links: TCP on the same port number.
+        let peer_addr = listen_addr(&config.bind, config.cluster_port);
+        let peers = TcpListener::bind(&peer_addr)
+            .await
+            .with_context(|| format!("cannot listen for peer links (TCP) on {peer_addr}"))?;
         // The default name is bind:port; with --port 0 the real port is only
         // known now.
         if config.node_name == format!("{}:0", config.bind) {
@@ -88,7 +94,7 @@ impl Node {
         };
         let shared = Arc::new(Shared::new(config, unix_ms(), topology));
         *shared.client_addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bound);
-        Ok(Node { shared, clients, admin, gossip: Some(gossip) })
+        Ok(Node { shared, clients, admin, peers, gossip: Some(gossip) })
     }
 
     pub fn client_addr(&self) -> Option<SocketAddr> {
@@ -120,6 +126,7 @@ impl Node {
         if let Some(admin) = self.admin {
             tasks.push(tokio::spawn(net::admin::accept_loop(shared.clone(), admin, stop_rx.clone())));
         }
+        tasks.push(tokio::spawn(net::peer::accept_loop(shared.clone(), self.peers, stop_rx.clone())));
         tasks.push(tokio::spawn(expire_loop(shared.clone(), stop_rx.clone())));
 
         wait_for_stop(&shared).await;
@@ -166,10 +173,15 @@ async fn wait_for_stop(shared: &Shared) {
 async fn expire_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(EXPIRE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(10) {
+            shared.store.gc_tombstones(unix_ms());
         }
         let started = Instant::now();
         loop {

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::cluster::topology::Topology;
 use crate::command::COMMANDS;
 use crate::config::Config;
+use crate::net::link::Links;
 use crate::store::Store;
 
 /// Settings that CONFIG SET may change while the node runs.
@@ -84,6 +85,15 @@ pub struct Metrics {
     pub gossip_errors: AtomicU64,
     /// Membership changes that produced a new topology.
     pub topology_changes: AtomicU64,
+    /// Requests sent to another member to run (forwarded or split).
+    pub forwarded: AtomicU64,
+    /// Writes refused (too few owners reachable) or not acknowledged by
+    /// their write quorum in time.
+    pub quorum_failures: AtomicU64,
+    /// Peer connections refused: failed handshake, strangers.
+    pub peer_rejected: AtomicU64,
+    /// Stale owners sent the newest state after a quorum read.
+    pub read_repairs: AtomicU64,
 }
 
 impl Metrics {
@@ -101,6 +111,10 @@ impl Metrics {
             gossip_rejected: AtomicU64::new(0),
             gossip_errors: AtomicU64::new(0),
             topology_changes: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            quorum_failures: AtomicU64::new(0),
+            peer_rejected: AtomicU64::new(0),
+            read_repairs: AtomicU64::new(0),
         }
     }
 
@@ -250,6 +264,25 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// A connection's record; [`Clients::register`] lists it, peer
+    /// connections keep theirs to themselves.
+    pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr, now_ms: u64) -> Self {
+        ClientInfo {
+            id,
+            addr,
+            laddr,
+            created_ms: now_ms,
+            last_ms: AtomicU64::new(now_ms),
+            last_cmd: AtomicU16::new(u16::MAX),
+            resp: AtomicU8::new(2),
+            name: Mutex::new(Vec::new()),
+            lib_name: Mutex::new(Vec::new()),
+            lib_ver: Mutex::new(Vec::new()),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+        }
+    }
+
     pub fn name(&self) -> Vec<u8> {
         self.name.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
@@ -298,20 +331,7 @@ impl Clients {
             return None;
         }
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
-        let info = Arc::new(ClientInfo {
-            id,
-            addr,
-            laddr,
-            created_ms: now_ms,
-            last_ms: AtomicU64::new(now_ms),
-            last_cmd: AtomicU16::new(u16::MAX),
-            resp: AtomicU8::new(2),
-            name: Mutex::new(Vec::new()),
-            lib_name: Mutex::new(Vec::new()),
-            lib_ver: Mutex::new(Vec::new()),
-            killed: AtomicBool::new(false),
-            kill: Notify::new(),
-        });
+        let info = Arc::new(ClientInfo::new(id, addr, laddr, now_ms));
         map.insert(id, info.clone());
         self.connected.store(map.len(), Relaxed);
         Some(info)
@@ -354,6 +374,8 @@ pub struct Shared {
     /// The address actually bound for clients (differs from the config
     /// when it asked for port 0).
     pub client_addr: Mutex<Option<SocketAddr>>,
+    /// Links to the other members (peer TCP), by name.
+    pub links: Links,
     /// The current slot table and members, replaced whole on every change.
     topology: RwLock<Arc<Topology>>,
     /// Bumped on every `set_topology`; connections cache the topology and
@@ -375,6 +397,8 @@ impl std::fmt::Debug for Store {
 impl Shared {
     pub fn new(config: Config, now_ms: u64, topology: Topology) -> Self {
         let store = Store::new();
+        store.set_node_id(xxhash_rust::xxh3::xxh3_64(config.node_name.as_bytes()));
+        store.set_tombstone_grace_ms(config.tombstone_grace.as_millis() as u64);
         store.set_maxmemory(config.maxmemory);
         store.set_policy(config.maxmemory_policy);
         store.set_samples(config.maxmemory_samples);
@@ -397,6 +421,7 @@ impl Shared {
             shutdown_requested: AtomicBool::new(false),
             shutdown: Notify::new(),
             client_addr: Mutex::new(None),
+            links: Links::default(),
             topology: RwLock::new(Arc::new(topology)),
             topology_version: Padded(AtomicU64::new(1)),
         }

@@ -8,11 +8,15 @@
 //! - [`membership`]: gossip identities, packet authentication, and the
 //!   topology of a member set (foca, itself sans-IO, runs the protocol).
 //!
-//! Membership (foca), replication and rebalancing land here in the issues
-//! that follow. Write versions are hybrid logical clocks kept per store shard
-//! (see `store::ShardInner`).
+//! - [`replication`]: what owners tell each other about a key (versioned
+//!   puts and deletes, reads for quorum reads), the peer-link handshake,
+//!   bounded hint queues and quorum arithmetic.
+//!
+//! Rebalancing lands here next. Write versions are hybrid logical clocks
+//! kept per store shard (see `store::ShardInner`).
 
 pub mod membership;
+pub mod replication;
 pub mod ring;
 pub mod topology;
 

@@ -201,9 +201,11 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// READONLY / READWRITE: accepted; reads go to the primary until replicas
-/// serve reads (replication issue).
-pub fn readonly(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
+/// READONLY / READWRITE: after READONLY, read commands for slots this node
+/// owns (as primary or replica) are answered here, as a Redis Cluster
+/// replica does; other requests are routed as usual.
+pub fn readonly(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    ctx.conn.readonly = args.get(0).eq_ignore_ascii_case(b"READONLY");
     ctx.out.ok();
     Ok(())
 }

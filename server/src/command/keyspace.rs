@@ -147,7 +147,10 @@ pub fn persist(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 }
 
 pub fn keys(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    let keys = ctx.shared.store.keys(args.get(1), ctx.now_ms);
+    let keys = match ctx.conn.slot_filter(ctx.shared) {
+        Some(t) => ctx.shared.store.keys_where(args.get(1), ctx.now_ms, |s| t.table.owners(s).first() == Some(&t.me)),
+        None => ctx.shared.store.keys(args.get(1), ctx.now_ms),
+    };
     ctx.out.array(keys.len());
     for k in &keys {
         ctx.out.bulk(k);
@@ -188,7 +191,10 @@ pub fn scan(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         }
         i += 2;
     }
-    let (next, mut keys) = ctx.shared.store.scan(cursor, count, ctx.now_ms);
+    let (next, mut keys) = match ctx.conn.slot_filter(ctx.shared) {
+        Some(t) => ctx.shared.store.scan_where(cursor, count, ctx.now_ms, |s| t.table.owners(s).first() == Some(&t.me)),
+        None => ctx.shared.store.scan(cursor, count, ctx.now_ms),
+    };
     if !type_ok {
         keys.clear();
     }

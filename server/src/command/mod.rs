@@ -15,6 +15,7 @@ mod cluster;
 mod connection;
 mod introspect;
 mod keyspace;
+pub mod plan;
 mod server;
 pub(crate) mod string;
 
@@ -28,6 +29,7 @@ use bytes::BytesMut;
 use ringcache_protocol::{Args, Version, encode, key_slot, parse_i64};
 
 use crate::cluster::topology::Topology;
+use crate::config::Redirect;
 use crate::shared::{ClientInfo, LocalStats, Outcome, Shared};
 
 pub use server::info_text;
@@ -94,13 +96,39 @@ pub struct ConnState {
     pub authenticated: bool,
     /// Set by QUIT (and SHUTDOWN): close after writing the replies so far.
     pub quit: bool,
+    /// READONLY: reads of slots this node owns (as a replica too) are
+    /// served here instead of by the primary.
+    pub readonly: bool,
+    /// Running a member's share of a cluster-wide command (DBSIZE, KEYS,
+    /// SCAN): only the slots this node is primary for count.
+    pub share: bool,
+    /// A peer connection: requests arrive already routed (`RC.FWD`).
+    pub peer: bool,
     /// The topology as of `topology_version` (see [`ConnState::topology`]).
     topology: Option<(u64, Arc<Topology>)>,
 }
 
 impl ConnState {
     pub fn new(info: Arc<ClientInfo>, needs_auth: bool) -> Self {
-        ConnState { info, resp: Version::Resp2, authenticated: !needs_auth, quit: false, topology: None }
+        ConnState {
+            info,
+            resp: Version::Resp2,
+            authenticated: !needs_auth,
+            quit: false,
+            readonly: false,
+            share: false,
+            peer: false,
+            topology: None,
+        }
+    }
+
+    /// Whether `slot` counts for this connection's keyless commands: every
+    /// slot normally, only this node's primary slots in a share.
+    pub fn slot_filter(&mut self, shared: &Shared) -> Option<Arc<Topology>> {
+        if !self.share {
+            return None;
+        }
+        Some(self.topology(shared).clone())
     }
 
     /// The current topology, reloaded only when it changed.
@@ -114,13 +142,13 @@ impl ConnState {
     }
 }
 
-/// Where a request's keys live, when the cluster has other members: keys
-/// of several slots are refused (`CROSSSLOT`), and keys whose slot has
-/// another primary are redirected (`MOVED`), as Redis Cluster does. Until
-/// requests are forwarded (replication issue) this keeps every key on its
-/// primary, so cluster-aware clients and `redis-cli -c` see one keyspace.
+/// `--cluster-redirect moved`: where a request's keys live, when the
+/// cluster has other members: keys of several slots are refused
+/// (`CROSSSLOT`), and keys whose slot has another primary are redirected
+/// (`MOVED`), as Redis Cluster does. (By default requests are forwarded
+/// instead: see `net::exec`.)
 fn route(ctx: &mut Ctx<'_>, spec: &Spec, args: Args<'_>) -> Result<(), CmdError> {
-    if spec.first_key <= 0 {
+    if spec.first_key <= 0 || ctx.shared.config.cluster_redirect != Redirect::Moved {
         return Ok(());
     }
     let t = ctx.conn.topology(ctx.shared);
@@ -406,6 +434,21 @@ fn unknown_command(args: Args<'_>) -> String {
         rest.push_str("' ");
     }
     format!("ERR unknown command '{}', with args beginning with: {rest}", truncate(&name, 128))
+}
+
+/// Whether `execute` would refuse the request before running it (unknown
+/// command, not authenticated, wrong arity): such requests never leave the
+/// node, whatever their keys.
+pub fn precheck(conn: &ConnState, shared: &Shared, args: Args<'_>) -> Option<&'static Spec> {
+    let spec = &COMMANDS[lookup(args.get(0))?];
+    if !conn.authenticated && !spec.no_auth && shared.settings.requirepass().is_some() {
+        return None;
+    }
+    let n = args.len() as i32;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        return None;
+    }
+    Some(spec)
 }
 
 /// Runs one request and writes its reply.

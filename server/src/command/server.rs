@@ -16,7 +16,11 @@ use crate::store::Policy;
 use crate::store::glob::glob_match;
 
 pub fn dbsize(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
-    ctx.out.int(ctx.shared.store.len() as i64);
+    let n = match ctx.conn.slot_filter(ctx.shared) {
+        Some(t) => ctx.shared.store.count_keys_where(|s| t.table.owners(s).first() == Some(&t.me)),
+        None => ctx.shared.store.len(),
+    };
+    ctx.out.int(n as i64);
     Ok(())
 }
 
@@ -219,8 +223,51 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("protocol_errors", &m.protocol_errors.load(Relaxed));
         }
         "replication" => {
+            // Every node is a primary for some slots and a replica for
+            // others; the peer lines show each link's state.
             kv("role", &"master");
             kv("connected_slaves", &0);
+            let c = &s.config;
+            kv("replicas", &c.replicas);
+            kv("write_quorum", &c.write_quorum);
+            kv("read_quorum", &c.read_quorum);
+            kv("forwarded_requests", &m.forwarded.load(Relaxed));
+            kv("quorum_failures", &m.quorum_failures.load(Relaxed));
+            kv("read_repairs", &m.read_repairs.load(Relaxed));
+            kv("replicated_applied", &store.stats.applied.load(Relaxed));
+            kv("replicated_stale", &store.stats.stale.load(Relaxed));
+            kv("tombstones", &store.tombstones());
+            kv("tombstones_dropped", &store.stats.tombstones_dropped.load(Relaxed));
+            kv("peer_rejected_connections", &m.peer_rejected.load(Relaxed));
+            let links = s.links.all();
+            let sum = |f: &dyn Fn(&crate::net::link::LinkStats) -> u64| links.iter().map(|l| f(&l.stats)).sum::<u64>();
+            kv("hints_pending", &sum(&|x| x.hints.load(Relaxed)));
+            kv("hints_stored", &sum(&|x| x.hints_stored.load(Relaxed)));
+            kv("hints_replayed", &sum(&|x| x.hints_replayed.load(Relaxed)));
+            kv("hints_dropped", &sum(&|x| x.hints_dropped.load(Relaxed)));
+            for (i, l) in links.iter().enumerate() {
+                let x = &l.stats;
+                let oldest = x.oldest_ms.load(Relaxed);
+                let lag = if oldest == 0 { 0 } else { now_ms.saturating_sub(oldest) };
+                kv(
+                    &format!("peer{i}"),
+                    &format!(
+                        "name={},state={},inflight={},lag_ms={lag},hints={},hint_bytes={},hints_stored={},\
+                         hints_replayed={},hints_dropped={},ops_sent={},calls_sent={},connects={}",
+                        l.name,
+                        if l.connected() { "up" } else { "down" },
+                        x.inflight.load(Relaxed),
+                        x.hints.load(Relaxed),
+                        x.hint_bytes.load(Relaxed),
+                        x.hints_stored.load(Relaxed),
+                        x.hints_replayed.load(Relaxed),
+                        x.hints_dropped.load(Relaxed),
+                        x.ops_sent.load(Relaxed),
+                        x.calls_sent.load(Relaxed),
+                        x.connects.load(Relaxed),
+                    ),
+                );
+            }
         }
         "cpu" => {
             let (user, sys) = cpu_seconds();

@@ -20,8 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::exec::{Env, Exec};
 use super::unix_ms;
-use crate::command::{self, ConnState, Ctx, Reply};
+use crate::command::ConnState;
 use crate::shared::{ClientInfo, LocalStats, Shared};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -137,7 +138,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
     let mut conn = ConnState::new(info.clone(), shared.settings.requirepass().is_some());
     let mut parser = RequestParser::new();
     let mut input = BytesMut::with_capacity(READ_CHUNK);
-    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut exec = Exec::new(READ_CHUNK);
     let mut stats = LocalStats::default();
     let mut batch = Batch::default();
     loop {
@@ -194,7 +195,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
             if !batch.is_empty() {
                 batch.prefetch(shared, &input);
                 for i in 0..batch.len() {
-                    let io = Io { stream: &mut stream, out: &mut out, stats: &mut stats };
+                    let io = Io { stream: &mut stream, exec: &mut exec, stats: &mut stats };
                     if !run_request(shared, &mut conn, io, now_ms, batch.args(&input, i)).await {
                         close = true;
                         break;
@@ -211,7 +212,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
             }
             match parsed {
                 Ok(true) => {
-                    let io = Io { stream: &mut stream, out: &mut out, stats: &mut stats };
+                    let io = Io { stream: &mut stream, exec: &mut exec, stats: &mut stats };
                     if !run_request(shared, &mut conn, io, now_ms, parser.args(&input)).await {
                         close = true;
                         break;
@@ -221,7 +222,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
                 Err(e) => {
                     shared.metrics.protocol_errors.fetch_add(1, Relaxed);
                     info!(id = info.id, addr = %info.addr, error = %e, "closing client after a protocol error");
-                    encode::error(&mut out, format!("ERR {e}").as_bytes());
+                    encode::error(&mut exec.out, format!("ERR {e}").as_bytes());
                     close = true;
                     break;
                 }
@@ -231,10 +232,13 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
         if !close && input.len() as u64 > shared.settings.client_query_buffer_limit.load(Relaxed) {
             shared.metrics.protocol_errors.fetch_add(1, Relaxed);
             warn!(id = info.id, addr = %info.addr, bytes = input.len(), "closing client that reached the query buffer limit");
-            encode::error(&mut out, b"ERR Protocol error: query buffer limit (client-query-buffer-limit) exceeded");
+            encode::error(
+                &mut exec.out,
+                b"ERR Protocol error: query buffer limit (client-query-buffer-limit) exceeded",
+            );
             close = true;
         }
-        let written = write_out(&mut stats, &mut stream, &mut out).await;
+        let written = write_out(shared, &mut stats, &mut stream, &mut exec).await;
         stats.flush(&shared.metrics);
         info.last_ms.store(now_ms, Relaxed);
         if close || written.is_err() || info.killed.load(Relaxed) {
@@ -243,8 +247,8 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
         if input.is_empty() && input.capacity() > BUFFER_KEEP_MAX {
             input = BytesMut::with_capacity(READ_CHUNK);
         }
-        if out.capacity() > BUFFER_KEEP_MAX {
-            out = BytesMut::with_capacity(READ_CHUNK);
+        if exec.out.capacity() > BUFFER_KEEP_MAX {
+            exec.out = BytesMut::with_capacity(READ_CHUNK);
         }
     }
     stats.flush_all(&shared.metrics);
@@ -254,28 +258,35 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
 /// The connection's output side, lent to [`run_request`].
 struct Io<'a> {
     stream: &'a mut TcpStream,
-    out: &'a mut BytesMut,
+    exec: &'a mut Exec,
     stats: &'a mut LocalStats,
 }
 
 /// Runs one request and writes out the replies if they passed
 /// `OUT_FLUSH_BYTES`. False: the connection must close (QUIT, a failed write).
 async fn run_request(shared: &Shared, conn: &mut ConnState, io: Io<'_>, now_ms: u64, args: Args<'_>) -> bool {
-    let v = conn.resp;
-    let mut ctx = Ctx { shared, conn, out: Reply { buf: io.out, v }, now_ms, stats: io.stats };
-    command::execute(&mut ctx, args);
+    let mut env = Env { shared, conn, stats: io.stats, now_ms };
+    io.exec.run(&mut env, args);
     if conn.quit {
         return false;
     }
-    io.out.len() < OUT_FLUSH_BYTES || write_out(io.stats, io.stream, io.out).await.is_ok()
+    io.exec.out.len() < OUT_FLUSH_BYTES || write_out(shared, io.stats, io.stream, io.exec).await.is_ok()
 }
 
-async fn write_out(stats: &mut LocalStats, stream: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
-    if out.is_empty() {
+/// Waits for the batch's pending replies (forwards, quorums), then writes
+/// every reply so far.
+async fn write_out(
+    shared: &Shared,
+    stats: &mut LocalStats,
+    stream: &mut TcpStream,
+    exec: &mut Exec,
+) -> std::io::Result<()> {
+    exec.finish(shared).await;
+    if exec.out.is_empty() {
         return Ok(());
     }
-    stats.output_bytes += out.len() as u64;
-    let r = stream.write_all(out).await;
-    out.clear();
+    stats.output_bytes += exec.out.len() as u64;
+    let r = stream.write_all(&exec.out).await;
+    exec.out.clear();
     r
 }

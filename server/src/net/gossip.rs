@@ -245,6 +245,8 @@ impl Driver {
         let names: Vec<&str> = topology.nodes.iter().map(|n| n.name.as_str()).collect();
         info!(epoch = self.epoch, members = ?names, "slot table changed");
         self.shared.metrics.topology_changes.fetch_add(1, Relaxed);
+        // Links first, so requests routed by the new table find them.
+        self.shared.links.sync(&self.shared, &topology);
         self.shared.set_topology(topology);
     }
 }

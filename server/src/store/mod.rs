@@ -17,12 +17,21 @@
 //! - Locks on several shards are taken in ascending shard order only
 //!   ([`Store::with_keys`]); everything else holds one shard at a time.
 //! - An expired entry is never returned: lookups remove it first.
+//! - Versions: every write gets a hybrid-logical-clock version from its
+//!   shard: unix ms in bits 63..22, a logical counter in 21..12, the node id
+//!   in 11..0 ([`version_parts`]). A shard's clock never goes back and moves
+//!   past every version it applies from elsewhere, so a key's versions grow
+//!   across every node that coordinates it.
+//! - A delete by a command leaves a tombstone (key → version) for the grace
+//!   period, so a replicated older value arriving later cannot bring the key
+//!   back; a key is never both live and tombstoned.
 
 mod entry;
 pub mod glob;
 pub mod policy;
 mod table;
 
+use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
@@ -36,6 +45,34 @@ pub use table::{Table, hash_key};
 /// Number of shards; a power of two dividing [`SLOT_COUNT`].
 pub const SHARD_COUNT: usize = 256;
 const SLOTS_PER_SHARD: usize = SLOT_COUNT as usize / SHARD_COUNT;
+
+/// Bits of a version that hold the node id, and the logical counter above it.
+pub const VERSION_NODE_BITS: u32 = 12;
+const VERSION_LOGICAL_BITS: u32 = 10;
+/// Tombstones kept per shard at most (262 144 in all); past it the one
+/// nearest to the end of its grace period goes first, counted.
+const TOMBS_PER_SHARD_MAX: usize = 1024;
+
+/// (unix ms, logical counter, node id) of a version.
+pub fn version_parts(v: u64) -> (u64, u64, u64) {
+    let node = v & ((1 << VERSION_NODE_BITS) - 1);
+    let logical = (v >> VERSION_NODE_BITS) & ((1 << VERSION_LOGICAL_BITS) - 1);
+    (v >> (VERSION_NODE_BITS + VERSION_LOGICAL_BITS), logical, node)
+}
+
+/// A deleted key's version and when its tombstone may go.
+#[derive(Debug, Clone, Copy)]
+struct Tomb {
+    version: u64,
+    until_ms: u64,
+}
+
+/// What a replica is told about a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    Put { value: &'a [u8], expiry_ms: Option<u64> },
+    Delete,
+}
 
 #[inline]
 fn shard_of(slot: u16) -> usize {
@@ -113,10 +150,11 @@ pub struct ShardInner {
     volatile: usize,
     expire_cursor: usize,
     slot_counts: [u32; SLOTS_PER_SHARD],
-    /// Last version handed out in this shard (hybrid logical clock: unix ms
-    /// in the high 48 bits, a counter in the low 16).
+    /// The shard's hybrid logical clock: the last version handed out or
+    /// seen, without its node bits (unix ms << 10 | counter).
     clock: u64,
     rng: u64,
+    tombs: HashMap<Box<[u8]>, Tomb>,
 }
 
 impl ShardInner {
@@ -128,13 +166,30 @@ impl ShardInner {
             slot_counts: [0; SLOTS_PER_SHARD],
             clock: 0,
             rng: seed | 1,
+            tombs: HashMap::new(),
         }
     }
 
-    fn next_version(&mut self, now_ms: u64) -> u64 {
-        let v = (self.clock + 1).max(now_ms << 16);
-        self.clock = v;
-        v
+    fn next_version(&mut self, now_ms: u64, node: u64) -> u64 {
+        let t = (self.clock + 1).max(now_ms << VERSION_LOGICAL_BITS);
+        self.clock = t;
+        (t << VERSION_NODE_BITS) | node
+    }
+
+    /// Moves the clock past a version made elsewhere.
+    fn observe(&mut self, version: u64) {
+        self.clock = self.clock.max(version >> VERSION_NODE_BITS);
+    }
+
+    fn tomb(&mut self, key: &[u8], version: u64, until_ms: u64, dropped: &AtomicU64) {
+        if self.tombs.len() >= TOMBS_PER_SHARD_MAX
+            && !self.tombs.contains_key(key)
+            && let Some(k) = self.tombs.iter().min_by_key(|(_, t)| t.until_ms).map(|(k, _)| k.clone())
+        {
+            self.tombs.remove(&k);
+            dropped.fetch_add(1, Relaxed);
+        }
+        self.tombs.insert(key.into(), Tomb { version, until_ms });
     }
 
     fn random(&mut self) -> u64 {
@@ -190,6 +245,11 @@ impl ShardInner {
 pub struct StoreStats {
     pub expired_keys: AtomicU64,
     pub evicted_keys: AtomicU64,
+    /// Tombstones dropped before their grace period ended (shard full).
+    pub tombstones_dropped: AtomicU64,
+    /// Replicated states applied / ignored because the key had a newer one.
+    pub applied: AtomicU64,
+    pub stale: AtomicU64,
 }
 
 /// A value alone on its cache line: `used` is written by every write on
@@ -211,6 +271,8 @@ pub struct Store {
     lfu_decay_time: AtomicU32,
     expire_shard: AtomicUsize,
     rng: AtomicU64,
+    node_id: AtomicU64,
+    tomb_grace_ms: AtomicU64,
     pub stats: StoreStats,
 }
 
@@ -239,11 +301,21 @@ impl Store {
             lfu_decay_time: AtomicU32::new(1),
             expire_shard: AtomicUsize::new(0),
             rng: AtomicU64::new(0x1234_5678_9ABC_DEF1),
+            node_id: AtomicU64::new(0),
+            tomb_grace_ms: AtomicU64::new(600_000),
             stats: StoreStats::default(),
         }
     }
 
     // ---- settings -------------------------------------------------------
+
+    /// The node id stamped into the low bits of every version made here.
+    pub fn set_node_id(&self, id: u64) {
+        self.node_id.store(id & ((1 << VERSION_NODE_BITS) - 1), Relaxed);
+    }
+    pub fn set_tombstone_grace_ms(&self, ms: u64) {
+        self.tomb_grace_ms.store(ms, Relaxed);
+    }
 
     pub fn set_maxmemory(&self, bytes: u64) {
         self.maxmemory.store(bytes, Relaxed);
@@ -521,6 +593,26 @@ impl Store {
         (seen, expired)
     }
 
+    /// Drops tombstones whose grace period ended. Returns how many.
+    pub fn gc_tombstones(&self, now_ms: u64) -> usize {
+        let mut n = 0;
+        for s in 0..SHARD_COUNT {
+            let mut g = self.lock(s);
+            if g.tombs.is_empty() {
+                continue;
+            }
+            let before = g.tombs.len();
+            g.tombs.retain(|_, t| t.until_ms > now_ms);
+            n += before - g.tombs.len();
+        }
+        n
+    }
+
+    /// Tombstones held.
+    pub fn tombstones(&self) -> usize {
+        (0..SHARD_COUNT).map(|s| self.lock(s).tombs.len()).sum()
+    }
+
     // ---- whole-keyspace operations --------------------------------------
 
     /// Number of keys (expired ones not yet collected included, as Redis).
@@ -553,6 +645,7 @@ impl Store {
             g.volatile = 0;
             g.expire_cursor = 0;
             g.slot_counts = [0; SLOTS_PER_SHARD];
+            g.tombs.clear();
             self.account(-freed);
         }
         drop(guards);
@@ -561,12 +654,23 @@ impl Store {
 
     /// Keys matching a glob pattern (KEYS).
     pub fn keys(&self, pattern: &[u8], now_ms: u64) -> Vec<Vec<u8>> {
+        self.keys_where(pattern, now_ms, |_| true)
+    }
+
+    /// Keys matching a glob pattern in the slots `keep` accepts.
+    pub fn keys_where(&self, pattern: &[u8], now_ms: u64, keep: impl Fn(u16) -> bool) -> Vec<Vec<u8>> {
         let all = pattern == b"*";
         let mut out = Vec::new();
         for s in 0..SHARD_COUNT {
             let g = self.lock(s);
+            if g.table.is_empty() || !(0..SLOTS_PER_SHARD).any(|i| keep((i * SHARD_COUNT + s) as u16)) {
+                continue;
+            }
             for (_, e) in g.table.iter() {
-                if !e.is_expired(now_ms) && (all || glob::glob_match(pattern, e.key(), false)) {
+                if !e.is_expired(now_ms)
+                    && (all || glob::glob_match(pattern, e.key(), false))
+                    && keep(key_slot(e.key()))
+                {
                     out.push(e.key().to_vec());
                 }
             }
@@ -574,14 +678,27 @@ impl Store {
         out
     }
 
-    /// One step of SCAN. The cursor is `shard << 55 | h`, meaning "every key
-    /// of this shard whose hash (top 55 bits) is below `h` was returned";
-    /// it stays below 2^63 for clients that read cursors as signed.
+    /// One step of SCAN. The cursor is `shard << 48 | h`, meaning "every key
+    /// of this shard whose hash (top 48 bits) is below `h` was returned";
+    /// it stays below 2^56, which leaves the cluster room to put a member
+    /// index above it and still stay below 2^63 for clients that read
+    /// cursors as signed.
     /// Hashes do not change when tables grow, so a full scan returns every
     /// key present from its start to its end, whatever happens meanwhile.
     /// Returns the next cursor (0: done) and up to about `count` keys.
     pub fn scan(&self, cursor: u64, count: usize, now_ms: u64) -> (u64, Vec<Vec<u8>>) {
-        const H_BITS: u32 = 55;
+        self.scan_where(cursor, count, now_ms, |_| true)
+    }
+
+    /// [`Store::scan`] over the slots `keep` accepts.
+    pub fn scan_where(
+        &self,
+        cursor: u64,
+        count: usize,
+        now_ms: u64,
+        keep: impl Fn(u16) -> bool,
+    ) -> (u64, Vec<Vec<u8>>) {
+        const H_BITS: u32 = 48;
         const H_MASK: u64 = (1 << H_BITS) - 1;
         let count = count.max(1);
         let mut shard = (cursor >> H_BITS) as usize;
@@ -592,7 +709,7 @@ impl Store {
             let mut found: Vec<(u64, &[u8])> = g
                 .table
                 .iter()
-                .filter(|(_, e)| !e.is_expired(now_ms))
+                .filter(|(_, e)| !e.is_expired(now_ms) && keep(key_slot(e.key())))
                 .map(|(_, e)| (hash_key(e.key()) >> (64 - H_BITS), e.key()))
                 .filter(|(h, _)| *h >= from)
                 .collect();
@@ -642,6 +759,20 @@ impl Store {
             return Some(e.key().to_vec());
         }
         None
+    }
+
+    /// Keys stored in the slots `keep` accepts (expired ones included).
+    pub fn count_keys_where(&self, keep: impl Fn(u16) -> bool) -> usize {
+        let mut n = 0;
+        for s in 0..SHARD_COUNT {
+            let g = self.lock(s);
+            for i in 0..SLOTS_PER_SHARD {
+                if keep((i * SHARD_COUNT + s) as u16) {
+                    n += g.slot_counts[i] as usize;
+                }
+            }
+        }
+        n
     }
 
     /// Keys stored in `slot` (expired ones included until collected).
@@ -748,7 +879,7 @@ impl<'a> KeyRef<'a> {
 
     /// Stores `value` with `expiry_ms`, replacing any old value.
     pub fn set(&mut self, value: &[u8], expiry_ms: Option<u64>) {
-        let version = self.shard.next_version(self.now_ms);
+        let version = self.next_version();
         let access = self.new_access();
         let entry = Entry::new(self.key, value, expiry_ms, version, access);
         self.put(entry);
@@ -763,12 +894,19 @@ impl<'a> KeyRef<'a> {
 
     /// Stores an entry built elsewhere (RENAME, COPY); its key must be this key.
     pub fn put_entry_from(&mut self, other: &Entry, expiry_ms: Option<u64>) {
-        let version = self.shard.next_version(self.now_ms);
+        let version = self.next_version();
         let entry = other.rebuild(self.key, expiry_ms, version);
         self.put(entry);
     }
 
+    fn next_version(&mut self) -> u64 {
+        self.shard.next_version(self.now_ms, self.store.node_id.load(Relaxed))
+    }
+
     fn put(&mut self, entry: Entry) {
+        if !self.shard.tombs.is_empty() {
+            self.shard.tombs.remove(self.key);
+        }
         let delta = match self.pos {
             Some(p) => self.shard.replace(p, entry),
             None => {
@@ -786,19 +924,69 @@ impl<'a> KeyRef<'a> {
         if self.shard.table.get(p).expect("present").expiry_ms() == expiry_ms {
             return true;
         }
-        let version = self.shard.next_version(self.now_ms);
+        let version = self.next_version();
         let entry = self.shard.table.get(p).expect("present").rebuild(self.key, expiry_ms, version);
         let delta = self.shard.replace(p, entry);
         self.store.account(delta);
         true
     }
 
-    /// Deletes the key, returning its entry.
+    /// Deletes the key, returning its entry, and leaves a tombstone with a
+    /// new version so replicas learn of the delete and keep it.
     pub fn remove(&mut self) -> Option<Entry> {
         let p = self.pos.take()?;
         let (old, delta) = self.shard.remove(p, Some(self.slot));
         self.store.account(delta);
+        let version = self.next_version();
+        self.put_tomb(version);
         Some(old)
+    }
+
+    fn put_tomb(&mut self, version: u64) {
+        let until = self.now_ms.saturating_add(self.store.tomb_grace_ms.load(Relaxed));
+        self.shard.tomb(self.key, version, until, &self.store.stats.tombstones_dropped);
+    }
+
+    /// The version of the live entry, else of the tombstone, else 0.
+    pub fn version(&self) -> u64 {
+        match self.entry() {
+            Some(e) => e.version(),
+            None => self.tombstone().unwrap_or(0),
+        }
+    }
+
+    /// The version of the key's tombstone, if it was deleted recently.
+    pub fn tombstone(&self) -> Option<u64> {
+        if self.shard.tombs.is_empty() {
+            return None;
+        }
+        self.shard.tombs.get(self.key).map(|t| t.version)
+    }
+
+    /// Applies a state made by another node if it is newer than what this
+    /// key holds (last writer wins by version). True if applied.
+    pub fn apply(&mut self, version: u64, incoming: Incoming<'_>) -> bool {
+        if version <= self.version() {
+            self.store.stats.stale.fetch_add(1, Relaxed);
+            return false;
+        }
+        self.shard.observe(version);
+        match incoming {
+            Incoming::Put { value, expiry_ms } if expiry_ms.is_none_or(|e| e > self.now_ms) => {
+                let access = self.new_access();
+                self.put(Entry::new(self.key, value, expiry_ms, version, access));
+            }
+            // Already expired: nothing to keep but the fact it was written.
+            Incoming::Put { .. } | Incoming::Delete => {
+                if let Some(p) = self.pos.take() {
+                    let (_, delta) = self.shard.remove(p, Some(self.slot));
+                    self.store.account(delta);
+                }
+                self.put_tomb(version);
+            }
+        }
+        self.store.stats.applied.fetch_add(1, Relaxed);
+        true
     }
 }
 

@@ -38,17 +38,6 @@ fn set_get_expire() {
 }
 
 #[test]
-fn versions_grow_within_a_key() {
-    let store = Store::new();
-    set(&store, b"k", b"1", None, NOW);
-    let v1 = store.with_key(b"k", NOW, |k| k.entry().unwrap().version());
-    set(&store, b"k", b"2", None, NOW);
-    let v2 = store.with_key(b"k", NOW, |k| k.entry().unwrap().version());
-    assert!(v2 > v1);
-    assert_eq!(v1 >> 16, NOW);
-}
-
-#[test]
 fn active_expiry_collects_without_access() {
     let store = Store::new();
     for i in 0..1000 {
@@ -253,11 +242,102 @@ fn scan_cursors_stay_below_2_pow_63() {
     loop {
         let (next, keys) = store.scan(cursor, 7, NOW);
         seen += keys.len();
-        assert!(next < 1 << 63, "cursor {next}");
+        assert!(next < 1 << 56, "cursor {next}");
         cursor = next;
         if cursor == 0 {
             break;
         }
     }
     assert_eq!(seen, 5000);
+}
+
+#[test]
+fn versions_carry_the_node_id_and_grow() {
+    let store = Store::new();
+    store.set_node_id(0xabc);
+    set(&store, b"k", b"1", None, NOW);
+    let v1 = store.with_key(b"k", NOW, |k| k.version());
+    // Same millisecond: the logical counter moves it forward.
+    set(&store, b"k", b"2", None, NOW);
+    let v2 = store.with_key(b"k", NOW, |k| k.version());
+    assert!(v2 > v1);
+    assert_eq!(version_parts(v1), (NOW, 0, 0xabc));
+    assert_eq!(version_parts(v2), (NOW, 1, 0xabc));
+    // A clock that went back still gives a larger version.
+    set(&store, b"k", b"3", None, NOW - 5000);
+    assert!(store.with_key(b"k", NOW, |k| k.version()) > v2);
+}
+
+#[test]
+fn apply_keeps_the_newer_version() {
+    let store = Store::new();
+    let put = |v: &'static [u8]| Incoming::Put { value: v, expiry_ms: None };
+    let v = |ms: u64, node: u64| (ms << 22) | node;
+    assert!(store.with_key(b"k", NOW, |k| k.apply(v(NOW, 1), put(b"a"))));
+    assert!(!store.with_key(b"k", NOW, |k| k.apply(v(NOW - 1, 2), put(b"old"))));
+    assert!(!store.with_key(b"k", NOW, |k| k.apply(v(NOW, 1), put(b"same"))));
+    assert_eq!(get(&store, b"k", NOW).as_deref(), Some(&b"a"[..]));
+    // A delete leaves a tombstone that an older put cannot get past.
+    assert!(store.with_key(b"k", NOW, |k| k.apply(v(NOW + 1, 1), Incoming::Delete)));
+    assert_eq!(get(&store, b"k", NOW), None);
+    assert!(!store.with_key(b"k", NOW, |k| k.apply(v(NOW, 3), put(b"zombie"))));
+    assert_eq!(get(&store, b"k", NOW), None);
+    assert_eq!(store.tombstones(), 1);
+    // The local clock moved past what it applied: a local write wins.
+    set(&store, b"k", b"local", None, NOW - 10);
+    assert!(store.with_key(b"k", NOW, |k| k.version()) > v(NOW + 1, 1));
+    assert_eq!(store.tombstones(), 0);
+    assert_eq!(store.used_memory(), recount(&store));
+}
+
+#[test]
+fn deletes_leave_tombstones_until_the_grace_period_ends() {
+    let store = Store::new();
+    store.set_tombstone_grace_ms(1000);
+    set(&store, b"k", b"1", None, NOW);
+    let removed = store.with_key(b"k", NOW, |k| k.remove().is_some());
+    assert!(removed);
+    let tomb = store.with_key(b"k", NOW, |k| k.tombstone());
+    assert!(tomb.is_some_and(|t| t > 0));
+    assert_eq!(store.len(), 0);
+    assert_eq!(store.gc_tombstones(NOW + 999), 0);
+    assert_eq!(store.gc_tombstones(NOW + 1000), 1);
+    assert_eq!(store.with_key(b"k", NOW, |k| k.tombstone()), None);
+}
+
+#[test]
+fn tombstones_are_bounded_per_shard() {
+    let store = Store::new();
+    // Keys of one hash tag share a shard.
+    for i in 0..(TOMBS_PER_SHARD_MAX + 10) {
+        let key = format!("{{t}}{i}");
+        store.with_key(key.as_bytes(), NOW + i as u64, |k| k.apply(((NOW + i as u64) << 22) | 1, Incoming::Delete));
+    }
+    assert_eq!(store.tombstones(), TOMBS_PER_SHARD_MAX);
+    assert_eq!(store.stats.tombstones_dropped.load(Relaxed), 10);
+    // The oldest went first.
+    assert_eq!(store.with_key(b"{t}0", NOW, |k| k.tombstone()), None);
+}
+
+#[test]
+fn filtered_views_see_only_their_slots() {
+    let store = Store::new();
+    for i in 0..200 {
+        set(&store, format!("key:{i}").as_bytes(), b"v", None, NOW);
+    }
+    let keep = |slot: u16| slot < 8192;
+    let want = (0..200).filter(|i| keep(key_slot(format!("key:{i}").as_bytes()))).count();
+    assert_eq!(store.count_keys_where(keep), want);
+    assert_eq!(store.keys_where(b"*", NOW, keep).len(), want);
+    let mut cursor = 0;
+    let mut seen = 0;
+    loop {
+        let (next, keys) = store.scan_where(cursor, 10, NOW, keep);
+        seen += keys.len();
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen, want);
 }

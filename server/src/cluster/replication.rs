@@ -1,0 +1,334 @@
+//! Replication as data: the messages owners exchange about a key's state,
+//! the peer-link handshake, the hint queue kept for an unreachable owner,
+//! and the quorum arithmetic. No sockets, no clock: the link and connection
+//! tasks in `net/` move these bytes and decide when.
+//!
+//! Wire format (RESP arrays of bulk strings on the cluster port's TCP side):
+//! - `RC.PUT key version expiry_ms value` (expiry 0 = none) and
+//!   `RC.DEL key version`: apply if newer; the answer is `+OK` either way.
+//! - `RC.READ key`: `*3 :version :expiry_ms $value`, `*1 :version` for a
+//!   tombstone, or a null array when the key is unknown.
+//! - `RC.FWD 2|3 command args...`: run a client's command here as its
+//!   primary, answering in that RESP version.
+//! - `RC.DBSIZE`, `RC.KEYS pattern`, `RC.SCAN cursor args...`, `RC.FLUSHALL`:
+//!   the node's share of a cluster-wide command (its primary slots).
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use ringcache_protocol::{Args, Frame, encode, parse_i64};
+
+use crate::store::{Entry, Incoming};
+
+/// Encodes the request that gives a replica `entry` (a live key).
+pub fn encode_put(buf: &mut BytesMut, entry: &Entry) {
+    let (v, e) = (itoa(entry.version()), itoa(entry.expiry_ms().unwrap_or(0)));
+    encode::command(buf, &[&b"RC.PUT"[..], entry.key(), v.as_bytes(), e.as_bytes(), entry.value()]);
+}
+
+/// Encodes the request that tells a replica `key` was deleted at `version`.
+pub fn encode_del(buf: &mut BytesMut, key: &[u8], version: u64) {
+    encode::command(buf, &[&b"RC.DEL"[..], key, itoa(version).as_bytes()]);
+}
+
+fn itoa(n: u64) -> String {
+    n.to_string()
+}
+
+fn arg_u64(a: &[u8]) -> Option<u64> {
+    parse_i64(a).and_then(|n| u64::try_from(n).ok())
+}
+
+/// A replicated state: key, version and what to do.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Op<'a> {
+    pub key: &'a [u8],
+    pub version: u64,
+    pub incoming: Incoming<'a>,
+}
+
+/// Parses `RC.PUT` / `RC.DEL` (the name already matched by the caller).
+pub fn parse_op<'a>(args: &Args<'a>) -> Option<Op<'a>> {
+    let name = args.get(0);
+    if name.eq_ignore_ascii_case(b"RC.PUT") && args.len() == 5 {
+        let expiry = arg_u64(args.get(3))?;
+        let incoming = Incoming::Put { value: args.get(4), expiry_ms: (expiry != 0).then_some(expiry) };
+        return Some(Op { key: args.get(1), version: arg_u64(args.get(2))?, incoming });
+    }
+    if name.eq_ignore_ascii_case(b"RC.DEL") && args.len() == 3 {
+        return Some(Op { key: args.get(1), version: arg_u64(args.get(2))?, incoming: Incoming::Delete });
+    }
+    None
+}
+
+/// A key's state as an owner reports it to a reader (`RC.READ`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadState {
+    Unknown,
+    Deleted { version: u64 },
+    Live { version: u64, expiry_ms: Option<u64>, value: Bytes },
+}
+
+impl ReadState {
+    pub fn version(&self) -> u64 {
+        match self {
+            ReadState::Unknown => 0,
+            ReadState::Deleted { version } | ReadState::Live { version, .. } => *version,
+        }
+    }
+
+    pub fn encode(&self, buf: &mut BytesMut) {
+        match self {
+            ReadState::Unknown => buf.extend_from_slice(b"*-1\r\n"),
+            ReadState::Deleted { version } => {
+                encode::array_header(buf, 1);
+                encode::integer(buf, *version as i64);
+            }
+            ReadState::Live { version, expiry_ms, value } => {
+                encode::array_header(buf, 3);
+                encode::integer(buf, *version as i64);
+                encode::integer(buf, expiry_ms.unwrap_or(0) as i64);
+                encode::bulk(buf, value);
+            }
+        }
+    }
+
+    pub fn decode(frame: &Frame) -> Option<ReadState> {
+        let int = |f: &Frame| match f {
+            Frame::Integer(n) => u64::try_from(*n).ok(),
+            _ => None,
+        };
+        match frame {
+            Frame::Null => Some(ReadState::Unknown),
+            Frame::Array(items) => match items.as_slice() {
+                [v] => Some(ReadState::Deleted { version: int(v)? }),
+                [v, e, Frame::Bulk(value)] => {
+                    let e = int(e)?;
+                    Some(ReadState::Live { version: int(v)?, expiry_ms: (e != 0).then_some(e), value: value.clone() })
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The request that brings a stale owner to this state.
+    pub fn encode_repair(&self, key: &[u8], buf: &mut BytesMut) {
+        match self {
+            ReadState::Unknown => {}
+            ReadState::Deleted { version } => encode_del(buf, key, *version),
+            ReadState::Live { version, expiry_ms, value } => {
+                let (v, e) = (itoa(*version), itoa(expiry_ms.unwrap_or(0)));
+                encode::command(buf, &[&b"RC.PUT"[..], key, v.as_bytes(), e.as_bytes(), value]);
+            }
+        }
+    }
+}
+
+/// Write and read quorums in force for a slot with `owners` owners: the
+/// configured values capped at the owners there are (DESIGN §6), at least 1.
+pub fn quorum(configured: u32, owners: usize) -> usize {
+    (configured as usize).clamp(1, owners.max(1))
+}
+
+// ---- peer authentication ------------------------------------------------------
+
+/// Proves knowledge of the cluster secret on a peer connection: both sides
+/// send a fresh nonce and answer the other's with a keyed BLAKE3 MAC, so a
+/// recorded exchange cannot be replayed and neither side learns the key.
+#[derive(Clone)]
+pub struct LinkKey {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for LinkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkKey(..)")
+    }
+}
+
+/// Nonce length in bytes (hex on the wire).
+pub const NONCE_LEN: usize = 16;
+
+impl LinkKey {
+    pub fn new(cluster_name: &str, secret: Option<&str>) -> Self {
+        let mut material = Vec::new();
+        material.extend_from_slice(cluster_name.as_bytes());
+        material.push(0);
+        if let Some(s) = secret {
+            material.push(1);
+            material.extend_from_slice(s.as_bytes());
+        }
+        LinkKey { key: blake3::derive_key("ringcache peer link v1", &material) }
+    }
+
+    fn mac(&self, role: &[u8], a: &[u8], b: &[u8]) -> String {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(role);
+        h.update(&(a.len() as u64).to_le_bytes());
+        h.update(a);
+        h.update(b);
+        hex(&h.finalize().as_bytes()[..16])
+    }
+
+    /// What the accepting side answers to the connecting side's nonce.
+    pub fn server_proof(&self, client_nonce: &[u8], server_nonce: &[u8]) -> String {
+        self.mac(b"server", client_nonce, server_nonce)
+    }
+
+    /// What the connecting side answers to the accepting side's nonce.
+    pub fn client_proof(&self, server_nonce: &[u8], client_nonce: &[u8]) -> String {
+        self.mac(b"client", server_nonce, client_nonce)
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Compares two proofs without an early exit.
+pub fn proof_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+// ---- hints ------------------------------------------------------------------
+
+/// Replicated writes an owner has not received, kept for when it is
+/// reachable again. Bounded by count and bytes: past either bound the
+/// oldest hint goes and `dropped` counts it (anti-entropy must repair it).
+#[derive(Debug)]
+pub struct Hints {
+    queue: VecDeque<(u16, Bytes)>,
+    bytes: usize,
+    count_max: usize,
+    bytes_max: usize,
+    pub stored: u64,
+    pub dropped: u64,
+}
+
+impl Hints {
+    pub fn new(count_max: usize, bytes_max: usize) -> Self {
+        Hints { queue: VecDeque::new(), bytes: 0, count_max, bytes_max, stored: 0, dropped: 0 }
+    }
+
+    /// Keeps the request `op` (one encoded `RC.PUT`/`RC.DEL`) for `slot`.
+    pub fn push(&mut self, slot: u16, op: Bytes) {
+        if op.len() > self.bytes_max || self.count_max == 0 {
+            self.dropped += 1;
+            return;
+        }
+        while self.queue.len() >= self.count_max || self.bytes + op.len() > self.bytes_max {
+            let (_, old) = self.queue.pop_front().expect("bounds exceeded, so not empty");
+            self.bytes -= old.len();
+            self.dropped += 1;
+        }
+        self.bytes += op.len();
+        self.stored += 1;
+        self.queue.push_back((slot, op));
+    }
+
+    /// Takes up to `n` hints, oldest first.
+    pub fn take(&mut self, n: usize) -> Vec<(u16, Bytes)> {
+        let n = n.min(self.queue.len());
+        let out: Vec<_> = self.queue.drain(..n).collect();
+        self.bytes -= out.iter().map(|(_, b)| b.len()).sum::<usize>();
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringcache_protocol::{Limits, RequestParser, decode_frame};
+
+    fn parse(buf: &[u8]) -> Vec<Vec<u8>> {
+        let mut p = RequestParser::new();
+        assert_eq!(p.parse(buf, &Limits::default(), true), Ok(true));
+        p.args(buf).iter().map(<[u8]>::to_vec).collect()
+    }
+
+    #[test]
+    fn ops_round_trip() {
+        let e = Entry::new(b"k", b"value", Some(1234), 99 << 22, 0);
+        let mut buf = BytesMut::new();
+        encode_put(&mut buf, &e);
+        let args = parse(&buf);
+        let slices: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let op = parse_op(&Args::from_slices(&slices)).unwrap();
+        assert_eq!(
+            op,
+            Op { key: b"k", version: 99 << 22, incoming: Incoming::Put { value: b"value", expiry_ms: Some(1234) } }
+        );
+        buf.clear();
+        encode_del(&mut buf, b"k", 7);
+        let args = parse(&buf);
+        let slices: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        assert_eq!(parse_op(&Args::from_slices(&slices)).unwrap().incoming, Incoming::Delete);
+        // Malformed versions are refused, not misread.
+        assert_eq!(parse_op(&Args::from_slices(&[b"RC.DEL", b"k", b"-1"])), None);
+        assert_eq!(parse_op(&Args::from_slices(&[b"RC.PUT", b"k", b"1", b"x", b"v"])), None);
+    }
+
+    #[test]
+    fn read_states_round_trip() {
+        for s in [
+            ReadState::Unknown,
+            ReadState::Deleted { version: 5 },
+            ReadState::Live { version: 6, expiry_ms: Some(9), value: Bytes::from_static(b"v") },
+            ReadState::Live { version: 6, expiry_ms: None, value: Bytes::new() },
+        ] {
+            let mut buf = BytesMut::new();
+            s.encode(&mut buf);
+            let (f, n) = decode_frame(&buf, &Limits::default()).unwrap().unwrap();
+            assert_eq!(n, buf.len());
+            assert_eq!(ReadState::decode(&f), Some(s));
+        }
+    }
+
+    #[test]
+    fn quorums_are_capped_by_owners() {
+        assert_eq!(quorum(2, 3), 2);
+        assert_eq!(quorum(3, 2), 2);
+        assert_eq!(quorum(2, 1), 1);
+        assert_eq!(quorum(0, 3), 1);
+    }
+
+    #[test]
+    fn proofs_need_the_key_and_the_nonces() {
+        let a = LinkKey::new("c", Some("s"));
+        let b = LinkKey::new("c", Some("other"));
+        let p = a.server_proof(b"n1", b"n2");
+        assert!(proof_eq(p.as_bytes(), a.server_proof(b"n1", b"n2").as_bytes()));
+        assert!(!proof_eq(p.as_bytes(), b.server_proof(b"n1", b"n2").as_bytes()));
+        assert!(!proof_eq(p.as_bytes(), a.server_proof(b"n1", b"n3").as_bytes()));
+        assert!(!proof_eq(p.as_bytes(), a.client_proof(b"n1", b"n2").as_bytes()));
+    }
+
+    #[test]
+    fn hints_are_bounded_and_count_what_they_drop() {
+        let mut h = Hints::new(3, 100);
+        for i in 0..5u16 {
+            h.push(i, Bytes::from(vec![0u8; 10]));
+        }
+        assert_eq!((h.len(), h.dropped, h.stored), (3, 2, 5));
+        h.push(9, Bytes::from(vec![0u8; 95]));
+        assert_eq!((h.len(), h.bytes()), (1, 95));
+        h.push(9, Bytes::from(vec![0u8; 101]));
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.take(10).len(), 1);
+        assert!(h.is_empty());
+        assert_eq!(h.bytes(), 0);
+    }
+}

@@ -1,0 +1,533 @@
+//! Running requests in a cluster: the plan of `command::plan` carried out
+//! over the peer links, with replication and quorums.
+//!
+//! An [`Exec`] collects the replies of one batch of requests. A request
+//! that runs here writes its reply straight into `out` (the single-node
+//! path costs one branch). One whose answer comes later — forwarded to its
+//! primary, split across primaries, a cluster-wide command, or a write
+//! waiting for its quorum — leaves a placeholder [`Chunk`]; [`Exec::finish`]
+//! sends the batch's replicated writes (grouped per owner: one message per
+//! peer per batch), waits for every answer with one deadline, and splices
+//! the replies together in request order.
+//!
+//! Write path (DESIGN §4): the primary first checks that W owners are
+//! reachable (else `-CLUSTERDOWN`, nothing applied), runs the command once,
+//! then sends the resulting state of every key it names, with its version,
+//! to the other owners. The reply is released when W owners (itself
+//! included) hold it; otherwise it becomes `-TIMEOUT ...` (applied here,
+//! maybe elsewhere: the outcome is unknown, so clients must not blindly
+//! retry a non-idempotent command).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{Bytes, BytesMut};
+use ringcache_protocol::{Args, Frame, Limits, Version, decode_frame, encode, key_slot};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout_at};
+
+use super::link::{LinkError, Msg};
+use crate::cluster::replication::{encode_del, encode_put, quorum};
+use crate::cluster::topology::Topology;
+use crate::command::plan::{Combine, Part, Plan, SCAN_MEMBER_SHIFT, plan};
+use crate::command::{self, ConnState, Ctx, Reply, Spec};
+use crate::config::Redirect;
+use crate::shared::{LocalStats, Outcome, Shared};
+
+/// What a request runs with.
+pub struct Env<'a> {
+    pub shared: &'a Shared,
+    pub conn: &'a mut ConnState,
+    pub stats: &'a mut LocalStats,
+    pub now_ms: u64,
+}
+
+fn rejected(env: &mut Env<'_>, spec: &Spec) {
+    if let Some(i) = command::lookup(spec.name.as_bytes()) {
+        env.stats.record(i, Outcome::Rejected);
+    }
+}
+
+/// How a forwarded call ended.
+#[derive(Debug)]
+enum Answer {
+    Waiting(oneshot::Receiver<Result<Vec<Bytes>, LinkError>>),
+    Replies(Vec<Bytes>),
+    /// Never sent: the primary is unreachable.
+    Unreachable,
+    /// Sent, no answer: it may have run.
+    Unknown,
+}
+
+/// A reply, or the place of one that is not known yet.
+#[derive(Debug)]
+enum Chunk {
+    Ready(usize, usize),
+    Forward(usize),
+    /// A write's reply, released if every replicated item in `items`
+    /// reached its quorum.
+    Quorum {
+        reply: (usize, usize),
+        items: (usize, usize),
+    },
+    /// Parts combined into one reply. `order` (MGET only): the position
+    /// in the reply of each value the parts return, in part order.
+    Gather {
+        parts: Vec<Chunk>,
+        combine: Combine,
+        v: Version,
+        order: Vec<usize>,
+    },
+}
+
+/// A key state to send to the other owners of its slot.
+#[derive(Debug)]
+struct Item {
+    slot: u16,
+    op: Bytes,
+    replicas: Vec<Arc<str>>,
+    need: usize,
+}
+
+/// A split command's parts.
+struct Split<'p> {
+    combine: Combine,
+    parts: &'p [Part],
+    step: usize,
+}
+
+/// A key of a write this node coordinates: who else must hold it.
+struct KeyPlan<'a> {
+    key: &'a [u8],
+    slot: u16,
+    replicas: Vec<Arc<str>>,
+    need: usize,
+}
+
+type OwnerBatch = (Vec<(u16, Bytes)>, bool);
+
+/// The replies of one batch (see the module doc).
+#[derive(Debug, Default)]
+pub struct Exec {
+    pub out: BytesMut,
+    /// Start of the bytes of `out` not yet covered by a chunk.
+    mark: usize,
+    chunks: Vec<Chunk>,
+    deferred: bool,
+    answers: Vec<Answer>,
+    items: Vec<Item>,
+}
+
+impl Exec {
+    pub fn new(capacity: usize) -> Self {
+        Exec { out: BytesMut::with_capacity(capacity), ..Exec::default() }
+    }
+
+    /// Whether some reply of this batch is still to come.
+    pub fn pending(&self) -> bool {
+        self.deferred || !self.items.is_empty()
+    }
+
+    /// Covers the bytes written since the last chunk with a ready chunk.
+    fn seal(&mut self) {
+        if self.out.len() > self.mark {
+            self.chunks.push(Chunk::Ready(self.mark, self.out.len()));
+        }
+        self.mark = self.out.len();
+    }
+
+    fn defer(&mut self, c: Chunk) {
+        self.seal();
+        self.chunks.push(c);
+        self.deferred = true;
+    }
+
+    fn run_here(&mut self, env: &mut Env<'_>, args: Args<'_>) {
+        let v = env.conn.resp;
+        let mut ctx = Ctx {
+            shared: env.shared,
+            conn: env.conn,
+            out: Reply { buf: &mut self.out, v },
+            now_ms: env.now_ms,
+            stats: env.stats,
+        };
+        command::execute(&mut ctx, args);
+    }
+
+    /// Runs one request: here, or wherever its plan says.
+    pub fn run(&mut self, env: &mut Env<'_>, args: Args<'_>) {
+        if env.conn.topology(env.shared).nodes.len() < 2 || env.shared.config.cluster_redirect == Redirect::Moved {
+            return self.run_here(env, args);
+        }
+        let Some(spec) = command::precheck(env.conn, env.shared, args) else {
+            return self.run_here(env, args);
+        };
+        let t = env.conn.topology(env.shared).clone();
+        match plan(spec, args, &t, env.conn.readonly, env.conn.peer) {
+            Plan::Local => self.local(env, spec, args, &t),
+            Plan::Refuse(e) => {
+                rejected(env, spec);
+                encode::error(&mut self.out, e.text().as_bytes());
+            }
+            Plan::Forward(m) => {
+                env.shared.metrics.forwarded.fetch_add(1, Relaxed);
+                let c = self.forward(env, &t, m, args.iter(), b"p");
+                self.defer(c);
+            }
+            Plan::Split { combine, parts, step } => {
+                env.shared.metrics.forwarded.fetch_add(1, Relaxed);
+                self.split(env, spec, args, &t, Split { combine, parts: &parts, step });
+            }
+            Plan::Broadcast(combine) => {
+                let mut chunks = Vec::with_capacity(t.nodes.len());
+                self.seal();
+                for m in 0..t.nodes.len() as u16 {
+                    let c = if m == t.me {
+                        self.part(|x| x.share_here(env, args))
+                    } else {
+                        self.forward(env, &t, m, args.iter(), b"s")
+                    };
+                    chunks.push(c);
+                }
+                let v = env.conn.resp;
+                self.defer(Chunk::Gather { parts: chunks, combine, v, order: Vec::new() });
+            }
+            Plan::Scan { member, cursor } => {
+                let members = t.nodes.len() as u16;
+                if member >= members {
+                    // A cursor from another topology: the scan is over.
+                    encode::array_header(&mut self.out, 2);
+                    encode::bulk(&mut self.out, b"0");
+                    encode::array_header(&mut self.out, 0);
+                    return;
+                }
+                let c = cursor.to_string();
+                let mut sub: Vec<&[u8]> = args.iter().collect();
+                sub[1] = c.as_bytes();
+                self.seal();
+                let part = if member == t.me {
+                    self.part(|x| x.share_here(env, Args::from_slices(&sub)))
+                } else {
+                    self.forward(env, &t, member, sub.iter().copied(), b"s")
+                };
+                let v = env.conn.resp;
+                self.defer(Chunk::Gather {
+                    parts: vec![part],
+                    combine: Combine::Scan { member, members },
+                    v,
+                    order: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// This member's share of a cluster-wide command.
+    fn share_here(&mut self, env: &mut Env<'_>, args: Args<'_>) {
+        let was = env.conn.share;
+        env.conn.share = true;
+        self.run_here(env, args);
+        env.conn.share = was;
+    }
+
+    /// Runs `f` and returns what it produced as one chunk.
+    fn part(&mut self, f: impl FnOnce(&mut Self)) -> Chunk {
+        self.seal();
+        let outer = std::mem::take(&mut self.chunks);
+        f(self);
+        self.seal();
+        let mut inner = std::mem::replace(&mut self.chunks, outer);
+        if inner.len() == 1 {
+            inner.pop().expect("one chunk")
+        } else {
+            // Only a request that wrote nothing (cannot happen) or several
+            // chunks; keep them in order as one reply.
+            Chunk::Gather { parts: inner, combine: Combine::AllOk, v: Version::Resp2, order: Vec::new() }
+        }
+    }
+
+    /// Sends `args` to member `m` as `RC.FWD v mode args...`.
+    fn forward<'b>(
+        &mut self,
+        env: &mut Env<'_>,
+        t: &Topology,
+        m: u16,
+        args: impl Iterator<Item = &'b [u8]>,
+        mode: &'static [u8],
+    ) -> Chunk {
+        let name: Arc<str> = t.nodes[usize::from(m)].name.as_str().into();
+        let v: &[u8] = if env.conn.resp == Version::Resp3 { b"3" } else { b"2" };
+        let mut req = BytesMut::new();
+        let all: Vec<&[u8]> = [&b"RC.FWD"[..], v, mode].into_iter().chain(args).collect();
+        encode::command(&mut req, &all);
+        let answer = match env.shared.links.get(&name) {
+            Some(link) => match link.try_call(req.freeze(), 1) {
+                Ok(rx) => Answer::Waiting(rx),
+                Err(_) => Answer::Unreachable,
+            },
+            None => Answer::Unreachable,
+        };
+        self.answers.push(answer);
+        Chunk::Forward(self.answers.len() - 1)
+    }
+
+    fn split(&mut self, env: &mut Env<'_>, spec: &'static Spec, args: Args<'_>, t: &Topology, s: Split<'_>) {
+        let Split { combine, parts, step } = s;
+        self.seal();
+        let mut chunks = Vec::with_capacity(parts.len());
+        for p in parts {
+            let mut sub: Vec<&[u8]> = vec![args.get(0)];
+            for &i in &p.keys {
+                sub.extend((i..i + step).map(|j| args.get(j)));
+            }
+            let c = if p.member == t.me {
+                self.part(|x| x.local(env, spec, Args::from_slices(&sub), t))
+            } else {
+                self.forward(env, t, p.member, sub.iter().copied(), b"p")
+            };
+            chunks.push(c);
+        }
+        let v = env.conn.resp;
+        let first = spec.first_key as usize;
+        let order = parts.iter().flat_map(|p| p.keys.iter().map(|&i| (i - first) / step)).collect();
+        self.defer(Chunk::Gather { parts: chunks, combine, v, order });
+    }
+
+    /// Runs a request this node coordinates; a write is replicated.
+    fn local(&mut self, env: &mut Env<'_>, spec: &'static Spec, args: Args<'_>, t: &Topology) {
+        if !spec.has_flag("write") || spec.first_key <= 0 {
+            return self.run_here(env, args);
+        }
+        let argc = args.len() as i32;
+        let last = if spec.last_key < 0 { argc + spec.last_key } else { spec.last_key.min(argc - 1) };
+        let keys = (spec.first_key..=last).step_by(spec.step.max(1) as usize).map(|i| args.get(i as usize));
+        // Replicas of each key and the quorum; refuse before running when
+        // too few owners are reachable.
+        let mut plans: Vec<KeyPlan<'_>> = Vec::new();
+        for key in keys {
+            let slot = key_slot(key);
+            let owners = t.table.owners(slot);
+            if owners.len() < 2 {
+                continue;
+            }
+            let need = quorum(env.shared.config.write_quorum, owners.len());
+            let replicas: Vec<Arc<str>> = owners
+                .iter()
+                .filter(|&&o| o != t.me)
+                .map(|&o| Arc::<str>::from(t.nodes[usize::from(o)].name.as_str()))
+                .collect();
+            let reachable =
+                1 + replicas.iter().filter(|r| env.shared.links.get(r).is_some_and(|l| l.connected())).count();
+            if reachable < need {
+                env.shared.metrics.quorum_failures.fetch_add(1, Relaxed);
+                rejected(env, spec);
+                let text = format!(
+                    "CLUSTERDOWN not enough owners of slot {slot} are reachable for the write quorum \
+                     (need {need}, reachable {reachable})"
+                );
+                encode::error(&mut self.out, text.as_bytes());
+                return;
+            }
+            plans.push(KeyPlan { key, slot, replicas, need });
+        }
+        if plans.is_empty() {
+            return self.run_here(env, args);
+        }
+        self.seal();
+        let start = self.out.len();
+        self.run_here(env, args);
+        let end = self.out.len();
+        if self.out.get(start) == Some(&b'-') {
+            return; // refused or failed: nothing changed
+        }
+        let first_item = self.items.len();
+        let mut wait = false;
+        for KeyPlan { key, slot, replicas, need } in plans {
+            let mut op = BytesMut::new();
+            env.shared.store.with_key(key, env.now_ms, |k| {
+                if let Some(e) = k.entry() {
+                    encode_put(&mut op, e);
+                } else if let Some(v) = k.tombstone() {
+                    encode_del(&mut op, key, v);
+                }
+            });
+            if op.is_empty() {
+                continue; // nothing there, nothing deleted (an expired key)
+            }
+            wait |= need > 1;
+            self.items.push(Item { slot, op: op.freeze(), replicas, need });
+        }
+        if wait {
+            self.chunks.push(Chunk::Quorum { reply: (start, end), items: (first_item, self.items.len()) });
+            self.mark = end;
+            self.deferred = true;
+        }
+    }
+
+    /// Sends the batch's replicated writes, waits for every pending answer
+    /// (bounded by the replication timeout) and leaves the batch's replies
+    /// in `out`, in request order.
+    pub async fn finish(&mut self, shared: &Shared) {
+        if !self.pending() {
+            self.chunks.clear();
+            self.mark = 0;
+            return;
+        }
+        let timeout = shared.config.replication_timeout;
+        let deadline = Instant::now() + timeout;
+        // A forwarded write waits for its own quorum at the primary first.
+        let forward_deadline = deadline + timeout;
+        let acked = self.replicate(shared, deadline).await;
+        for a in self.answers.iter_mut() {
+            if let Answer::Waiting(rx) = a {
+                *a = match timeout_at(forward_deadline, rx).await {
+                    Ok(Ok(Ok(replies))) => Answer::Replies(replies),
+                    Ok(Ok(Err(LinkError::Unreachable))) => Answer::Unreachable,
+                    _ => Answer::Unknown,
+                };
+            }
+        }
+        if self.deferred {
+            self.seal();
+            let chunks = std::mem::take(&mut self.chunks);
+            let mut done = BytesMut::with_capacity(self.out.len() + 64);
+            for c in &chunks {
+                self.emit(c, &mut done, &acked, shared);
+            }
+            self.out = done;
+        }
+        self.chunks.clear();
+        self.answers.clear();
+        self.items.clear();
+        self.mark = 0;
+        self.deferred = false;
+    }
+
+    /// Sends each owner its items in one message; returns which owners
+    /// acknowledged everything before `deadline`.
+    async fn replicate(&mut self, shared: &Shared, deadline: Instant) -> HashMap<Arc<str>, bool> {
+        // Per owner: its items, and whether some caller waits for them.
+        let mut per_owner: HashMap<Arc<str>, OwnerBatch> = HashMap::new();
+        for it in &self.items {
+            for r in &it.replicas {
+                let e = per_owner.entry(r.clone()).or_default();
+                e.0.push((it.slot, it.op.clone()));
+                e.1 |= it.need > 1;
+            }
+        }
+        let mut waits = Vec::new();
+        for (owner, (ops, ack)) in per_owner {
+            let Some(link) = shared.links.get(&owner) else { continue };
+            let (done, rx) = if ack {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            // Backpressure: a full queue holds the batch up to the deadline.
+            if timeout_at(deadline, link.send(Msg::Repl { ops, done })).await.is_err() {
+                continue;
+            }
+            if let Some(rx) = rx {
+                waits.push((owner, rx));
+            }
+        }
+        let mut acked = HashMap::new();
+        for (owner, rx) in waits {
+            let ok = matches!(timeout_at(deadline, rx).await, Ok(Ok(true)));
+            acked.insert(owner, ok);
+        }
+        acked
+    }
+
+    fn emit(&self, c: &Chunk, to: &mut BytesMut, acked: &HashMap<Arc<str>, bool>, shared: &Shared) {
+        match c {
+            Chunk::Ready(a, b) => to.extend_from_slice(&self.out[*a..*b]),
+            Chunk::Forward(i) => match &self.answers[*i] {
+                Answer::Replies(r) => {
+                    for b in r {
+                        to.extend_from_slice(b);
+                    }
+                }
+                Answer::Unreachable | Answer::Waiting(_) => {
+                    encode::error(to, b"CLUSTERDOWN the primary of this key is unreachable (not sent)")
+                }
+                Answer::Unknown => encode::error(
+                    to,
+                    b"TIMEOUT no answer from the primary of this key in time; the command may have run",
+                ),
+            },
+            Chunk::Quorum { reply, items } => {
+                let short = self.items[items.0..items.1].iter().find_map(|it| {
+                    let have = 1 + it.replicas.iter().filter(|r| acked.get(*r).copied().unwrap_or(false)).count();
+                    (have < it.need).then_some((have, it.need))
+                });
+                match short {
+                    None => to.extend_from_slice(&self.out[reply.0..reply.1]),
+                    Some((have, need)) => {
+                        shared.metrics.quorum_failures.fetch_add(1, Relaxed);
+                        let text = format!(
+                            "TIMEOUT write quorum not reached ({have} of {need} owners acknowledged in time); \
+                             the write is applied on the primary and may reach the others later"
+                        );
+                        encode::error(to, text.as_bytes());
+                    }
+                }
+            }
+            Chunk::Gather { parts, combine, v, order } => {
+                let mut frames = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let mut buf = BytesMut::new();
+                    self.emit(p, &mut buf, acked, shared);
+                    let limits =
+                        Limits { bulk_len_max: usize::MAX, multibulk_len_max: usize::MAX, ..Limits::default() };
+                    match decode_frame(&buf, &limits) {
+                        Ok(Some((f, _))) => frames.push(f),
+                        _ => frames.push(Frame::Error(Bytes::from_static(b"ERR malformed reply from a peer"))),
+                    }
+                }
+                encode::encode_frame(to, &gather(*combine, frames, order), *v);
+            }
+        }
+    }
+}
+
+/// Combines the parts' replies; the first error wins.
+fn gather(combine: Combine, frames: Vec<Frame>, order: &[usize]) -> Frame {
+    if let Some(e) = frames.iter().find(|f| f.is_error()) {
+        return e.clone();
+    }
+    match combine {
+        Combine::Sum => Frame::Integer(frames.iter().map(|f| if let Frame::Integer(n) = f { *n } else { 0 }).sum()),
+        Combine::AllOk => Frame::Simple(Bytes::from_static(b"OK")),
+        Combine::Concat => Frame::Array(
+            frames.into_iter().flat_map(|f| if let Frame::Array(a) = f { a } else { Vec::new() }).collect(),
+        ),
+        Combine::Mget => {
+            let values = frames.into_iter().flat_map(|f| if let Frame::Array(a) = f { a } else { Vec::new() });
+            let mut out = vec![Frame::Null; order.len()];
+            for (v, &at) in values.zip(order) {
+                out[at] = v;
+            }
+            Frame::Array(out)
+        }
+        Combine::Scan { member, members } => {
+            let Some(Frame::Array(mut a)) = frames.into_iter().next() else {
+                return Frame::Error(Bytes::from_static(b"ERR malformed SCAN reply from a peer"));
+            };
+            if a.len() != 2 {
+                return Frame::Error(Bytes::from_static(b"ERR malformed SCAN reply from a peer"));
+            }
+            let next = a[0].as_bytes().and_then(|b| std::str::from_utf8(b).ok()?.parse::<u64>().ok()).unwrap_or(0);
+            let cursor = if next != 0 {
+                (u64::from(member) << SCAN_MEMBER_SHIFT) | next
+            } else if member + 1 < members {
+                u64::from(member + 1) << SCAN_MEMBER_SHIFT
+            } else {
+                0
+            };
+            a[0] = Frame::bulk(cursor.to_string());
+            Frame::Array(a)
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! Outgoing peer links: one task per other member, owning one TCP
+//! connection to that member's cluster port.
+//!
+//! Callers hand a link [`Msg`]s through a bounded channel: replicated
+//! writes (`RC.PUT`/`RC.DEL`, acknowledged as a group) and calls whose raw
+//! replies they want (forwarded commands, reads, cluster-wide commands).
+//! The task writes whatever is queued in one go (many requests per
+//! syscall) and matches replies to requests in order.
+//!
+//! Bounds and failure: at most `INFLIGHT_OPS_MAX` requests /
+//! `INFLIGHT_BYTES_MAX` bytes are outstanding; beyond that, and whenever
+//! the member is unreachable, replicated writes become hints (bounded, see
+//! [`Hints`]) and calls fail at once with [`LinkError::Unreachable`] (never
+//! sent: safe to retry). When a connection breaks, the writes it had not
+//! had acknowledged become hints and its calls fail with
+//! [`LinkError::Closed`] (they may have run). Hints are replayed, oldest
+//! first, as soon as the link is up again, except those for slots the
+//! member no longer owns. Reconnects back off from 50 ms to 1 s.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use ringcache_protocol::{Frame, Limits, decode_frame, encode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep, timeout};
+use tracing::{debug, info, warn};
+
+use crate::cluster::replication::{Hints, LinkKey, NONCE_LEN, hex, proof_eq};
+use crate::cluster::topology::Topology;
+use crate::shared::Shared;
+
+const CHANNEL_MSGS: usize = 4096;
+const INFLIGHT_OPS_MAX: usize = 100_000;
+const INFLIGHT_BYTES_MAX: usize = 64 << 20;
+/// Bytes written per call at most, so replies keep being read meanwhile.
+const WRITE_CHUNK_MAX: usize = 1 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection whose oldest request has waited this long is given up.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Hints replayed per round, once fewer than this many requests wait.
+const REPLAY_BATCH: usize = 1024;
+
+/// Why a link could not deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkError {
+    /// Not connected (or too busy): the request was never sent.
+    Unreachable,
+    /// The connection broke after the request was sent: it may have run.
+    Closed,
+}
+
+/// What a link is asked to do.
+#[derive(Debug)]
+pub enum Msg {
+    /// Replicated writes, each `(slot, encoded RC.PUT/RC.DEL)`. `done`, if
+    /// given, learns whether every one was acknowledged.
+    Repl { ops: Vec<(u16, Bytes)>, done: Option<oneshot::Sender<bool>> },
+    /// `count` requests encoded in `req`; `done` gets their raw replies.
+    Call { req: Bytes, count: usize, done: oneshot::Sender<Result<Vec<Bytes>, LinkError>> },
+}
+
+/// What the rest of the node sees of a link.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    pub connected: AtomicBool,
+    /// Requests sent and not yet answered.
+    pub inflight: AtomicU64,
+    /// Unix ms at which the oldest unanswered request was sent (0: none).
+    pub oldest_ms: AtomicU64,
+    pub hints: AtomicU64,
+    pub hint_bytes: AtomicU64,
+    pub hints_stored: AtomicU64,
+    pub hints_replayed: AtomicU64,
+    pub hints_dropped: AtomicU64,
+    pub ops_sent: AtomicU64,
+    pub calls_sent: AtomicU64,
+    pub connects: AtomicU64,
+}
+
+/// A handle on one member's link.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub name: Arc<str>,
+    tx: mpsc::Sender<Msg>,
+    pub stats: Arc<LinkStats>,
+}
+
+impl Link {
+    pub fn connected(&self) -> bool {
+        self.stats.connected.load(Relaxed)
+    }
+
+    /// Queues `msg`, waiting while the channel is full (backpressure); a
+    /// link whose task is gone answers as unreachable.
+    pub async fn send(&self, msg: Msg) {
+        if let Err(mpsc::error::SendError(msg)) = self.tx.send(msg).await {
+            fail(msg, LinkError::Unreachable);
+        }
+    }
+
+    /// Queues `count` requests without waiting; fails at once (unsent) if
+    /// the link is down or its queue is full.
+    pub fn try_call(
+        &self,
+        req: Bytes,
+        count: usize,
+    ) -> Result<oneshot::Receiver<Result<Vec<Bytes>, LinkError>>, LinkError> {
+        if !self.connected() {
+            return Err(LinkError::Unreachable);
+        }
+        let (done, rx) = oneshot::channel();
+        self.tx.try_send(Msg::Call { req, count, done }).map_err(|_| LinkError::Unreachable)?;
+        Ok(rx)
+    }
+
+    /// Sends `count` requests and waits for their raw replies.
+    pub async fn call(&self, req: Bytes, count: usize) -> Result<Vec<Bytes>, LinkError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Msg::Call { req, count, done }).await;
+        rx.await.unwrap_or(Err(LinkError::Closed))
+    }
+}
+
+fn fail(msg: Msg, e: LinkError) {
+    match msg {
+        Msg::Repl { done, .. } => {
+            if let Some(d) = done {
+                let _ = d.send(false);
+            }
+        }
+        Msg::Call { done, .. } => {
+            let _ = done.send(Err(e));
+        }
+    }
+}
+
+/// Every link of this node, by member name.
+#[derive(Debug, Default)]
+pub struct Links {
+    map: RwLock<HashMap<Arc<str>, Link>>,
+}
+
+impl Links {
+    pub fn get(&self, name: &str) -> Option<Link> {
+        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Link> {
+        let mut v: Vec<Link> =
+            self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Starts a link to every member of `t` that has none. Links to former
+    /// members stay: they keep their hints (dropped at replay if the slots
+    /// moved) and reconnect if the member comes back.
+    pub fn sync(&self, shared: &Arc<Shared>, t: &Topology) {
+        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (i, n) in t.nodes.iter().enumerate() {
+            if i == usize::from(t.me) || map.contains_key(n.name.as_str()) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(CHANNEL_MSGS);
+            let name: Arc<str> = n.name.as_str().into();
+            let link = Link { name: name.clone(), tx, stats: Arc::default() };
+            tokio::spawn(run(shared.clone(), name.clone(), rx, link.stats.clone()));
+            map.insert(name, link);
+        }
+    }
+}
+
+/// The member's peer address, if it is in the current topology.
+fn target(shared: &Shared, name: &str) -> Option<SocketAddr> {
+    let t = shared.topology();
+    t.nodes.iter().find(|n| n.name == name).map(|n| SocketAddr::new(n.client_addr.ip(), n.cluster_port))
+}
+
+/// Whether `name` still owns `slot` (hint replay drops the rest).
+fn owns(t: &Topology, name: &str, slot: u16) -> bool {
+    match t.nodes.iter().position(|n| n.name == name) {
+        Some(i) => t.table.owners(slot).contains(&(i as u16)),
+        None => false,
+    }
+}
+
+struct State {
+    hints: Hints,
+    stats: Arc<LinkStats>,
+}
+
+impl State {
+    fn hint(&mut self, ops: Vec<(u16, Bytes)>) {
+        for (slot, op) in ops {
+            self.hints.push(slot, op);
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let s = &self.stats;
+        s.hints.store(self.hints.len() as u64, Relaxed);
+        s.hint_bytes.store(self.hints.bytes() as u64, Relaxed);
+        s.hints_stored.store(self.hints.stored, Relaxed);
+        s.hints_dropped.store(self.hints.dropped, Relaxed);
+    }
+
+    /// While disconnected: writes become hints, calls fail unsent.
+    fn refuse(&mut self, msg: Msg) {
+        match msg {
+            Msg::Repl { ops, done } => {
+                self.hint(ops);
+                if let Some(d) = done {
+                    let _ = d.send(false);
+                }
+            }
+            Msg::Call { done, .. } => {
+                let _ = done.send(Err(LinkError::Unreachable));
+            }
+        }
+    }
+}
+
+async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, stats: Arc<LinkStats>) {
+    let config = &shared.config;
+    let hints = Hints::new(config.hints_max_keys as usize, config.hints_max_bytes as usize);
+    let mut st = State { hints, stats };
+    let key = LinkKey::new(&config.cluster_name, config.cluster_secret.as_deref());
+    let mut backoff = BACKOFF_MIN;
+    let mut logged_down = false;
+    loop {
+        if shared.shutdown_requested.load(Relaxed) {
+            return;
+        }
+        let stream = match target(&shared, &name) {
+            Some(addr) => connect(&key, &shared.config.node_name, addr).await,
+            None => Err("not a member".to_string()),
+        };
+        match stream {
+            Ok(stream) => {
+                backoff = BACKOFF_MIN;
+                logged_down = false;
+                info!(peer = %name, "peer link up");
+                st.stats.connects.fetch_add(1, Relaxed);
+                st.stats.connected.store(true, Relaxed);
+                let why = session(&shared, &name, stream, &mut rx, &mut st).await;
+                st.stats.connected.store(false, Relaxed);
+                st.stats.inflight.store(0, Relaxed);
+                st.stats.oldest_ms.store(0, Relaxed);
+                match why {
+                    End::ChannelClosed => return,
+                    End::Broken(e) => warn!(peer = %name, error = %e, "peer link down"),
+                }
+            }
+            Err(e) => {
+                if !logged_down {
+                    debug!(peer = %name, error = %e, "cannot reach peer");
+                    logged_down = true;
+                }
+            }
+        }
+        // Wait before the next attempt, refusing what arrives meanwhile.
+        let until = Instant::now() + backoff;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => st.refuse(m),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
+    }
+}
+
+pub(crate) fn nonce() -> [u8; NONCE_LEN] {
+    use rand::TryRng;
+    let mut b = [0u8; NONCE_LEN];
+    if rand::rngs::SysRng.try_fill_bytes(&mut b).is_err() {
+        // No OS randomness: fall back to time and address entropy, still
+        // fresh per connection, which is what the handshake needs.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let h =
+            xxhash_rust::xxh3::xxh3_128(&[t.to_le_bytes(), (&b as *const _ as usize as u128).to_le_bytes()].concat());
+        b.copy_from_slice(&h.to_le_bytes());
+    }
+    b
+}
+
+/// Reads one reply frame (handshake only; small limits).
+async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, String> {
+    let limits = Limits { bulk_len_max: 4096, multibulk_len_max: 16, ..Limits::default() };
+    loop {
+        if let Some((f, n)) = decode_frame(buf, &limits).map_err(|e| e.to_string())? {
+            buf.advance(n);
+            return Ok(f);
+        }
+        if buf.len() > 8192 {
+            return Err("handshake reply too long".into());
+        }
+        if stream.read_buf(buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("closed during handshake".into());
+        }
+    }
+}
+
+/// Connects and proves both sides know the cluster key (see
+/// `cluster::replication::LinkKey`).
+pub async fn connect(key: &LinkKey, me: &str, addr: SocketAddr) -> Result<TcpStream, String> {
+    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let hs = async {
+        let cn = hex(&nonce());
+        let mut out = BytesMut::new();
+        encode::command(&mut out, &[&b"RC.HELLO"[..], me.as_bytes(), cn.as_bytes()]);
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::new();
+        let (sn, proof) = match read_frame(&mut stream, &mut buf).await? {
+            Frame::Array(items) => match items.as_slice() {
+                [Frame::Bulk(sn), Frame::Bulk(p)] => (sn.clone(), p.clone()),
+                _ => return Err("unexpected handshake reply".to_string()),
+            },
+            Frame::Error(e) => return Err(String::from_utf8_lossy(&e).into_owned()),
+            _ => return Err("unexpected handshake reply".to_string()),
+        };
+        if !proof_eq(&proof, key.server_proof(cn.as_bytes(), &sn).as_bytes()) {
+            return Err("peer does not know the cluster secret".to_string());
+        }
+        out.clear();
+        let mine = key.client_proof(&sn, cn.as_bytes());
+        encode::command(&mut out, &[&b"RC.AUTH"[..], mine.as_bytes()]);
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        match read_frame(&mut stream, &mut buf).await? {
+            Frame::Simple(s) if &s[..] == b"OK" => Ok(()),
+            Frame::Error(e) => Err(String::from_utf8_lossy(&e).into_owned()),
+            _ => Err("unexpected handshake reply".to_string()),
+        }
+    };
+    timeout(HANDSHAKE_TIMEOUT, hs).await.map_err(|_| "handshake timed out".to_string())??;
+    Ok(stream)
+}
+
+enum End {
+    ChannelClosed,
+    Broken(String),
+}
+
+enum Waiting {
+    Repl { ops: Vec<(u16, Bytes)>, done: Option<oneshot::Sender<bool>>, ok: bool, replay: bool },
+    Call { replies: Vec<Bytes>, done: oneshot::Sender<Result<Vec<Bytes>, LinkError>> },
+}
+
+struct Pending {
+    left: usize,
+    bytes: usize,
+    sent_ms: u64,
+    at: Instant,
+    what: Waiting,
+}
+
+async fn session(shared: &Shared, name: &str, stream: TcpStream, rx: &mut mpsc::Receiver<Msg>, st: &mut State) -> End {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut wbuf = BytesMut::new();
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut inflight_ops = 0usize;
+    let mut inflight_bytes = 0usize;
+    let limits = Limits { bulk_len_max: 1 << 30, multibulk_len_max: 1 << 24, ..Limits::default() };
+    let end = loop {
+        // Replay hints when the link is not busy.
+        if !st.hints.is_empty() && inflight_ops < REPLAY_BATCH {
+            let t = shared.topology();
+            let mut ops = st.hints.take(REPLAY_BATCH);
+            let before = ops.len();
+            ops.retain(|(slot, _)| owns(&t, name, *slot));
+            st.hints.dropped += (before - ops.len()) as u64;
+            st.stats.hints_replayed.fetch_add(ops.len() as u64, Relaxed);
+            st.publish();
+            if !ops.is_empty() {
+                queue(&mut wbuf, &mut pending, &mut inflight_ops, &mut inflight_bytes, ops, None, true);
+            }
+        }
+        let oldest = pending.front().map(|p| p.at + REPLY_TIMEOUT);
+        tokio::select! {
+            m = rx.recv() => match m {
+                None => break End::ChannelClosed,
+                Some(Msg::Repl { ops, done }) => {
+                    if inflight_ops + ops.len() > INFLIGHT_OPS_MAX || inflight_bytes > INFLIGHT_BYTES_MAX {
+                        st.refuse(Msg::Repl { ops, done });
+                    } else {
+                        st.stats.ops_sent.fetch_add(ops.len() as u64, Relaxed);
+                        queue(&mut wbuf, &mut pending, &mut inflight_ops, &mut inflight_bytes, ops, done, false);
+                    }
+                }
+                Some(Msg::Call { req, count, done }) => {
+                    if inflight_ops + count > INFLIGHT_OPS_MAX || inflight_bytes > INFLIGHT_BYTES_MAX {
+                        let _ = done.send(Err(LinkError::Unreachable));
+                    } else {
+                        st.stats.calls_sent.fetch_add(count as u64, Relaxed);
+                        wbuf.extend_from_slice(&req);
+                        inflight_ops += count;
+                        inflight_bytes += req.len();
+                        pending.push_back(Pending {
+                            left: count,
+                            bytes: req.len(),
+                            sent_ms: super::unix_ms(),
+                            at: Instant::now(),
+                            what: Waiting::Call { replies: Vec::with_capacity(count), done },
+                        });
+                    }
+                }
+            },
+            r = rd.read_buf(&mut rbuf) => match r {
+                Ok(0) => break End::Broken("closed by peer".into()),
+                Err(e) => break End::Broken(e.to_string()),
+                Ok(_) => {
+                    if let Err(e) = take_replies(&mut rbuf, &limits, &mut pending, &mut inflight_ops, &mut inflight_bytes) {
+                        break End::Broken(e);
+                    }
+                    if rbuf.is_empty() && rbuf.capacity() > 1 << 20 {
+                        rbuf = BytesMut::with_capacity(64 * 1024);
+                    }
+                }
+            },
+            w = wr.write(&wbuf[..wbuf.len().min(WRITE_CHUNK_MAX)]), if !wbuf.is_empty() => match w {
+                Ok(n) => wbuf.advance(n),
+                Err(e) => break End::Broken(e.to_string()),
+            },
+            _ = async {
+                match oldest {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => break End::Broken(format!("no reply in {} s", REPLY_TIMEOUT.as_secs())),
+            _ = sleep(Duration::from_millis(100)), if !st.hints.is_empty() => {}
+        }
+        st.stats.inflight.store(inflight_ops as u64, Relaxed);
+        st.stats.oldest_ms.store(pending.front().map_or(0, |p| p.sent_ms), Relaxed);
+    };
+    // Unanswered writes go back to the hints; calls may have run.
+    for p in pending {
+        match p.what {
+            Waiting::Repl { ops, done, .. } => {
+                st.hint(ops);
+                if let Some(d) = done {
+                    let _ = d.send(false);
+                }
+            }
+            Waiting::Call { done, .. } => {
+                let _ = done.send(Err(LinkError::Closed));
+            }
+        }
+    }
+    end
+}
+
+fn queue(
+    wbuf: &mut BytesMut,
+    pending: &mut VecDeque<Pending>,
+    inflight_ops: &mut usize,
+    inflight_bytes: &mut usize,
+    ops: Vec<(u16, Bytes)>,
+    done: Option<oneshot::Sender<bool>>,
+    replay: bool,
+) {
+    let mut bytes = 0;
+    for (_, op) in &ops {
+        wbuf.extend_from_slice(op);
+        bytes += op.len();
+    }
+    *inflight_ops += ops.len();
+    *inflight_bytes += bytes;
+    pending.push_back(Pending {
+        left: ops.len(),
+        bytes,
+        sent_ms: super::unix_ms(),
+        at: Instant::now(),
+        what: Waiting::Repl { ops, done, ok: true, replay },
+    });
+}
+
+/// Matches complete replies in `rbuf` to the oldest pending requests.
+fn take_replies(
+    rbuf: &mut BytesMut,
+    limits: &Limits,
+    pending: &mut VecDeque<Pending>,
+    inflight_ops: &mut usize,
+    inflight_bytes: &mut usize,
+) -> Result<(), String> {
+    while let Some((frame, n)) = decode_frame(rbuf, limits).map_err(|e| e.to_string())? {
+        let raw = rbuf.split_to(n).freeze();
+        let Some(p) = pending.front_mut() else {
+            return Err("reply to nothing".into());
+        };
+        match &mut p.what {
+            Waiting::Repl { ok, .. } => *ok &= !frame.is_error(),
+            Waiting::Call { replies, .. } => replies.push(raw),
+        }
+        p.left -= 1;
+        *inflight_ops -= 1;
+        if p.left == 0 {
+            let p = pending.pop_front().expect("front exists");
+            *inflight_bytes -= p.bytes;
+            match p.what {
+                Waiting::Repl { done, ok, replay, .. } => {
+                    if !ok && replay {
+                        debug!("a replayed hint was refused");
+                    }
+                    if let Some(d) = done {
+                        let _ = d.send(ok);
+                    }
+                }
+                Waiting::Call { replies, done } => {
+                    let _ = done.send(Ok(replies));
+                }
+            }
+        }
+    }
+    Ok(())
+}
