@@ -449,14 +449,10 @@ impl Client {
         self.count_by_slot(b"EXISTS", keys).await
     }
 
-    /// Keys on every primary, summed.
+    /// Keys in the whole cluster, each counted once (any node answers
+    /// for the cluster: it asks every primary for its share).
     pub async fn dbsize(&self) -> Result<u64> {
-        let nodes = self.routing().nodes.clone();
-        let mut total = 0;
-        for addr in nodes {
-            total += int(self.conn(addr).await?.request(&["DBSIZE"]).await?)? as u64;
-        }
-        Ok(total)
+        Ok(int(self.run(None, &["DBSIZE"]).await?)? as u64)
     }
 }
 

@@ -232,7 +232,6 @@ impl Collector for NodeCollector {
             let lag = if oldest == 0 { 0 } else { now.saturating_sub(oldest) };
             ConstGauge::new(lag as i64).encode(family.encode_family(&[("peer", &*l.name)])?)?;
         }
-        drop(family);
         let t = s.topology();
         gauge(
             &mut e,

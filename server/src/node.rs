@@ -28,6 +28,29 @@ fn listen_addr(bind: &str, port: u16) -> String {
     if bind.contains(':') && !bind.starts_with('[') { format!("[{bind}]:{port}") } else { format!("{bind}:{port}") }
 }
 
+/// Binds the cluster port: gossip on UDP and peer links on TCP, the same
+/// number. For port 0 the UDP port is picked first and may be taken for
+/// TCP by someone else: then another pair is tried.
+async fn bind_cluster_port(bind: &str, port: u16) -> anyhow::Result<(tokio::net::UdpSocket, TcpListener)> {
+    const ATTEMPTS: usize = 64;
+    for attempt in 0.. {
+        let addr = listen_addr(bind, port);
+        let udp = tokio::net::UdpSocket::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen for gossip (UDP) on {addr}"))?;
+        let chosen = udp.local_addr().context("gossip socket address")?.port();
+        let tcp_addr = listen_addr(bind, chosen);
+        match TcpListener::bind(&tcp_addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(_) if port == 0 && attempt + 1 < ATTEMPTS => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot listen for peer links (TCP) on {tcp_addr}"));
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
 /// A node whose sockets are bound. [`Node::run`] serves until shutdown.
 pub struct Node {
     pub shared: Arc<Shared>,
@@ -55,17 +78,9 @@ impl Node {
         };
         let mut config = config;
         let bound = clients.local_addr().context("client listener address")?;
-        let gossip_addr = listen_addr(&config.bind, config.cluster_port);
-        let gossip_socket = tokio::net::UdpSocket::bind(&gossip_addr)
-            .await
-            .with_context(|| format!("cannot listen for gossip (UDP) on {gossip_addr}"))?;
+        let (gossip_socket, peers) = bind_cluster_port(&config.bind, config.cluster_port).await?;
         let gossip_bound = gossip_socket.local_addr().context("gossip socket address")?;
         config.cluster_port = gossip_bound.port();
-        // Peer links: TCP on the same port number.
-        let peer_addr = listen_addr(&config.bind, config.cluster_port);
-        let peers = TcpListener::bind(&peer_addr)
-            .await
-            .with_context(|| format!("cannot listen for peer links (TCP) on {peer_addr}"))?;
         // The default name is bind:port; with --port 0 the real port is only
         // known now.
         if config.node_name == format!("{}:0", config.bind) {

@@ -318,7 +318,70 @@ impl Cluster {
                 shards.windows(2).all(|w| w[0] == w[1])
             }
         });
+        // And every node has its peer links to the others up.
+        Server::eventually("peer links up", || running.iter().all(|&i| self.links_up(i) + 1 >= n));
     }
+
+    /// Peer links of node `i` that are up (INFO replication `peerN` lines).
+    pub fn links_up(&self, i: usize) -> usize {
+        let Frame::Bulk(info) = self.node(i).raw().cmd(&["INFO", "replication"]) else { panic!("info") };
+        String::from_utf8_lossy(&info).lines().filter(|l| l.starts_with("peer") && l.contains(",state=up,")).count()
+    }
+}
+
+impl Cluster {
+    /// Indices of the running nodes that own `key`'s slot, primary first,
+    /// as node `via`'s CLUSTER SLOTS says.
+    pub fn owners_of(&self, via: usize, key: &str) -> Vec<usize> {
+        let Frame::Integer(slot) = self.node(via).raw().cmd(&["CLUSTER", "KEYSLOT", key]) else { panic!("keyslot") };
+        let Frame::Array(ranges) = self.node(via).raw().cmd(&["CLUSTER", "SLOTS"]) else { panic!("slots") };
+        for r in ranges {
+            let Frame::Array(r) = r else { panic!("range") };
+            let (Frame::Integer(a), Frame::Integer(b)) = (&r[0], &r[1]) else { panic!("range bounds") };
+            if !(*a..=*b).contains(&slot) {
+                continue;
+            }
+            return r[2..]
+                .iter()
+                .map(|n| {
+                    let Frame::Array(n) = n else { panic!("node") };
+                    let Frame::Integer(port) = n[1] else { panic!("port") };
+                    (0..self.nodes.len())
+                        .find(|&i| self.nodes[i].is_some() && i64::from(self.node(i).port()) == port)
+                        .expect("owner is a running node")
+                })
+                .collect();
+        }
+        panic!("slot {slot} not covered")
+    }
+
+    /// The first key `prefix:N` whose owners satisfy `want` (owners as in
+    /// [`Cluster::owners_of`]).
+    pub fn key_where(&self, prefix: &str, want: impl Fn(&[usize]) -> bool) -> String {
+        (0..10_000)
+            .map(|i| format!("{prefix}:{i}"))
+            .find(|k| want(&self.owners_of(0, k)))
+            .expect("some key has such owners")
+    }
+}
+
+/// Keys stored on this node itself (INFO keyspace: replicas' copies
+/// included), unlike DBSIZE, which counts the whole cluster.
+pub fn local_keys(s: &Server) -> i64 {
+    let Frame::Bulk(info) = s.raw().cmd(&["INFO", "keyspace"]) else { panic!("info") };
+    let text = String::from_utf8_lossy(&info).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("db0:keys="))
+        .map_or(0, |rest| rest.split(',').next().unwrap_or("0").parse().expect("key count"))
+}
+
+/// A field of INFO `section` on node `s`.
+pub fn info_field(s: &Server, section: &str, field: &str) -> String {
+    let Frame::Bulk(info) = s.raw().cmd(&["INFO", section]) else { panic!("info") };
+    let text = String::from_utf8_lossy(&info).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string))
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
 }
 
 /// Through redis-rs's cluster client (which routes by CLUSTER SLOTS), SETs

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ringcache_client::{Client, Options, Ttl};
 use ringcache_protocol::Frame;
-use ringcache_tests::Cluster;
+use ringcache_tests::{Cluster, local_keys};
 
 const CALM: &[&str] = &["--gossip-suspect-ms", "2000"];
 
@@ -117,14 +117,11 @@ fn typed_methods_agree_with_the_redis_crate() {
         assert_eq!(ours.ttl("o:missing").await.unwrap(), Ttl::Missing);
         assert_eq!(ours.getdel("o:a").await.unwrap().as_deref(), Some(&b"1xyz"[..]));
         assert_eq!(ours.del(&keys).await.unwrap(), 50);
+        // DBSIZE is cluster-wide on every node: each key counted once.
         let total = ours.dbsize().await.unwrap();
-        let want: u64 = (0..3)
-            .map(|i| match c.node(i).raw().cmd(&["DBSIZE"]) {
-                Frame::Integer(n) => n as u64,
-                other => panic!("{other:?}"),
-            })
-            .sum();
-        assert_eq!(total, want);
+        for i in 0..3 {
+            assert_eq!(c.node(i).raw().cmd(&["DBSIZE"]), Frame::Integer(total as i64));
+        }
         match ours.cmd(&["INCR", "o:nx"]).await {
             Err(ringcache_client::Error::Server(e)) => assert!(e.contains("not an integer"), "{e}"),
             other => panic!("{other:?}"),
@@ -134,7 +131,8 @@ fn typed_methods_agree_with_the_redis_crate() {
 
 #[test]
 fn keys_land_on_the_primaries_of_their_slots() {
-    let c = Cluster::start(3, CALM);
+    // One copy per key, so what each node holds is what it is primary for.
+    let c = Cluster::start(3, &[CALM, &["--replicas", "1", "--write-quorum", "1"]].concat());
     c.wait_converged(3);
     runtime().block_on(async {
         let client = Client::connect(seeds(&c)).await.unwrap();
@@ -142,18 +140,22 @@ fn keys_land_on_the_primaries_of_their_slots() {
             client.set(format!("k:{i}"), i.to_string()).await.unwrap();
         }
     });
-    // Every node holds only keys it is primary for: with MOVED, a key
-    // stored anywhere else would have been refused.
+    // Each key is on the node CLUSTER SLOTS names as its primary.
     let total: i64 = (0..3)
-        .map(|i| match c.node(i).raw().cmd(&["DBSIZE"]) {
-            Frame::Integer(n) => {
-                assert!(n > 2000, "node {i} holds only {n} keys");
-                n
-            }
-            other => panic!("{other:?}"),
+        .map(|i| {
+            let n = local_keys(c.node(i));
+            assert!(n > 2000, "node {i} holds only {n} keys");
+            n
         })
         .sum();
     assert_eq!(total, 10_000);
+    for i in (0..10_000).step_by(97) {
+        let key = format!("k:{i}");
+        let primary = c.owners_of(0, &key)[0];
+        let mut r = c.node(primary).raw();
+        assert_eq!(r.cmd(&["READONLY"]), Frame::Simple("OK".into()));
+        assert_eq!(r.cmd(&["EXISTS", &key]), Frame::Integer(1), "{key} is not on its primary");
+    }
 }
 
 #[test]
@@ -212,8 +214,5 @@ fn requests_ride_through_a_joining_node() {
         }
         true
     }));
-    match c.node(3).raw().cmd(&["DBSIZE"]) {
-        Frame::Integer(n) => assert!(n > 0, "the new node received no keys"),
-        other => panic!("{other:?}"),
-    }
+    assert!(local_keys(c.node(3)) > 0, "the new node received no keys");
 }

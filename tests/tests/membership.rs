@@ -149,13 +149,13 @@ fn cluster_client_routes_keys_to_their_primaries() {
     assert!(per_node.iter().all(|&k| k > 200), "uneven spread {per_node:?}");
 }
 
-/// With other members, a node redirects keys it is not primary for (MOVED,
-/// with the primary's address) and refuses multi-key requests that span
-/// slots (CROSSSLOT), exactly as Redis Cluster does; `redis-cli -c` follows
-/// the redirects, so any node reaches every key.
+/// With `--cluster-redirect moved`, a node redirects keys it is not primary
+/// for (MOVED, with the primary's address) and refuses multi-key requests
+/// that span slots (CROSSSLOT), exactly as Redis Cluster does; `redis-cli
+/// -c` follows the redirects, so any node reaches every key.
 #[test]
 fn moved_and_crossslot_like_redis_cluster() {
-    let c = Cluster::start(3, CALM);
+    let c = Cluster::start(3, &[CALM, &["--cluster-redirect", "moved"]].concat());
     c.wait_converged(3);
     let Frame::Array(ranges) = c.node(0).raw().cmd(&["CLUSTER", "SLOTS"]) else { panic!() };
     let Frame::Integer(slot) = c.node(0).raw().cmd(&["CLUSTER", "KEYSLOT", "somekey"]) else { panic!() };
@@ -219,4 +219,5 @@ fn redis_py_cluster_client_works() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 1000 keys through RedisCluster over 3 nodes"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: plain redis-py through every node"));
 }

@@ -150,21 +150,32 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
         };
         input.reserve(want);
         let timeout = shared.settings.timeout();
-        let read = tokio::select! {
-            r = stream.read_buf(&mut input) => match r {
-                Ok(0) | Err(_) => Read::Closed,
-                Ok(n) => Read::Data(n),
-            },
-            _ = info.kill.notified() => Read::Closed,
-            _ = shutdown.changed() => Read::Closed,
-            _ = async {
-                match timeout {
-                    Some(t) => tokio::time::sleep(t).await,
-                    None => std::future::pending().await,
+        // After shutdown a connection drains what its client already sent
+        // (replies and all), then closes.
+        let drain = |stream: &TcpStream, input: &mut BytesMut| match stream.try_read_buf(input) {
+            Ok(n) if n > 0 => Read::Data(n),
+            _ => Read::Closed,
+        };
+        let read = if *shutdown.borrow() {
+            drain(&stream, &mut input)
+        } else {
+            tokio::select! {
+                biased;
+                r = stream.read_buf(&mut input) => match r {
+                    Ok(0) | Err(_) => Read::Closed,
+                    Ok(n) => Read::Data(n),
+                },
+                _ = info.kill.notified() => Read::Closed,
+                _ = shutdown.changed() => drain(&stream, &mut input),
+                _ = async {
+                    match timeout {
+                        Some(t) => tokio::time::sleep(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    debug!(id = info.id, "closing idle client");
+                    Read::Closed
                 }
-            } => {
-                debug!(id = info.id, "closing idle client");
-                Read::Closed
             }
         };
         let Read::Data(n) = read else { break };

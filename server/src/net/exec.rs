@@ -24,16 +24,20 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
 use ringcache_protocol::{Args, Frame, Limits, Version, decode_frame, encode, key_slot};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
-use super::link::{LinkError, Msg};
-use crate::cluster::replication::{encode_del, encode_put, quorum};
+use super::link::{Ack, LinkError, Msg};
+use crate::cluster::replication::{ReadState, encode_del, encode_put, quorum};
 use crate::cluster::topology::Topology;
 use crate::command::plan::{Combine, Part, Plan, SCAN_MEMBER_SHIFT, plan};
 use crate::command::{self, ConnState, Ctx, Reply, Spec};
 use crate::config::Redirect;
-use crate::shared::{LocalStats, Outcome, Shared};
+use crate::shared::{ClientInfo, LocalStats, Outcome, Shared};
+use crate::store::Incoming;
+
+const UNSPECIFIED: std::net::SocketAddr =
+    std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
 
 /// What a request runs with.
 pub struct Env<'a> {
@@ -79,6 +83,21 @@ enum Chunk {
         v: Version,
         order: Vec<usize>,
     },
+    /// A read with R > 1: the local reply, and the other owners asked.
+    Read(Box<QuorumRead>),
+    /// A reply settled in `finish` (a repaired read).
+    Bytes(Bytes),
+}
+
+#[derive(Debug)]
+struct QuorumRead {
+    reply: (usize, usize),
+    args: Vec<Vec<u8>>,
+    slot: u16,
+    /// Owners asked and the index of their answer.
+    asked: Vec<(Arc<str>, usize)>,
+    need: usize,
+    v: Version,
 }
 
 /// A key state to send to the other owners of its slot.
@@ -295,7 +314,18 @@ impl Exec {
 
     /// Runs a request this node coordinates; a write is replicated.
     fn local(&mut self, env: &mut Env<'_>, spec: &'static Spec, args: Args<'_>, t: &Topology) {
-        if !spec.has_flag("write") || spec.first_key <= 0 {
+        if !spec.has_flag("write") {
+            if spec.first_key == 1 && spec.last_key == 1 && env.shared.config.read_quorum > 1 && !env.conn.share {
+                let slot = key_slot(args.get(1));
+                let owners = t.table.owners(slot);
+                let need = quorum(env.shared.config.read_quorum, owners.len());
+                if need > 1 {
+                    return self.quorum_read(env, args, t, slot, need);
+                }
+            }
+            return self.run_here(env, args);
+        }
+        if spec.first_key <= 0 {
             return self.run_here(env, args);
         }
         let argc = args.len() as i32;
@@ -364,6 +394,111 @@ impl Exec {
         }
     }
 
+    /// Runs a read here and asks the slot's other owners for the key's
+    /// state; `finish` answers with the newest and repairs stale owners.
+    fn quorum_read(&mut self, env: &mut Env<'_>, args: Args<'_>, t: &Topology, slot: u16, need: usize) {
+        self.seal();
+        let start = self.out.len();
+        self.run_here(env, args);
+        let end = self.out.len();
+        let mut req = BytesMut::new();
+        encode::command(&mut req, &[&b"RC.READ"[..], args.get(1)]);
+        let req = req.freeze();
+        let mut asked = Vec::new();
+        for &o in t.table.owners(slot).iter().filter(|&&o| o != t.me) {
+            let name: Arc<str> = t.nodes[usize::from(o)].name.as_str().into();
+            let answer = match env.shared.links.get(&name).map(|l| l.try_call(req.clone(), 1)) {
+                Some(Ok(rx)) => Answer::Waiting(rx),
+                _ => Answer::Unreachable,
+            };
+            self.answers.push(answer);
+            asked.push((name, self.answers.len() - 1));
+        }
+        let args = args.iter().map(<[u8]>::to_vec).collect();
+        let v = env.conn.resp;
+        self.chunks.push(Chunk::Read(Box::new(QuorumRead { reply: (start, end), args, slot, asked, need, v })));
+        self.mark = end;
+        self.deferred = true;
+    }
+
+    /// Settles quorum reads once their answers are in: the newest state
+    /// wins; this node applies it and runs the read again if it was
+    /// behind, and stale owners are sent the newest state.
+    async fn settle_reads(&mut self, shared: &Shared) {
+        for i in 0..self.chunks.len() {
+            let Chunk::Read(r) = &self.chunks[i] else { continue };
+            let (key, slot) = (r.args[1].clone(), r.slot);
+            let mut states = Vec::new();
+            for (name, a) in &r.asked {
+                if let Answer::Replies(replies) = &self.answers[*a]
+                    && let Some(raw) = replies.first()
+                    && let Ok(Some((f, _))) = decode_frame(raw, &Limits::default())
+                    && let Some(st) = ReadState::decode(&f)
+                {
+                    states.push((name.clone(), st));
+                }
+            }
+            if states.len() + 1 < r.need {
+                let text =
+                    format!("CLUSTERDOWN read quorum not reached ({} of {} owners answered)", states.len() + 1, r.need);
+                let mut b = BytesMut::new();
+                encode::error(&mut b, text.as_bytes());
+                self.chunks[i] = Chunk::Bytes(b.freeze());
+                continue;
+            }
+            let now_ms = super::unix_ms();
+            let local = shared.store.with_key(&key, now_ms, |k| k.version());
+            let newest =
+                states.iter().map(|(_, s)| s).max_by_key(|s| s.version()).cloned().unwrap_or(ReadState::Unknown);
+            let mut repair = BytesMut::new();
+            if newest.version() > local {
+                // This node was behind: catch up, then answer again.
+                let incoming = match &newest {
+                    ReadState::Live { value, expiry_ms, .. } => Incoming::Put { value, expiry_ms: *expiry_ms },
+                    _ => Incoming::Delete,
+                };
+                shared.store.with_key(&key, now_ms, |k| k.apply(newest.version(), incoming));
+                shared.metrics.read_repairs.fetch_add(1, Relaxed);
+                let mut conn = ConnState::new(Arc::new(ClientInfo::new(0, UNSPECIFIED, UNSPECIFIED, now_ms)), false);
+                conn.resp = r.v;
+                let mut stats = LocalStats::default();
+                let mut buf = BytesMut::new();
+                let slices: Vec<&[u8]> = r.args.iter().map(Vec::as_slice).collect();
+                let v = r.v;
+                let mut ctx =
+                    Ctx { shared, conn: &mut conn, out: Reply { buf: &mut buf, v }, now_ms, stats: &mut stats };
+                command::execute(&mut ctx, Args::from_slices(&slices));
+                newest.encode_repair(&key, &mut repair);
+                self.chunks[i] = Chunk::Bytes(buf.freeze());
+            } else {
+                shared.store.with_key(&key, now_ms, |k| {
+                    if let Some(e) = k.entry() {
+                        encode_put(&mut repair, e);
+                    } else if let Some(v) = k.tombstone() {
+                        encode_del(&mut repair, &key, v);
+                    }
+                });
+            }
+            let newest_v = newest.version().max(local);
+            if repair.is_empty() {
+                continue;
+            }
+            let repair = repair.freeze();
+            for (name, st) in &states {
+                if st.version() < newest_v {
+                    shared.metrics.read_repairs.fetch_add(1, Relaxed);
+                    self.send_repair(shared, name, slot, repair.clone()).await;
+                }
+            }
+        }
+    }
+
+    async fn send_repair(&self, shared: &Shared, owner: &Arc<str>, slot: u16, op: Bytes) {
+        if let Some(link) = shared.links.get(owner) {
+            link.send(Msg::Repl { ops: vec![(slot, op)], done: None }).await;
+        }
+    }
+
     /// Sends the batch's replicated writes, waits for every pending answer
     /// (bounded by the replication timeout) and leaves the batch's replies
     /// in `out`, in request order.
@@ -387,6 +522,7 @@ impl Exec {
                 };
             }
         }
+        self.settle_reads(shared).await;
         if self.deferred {
             self.seal();
             let chunks = std::mem::take(&mut self.chunks);
@@ -404,7 +540,9 @@ impl Exec {
     }
 
     /// Sends each owner its items in one message; returns which owners
-    /// acknowledged everything before `deadline`.
+    /// acknowledged everything. Stops waiting at `deadline`, or as soon as
+    /// every item has its quorum (a slow or paused replica beyond the
+    /// quorum does not hold the batch up).
     async fn replicate(&mut self, shared: &Shared, deadline: Instant) -> HashMap<Arc<str>, bool> {
         // Per owner: its items, and whether some caller waits for them.
         let mut per_owner: HashMap<Arc<str>, OwnerBatch> = HashMap::new();
@@ -415,34 +553,46 @@ impl Exec {
                 e.1 |= it.need > 1;
             }
         }
-        let mut waits = Vec::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut owners: Vec<Arc<str>> = Vec::new();
         for (owner, (ops, ack)) in per_owner {
             let Some(link) = shared.links.get(&owner) else { continue };
-            let (done, rx) = if ack {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            } else {
-                (None, None)
-            };
+            let done = ack.then(|| Ack { tx: tx.clone(), id: owners.len() });
+            if ack {
+                owners.push(owner);
+            }
             // Backpressure: a full queue holds the batch up to the deadline.
             if timeout_at(deadline, link.send(Msg::Repl { ops, done })).await.is_err() {
                 continue;
             }
-            if let Some(rx) = rx {
-                waits.push((owner, rx));
+        }
+        drop(tx);
+        let mut acked: HashMap<Arc<str>, bool> = HashMap::new();
+        let mut answered = 0;
+        while answered < owners.len() && !self.quorums_met(&acked) {
+            match timeout_at(deadline, rx.recv()).await {
+                Ok(Some((id, ok))) => {
+                    answered += 1;
+                    acked.insert(owners[id].clone(), ok);
+                }
+                Ok(None) | Err(_) => break,
             }
         }
-        let mut acked = HashMap::new();
-        for (owner, rx) in waits {
-            let ok = matches!(timeout_at(deadline, rx).await, Ok(Ok(true)));
-            acked.insert(owner, ok);
-        }
         acked
+    }
+
+    fn quorums_met(&self, acked: &HashMap<Arc<str>, bool>) -> bool {
+        self.items.iter().all(|it| {
+            it.need <= 1
+                || 1 + it.replicas.iter().filter(|r| acked.get(*r).copied().unwrap_or(false)).count() >= it.need
+        })
     }
 
     fn emit(&self, c: &Chunk, to: &mut BytesMut, acked: &HashMap<Arc<str>, bool>, shared: &Shared) {
         match c {
             Chunk::Ready(a, b) => to.extend_from_slice(&self.out[*a..*b]),
+            Chunk::Read(r) => to.extend_from_slice(&self.out[r.reply.0..r.reply.1]),
+            Chunk::Bytes(b) => to.extend_from_slice(b),
             Chunk::Forward(i) => match &self.answers[*i] {
                 Answer::Replies(r) => {
                     for b in r {

@@ -42,8 +42,11 @@ const INFLIGHT_BYTES_MAX: usize = 64 << 20;
 const WRITE_CHUNK_MAX: usize = 1 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-/// A connection whose oldest request has waited this long is given up.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection whose oldest request has waited twice the replication
+/// timeout (at least this) is given up: its unacknowledged writes become
+/// hints, replayed once the peer answers again (a paused peer, a lost
+/// route), instead of waiting on a socket that may never answer.
+const REPLY_TIMEOUT_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Hints replayed per round, once fewer than this many requests wait.
@@ -63,9 +66,24 @@ pub enum LinkError {
 pub enum Msg {
     /// Replicated writes, each `(slot, encoded RC.PUT/RC.DEL)`. `done`, if
     /// given, learns whether every one was acknowledged.
-    Repl { ops: Vec<(u16, Bytes)>, done: Option<oneshot::Sender<bool>> },
+    Repl { ops: Vec<(u16, Bytes)>, done: Option<Ack> },
     /// `count` requests encoded in `req`; `done` gets their raw replies.
     Call { req: Bytes, count: usize, done: oneshot::Sender<Result<Vec<Bytes>, LinkError>> },
+}
+
+/// Where a link reports whether a group of replicated writes was
+/// acknowledged: one channel per batch collects every owner's answer, so
+/// the batch can stop waiting as soon as its quorums are met.
+#[derive(Debug)]
+pub struct Ack {
+    pub tx: mpsc::UnboundedSender<(usize, bool)>,
+    pub id: usize,
+}
+
+impl Ack {
+    pub fn send(self, ok: bool) {
+        let _ = self.tx.send((self.id, ok));
+    }
 }
 
 /// What the rest of the node sees of a link.
@@ -108,15 +126,13 @@ impl Link {
     }
 
     /// Queues `count` requests without waiting; fails at once (unsent) if
-    /// the link is down or its queue is full.
+    /// the queue is full. A link that is connecting answers when the
+    /// attempt ends; one that is down refuses them unsent.
     pub fn try_call(
         &self,
         req: Bytes,
         count: usize,
     ) -> Result<oneshot::Receiver<Result<Vec<Bytes>, LinkError>>, LinkError> {
-        if !self.connected() {
-            return Err(LinkError::Unreachable);
-        }
         let (done, rx) = oneshot::channel();
         self.tx.try_send(Msg::Call { req, count, done }).map_err(|_| LinkError::Unreachable)?;
         Ok(rx)
@@ -134,7 +150,7 @@ fn fail(msg: Msg, e: LinkError) {
     match msg {
         Msg::Repl { done, .. } => {
             if let Some(d) = done {
-                let _ = d.send(false);
+                d.send(false);
             }
         }
         Msg::Call { done, .. } => {
@@ -220,7 +236,7 @@ impl State {
             Msg::Repl { ops, done } => {
                 self.hint(ops);
                 if let Some(d) = done {
-                    let _ = d.send(false);
+                    d.send(false);
                 }
             }
             Msg::Call { done, .. } => {
@@ -359,7 +375,7 @@ enum End {
 }
 
 enum Waiting {
-    Repl { ops: Vec<(u16, Bytes)>, done: Option<oneshot::Sender<bool>>, ok: bool, replay: bool },
+    Repl { ops: Vec<(u16, Bytes)>, done: Option<Ack>, ok: bool, replay: bool },
     Call { replies: Vec<Bytes>, done: oneshot::Sender<Result<Vec<Bytes>, LinkError>> },
 }
 
@@ -379,6 +395,7 @@ async fn session(shared: &Shared, name: &str, stream: TcpStream, rx: &mut mpsc::
     let mut inflight_ops = 0usize;
     let mut inflight_bytes = 0usize;
     let limits = Limits { bulk_len_max: 1 << 30, multibulk_len_max: 1 << 24, ..Limits::default() };
+    let reply_timeout = (shared.config.replication_timeout * 2).max(REPLY_TIMEOUT_MIN);
     let end = loop {
         // Replay hints when the link is not busy.
         if !st.hints.is_empty() && inflight_ops < REPLAY_BATCH {
@@ -393,7 +410,7 @@ async fn session(shared: &Shared, name: &str, stream: TcpStream, rx: &mut mpsc::
                 queue(&mut wbuf, &mut pending, &mut inflight_ops, &mut inflight_bytes, ops, None, true);
             }
         }
-        let oldest = pending.front().map(|p| p.at + REPLY_TIMEOUT);
+        let oldest = pending.front().map(|p| p.at + reply_timeout);
         tokio::select! {
             m = rx.recv() => match m {
                 None => break End::ChannelClosed,
@@ -444,7 +461,7 @@ async fn session(shared: &Shared, name: &str, stream: TcpStream, rx: &mut mpsc::
                     Some(t) => tokio::time::sleep_until(t).await,
                     None => std::future::pending().await,
                 }
-            } => break End::Broken(format!("no reply in {} s", REPLY_TIMEOUT.as_secs())),
+            } => break End::Broken(format!("no reply in {} ms", reply_timeout.as_millis())),
             _ = sleep(Duration::from_millis(100)), if !st.hints.is_empty() => {}
         }
         st.stats.inflight.store(inflight_ops as u64, Relaxed);
@@ -456,7 +473,7 @@ async fn session(shared: &Shared, name: &str, stream: TcpStream, rx: &mut mpsc::
             Waiting::Repl { ops, done, .. } => {
                 st.hint(ops);
                 if let Some(d) = done {
-                    let _ = d.send(false);
+                    d.send(false);
                 }
             }
             Waiting::Call { done, .. } => {
@@ -473,7 +490,7 @@ fn queue(
     inflight_ops: &mut usize,
     inflight_bytes: &mut usize,
     ops: Vec<(u16, Bytes)>,
-    done: Option<oneshot::Sender<bool>>,
+    done: Option<Ack>,
     replay: bool,
 ) {
     let mut bytes = 0;
@@ -520,7 +537,7 @@ fn take_replies(
                         debug!("a replayed hint was refused");
                     }
                     if let Some(d) = done {
-                        let _ = d.send(ok);
+                        d.send(ok);
                     }
                 }
                 Waiting::Call { replies, done } => {
