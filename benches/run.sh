@@ -3,12 +3,13 @@
 # runs the side-by-side load harness against redis-server (installed with apt
 # if missing), then the criterion micro-benchmarks. Results go to
 # bench-results/ (summary.md, results.json, the SVG chart, membership.txt,
-# criterion.txt). Run it on an idle machine; about 6 minutes on 2 CPUs.
+# criterion.txt, replication.md/json). Run it on an idle machine; about 8 minutes on 2 CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-bench-results}"
 cargo build --release -p ringcache-server
 python3 benches/compare.py --out "$out"
 python3 benches/membership.py | tee "$out/membership.txt"
+python3 benches/replication.py --out "$out"
 cargo bench -p ringcache-benches 2>&1 | grep -E '^[a-z_0-9/]+|time:|thrpt:' | tee "$out/criterion.txt"
-echo "wrote $out/summary.md, $out/results.json, $out/throughput-by-pipeline.svg, $out/membership.txt, $out/criterion.txt"
+echo "wrote $out/summary.md, $out/results.json, $out/throughput-by-pipeline.svg, $out/membership.txt, $out/criterion.txt, $out/replication.md"

@@ -27,7 +27,7 @@ use ringcache_protocol::{Args, Frame, Limits, Version, decode_frame, encode, key
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
-use super::link::{Ack, LinkError, Msg};
+use super::link::{Ack, Link, LinkError, Msg};
 use crate::cluster::replication::{ReadState, encode_del, encode_put, quorum};
 use crate::cluster::topology::Topology;
 use crate::command::plan::{Combine, Part, Plan, SCAN_MEMBER_SHIFT, plan};
@@ -109,6 +109,33 @@ struct Item {
     need: usize,
 }
 
+/// Member names and links by member index, for the topology last seen:
+/// saves a name allocation and a registry lookup per key and replica.
+#[derive(Debug, Default)]
+struct Peers {
+    /// The epoch of the topology the vectors were filled for (it grows
+    /// with every member change this node sees).
+    epoch: u64,
+    names: Vec<Arc<str>>,
+    links: Vec<Option<Link>>,
+}
+
+impl Peers {
+    fn get(&mut self, shared: &Shared, t: &Topology, m: u16) -> (&Arc<str>, Option<&Link>) {
+        if self.epoch != t.table.epoch || self.names.len() != t.nodes.len() {
+            self.epoch = t.table.epoch;
+            self.names = t.nodes.iter().map(|n| Arc::<str>::from(n.name.as_str())).collect();
+            self.links = self.names.iter().map(|n| shared.links.get(n)).collect();
+        }
+        let i = usize::from(m);
+        if self.links[i].is_none() && i != usize::from(t.me) {
+            // A link made after this cache was filled.
+            self.links[i] = shared.links.get(&self.names[i]);
+        }
+        (&self.names[i], self.links[i].as_ref())
+    }
+}
+
 /// A split command's parts.
 struct Split<'p> {
     combine: Combine,
@@ -136,6 +163,7 @@ pub struct Exec {
     deferred: bool,
     answers: Vec<Answer>,
     items: Vec<Item>,
+    peers: Peers,
 }
 
 impl Exec {
@@ -274,12 +302,12 @@ impl Exec {
         args: impl Iterator<Item = &'b [u8]>,
         mode: &'static [u8],
     ) -> Chunk {
-        let name: Arc<str> = t.nodes[usize::from(m)].name.as_str().into();
+        let link = self.peers.get(env.shared, t, m).1.cloned();
         let v: &[u8] = if env.conn.resp == Version::Resp3 { b"3" } else { b"2" };
         let mut req = BytesMut::new();
         let all: Vec<&[u8]> = [&b"RC.FWD"[..], v, mode].into_iter().chain(args).collect();
         encode::command(&mut req, &all);
-        let answer = match env.shared.links.get(&name) {
+        let answer = match link {
             Some(link) => match link.try_call(req.freeze(), 1) {
                 Ok(rx) => Answer::Waiting(rx),
                 Err(_) => Answer::Unreachable,
@@ -341,13 +369,13 @@ impl Exec {
                 continue;
             }
             let need = quorum(env.shared.config.write_quorum, owners.len());
-            let replicas: Vec<Arc<str>> = owners
-                .iter()
-                .filter(|&&o| o != t.me)
-                .map(|&o| Arc::<str>::from(t.nodes[usize::from(o)].name.as_str()))
-                .collect();
-            let reachable =
-                1 + replicas.iter().filter(|r| env.shared.links.get(r).is_some_and(|l| l.connected())).count();
+            let mut replicas: Vec<Arc<str>> = Vec::with_capacity(owners.len());
+            let mut reachable = 1;
+            for &o in owners.iter().filter(|&&o| o != t.me) {
+                let (name, link) = self.peers.get(env.shared, t, o);
+                reachable += usize::from(link.is_some_and(|l| l.connected()));
+                replicas.push(name.clone());
+            }
             if reachable < need {
                 env.shared.metrics.quorum_failures.fetch_add(1, Relaxed);
                 rejected(env, spec);
@@ -406,8 +434,9 @@ impl Exec {
         let req = req.freeze();
         let mut asked = Vec::new();
         for &o in t.table.owners(slot).iter().filter(|&&o| o != t.me) {
-            let name: Arc<str> = t.nodes[usize::from(o)].name.as_str().into();
-            let answer = match env.shared.links.get(&name).map(|l| l.try_call(req.clone(), 1)) {
+            let (name, link) = self.peers.get(env.shared, t, o);
+            let name = name.clone();
+            let answer = match link.map(|l| l.try_call(req.clone(), 1)) {
                 Some(Ok(rx)) => Answer::Waiting(rx),
                 _ => Answer::Unreachable,
             };

@@ -49,6 +49,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 const REPLY_TIMEOUT_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Messages taken from the channel at once before writing.
+const DRAIN_MSGS_MAX: usize = 256;
 /// Hints replayed per round, once fewer than this many requests wait.
 const REPLAY_BATCH: usize = 1024;
 
@@ -414,29 +416,16 @@ async fn session(shared: &Shared, name: &str, stream: TcpStream, rx: &mut mpsc::
         tokio::select! {
             m = rx.recv() => match m {
                 None => break End::ChannelClosed,
-                Some(Msg::Repl { ops, done }) => {
-                    if inflight_ops + ops.len() > INFLIGHT_OPS_MAX || inflight_bytes > INFLIGHT_BYTES_MAX {
-                        st.refuse(Msg::Repl { ops, done });
-                    } else {
-                        st.stats.ops_sent.fetch_add(ops.len() as u64, Relaxed);
-                        queue(&mut wbuf, &mut pending, &mut inflight_ops, &mut inflight_bytes, ops, done, false);
-                    }
-                }
-                Some(Msg::Call { req, count, done }) => {
-                    if inflight_ops + count > INFLIGHT_OPS_MAX || inflight_bytes > INFLIGHT_BYTES_MAX {
-                        let _ = done.send(Err(LinkError::Unreachable));
-                    } else {
-                        st.stats.calls_sent.fetch_add(count as u64, Relaxed);
-                        wbuf.extend_from_slice(&req);
-                        inflight_ops += count;
-                        inflight_bytes += req.len();
-                        pending.push_back(Pending {
-                            left: count,
-                            bytes: req.len(),
-                            sent_ms: super::unix_ms(),
-                            at: Instant::now(),
-                            what: Waiting::Call { replies: Vec::with_capacity(count), done },
-                        });
+                Some(m) => {
+                    // Take everything already queued: one write carries the
+                    // replicated writes of many client batches.
+                    let mut o = Outbox { wbuf: &mut wbuf, pending: &mut pending, ops: &mut inflight_ops, bytes: &mut inflight_bytes };
+                    o.take(m, st);
+                    for _ in 0..DRAIN_MSGS_MAX {
+                        match rx.try_recv() {
+                            Ok(m) => o.take(m, st),
+                            Err(_) => break,
+                        }
                     }
                 }
             },
@@ -482,6 +471,48 @@ async fn session(shared: &Shared, name: &str, stream: TcpStream, rx: &mut mpsc::
         }
     }
     end
+}
+
+/// The sending side of a session, lent to [`Outbox::take`].
+struct Outbox<'a> {
+    wbuf: &'a mut BytesMut,
+    pending: &'a mut VecDeque<Pending>,
+    ops: &'a mut usize,
+    bytes: &'a mut usize,
+}
+
+impl Outbox<'_> {
+    /// Queues a message for writing, or refuses it past the bounds.
+    fn take(&mut self, m: Msg, st: &mut State) {
+        let full = |n: usize, ops: usize, bytes: usize| ops + n > INFLIGHT_OPS_MAX || bytes > INFLIGHT_BYTES_MAX;
+        match m {
+            Msg::Repl { ops, done } => {
+                if full(ops.len(), *self.ops, *self.bytes) {
+                    st.refuse(Msg::Repl { ops, done });
+                } else {
+                    st.stats.ops_sent.fetch_add(ops.len() as u64, Relaxed);
+                    queue(self.wbuf, self.pending, self.ops, self.bytes, ops, done, false);
+                }
+            }
+            Msg::Call { req, count, done } => {
+                if full(count, *self.ops, *self.bytes) {
+                    let _ = done.send(Err(LinkError::Unreachable));
+                    return;
+                }
+                st.stats.calls_sent.fetch_add(count as u64, Relaxed);
+                self.wbuf.extend_from_slice(&req);
+                *self.ops += count;
+                *self.bytes += req.len();
+                self.pending.push_back(Pending {
+                    left: count,
+                    bytes: req.len(),
+                    sent_ms: super::unix_ms(),
+                    at: Instant::now(),
+                    what: Waiting::Call { replies: Vec::with_capacity(count), done },
+                });
+            }
+        }
+    }
 }
 
 fn queue(
