@@ -12,10 +12,14 @@
 //!   puts and deletes, reads for quorum reads), the peer-link handshake,
 //!   bounded hint queues and quorum arithmetic.
 //!
-//! Rebalancing lands here next. Write versions are hybrid logical clocks
-//! kept per store shard (see `store::ShardInner`).
+//! - [`rebalance`]: which slot copies a node sends, and to whom, when the
+//!   slot table changes; which slots it may drop.
+//!
+//! Write versions are hybrid logical clocks kept per store shard (see
+//! `store::ShardInner`).
 
 pub mod membership;
+pub mod rebalance;
 pub mod replication;
 pub mod ring;
 pub mod topology;

@@ -1,0 +1,175 @@
+//! Transfer planning (DESIGN §5): when the slot table changes, which slot
+//! copies this node must send, to whom, and which slots it may drop once
+//! their new owners confirmed them. Pure: two tables and a name in, a plan
+//! out; the `net` shell streams the copies over the peer links.
+//!
+//! Rules, for each slot whose owner set changed:
+//! - The new owners that were not old owners need a copy.
+//! - One sender per slot: the old primary if it is still a member, else the
+//!   first old owner that still is. Every node computes the same sender
+//!   from the same two tables, so no copy is sent twice.
+//! - A node that owned the slot and no longer does may drop it only after
+//!   every new owner confirmed holding it (the caller tracks that).
+
+use super::ring::SlotTable;
+use ringcache_protocol::SLOT_COUNT;
+
+/// One slot to copy from this node to `to` (member names of the new table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Send {
+    pub slot: u16,
+    pub to: Vec<String>,
+}
+
+/// What one node does after a table change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub sends: Vec<Send>,
+    /// Slots this node held and no longer owns.
+    pub drops: Vec<u16>,
+}
+
+fn names(t: &SlotTable, slot: u16) -> Vec<&str> {
+    t.owners(slot).iter().map(|&i| t.members[usize::from(i)].name.as_str()).collect()
+}
+
+/// The member of `old` that sends `slot`'s copies under `new`, if any old
+/// owner is still a member.
+pub fn sender<'a>(old: &'a SlotTable, new: &SlotTable, slot: u16) -> Option<&'a str> {
+    names(old, slot).into_iter().find(|n| new.member_index(n).is_some())
+}
+
+/// The plan of node `me` for the change from `old` to `new`.
+pub fn plan(old: &SlotTable, new: &SlotTable, me: &str) -> Plan {
+    let mut p = Plan::default();
+    for slot in 0..SLOT_COUNT {
+        let (was, now) = (names(old, slot), names(new, slot));
+        if was.iter().all(|n| now.contains(n)) && now.iter().all(|n| was.contains(n)) {
+            continue;
+        }
+        if was.contains(&me) && !now.contains(&me) {
+            p.drops.push(slot);
+        }
+        if sender(old, new, slot) != Some(me) {
+            continue;
+        }
+        let to: Vec<String> = now.iter().filter(|n| !was.contains(n)).map(|n| n.to_string()).collect();
+        if !to.is_empty() {
+            p.sends.push(Send { slot, to });
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::cluster::ring::Member;
+
+    fn table(names: &[String], replicas: usize) -> SlotTable {
+        let members: Vec<Member> = names.iter().map(|n| Member { name: n.clone(), weight: 1 }).collect();
+        SlotTable::compute(1, &members, replicas, 16)
+    }
+
+    /// Plans of every node alive in either table, applied: who holds each
+    /// slot afterwards (before drops, then after drops).
+    fn check(old_names: &[String], new_names: &[String], replicas: usize) {
+        let (old, new) = (table(old_names, replicas), table(new_names, replicas));
+        let everyone: BTreeSet<&String> = old_names.iter().chain(new_names).collect();
+        let mut sent: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+        let mut drops: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
+        for me in &everyone {
+            let p = plan(&old, &new, me);
+            // Only live members send: a node gone from the new table has
+            // left or failed.
+            if !p.sends.is_empty() {
+                assert!(new_names.contains(me), "{me} left but plans to send");
+            }
+            for s in p.sends {
+                let to = sent.entry(s.slot).or_default();
+                for t in s.to {
+                    assert!(!to.contains(&t), "slot {}: a copy to {t} is sent twice", s.slot);
+                    to.push(t);
+                }
+            }
+            for d in p.drops {
+                drops.entry(d).or_default().insert(me.to_string());
+            }
+        }
+        for slot in 0..SLOT_COUNT {
+            let was: BTreeSet<String> = names(&old, slot).into_iter().map(String::from).collect();
+            let now: BTreeSet<String> = names(&new, slot).into_iter().map(String::from).collect();
+            let alive_holders: BTreeSet<String> = was.iter().filter(|n| new_names.contains(n)).cloned().collect();
+            if alive_holders.is_empty() {
+                continue; // every old owner is gone: nothing can be copied
+            }
+            let mut holders = alive_holders.clone();
+            holders.extend(sent.get(&slot).into_iter().flatten().cloned());
+            assert!(now.is_subset(&holders), "slot {slot}: new owners {now:?} not all hold it ({holders:?})");
+            // Dropping after the copies leaves exactly the new owners among
+            // the live holders, and never zero holders.
+            let dropped = drops.get(&slot).cloned().unwrap_or_default();
+            let after: BTreeSet<String> = holders.difference(&dropped).cloned().collect();
+            let live_after: BTreeSet<String> = after.into_iter().filter(|n| new_names.contains(n)).collect();
+            assert_eq!(live_after, now, "slot {slot}");
+            assert!(!live_after.is_empty());
+        }
+    }
+
+    fn names_of(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("node-{i}")).collect()
+    }
+
+    #[test]
+    fn unchanged_tables_plan_nothing() {
+        let t = table(&names_of(3), 3);
+        assert_eq!(plan(&t, &t, "node-0"), Plan::default());
+    }
+
+    #[test]
+    fn a_join_sends_to_the_newcomer_only() {
+        let (old, new) = (table(&names_of(3), 3), table(&names_of(4), 3));
+        for me in names_of(4) {
+            for s in plan(&old, &new, &me).sends {
+                assert_eq!(s.to, vec!["node-3".to_string()], "slot {}", s.slot);
+            }
+        }
+        assert!(plan(&old, &new, "node-3").sends.is_empty());
+        check(&names_of(3), &names_of(4), 3);
+    }
+
+    #[test]
+    fn a_failure_restores_the_replication_factor() {
+        let mut survivors = names_of(4);
+        survivors.remove(1);
+        check(&names_of(4), &survivors, 3);
+        // Slots that lost node-1 get a copy to their new third owner.
+        let (old, new) = (table(&names_of(4), 3), table(&survivors, 3));
+        let sends: usize = survivors.iter().map(|m| plan(&old, &new, m).sends.len()).sum();
+        assert!(sends > 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+        #[test]
+        fn plans_reach_the_new_placement(
+            n in 1usize..7,
+            replicas in 1usize..4,
+            change in 0usize..3,
+            pick in 0usize..8,
+        ) {
+            let old = names_of(n);
+            let mut new = old.clone();
+            match change {
+                0 => new.push(format!("node-{n}")),                 // join
+                _ if n > 1 => { new.remove(pick % n); }            // leave or fail
+                _ => new.push(format!("node-{n}")),
+            }
+            check(&old, &new, replicas);
+        }
+    }
+}
