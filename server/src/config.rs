@@ -127,6 +127,10 @@ pub struct Flags {
     /// Seconds a deleted key's tombstone is kept.
     #[arg(long, env = "RINGCACHE_TOMBSTONE_GRACE")]
     pub tombstone_grace: Option<u64>,
+    /// Keys per second this node sends when copying slots to new owners
+    /// (0 = as fast as the links go).
+    #[arg(long, env = "RINGCACHE_REBALANCE_RATE")]
+    pub rebalance_rate: Option<u64>,
 }
 
 /// What a node does with a key whose slot another node is primary for.
@@ -175,6 +179,7 @@ struct FileConfig {
     hints_max_keys: Option<u64>,
     hints_max_bytes: Option<Size>,
     tombstone_grace: Option<u64>,
+    rebalance_rate: Option<u64>,
 }
 
 /// A size in the file: a number of bytes or a string like "100mb".
@@ -258,6 +263,7 @@ pub struct Config {
     pub hints_max_keys: u64,
     pub hints_max_bytes: u64,
     pub tombstone_grace: Duration,
+    pub rebalance_rate: u64,
     pub config_file: Option<PathBuf>,
 }
 
@@ -352,6 +358,7 @@ impl Config {
             hints_max_keys: pick(flags.hints_max_keys, file.hints_max_keys, 100_000),
             hints_max_bytes: size(flags.hints_max_bytes, file.hints_max_bytes, "hints-max-bytes", 64 << 20)?,
             tombstone_grace: Duration::from_secs(pick(flags.tombstone_grace, file.tombstone_grace, 600)),
+            rebalance_rate: pick(flags.rebalance_rate, file.rebalance_rate, 0),
             bind,
             port,
             cluster_port,

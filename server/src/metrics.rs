@@ -173,6 +173,44 @@ impl Collector for NodeCollector {
             "Replicated key states ignored (this node held a newer version).",
             s.store.stats.stale.load(Relaxed),
         )?;
+        let r = &s.rebalance;
+        gauge(
+            &mut e,
+            "ringcache_rebalance_slots_pending",
+            "Slot copies waiting to start.",
+            r.slots_pending.load(Relaxed) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "ringcache_rebalance_slots_in_flight",
+            "Slot copies sent and not yet confirmed.",
+            r.slots_in_flight.load(Relaxed) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "ringcache_rebalance_slots_importing",
+            "Slots this node is still receiving.",
+            r.importing() as i64,
+        )?;
+        for (name, help, v) in [
+            ("ringcache_rebalance_slots_sent", "Slot copies sent and confirmed.", &r.slots_sent),
+            ("ringcache_rebalance_slots_received", "Slot copies received completely.", &r.slots_received),
+            (
+                "ringcache_rebalance_slots_dropped",
+                "Slots deleted here after their new owners confirmed them.",
+                &r.slots_dropped,
+            ),
+            ("ringcache_rebalance_keys_moved", "Keys sent in slot copies.", &r.keys_moved),
+            ("ringcache_rebalance_bytes_moved", "Bytes sent in slot copies.", &r.bytes_moved),
+            ("ringcache_rebalance_transfer_errors", "Slot copies that failed and were retried.", &r.transfer_errors),
+            (
+                "ringcache_rebalance_read_through",
+                "Reads of importing slots answered by the previous owner.",
+                &r.read_through,
+            ),
+        ] {
+            counter(&mut e, name, help, v.load(Relaxed))?;
+        }
         gauge(
             &mut e,
             "ringcache_tombstones",

@@ -14,6 +14,7 @@ use crate::cluster::topology::Topology;
 use crate::command::COMMANDS;
 use crate::config::Config;
 use crate::net::link::Links;
+use crate::net::rebalance::RebalanceState;
 use crate::store::Store;
 
 /// Settings that CONFIG SET may change while the node runs.
@@ -376,6 +377,11 @@ pub struct Shared {
     pub client_addr: Mutex<Option<SocketAddr>>,
     /// Links to the other members (peer TCP), by name.
     pub links: Links,
+    /// Slot transfers: what is imported, progress counters.
+    pub rebalance: RebalanceState,
+    /// A client write ran while this node was alone in its table: its data
+    /// is its own, so when others join it sends rather than receives.
+    pub wrote_alone: AtomicBool,
     /// The current slot table and members, replaced whole on every change.
     topology: RwLock<Arc<Topology>>,
     /// Bumped on every `set_topology`; connections cache the topology and
@@ -422,6 +428,8 @@ impl Shared {
             shutdown: Notify::new(),
             client_addr: Mutex::new(None),
             links: Links::default(),
+            rebalance: RebalanceState::default(),
+            wrote_alone: AtomicBool::new(false),
             topology: RwLock::new(Arc::new(topology)),
             topology_version: Padded(AtomicU64::new(1)),
         }

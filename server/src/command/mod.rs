@@ -151,6 +151,7 @@ fn route(ctx: &mut Ctx<'_>, spec: &Spec, args: Args<'_>) -> Result<(), CmdError>
     if spec.first_key <= 0 || ctx.shared.config.cluster_redirect != Redirect::Moved {
         return Ok(());
     }
+    let readonly = ctx.conn.readonly;
     let t = ctx.conn.topology(ctx.shared);
     if t.nodes.len() < 2 {
         return Ok(());
@@ -165,7 +166,11 @@ fn route(ctx: &mut Ctx<'_>, spec: &Spec, args: Args<'_>) -> Result<(), CmdError>
         }
         i += spec.step.max(1);
     }
-    let primary = t.table.owners(slot)[0];
+    let owners = t.table.owners(slot);
+    if readonly && spec.has_flag("readonly") && owners.contains(&t.me) {
+        return Ok(()); // a replica serves reads after READONLY
+    }
+    let primary = owners[0];
     if primary != t.me {
         let addr = t.nodes[usize::from(primary)].client_addr;
         return Err(CmdError::msg(format!("MOVED {slot} {addr}")));

@@ -86,6 +86,10 @@ pub fn plan(spec: &Spec, args: Args<'_>, t: &Topology, readonly: bool, peer: boo
     let last =
         if spec.last_key < 0 { (argc as i32 + spec.last_key) as usize } else { (spec.last_key as usize).min(argc - 1) };
     let step = spec.step.max(1) as usize;
+    if !(argc - spec.first_key as usize).is_multiple_of(step) {
+        // MSET with a key and no value: the command answers the error.
+        return Plan::Local;
+    }
     let keys: Vec<usize> = (spec.first_key as usize..=last).step_by(step).collect();
     let primary = |i: usize| t.table.owners(key_slot(args.get(i)))[0];
     let first = primary(keys[0]);
@@ -187,6 +191,8 @@ mod tests {
             p => panic!("{p:?}"),
         }
         assert!(matches!(plan_of(&t, &[b"msetnx", &a, b"1", &b, b"2"], false, false), Plan::Refuse(_)));
+        // A key without its value is the command's error to give, here.
+        assert_eq!(plan_of(&t, &[b"mset", &a, b"1", &b], false, false), Plan::Local);
         assert!(matches!(plan_of(&t, &[b"rename", &b, &c], false, false), Plan::Refuse(_)));
     }
 

@@ -296,6 +296,19 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("cluster_epoch", &t.table.epoch);
             kv("cluster_members_digest", &format!("{:016x}", crate::cluster::membership::members_digest(&t)));
             kv("gossip_rejected_packets", &m.gossip_rejected.load(Relaxed));
+            let r = &s.rebalance;
+            kv("rebalance_slots_pending", &r.slots_pending.load(Relaxed));
+            kv("rebalance_slots_in_flight", &r.slots_in_flight.load(Relaxed));
+            kv("rebalance_slots_importing", &r.importing());
+            kv("rebalance_slots_sent", &r.slots_sent.load(Relaxed));
+            kv("rebalance_slots_received", &r.slots_received.load(Relaxed));
+            kv("rebalance_slots_dropped", &r.slots_dropped.load(Relaxed));
+            kv("rebalance_keys_moved", &r.keys_moved.load(Relaxed));
+            kv("rebalance_bytes_moved", &r.bytes_moved.load(Relaxed));
+            kv("rebalance_transfer_errors", &r.transfer_errors.load(Relaxed));
+            kv("rebalance_read_through", &r.read_through.load(Relaxed));
+            kv("rebalance_rounds", &r.rebalances.load(Relaxed));
+            kv("rebalance_last_ms", &r.last_ms.load(Relaxed));
         }
         "keyspace" => {
             let keys = store.len();

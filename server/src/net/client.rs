@@ -122,10 +122,20 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdow
         tokio::spawn(async move {
             let id = info.id;
             debug!(id, %addr, "client connected");
+            // Unregisters even if serving panics, so a bug cannot use up
+            // maxclients one connection at a time.
+            let _registered = Registered(&shared, id);
             serve(&shared, stream, info, shutdown).await;
-            shared.clients.unregister(id);
             debug!(id, %addr, "client disconnected");
         });
+    }
+}
+
+struct Registered<'a>(&'a Shared, u64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.clients.unregister(self.1);
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Env<'a> {
     pub now_ms: u64,
 }
 
+/// Pause before a forwarded request refused with `-TRYAGAIN` is sent again.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 fn rejected(env: &mut Env<'_>, spec: &Spec) {
     if let Some(i) = command::lookup(spec.name.as_bytes()) {
         env.stats.record(i, Outcome::Rejected);
@@ -57,6 +60,8 @@ fn rejected(env: &mut Env<'_>, spec: &Spec) {
 #[derive(Debug)]
 enum Answer {
     Waiting(oneshot::Receiver<Result<Vec<Bytes>, LinkError>>),
+    /// An owner's answer to RC.READ: due within the replication timeout.
+    Reading(oneshot::Receiver<Result<Vec<Bytes>, LinkError>>),
     Replies(Vec<Bytes>),
     /// Never sent: the primary is unreachable.
     Unreachable,
@@ -98,6 +103,9 @@ struct QuorumRead {
     asked: Vec<(Arc<str>, usize)>,
     need: usize,
     v: Version,
+    /// A read-through to the slot's previous owner: no answer from it
+    /// means "unknown", never "missing".
+    through: bool,
 }
 
 /// A key state to send to the other owners of its slot.
@@ -136,6 +144,16 @@ impl Peers {
     }
 }
 
+/// A forwarded request kept for sending again after `-TRYAGAIN`: to the
+/// slot's primary in the table of that moment (or the same member, for a
+/// cluster-wide command's share).
+#[derive(Debug, Clone)]
+struct Resend {
+    req: Bytes,
+    slot: Option<u16>,
+    link: Link,
+}
+
 /// A split command's parts.
 struct Split<'p> {
     combine: Combine,
@@ -162,6 +180,9 @@ pub struct Exec {
     chunks: Vec<Chunk>,
     deferred: bool,
     answers: Vec<Answer>,
+    /// For each answer of a forwarded request: where it went and what, so
+    /// a `-TRYAGAIN` (the primary's table is behind ours) is sent again.
+    resend: Vec<Option<Resend>>,
     items: Vec<Item>,
     peers: Peers,
 }
@@ -204,14 +225,40 @@ impl Exec {
 
     /// Runs one request: here, or wherever its plan says.
     pub fn run(&mut self, env: &mut Env<'_>, args: Args<'_>) {
-        if env.conn.topology(env.shared).nodes.len() < 2 || env.shared.config.cluster_redirect == Redirect::Moved {
+        if env.conn.topology(env.shared).nodes.len() < 2 {
+            if env.conn.peer
+                && let Some(spec) = command::precheck(env.conn, env.shared, args)
+                && spec.first_key > 0
+            {
+                // A member forwarded a key here while this node does not
+                // know it has members yet: it holds none of their data.
+                encode::error(&mut self.out, b"TRYAGAIN this node has not joined the cluster's table yet");
+                return;
+            }
+            if !env.shared.wrote_alone.load(Relaxed)
+                && !env.conn.peer
+                && command::lookup(args.get(0)).is_some_and(|i| command::COMMANDS[i].has_flag("write"))
+            {
+                env.shared.wrote_alone.store(true, Relaxed);
+            }
             return self.run_here(env, args);
         }
         let Some(spec) = command::precheck(env.conn, env.shared, args) else {
             return self.run_here(env, args);
         };
         let t = env.conn.topology(env.shared).clone();
-        match plan(spec, args, &t, env.conn.readonly, env.conn.peer) {
+        let planned = plan(spec, args, &t, env.conn.readonly, env.conn.peer);
+        if env.shared.config.cluster_redirect == Redirect::Moved {
+            // Redis Cluster's way: keys of another primary are redirected
+            // (`command::route` answers MOVED / CROSSSLOT); keyless commands
+            // count this node's primary slots, as a Redis master does.
+            return match planned {
+                Plan::Local => self.local(env, spec, args, &t),
+                Plan::Broadcast(_) | Plan::Scan { .. } => self.share_here(env, args),
+                _ => self.run_here(env, args),
+            };
+        }
+        match planned {
             Plan::Local => self.local(env, spec, args, &t),
             Plan::Refuse(e) => {
                 rejected(env, spec);
@@ -307,14 +354,16 @@ impl Exec {
         let mut req = BytesMut::new();
         let all: Vec<&[u8]> = [&b"RC.FWD"[..], v, mode].into_iter().chain(args).collect();
         encode::command(&mut req, &all);
-        let answer = match link {
-            Some(link) => match link.try_call(req.freeze(), 1) {
+        let slot = (mode == b"p" && all.len() > 4).then(|| key_slot(all[4]));
+        let req = req.freeze();
+        let answer = match &link {
+            Some(link) => match link.try_call(req.clone(), 1, true) {
                 Ok(rx) => Answer::Waiting(rx),
                 Err(_) => Answer::Unreachable,
             },
             None => Answer::Unreachable,
         };
-        self.answers.push(answer);
+        self.push_answer(answer, link.map(|link| Resend { req, slot, link }));
         Chunk::Forward(self.answers.len() - 1)
     }
 
@@ -340,9 +389,29 @@ impl Exec {
         self.defer(Chunk::Gather { parts: chunks, combine, v, order });
     }
 
+    fn push_answer(&mut self, a: Answer, resend: Option<Resend>) {
+        self.answers.push(a);
+        self.resend.resize(self.answers.len() - 1, None);
+        self.resend.push(resend);
+    }
+
     /// Runs a request this node coordinates; a write is replicated.
     fn local(&mut self, env: &mut Env<'_>, spec: &'static Spec, args: Args<'_>, t: &Topology) {
         if !spec.has_flag("write") {
+            // A slot still arriving from its previous owner: a local miss
+            // reads through to that owner (DESIGN §5), so a moving key is
+            // never a miss.
+            if spec.first_key == 1
+                && spec.last_key == 1
+                && env.shared.rebalance.importing() > 0
+                && let slot = key_slot(args.get(1))
+                && let Some(from) = env.shared.rebalance.importing_from(slot)
+                && !env.shared.store.with_key(args.get(1), env.now_ms, |k| k.exists() || k.tombstone().is_some())
+            {
+                env.shared.rebalance.read_through.fetch_add(1, Relaxed);
+                let link = env.shared.links.get(&from);
+                return self.ask_read(env, args, slot, vec![(from, link)], 1, true);
+            }
             if spec.first_key == 1 && spec.last_key == 1 && env.shared.config.read_quorum > 1 && !env.conn.share {
                 let slot = key_slot(args.get(1));
                 let owners = t.table.owners(slot);
@@ -425,6 +494,25 @@ impl Exec {
     /// Runs a read here and asks the slot's other owners for the key's
     /// state; `finish` answers with the newest and repairs stale owners.
     fn quorum_read(&mut self, env: &mut Env<'_>, args: Args<'_>, t: &Topology, slot: u16, need: usize) {
+        let mut owners: Vec<(Arc<str>, Option<Link>)> = Vec::new();
+        for &o in t.table.owners(slot).iter().filter(|&&o| o != t.me) {
+            let (name, link) = self.peers.get(env.shared, t, o);
+            owners.push((name.clone(), link.cloned()));
+        }
+        self.ask_read(env, args, slot, owners, need, false);
+    }
+
+    /// Runs a read here and asks `owners` for the key's state (RC.READ);
+    /// `finish` settles it (see [`Exec::settle_reads`]).
+    fn ask_read(
+        &mut self,
+        env: &mut Env<'_>,
+        args: Args<'_>,
+        slot: u16,
+        owners: Vec<(Arc<str>, Option<Link>)>,
+        need: usize,
+        through: bool,
+    ) {
         self.seal();
         let start = self.out.len();
         self.run_here(env, args);
@@ -433,19 +521,25 @@ impl Exec {
         encode::command(&mut req, &[&b"RC.READ"[..], args.get(1)]);
         let req = req.freeze();
         let mut asked = Vec::new();
-        for &o in t.table.owners(slot).iter().filter(|&&o| o != t.me) {
-            let (name, link) = self.peers.get(env.shared, t, o);
-            let name = name.clone();
-            let answer = match link.map(|l| l.try_call(req.clone(), 1)) {
-                Some(Ok(rx)) => Answer::Waiting(rx),
+        for (name, link) in owners {
+            let answer = match link.map(|l| l.try_call(req.clone(), 1, false)) {
+                Some(Ok(rx)) => Answer::Reading(rx),
                 _ => Answer::Unreachable,
             };
-            self.answers.push(answer);
+            self.push_answer(answer, None);
             asked.push((name, self.answers.len() - 1));
         }
         let args = args.iter().map(<[u8]>::to_vec).collect();
         let v = env.conn.resp;
-        self.chunks.push(Chunk::Read(Box::new(QuorumRead { reply: (start, end), args, slot, asked, need, v })));
+        self.chunks.push(Chunk::Read(Box::new(QuorumRead {
+            reply: (start, end),
+            args,
+            slot,
+            asked,
+            need,
+            v,
+            through,
+        })));
         self.mark = end;
         self.deferred = true;
     }
@@ -467,6 +561,12 @@ impl Exec {
                     states.push((name.clone(), st));
                 }
             }
+            if r.through && states.is_empty() {
+                let mut b = BytesMut::new();
+                encode::error(&mut b, b"TRYAGAIN this slot is moving here and its previous owner did not answer");
+                self.chunks[i] = Chunk::Bytes(b.freeze());
+                continue;
+            }
             if states.len() + 1 < r.need {
                 let text =
                     format!("CLUSTERDOWN read quorum not reached ({} of {} owners answered)", states.len() + 1, r.need);
@@ -480,14 +580,19 @@ impl Exec {
             let newest =
                 states.iter().map(|(_, s)| s).max_by_key(|s| s.version()).cloned().unwrap_or(ReadState::Unknown);
             let mut repair = BytesMut::new();
-            if newest.version() > local {
+            // A read-through runs again in any case: the slot's copy may
+            // have landed here meanwhile, and its sender may have dropped
+            // the slot since (so its "unknown" would be a false miss).
+            if newest.version() > local || r.through {
                 // This node was behind: catch up, then answer again.
                 let incoming = match &newest {
                     ReadState::Live { value, expiry_ms, .. } => Incoming::Put { value, expiry_ms: *expiry_ms },
                     _ => Incoming::Delete,
                 };
-                shared.store.with_key(&key, now_ms, |k| k.apply(newest.version(), incoming));
-                shared.metrics.read_repairs.fetch_add(1, Relaxed);
+                if newest.version() > local {
+                    shared.store.with_key(&key, now_ms, |k| k.apply(newest.version(), incoming));
+                    shared.metrics.read_repairs.fetch_add(1, Relaxed);
+                }
                 let mut conn = ConnState::new(Arc::new(ClientInfo::new(0, UNSPECIFIED, UNSPECIFIED, now_ms)), false);
                 conn.resp = r.v;
                 let mut stats = LocalStats::default();
@@ -497,7 +602,9 @@ impl Exec {
                 let mut ctx =
                     Ctx { shared, conn: &mut conn, out: Reply { buf: &mut buf, v }, now_ms, stats: &mut stats };
                 command::execute(&mut ctx, Args::from_slices(&slices));
-                newest.encode_repair(&key, &mut repair);
+                if newest.version() > local {
+                    newest.encode_repair(&key, &mut repair);
+                }
                 self.chunks[i] = Chunk::Bytes(buf.freeze());
             } else {
                 shared.store.with_key(&key, now_ms, |k| {
@@ -542,13 +649,49 @@ impl Exec {
         // A forwarded write waits for its own quorum at the primary first.
         let forward_deadline = deadline + timeout;
         let acked = self.replicate(shared, deadline).await;
-        for a in self.answers.iter_mut() {
-            if let Answer::Waiting(rx) = a {
-                *a = match timeout_at(forward_deadline, rx).await {
+        loop {
+            for a in self.answers.iter_mut() {
+                let (rx, until) = match a {
+                    Answer::Waiting(rx) => (rx, forward_deadline),
+                    Answer::Reading(rx) => (rx, deadline),
+                    _ => continue,
+                };
+                *a = match timeout_at(until, rx).await {
                     Ok(Ok(Ok(replies))) => Answer::Replies(replies),
                     Ok(Ok(Err(LinkError::Unreachable))) => Answer::Unreachable,
                     _ => Answer::Unknown,
                 };
+            }
+            // Forwarded requests the primary refused before running them
+            // because its table is behind ours (a join in progress): ask
+            // again shortly, all together, within the deadline, so the
+            // client never sees the transition.
+            let again: Vec<usize> = (0..self.answers.len())
+                .filter(|&i| {
+                    matches!(&self.answers[i], Answer::Replies(r) if r.first().is_some_and(|b| b.starts_with(b"-TRYAGAIN")))
+                        && self.resend.get(i).is_some_and(Option::is_some)
+                })
+                .collect();
+            if again.is_empty() || Instant::now() + RETRY_PAUSE * 2 >= forward_deadline {
+                break;
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+            let t = shared.topology();
+            for i in again {
+                let Some(Some(r)) = self.resend.get(i) else { continue };
+                let link = match r.slot {
+                    Some(slot) => {
+                        let p = t.table.owners(slot)[0];
+                        if p == t.me {
+                            continue; // primary here now: the client retries
+                        }
+                        shared.links.get(&t.nodes[usize::from(p)].name)
+                    }
+                    None => Some(r.link.clone()),
+                };
+                if let Some(Ok(rx)) = link.map(|l| l.try_call(r.req.clone(), 1, true)) {
+                    self.answers[i] = Answer::Waiting(rx);
+                }
             }
         }
         self.settle_reads(shared).await;
@@ -563,6 +706,7 @@ impl Exec {
         }
         self.chunks.clear();
         self.answers.clear();
+        self.resend.clear();
         self.items.clear();
         self.mark = 0;
         self.deferred = false;
@@ -590,10 +734,10 @@ impl Exec {
             if ack {
                 owners.push(owner);
             }
-            // Backpressure: a full queue holds the batch up to the deadline.
-            if timeout_at(deadline, link.send(Msg::Repl { ops, done })).await.is_err() {
-                continue;
-            }
+            // A full queue (4096 messages) means the link is far behind:
+            // the writes are counted as dropped hints rather than holding
+            // every client of this node up.
+            link.try_replicate(ops, done);
         }
         drop(tx);
         let mut acked: HashMap<Arc<str>, bool> = HashMap::new();
@@ -628,7 +772,7 @@ impl Exec {
                         to.extend_from_slice(b);
                     }
                 }
-                Answer::Unreachable | Answer::Waiting(_) => {
+                Answer::Unreachable | Answer::Waiting(_) | Answer::Reading(_) => {
                     encode::error(to, b"CLUSTERDOWN the primary of this key is unreachable (not sent)")
                 }
                 Answer::Unknown => encode::error(
@@ -671,9 +815,23 @@ impl Exec {
     }
 }
 
-/// Combines the parts' replies; the first error wins.
+/// Combines the parts' replies. An error wins; if other parts succeeded,
+/// the command partly ran, which a `CLUSTERDOWN` (meaning "did not run")
+/// must not claim: the reply then says so.
 fn gather(combine: Combine, frames: Vec<Frame>, order: &[usize]) -> Frame {
     if let Some(e) = frames.iter().find(|f| f.is_error()) {
+        let ran = frames.iter().filter(|f| !f.is_error()).count();
+        let text = match e {
+            Frame::Error(b) | Frame::BlobError(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        if ran > 0 && text.starts_with("CLUSTERDOWN") {
+            let text = format!(
+                "TIMEOUT {ran} of {} parts of this multi-key command ran; another failed: {text}",
+                frames.len()
+            );
+            return Frame::Error(text.into());
+        }
         return e.clone();
     }
     match combine {

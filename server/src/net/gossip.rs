@@ -247,6 +247,7 @@ impl Driver {
         self.shared.metrics.topology_changes.fetch_add(1, Relaxed);
         // Links first, so requests routed by the new table find them.
         self.shared.links.sync(&self.shared, &topology);
+        super::rebalance::before_publish(&self.shared, &topology);
         self.shared.set_topology(topology);
     }
 }

@@ -106,12 +106,26 @@ pub struct LinkStats {
     pub connects: AtomicU64,
 }
 
-/// A handle on one member's link.
+/// A handle on one member's link: two connections ("lanes"). The
+/// replication lane carries replicated writes, reads and transfer control,
+/// which the peer answers at once; the forward lane carries forwarded
+/// commands, which the peer may hold while they wait for their own quorum.
+/// Apart, a forwarded write waiting for a quorum can never hold up the
+/// acknowledgements that quorum needs (two nodes forwarding to each other
+/// would otherwise wait on each other until the timeout).
 #[derive(Debug, Clone)]
 pub struct Link {
     pub name: Arc<str>,
     tx: mpsc::Sender<Msg>,
+    fwd: mpsc::Sender<Msg>,
     pub stats: Arc<LinkStats>,
+}
+
+/// Which of a link's two connections a task drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Repl,
+    Forward,
 }
 
 impl Link {
@@ -129,15 +143,38 @@ impl Link {
 
     /// Queues `count` requests without waiting; fails at once (unsent) if
     /// the queue is full. A link that is connecting answers when the
-    /// attempt ends; one that is down refuses them unsent.
+    /// attempt ends; one that is down refuses them unsent. `forward`: on
+    /// the forward lane (RC.FWD), else on the replication lane.
     pub fn try_call(
         &self,
         req: Bytes,
         count: usize,
+        forward: bool,
     ) -> Result<oneshot::Receiver<Result<Vec<Bytes>, LinkError>>, LinkError> {
         let (done, rx) = oneshot::channel();
-        self.tx.try_send(Msg::Call { req, count, done }).map_err(|_| LinkError::Unreachable)?;
+        let tx = if forward { &self.fwd } else { &self.tx };
+        tx.try_send(Msg::Call { req, count, done }).map_err(|_| LinkError::Unreachable)?;
         Ok(rx)
+    }
+
+    /// Queues replicated writes without waiting. False: the queue is full
+    /// (the caller counts them as dropped hints).
+    pub fn try_replicate(&self, ops: Vec<(u16, Bytes)>, done: Option<Ack>) -> bool {
+        match self.tx.try_send(Msg::Repl { ops, done }) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
+                let n = if let Msg::Repl { ops, done } = m {
+                    if let Some(d) = done {
+                        d.send(false);
+                    }
+                    ops.len()
+                } else {
+                    0
+                };
+                self.stats.hints_dropped.fetch_add(n as u64, Relaxed);
+                false
+            }
+        }
     }
 
     /// Sends `count` requests and waits for their raw replies.
@@ -189,9 +226,11 @@ impl Links {
                 continue;
             }
             let (tx, rx) = mpsc::channel(CHANNEL_MSGS);
+            let (fwd, fwd_rx) = mpsc::channel(CHANNEL_MSGS);
             let name: Arc<str> = n.name.as_str().into();
-            let link = Link { name: name.clone(), tx, stats: Arc::default() };
-            tokio::spawn(run(shared.clone(), name.clone(), rx, link.stats.clone()));
+            let link = Link { name: name.clone(), tx, fwd, stats: Arc::default() };
+            tokio::spawn(run(shared.clone(), name.clone(), rx, link.stats.clone(), Lane::Repl));
+            tokio::spawn(run(shared.clone(), name.clone(), fwd_rx, Arc::default(), Lane::Forward));
             map.insert(name, link);
         }
     }
@@ -248,7 +287,7 @@ impl State {
     }
 }
 
-async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, stats: Arc<LinkStats>) {
+async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, stats: Arc<LinkStats>, lane: Lane) {
     let config = &shared.config;
     let hints = Hints::new(config.hints_max_keys as usize, config.hints_max_bytes as usize);
     let mut st = State { hints, stats };
@@ -270,7 +309,7 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
                 info!(peer = %name, "peer link up");
                 st.stats.connects.fetch_add(1, Relaxed);
                 st.stats.connected.store(true, Relaxed);
-                let why = session(&shared, &name, stream, &mut rx, &mut st).await;
+                let why = session(&shared, &name, stream, &mut rx, &mut st, lane).await;
                 st.stats.connected.store(false, Relaxed);
                 st.stats.inflight.store(0, Relaxed);
                 st.stats.oldest_ms.store(0, Relaxed);
@@ -389,7 +428,14 @@ struct Pending {
     what: Waiting,
 }
 
-async fn session(shared: &Shared, name: &str, stream: TcpStream, rx: &mut mpsc::Receiver<Msg>, st: &mut State) -> End {
+async fn session(
+    shared: &Shared,
+    name: &str,
+    stream: TcpStream,
+    rx: &mut mpsc::Receiver<Msg>,
+    st: &mut State,
+    lane: Lane,
+) -> End {
     let (mut rd, mut wr) = stream.into_split();
     let mut wbuf = BytesMut::new();
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
@@ -397,7 +443,16 @@ async fn session(shared: &Shared, name: &str, stream: TcpStream, rx: &mut mpsc::
     let mut inflight_ops = 0usize;
     let mut inflight_bytes = 0usize;
     let limits = Limits { bulk_len_max: 1 << 30, multibulk_len_max: 1 << 24, ..Limits::default() };
-    let reply_timeout = (shared.config.replication_timeout * 2).max(REPLY_TIMEOUT_MIN);
+    // A replica answers replicated writes at once: silence for twice the
+    // replication timeout means it is paused or gone. A forwarded request
+    // may itself wait up to the timeout for its quorum, so that lane
+    // allows three.
+    let t = shared.config.replication_timeout;
+    let reply_timeout = match lane {
+        Lane::Repl => t * 2,
+        Lane::Forward => t * 3,
+    }
+    .max(REPLY_TIMEOUT_MIN);
     let end = loop {
         // Replay hints when the link is not busy.
         if !st.hints.is_empty() && inflight_ops < REPLAY_BATCH {
@@ -495,6 +550,9 @@ impl Outbox<'_> {
                 }
             }
             Msg::Call { req, count, done } => {
+                if done.is_closed() {
+                    return; // the caller gave up: never run it late
+                }
                 if full(count, *self.ops, *self.bytes) {
                     let _ = done.send(Err(LinkError::Unreachable));
                     return;

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod gossip;
 pub mod link;
 pub mod peer;
+pub mod rebalance;
 
 /// Unix time in ms: the one clock read of the request path (once a batch).
 pub fn unix_ms() -> u64 {

@@ -203,10 +203,14 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
     let name = args.get(0);
     if name.eq_ignore_ascii_case(b"RC.PUT") || name.eq_ignore_ascii_case(b"RC.DEL") {
         match parse_op(&args) {
-            Some(op) => {
+            // A replica honours maxmemory like any write: evict first, and
+            // refuse (not acknowledged, so it does not count for the
+            // quorum) when nothing can go.
+            Some(op) if env.shared.store.make_room(env.now_ms).is_ok() => {
                 env.shared.store.with_key(op.key, env.now_ms, |k| k.apply(op.version, op.incoming));
                 exec.out.extend_from_slice(b"+OK\r\n");
             }
+            Some(_) => encode::error(&mut exec.out, b"OOM command not allowed when used memory > 'maxmemory'."),
             None => encode::error(&mut exec.out, b"ERR malformed replication request"),
         }
     } else if name.eq_ignore_ascii_case(b"RC.READ") && args.len() == 2 {
@@ -231,6 +235,31 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
         env.conn.share = args.get(2) == b"s";
         exec.run(env, Args::from_ranges(input, &ranges[3..]));
         env.conn.share = false;
+    } else if (name.eq_ignore_ascii_case(b"RC.SLOTDONE") || name.eq_ignore_ascii_case(b"RC.DROPOK")) && args.len() == 2
+    {
+        match std::str::from_utf8(args.get(1)).ok().and_then(|s| s.parse::<u16>().ok()).filter(|&s| s < 16384) {
+            Some(slot) if name.eq_ignore_ascii_case(b"RC.SLOTDONE") => {
+                env.shared.rebalance.import_done(slot);
+                exec.out.extend_from_slice(b"+OK\r\n");
+            }
+            Some(slot) => {
+                super::rebalance::drop_ok(env.shared, slot);
+                exec.out.extend_from_slice(b"+OK\r\n");
+            }
+            None => encode::error(&mut exec.out, b"ERR invalid slot"),
+        }
+    } else if name.eq_ignore_ascii_case(b"RC.SENDING") && args.len() >= 2 && args.len() <= 2 + 4096 {
+        let to = String::from_utf8_lossy(args.get(1)).into_owned();
+        let slots: Vec<u16> = args
+            .iter()
+            .skip(2)
+            .map(|a| std::str::from_utf8(a).ok().and_then(|s| s.parse().ok()).unwrap_or(u16::MAX))
+            .collect();
+        let flags = env.shared.rebalance.sending(&to, &slots);
+        encode::array_header(&mut exec.out, flags.len());
+        for f in flags {
+            encode::integer(&mut exec.out, i64::from(f));
+        }
     } else if name.eq_ignore_ascii_case(b"RC.PING") {
         exec.out.extend_from_slice(b"+PONG\r\n");
     } else {

@@ -780,6 +780,51 @@ impl Store {
         self.lock(shard_of(slot)).slot_counts[slot_index(slot)] as usize
     }
 
+    /// Visits every live entry and every tombstone of `slot` with its shard
+    /// locked (a slot copy for rebalancing sees one consistent moment).
+    pub fn visit_slot(&self, slot: u16, now_ms: u64, mut live: impl FnMut(&Entry), mut dead: impl FnMut(&[u8], u64)) {
+        let g = self.lock(shard_of(slot));
+        for (_, e) in g.table.iter() {
+            if !e.is_expired(now_ms) && key_slot(e.key()) == slot {
+                live(e);
+            }
+        }
+        for (k, t) in g.tombs.iter() {
+            if key_slot(k) == slot {
+                dead(k, t.version);
+            }
+        }
+    }
+
+    /// Deletes every key and tombstone of `slot` (a slot this node no
+    /// longer owns, after its new owners confirmed their copies). Returns
+    /// the keys removed.
+    pub fn drop_slot(&self, slot: u16) -> usize {
+        let mut g = self.lock(shard_of(slot));
+        let mut delta = 0;
+        let mut removed = 0;
+        let mut pos = 0;
+        while pos < g.table.capacity() {
+            match g.table.get(pos) {
+                Some(e) if key_slot(e.key()) == slot => {
+                    let cap = g.table.capacity();
+                    let (_, d) = g.remove(pos, Some(slot));
+                    delta += d;
+                    removed += 1;
+                    if g.table.capacity() != cap {
+                        pos = 0; // shrunk: walk again from the start
+                    }
+                    // Else a later entry may have shifted into `pos`.
+                }
+                _ => pos += 1,
+            }
+        }
+        g.tombs.retain(|k, _| key_slot(k) != slot);
+        drop(g);
+        self.account(delta);
+        removed
+    }
+
     /// Up to `count` live keys of `slot`.
     pub fn keys_in_slot(&self, slot: u16, count: usize, now_ms: u64) -> Vec<Vec<u8>> {
         let g = self.lock(shard_of(slot));

@@ -341,3 +341,37 @@ fn filtered_views_see_only_their_slots() {
     }
     assert_eq!(seen, want);
 }
+
+#[test]
+fn slots_can_be_visited_and_dropped() {
+    let store = Store::new();
+    store.set_tombstone_grace_ms(60_000);
+    // A third of the keys share one slot through a hash tag.
+    let keys: Vec<String> = (0..3000).map(|i| if i % 3 == 0 { format!("{{t}}{i}") } else { format!("k{i}") }).collect();
+    for k in &keys {
+        set(&store, k.as_bytes(), b"value", None, NOW);
+    }
+    let slot = key_slot(keys[0].as_bytes());
+    let in_slot: Vec<&String> = keys.iter().filter(|k| key_slot(k.as_bytes()) == slot).collect();
+    store.with_key(in_slot[0].as_bytes(), NOW, |k| k.remove());
+    let (mut live, mut dead) = (0, 0);
+    store.visit_slot(
+        slot,
+        NOW,
+        |e| {
+            assert_eq!(key_slot(e.key()), slot);
+            live += 1;
+        },
+        |k, v| {
+            assert_eq!(key_slot(k), slot);
+            assert!(v > 0);
+            dead += 1;
+        },
+    );
+    assert_eq!((live, dead), (in_slot.len() - 1, 1));
+    assert_eq!(store.drop_slot(slot), in_slot.len() - 1);
+    assert_eq!(store.count_keys_in_slot(slot), 0);
+    assert_eq!(store.len(), keys.len() - in_slot.len());
+    assert_eq!(store.tombstones(), 0);
+    assert_eq!(store.used_memory(), recount(&store));
+}

@@ -1,0 +1,611 @@
+//! The rebalancing shell: watches the slot table and carries out the plans
+//! of `cluster::rebalance` over the peer links.
+//!
+//! Sending: on every table change this node plans which slot copies it
+//! sends. A job copies one slot to its new owners: every live key and
+//! tombstone of the slot, read under the shard lock, goes as `RC.PUT` /
+//! `RC.DEL` in bounded chunks (the receiver keeps the newer version, so
+//! writes replicated meanwhile win), followed by `RC.SLOTDONE slot`, whose
+//! answer confirms the copy. At most `SLOTS_IN_FLIGHT` slots are in flight;
+//! `--rebalance-rate` (keys/s) paces the copies. A job whose target no
+//! longer owns the slot in the newest table is dropped; a failed job is
+//! retried with backoff.
+//!
+//! Receiving: a node that became an owner of a slot it did not hold marks
+//! the slot as importing from its sender until `RC.SLOTDONE` arrives; reads
+//! that miss locally meanwhile read through to the sender (`net::exec`).
+//!
+//! Dropping: when every copy of a slot this node sent is confirmed and this
+//! node no longer owns the slot, it deletes its data for the slot and tells
+//! the other former owners (`RC.DROPOK slot`) to do the same.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ringcache_protocol::encode;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use super::link::{Ack, LinkError, Msg};
+use crate::cluster::rebalance::{plan, sender};
+use crate::cluster::replication::{encode_del, encode_put};
+use crate::cluster::topology::Topology;
+use crate::shared::Shared;
+
+/// Slots whose copies may be unconfirmed at once.
+const SLOTS_IN_FLIGHT: usize = 16;
+/// Keys per replication message of a copy.
+const CHUNK_KEYS: usize = 512;
+const CHUNK_BYTES: usize = 1 << 20;
+/// How long a copy may wait for its confirmation before it is retried.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+const IDLE_POLL: Duration = Duration::from_millis(20);
+/// Slots still marked importing this long after the table change stop
+/// reading through (their sender is gone or never had them, e.g. nodes
+/// that all started empty together).
+const IMPORT_MAX: Duration = Duration::from_secs(30);
+/// Slots still importing this long after a table change are checked with
+/// their senders (`RC.SENDING`), then every `PULL_EVERY`: a sender with
+/// nothing left to copy for a slot releases it.
+const PULL_AFTER: Duration = Duration::from_secs(2);
+const PULL_EVERY: Duration = Duration::from_secs(1);
+const PULL_SLOTS_MAX: usize = 2048;
+
+/// What the node shows of rebalancing (INFO, /metrics) and what requests
+/// consult (read-through while importing).
+#[derive(Debug)]
+pub struct RebalanceState {
+    /// Slot → the member sending it to this node.
+    importing: RwLock<HashMap<u16, Arc<str>>>,
+    importing_n: AtomicUsize,
+    /// Set while this node has not yet joined a cluster with all its
+    /// slots received (it starts so: data lives in memory only).
+    joining: AtomicBool,
+    /// Slots received while joining (not awaited again).
+    received: Mutex<HashSet<u16>>,
+    /// (slot, member) copies this node still has to confirm: what a
+    /// receiver asking `RC.SENDING` learns.
+    outgoing: Mutex<HashSet<(u16, Arc<str>)>>,
+    pub slots_pending: AtomicU64,
+    pub slots_in_flight: AtomicU64,
+    pub slots_sent: AtomicU64,
+    pub slots_received: AtomicU64,
+    pub slots_dropped: AtomicU64,
+    pub keys_moved: AtomicU64,
+    pub bytes_moved: AtomicU64,
+    pub transfer_errors: AtomicU64,
+    pub read_through: AtomicU64,
+    pub rebalances: AtomicU64,
+    /// Duration of the last rebalance that finished (ms).
+    pub last_ms: AtomicU64,
+}
+
+impl Default for RebalanceState {
+    fn default() -> Self {
+        RebalanceState {
+            importing: RwLock::default(),
+            importing_n: AtomicUsize::new(0),
+            joining: AtomicBool::new(true),
+            received: Mutex::default(),
+            outgoing: Mutex::default(),
+            slots_pending: AtomicU64::new(0),
+            slots_in_flight: AtomicU64::new(0),
+            slots_sent: AtomicU64::new(0),
+            slots_received: AtomicU64::new(0),
+            slots_dropped: AtomicU64::new(0),
+            keys_moved: AtomicU64::new(0),
+            bytes_moved: AtomicU64::new(0),
+            transfer_errors: AtomicU64::new(0),
+            read_through: AtomicU64::new(0),
+            rebalances: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl RebalanceState {
+    /// `RC.SENDING`: which of `slots` this node still has to copy to `to`.
+    pub fn sending(&self, to: &str, slots: &[u16]) -> Vec<bool> {
+        let out = lock(&self.outgoing);
+        let to: Arc<str> = to.into();
+        slots.iter().map(|&s| out.contains(&(s, to.clone()))).collect()
+    }
+
+    /// The importing slots grouped by sender, at most `max` per sender.
+    fn imports_by_sender(&self, max: usize) -> HashMap<Arc<str>, Vec<u16>> {
+        let m = self.importing.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut by: HashMap<Arc<str>, Vec<u16>> = HashMap::new();
+        for (&slot, from) in m.iter() {
+            let v = by.entry(from.clone()).or_default();
+            if v.len() < max {
+                v.push(slot);
+            }
+        }
+        by
+    }
+
+    /// The member `slot` is being received from, if it is still coming.
+    pub fn importing_from(&self, slot: u16) -> Option<Arc<str>> {
+        if self.importing_n.load(Relaxed) == 0 {
+            return None;
+        }
+        self.importing.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&slot).cloned()
+    }
+
+    pub fn importing(&self) -> usize {
+        self.importing_n.load(Relaxed)
+    }
+
+    /// `RC.SLOTDONE`: the sender finished copying `slot` here.
+    pub fn import_done(&self, slot: u16) {
+        let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.remove(&slot).is_some() {
+            self.slots_received.fetch_add(1, Relaxed);
+        }
+        if self.joining.load(Relaxed) {
+            lock(&self.received).insert(slot);
+        }
+        self.importing_n.store(m.len(), Relaxed);
+    }
+
+    /// The sender has nothing (more) to copy for `slot`.
+    fn import_abandoned(&self, slot: u16) {
+        let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.remove(&slot);
+        self.importing_n.store(m.len(), Relaxed);
+    }
+
+    /// Stops waiting for every slot still importing.
+    fn clear_imports(&self) -> usize {
+        let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.len();
+        m.clear();
+        self.importing_n.store(0, Relaxed);
+        n
+    }
+
+    /// Recomputes what this node imports after a change from `old` to `new`.
+    fn expect_imports(&self, old: &Topology, new: &Topology) {
+        let me = new.myself().name.as_str();
+        let joining = self.joining.load(Relaxed);
+        let received = lock(&self.received);
+        let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if joining {
+            // While joining, each table is planned afresh from the cluster
+            // without this node: the senders may have changed.
+            m.clear();
+        }
+        // Slots no longer owned here are not awaited any more.
+        m.retain(|&slot, _| new.table.owners(slot).contains(&new.me));
+        for slot in 0..ringcache_protocol::SLOT_COUNT {
+            let now_owner = new.table.owners(slot).contains(&new.me);
+            let was_owner = old.table.owners(slot).iter().any(|&i| old.table.members[usize::from(i)].name == me);
+            if now_owner
+                && !was_owner
+                && !(joining && received.contains(&slot))
+                && let Some(from) = sender(&old.table, &new.table, slot)
+                && from != me
+            {
+                m.insert(slot, from.into());
+            }
+        }
+        self.importing_n.store(m.len(), Relaxed);
+    }
+}
+
+/// One slot to copy to some members.
+#[derive(Debug, Clone)]
+struct Job {
+    slot: u16,
+    to: Vec<String>,
+    attempts: u32,
+    not_before: Instant,
+}
+
+/// A copy waiting for its confirmations.
+struct InFlight {
+    job: Job,
+    started: Instant,
+    /// Per target: the acknowledgement of its writes and of RC.SLOTDONE.
+    waits: Vec<CopyWait>,
+}
+
+/// A copy to one target: its chunks' acknowledgements, and the answer to
+/// the `RC.SLOTDONE` that follows them.
+type CopyWait = (String, mpsc::UnboundedReceiver<(usize, bool)>, oneshot::Receiver<Result<Vec<Bytes>, LinkError>>);
+
+/// Runs until `stop`: plans on every table change and carries the jobs out.
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut last = shared.topology();
+    let mut seen = shared.topology_version();
+    let mut queue: VecDeque<Job> = VecDeque::new();
+    let mut flying: VecDeque<InFlight> = VecDeque::new();
+    // Per slot being sent: whether this node lost it, and the other former
+    // owners that did; acted on once every copy is confirmed.
+    let mut after_copy: HashMap<u16, (bool, Vec<String>)> = HashMap::new();
+    let mut failures_logged = Instant::now() - Duration::from_secs(60);
+    let mut started: Option<Instant> = None;
+    let mut budget = Pace::new(shared.config.rebalance_rate);
+    let mut changed_at = Instant::now();
+    let mut last_pull = Instant::now();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let v = shared.topology_version();
+        if v != seen {
+            seen = v;
+            let now = shared.topology();
+            if now.table.epoch != last.table.epoch {
+                let me = now.myself().name.clone();
+                let old = effective_old(&shared, &last, &now);
+                let p = plan(&old.table, &now.table, &me);
+                changed_at = Instant::now();
+                let sends = p.sends.len();
+                if sends > 0 || shared.rebalance.importing() > 0 {
+                    info!(
+                        epoch = now.table.epoch,
+                        slots_to_send = sends,
+                        slots_lost = p.drops.len(),
+                        slots_importing = shared.rebalance.importing(),
+                        "rebalance started"
+                    );
+                    started.get_or_insert_with(Instant::now);
+                    shared.rebalance.rebalances.fetch_add(1, Relaxed);
+                }
+                let lost: std::collections::HashSet<u16> = p.drops.iter().copied().collect();
+                let mut sends = p.sends;
+                // A member that just joined expects each of its slots from
+                // the sender of the table without it (what it plans from if
+                // it started empty). Confirm those too, even where this
+                // node's own plan sends nothing (all nodes started empty
+                // together): an empty copy is then the truth, and the
+                // joiner stops waiting.
+                // (A node that is joining itself has nothing to give.)
+                let established = !shared.rebalance.joining.load(Relaxed);
+                for n in now
+                    .nodes
+                    .iter()
+                    .filter(|n| established && n.name != me && last.table.member_index(&n.name).is_none())
+                {
+                    let before = without(&now, &n.name, shared.config.replicas as usize, shared.config.vnodes);
+                    for slot in 0..ringcache_protocol::SLOT_COUNT {
+                        if owns(&now, &n.name, slot)
+                            && sender(&before.table, &now.table, slot) == Some(me.as_str())
+                            && !sends.iter().any(|s| s.slot == slot && s.to.contains(&n.name))
+                        {
+                            match sends.iter_mut().find(|s| s.slot == slot) {
+                                Some(s) => s.to.push(n.name.clone()),
+                                None => sends.push(crate::cluster::rebalance::Send { slot, to: vec![n.name.clone()] }),
+                            }
+                        }
+                    }
+                }
+                for s in sends {
+                    // Once the copies are confirmed: the former owners that
+                    // lost the slot may drop it (this node too, if it did).
+                    let losers: Vec<String> = old
+                        .table
+                        .owners(s.slot)
+                        .iter()
+                        .map(|&i| old.table.members[usize::from(i)].name.clone())
+                        .filter(|n| *n != me && now.table.member_index(n).is_some() && !owns(&now, n, s.slot))
+                        .collect();
+                    after_copy.insert(s.slot, (lost.contains(&s.slot), losers));
+                    {
+                        let mut out = lock(&shared.rebalance.outgoing);
+                        for t in &s.to {
+                            out.insert((s.slot, t.as_str().into()));
+                        }
+                    }
+                    queue.push_back(Job { slot: s.slot, to: s.to, attempts: 0, not_before: Instant::now() });
+                }
+                last = now;
+            }
+        }
+        let r = &shared.rebalance;
+        if r.joining.load(Relaxed) && last.nodes.len() > 1 && r.importing() == 0 {
+            // Every slot arrived: from now on table changes are planned
+            // from the previous table like any member's.
+            r.joining.store(false, Relaxed);
+            lock(&r.received).clear();
+        }
+        if r.importing() > 0 && changed_at.elapsed() > PULL_AFTER && last_pull.elapsed() > PULL_EVERY {
+            last_pull = Instant::now();
+            pull_check(&shared, &last.myself().name).await;
+        }
+        if shared.rebalance.importing() > 0 && changed_at.elapsed() > IMPORT_MAX {
+            let n = shared.rebalance.clear_imports();
+            warn!(slots = n, "slots never confirmed by their senders; reading them locally only");
+        }
+        // Start copies while there is room.
+        while flying.len() < SLOTS_IN_FLIGHT {
+            let Some(pos) = queue.iter().position(|j| j.not_before <= Instant::now()) else { break };
+            let mut job = queue.remove(pos).expect("found");
+            let t = shared.topology();
+            job.to.retain(|n| {
+                let keep = owns(&t, n, job.slot);
+                if !keep {
+                    lock(&shared.rebalance.outgoing).remove(&(job.slot, n.as_str().into()));
+                }
+                keep
+            });
+            if job.to.is_empty() {
+                continue; // a newer table made this copy pointless
+            }
+            let keys = start_copy(&shared, &job, &mut flying).await;
+            budget.spend(keys).await;
+        }
+        shared.rebalance.slots_pending.store(queue.len() as u64, Relaxed);
+        shared.rebalance.slots_in_flight.store(flying.len() as u64, Relaxed);
+        // Settle the oldest copy in flight, or wait a little.
+        if let Some(f) = flying.pop_front() {
+            match settle(f).await {
+                Ok(job) => {
+                    shared.rebalance.slots_sent.fetch_add(1, Relaxed);
+                    {
+                        let mut out = lock(&shared.rebalance.outgoing);
+                        for t in &job.to {
+                            out.remove(&(job.slot, t.as_str().into()));
+                        }
+                    }
+                    let slot = job.slot;
+                    let pending_same = queue.iter().chain(flying.iter().map(|f| &f.job)).any(|j| j.slot == slot);
+                    if !pending_same && let Some((mine, losers)) = after_copy.remove(&slot) {
+                        drop_lost_slot(&shared, slot, mine, &losers).await;
+                    }
+                }
+                Err((mut job, why)) => {
+                    shared.rebalance.transfer_errors.fetch_add(1, Relaxed);
+                    job.attempts += 1;
+                    if failures_logged.elapsed() > Duration::from_secs(10) {
+                        failures_logged = Instant::now();
+                        warn!(
+                            slot = job.slot,
+                            to = ?job.to,
+                            attempts = job.attempts,
+                            errors = shared.rebalance.transfer_errors.load(Relaxed),
+                            error = why,
+                            "slot copies failing; retrying (logged at most every 10 s)"
+                        );
+                    }
+                    job.not_before = Instant::now() + RETRY_DELAY * job.attempts.min(10);
+                    queue.push_back(job);
+                }
+            }
+        } else {
+            // Slots lost without a copy to send (another node sends): drop
+            // them when the sender says so (RC.DROPOK); nothing to do here.
+            if let Some(t0) = started.take_if(|_| queue.is_empty()) {
+                let ms = t0.elapsed().as_millis() as u64;
+                shared.rebalance.last_ms.store(ms, Relaxed);
+                info!(
+                    ms,
+                    keys_moved = shared.rebalance.keys_moved.load(Relaxed),
+                    slots_importing = shared.rebalance.importing(),
+                    "rebalance finished (this node's copies)"
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+fn owns(t: &Topology, name: &str, slot: u16) -> bool {
+    t.table.member_index(name).is_some_and(|i| t.table.owners(slot).contains(&i))
+}
+
+/// Asks each sender whether it still has copies coming for the slots this
+/// node awaits from it; releases the slots it has not (views of the table
+/// differed when they were planned, or the copy was lost with a node).
+async fn pull_check(shared: &Shared, me: &str) {
+    for (from, slots) in shared.rebalance.imports_by_sender(PULL_SLOTS_MAX) {
+        let Some(link) = shared.links.get(&from) else {
+            for s in slots {
+                shared.rebalance.import_abandoned(s);
+            }
+            continue;
+        };
+        let mut req = BytesMut::new();
+        let texts: Vec<String> = slots.iter().map(u16::to_string).collect();
+        let args: Vec<&[u8]> =
+            [&b"RC.SENDING"[..], me.as_bytes()].into_iter().chain(texts.iter().map(|t| t.as_bytes())).collect();
+        encode::command(&mut req, &args);
+        let Ok(Ok(replies)) = tokio::time::timeout(CONFIRM_TIMEOUT, link.call(req.freeze(), 1)).await else {
+            continue;
+        };
+        let limits = ringcache_protocol::Limits::default();
+        let Some(raw) = replies.first() else { continue };
+        let Ok(Some((ringcache_protocol::Frame::Array(flags), _))) = ringcache_protocol::decode_frame(raw, &limits)
+        else {
+            continue;
+        };
+        for (slot, f) in slots.iter().zip(flags) {
+            if f == ringcache_protocol::Frame::Integer(0) {
+                shared.rebalance.import_abandoned(*slot);
+            }
+        }
+    }
+}
+
+/// Reads the slot and sends it to every target; returns the keys sent.
+async fn start_copy(shared: &Shared, job: &Job, flying: &mut VecDeque<InFlight>) -> usize {
+    let mut chunks: Vec<Vec<(u16, Bytes)>> = vec![Vec::new()];
+    let mut chunk_bytes = 0;
+    let mut keys = 0;
+    let mut push = |op: BytesMut| {
+        let op = op.freeze();
+        if chunks.last().is_some_and(|c| c.len() >= CHUNK_KEYS || chunk_bytes >= CHUNK_BYTES) {
+            chunks.push(Vec::new());
+            chunk_bytes = 0;
+        }
+        chunk_bytes += op.len();
+        keys += 1;
+        chunks.last_mut().expect("one chunk").push((job.slot, op));
+    };
+    let now_ms = super::unix_ms();
+    let mut live = Vec::new();
+    let mut dead = Vec::new();
+    shared.store.visit_slot(
+        job.slot,
+        now_ms,
+        |e| {
+            let mut b = BytesMut::new();
+            encode_put(&mut b, e);
+            live.push(b);
+        },
+        |k, v| {
+            let mut b = BytesMut::new();
+            encode_del(&mut b, k, v);
+            dead.push(b);
+        },
+    );
+    for op in live.into_iter().chain(dead) {
+        push(op);
+    }
+    let bytes: usize = chunks.iter().flatten().map(|(_, b)| b.len()).sum();
+    let mut done_req = BytesMut::new();
+    encode::command(&mut done_req, &[&b"RC.SLOTDONE"[..], job.slot.to_string().as_bytes()]);
+    let done_req = done_req.freeze();
+    let mut waits = Vec::new();
+    for target in &job.to {
+        let Some(link) = shared.links.get(target) else { continue };
+        let (tx, rx) = mpsc::unbounded_channel();
+        for (i, c) in chunks.iter().enumerate() {
+            if !c.is_empty() {
+                link.send(Msg::Repl { ops: c.clone(), done: Some(Ack { tx: tx.clone(), id: i }) }).await;
+            }
+        }
+        drop(tx);
+        let (done, call) = oneshot::channel();
+        link.send(Msg::Call { req: done_req.clone(), count: 1, done }).await;
+        waits.push((target.clone(), rx, call));
+        shared.rebalance.keys_moved.fetch_add(keys as u64, Relaxed);
+        shared.rebalance.bytes_moved.fetch_add(bytes as u64, Relaxed);
+    }
+    flying.push_back(InFlight { job: job.clone(), started: Instant::now(), waits });
+    keys * job.to.len()
+}
+
+/// Waits for a copy's confirmations; the job back on failure.
+async fn settle(f: InFlight) -> Result<Job, (Job, &'static str)> {
+    let deadline = tokio::time::Instant::from_std(f.started + CONFIRM_TIMEOUT);
+    let mut failed = Vec::new();
+    for (target, mut acks, call) in f.waits {
+        let mut ok = true;
+        while let Ok(Some((_, chunk_ok))) = tokio::time::timeout_at(deadline, acks.recv()).await {
+            ok &= chunk_ok;
+        }
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(Ok(r))) if ok && r.first().is_some_and(|b| b.starts_with(b"+OK")) => {}
+            _ => failed.push(target),
+        }
+    }
+    if failed.is_empty() {
+        Ok(f.job)
+    } else {
+        let mut job = f.job;
+        job.to = failed;
+        Err((job, "not confirmed"))
+    }
+}
+
+/// After a slot's copies were confirmed: deletes it here if this node lost
+/// it (and still does not own it), and tells the other former owners they
+/// may delete it too.
+async fn drop_lost_slot(shared: &Shared, slot: u16, mine: bool, losers: &[String]) {
+    if mine {
+        drop_ok(shared, slot);
+    }
+    let mut req = BytesMut::new();
+    encode::command(&mut req, &[&b"RC.DROPOK"[..], slot.to_string().as_bytes()]);
+    let req = req.freeze();
+    for l in losers {
+        if let Some(link) = shared.links.get(l) {
+            // Sent like a replicated write: no one waits for the answer,
+            // and a call nobody waits for would be skipped.
+            link.send(Msg::Repl { ops: vec![(slot, req.clone())], done: None }).await;
+        }
+    }
+}
+
+/// The table to plan a change from: `last`, except for a node that starts
+/// empty and joins, which holds nothing whatever its first one-member table
+/// said: it plans as if the cluster before it were the others alone.
+fn effective_old(shared: &Shared, last: &Arc<Topology>, now: &Topology) -> Arc<Topology> {
+    if shared.rebalance.joining.load(Relaxed) && now.nodes.len() > 1 {
+        Arc::new(without(now, &now.myself().name, shared.config.replicas as usize, shared.config.vnodes))
+    } else {
+        last.clone()
+    }
+}
+
+/// Called by the membership task before it publishes `now`: marks the
+/// slots this node starts receiving, so reads that reach it under the new
+/// table already read through.
+pub fn before_publish(shared: &Shared, now: &Topology) {
+    let last = shared.topology();
+    if last.nodes.len() == 1 && now.nodes.len() > 1 && shared.wrote_alone.load(Relaxed) {
+        // It served writes alone: it is a source for its slots, not a
+        // newcomer (decided before any peer traffic can blur it).
+        shared.rebalance.joining.store(false, Relaxed);
+    }
+    let old = effective_old(shared, &last, now);
+    shared.rebalance.expect_imports(&old, now);
+}
+
+/// The topology `t` without member `name` (what the cluster looked like
+/// before a fresh node joined).
+fn without(t: &Topology, name: &str, replicas: usize, vnodes: u32) -> Topology {
+    let nodes: Vec<_> = t.nodes.iter().filter(|n| n.name != name).cloned().collect();
+    let me = nodes[0].name.clone();
+    Topology::new(t.table.epoch, nodes, &me, replicas, vnodes)
+}
+
+/// `RC.DROPOK slot` from the sender of a slot this node lost (or this
+/// node's own copies confirmed): delete the slot if it is still not ours.
+pub fn drop_ok(shared: &Shared, slot: u16) {
+    let t = shared.topology();
+    if !t.table.owners(slot).contains(&t.me) {
+        shared.store.drop_slot(slot);
+        shared.rebalance.slots_dropped.fetch_add(1, Relaxed);
+    }
+}
+
+/// Paces copies to `--rebalance-rate` keys per second (0: no limit).
+struct Pace {
+    rate: u64,
+    owed: f64,
+    since: Instant,
+}
+
+impl Pace {
+    fn new(rate: u64) -> Self {
+        Pace { rate, owed: 0.0, since: Instant::now() }
+    }
+
+    async fn spend(&mut self, keys: usize) {
+        if self.rate == 0 {
+            return;
+        }
+        let elapsed = self.since.elapsed().as_secs_f64();
+        self.since = Instant::now();
+        self.owed = (self.owed - elapsed).max(0.0) + keys as f64 / self.rate as f64;
+        if self.owed > 0.01 {
+            tokio::time::sleep(Duration::from_secs_f64(self.owed)).await;
+            self.owed = 0.0;
+            self.since = Instant::now();
+        }
+    }
+}

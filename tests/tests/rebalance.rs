@@ -1,0 +1,170 @@
+//! Rebalancing on real clusters (DESIGN §5): when a node joins or fails,
+//! slot copies move by themselves, reads never miss a key that exists, and
+//! afterwards every key is on exactly its owners.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
+use redis::Commands;
+use ringcache_protocol::key_slot;
+use ringcache_server::cluster::ring::{Member, SlotTable};
+use ringcache_tests::{Cluster, Server, info_field, local_keys};
+
+/// A long replication timeout: a debug build moving 200 000 keys on two
+/// shared CPUs answers slowly, which is not what these tests are about.
+const ARGS: &[&str] = &["--gossip-suspect-ms", "2000", "--replication-timeout-ms", "3000"];
+const KEYS: usize = 200_000;
+
+fn key(i: usize) -> String {
+    format!("key:{i}")
+}
+
+fn write_keys(node: &Server, n: usize) {
+    let mut con = node.redis();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            pipe.set(key(i), i).ignore();
+        }
+        let () = pipe.query(&mut con).unwrap();
+    }
+}
+
+/// Reads every key once through `node` (pipelined GETs); the misses and
+/// the errors it met.
+fn read_all(node: &Server, n: usize) -> (usize, usize) {
+    read_all_on(&mut node.redis(), n)
+}
+
+fn read_all_on(con: &mut redis::Connection, n: usize) -> (usize, usize) {
+    let (mut misses, mut errors) = (0, 0);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            pipe.get(key(i));
+        }
+        match pipe.query::<Vec<Option<String>>>(con) {
+            Ok(values) => {
+                for (&i, v) in chunk.iter().zip(values) {
+                    if v.as_deref() != Some(i.to_string().as_str()) {
+                        if misses < 5 {
+                            eprintln!("miss: {} read {v:?}", key(i)); // shown if the test fails
+                        }
+                        misses += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("failed batch: {e}");
+                errors += 1
+            }
+        }
+    }
+    (misses, errors)
+}
+
+/// How many of the keys each member should hold under the table of
+/// `members` (RF=3, the default 256 vnodes).
+fn expected_counts(members: &[&str], n: usize) -> HashMap<String, i64> {
+    let ms: Vec<Member> = members.iter().map(|m| Member { name: m.to_string(), weight: 1 }).collect();
+    let table = SlotTable::compute(1, &ms, 3, 256);
+    let mut per_slot = vec![0i64; 16384];
+    for i in 0..n {
+        per_slot[usize::from(key_slot(key(i).as_bytes()))] += 1;
+    }
+    let mut out: HashMap<String, i64> = HashMap::new();
+    for (slot, &count) in per_slot.iter().enumerate() {
+        for &o in table.owners(slot as u16) {
+            *out.entry(table.members[usize::from(o)].name.clone()).or_default() += count;
+        }
+    }
+    out
+}
+
+/// Waits until no node has copies pending, in flight or importing.
+fn wait_rebalanced(c: &Cluster) {
+    let running: Vec<usize> = (0..c.nodes.len()).filter(|&i| c.nodes[i].is_some()).collect();
+    Server::eventually("rebalancing to finish", || {
+        running.iter().all(|&i| {
+            ["rebalance_slots_pending", "rebalance_slots_in_flight", "rebalance_slots_importing"]
+                .iter()
+                .all(|f| info_field(c.node(i), "cluster", f) == "0")
+        })
+    });
+}
+
+fn assert_placement(c: &Cluster, members: &[&str], n: usize) {
+    let want = expected_counts(members, n);
+    Server::eventually("every key on exactly its owners", || {
+        (0..c.nodes.len()).filter(|&i| c.nodes[i].is_some()).all(|i| local_keys(c.node(i)) == want[&format!("node{i}")])
+    });
+}
+
+#[test]
+fn a_joining_node_takes_its_slots_without_a_miss() {
+    let mut c = Cluster::start(3, ARGS);
+    c.wait_converged(3);
+    wait_rebalanced(&c);
+    write_keys(c.node(0), KEYS);
+    assert_placement(&c, &["node0", "node1", "node2"], KEYS);
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicUsize::new(0);
+    let mut con = c.node(0).redis();
+    let (misses, errors) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let (mut misses, mut errors) = (0, 0);
+            // At least two full passes, and on until the join settled.
+            while !stop.load(Relaxed) || rounds.load(Relaxed) < 2 {
+                let (m, e) = read_all_on(&mut con, KEYS);
+                misses += m;
+                errors += e;
+                rounds.fetch_add(1, Relaxed);
+            }
+            (misses, errors)
+        });
+        assert_eq!(c.add(), 3);
+        c.wait_converged(4);
+        wait_rebalanced(&c);
+        stop.store(true, Relaxed);
+        reader.join().unwrap()
+    });
+    if (misses, errors) != (0, 0) {
+        for i in 0..4 {
+            for l in c
+                .node(i)
+                .log()
+                .lines()
+                .filter(|l| l.contains("slot table") || l.contains("rebalance") || l.contains("link"))
+            {
+                eprintln!("node{i}: {l}");
+            }
+        }
+    }
+    assert_eq!((misses, errors), (0, 0), "misses and failed batches while node3 joined");
+    assert_placement(&c, &["node0", "node1", "node2", "node3"], KEYS);
+    let moved: u64 =
+        (0..3).map(|i| info_field(c.node(i), "cluster", "rebalance_keys_moved").parse::<u64>().unwrap()).sum();
+    assert!(moved > 0);
+    // Reads through the newcomer see everything too.
+    assert_eq!(read_all(c.node(3), KEYS), (0, 0));
+}
+
+#[test]
+fn a_killed_node_is_replaced_on_every_slot_it_owned() {
+    let mut c = Cluster::start(4, ARGS);
+    c.wait_converged(4);
+    wait_rebalanced(&c);
+    let n = 50_000;
+    write_keys(c.node(0), n);
+    assert_placement(&c, &["node0", "node1", "node2", "node3"], n);
+    c.kill(2);
+    c.wait_converged(3);
+    wait_rebalanced(&c);
+    // RF=3 on the 3 survivors: every key on every survivor.
+    assert_placement(&c, &["node0", "node1", "node3"], n);
+    assert_eq!(read_all(c.node(1), n), (0, 0));
+    let mut con = c.node(3).redis();
+    let total: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert_eq!(total, n as i64);
+    let _: () = con.set("after", "kill").unwrap();
+}
