@@ -131,6 +131,10 @@ pub struct Flags {
     /// (0 = as fast as the links go).
     #[arg(long, env = "RINGCACHE_REBALANCE_RATE")]
     pub rebalance_rate: Option<u64>,
+    /// Seconds a stopping node spends handing its slots to their next
+    /// owners before it leaves the cluster.
+    #[arg(long, env = "RINGCACHE_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
 }
 
 /// What a node does with a key whose slot another node is primary for.
@@ -180,6 +184,7 @@ struct FileConfig {
     hints_max_bytes: Option<Size>,
     tombstone_grace: Option<u64>,
     rebalance_rate: Option<u64>,
+    drain_timeout: Option<u64>,
 }
 
 /// A size in the file: a number of bytes or a string like "100mb".
@@ -264,6 +269,7 @@ pub struct Config {
     pub hints_max_bytes: u64,
     pub tombstone_grace: Duration,
     pub rebalance_rate: u64,
+    pub drain_timeout: Duration,
     pub config_file: Option<PathBuf>,
 }
 
@@ -359,6 +365,7 @@ impl Config {
             hints_max_bytes: size(flags.hints_max_bytes, file.hints_max_bytes, "hints-max-bytes", 64 << 20)?,
             tombstone_grace: Duration::from_secs(pick(flags.tombstone_grace, file.tombstone_grace, 600)),
             rebalance_rate: pick(flags.rebalance_rate, file.rebalance_rate, 0),
+            drain_timeout: Duration::from_secs(pick(flags.drain_timeout, file.drain_timeout, 30)),
             bind,
             port,
             cluster_port,

@@ -23,6 +23,8 @@ use crate::shared::Shared;
 const EXPIRE_PERIOD: Duration = Duration::from_millis(100);
 const EXPIRE_BUDGET_BUCKETS: usize = 8192;
 const EXPIRE_ROUND_MAX: Duration = Duration::from_millis(25);
+/// How long a leaving node keeps serving after announcing its leave.
+const LEAVE_GRACE: Duration = Duration::from_millis(1000);
 
 fn listen_addr(bind: &str, port: u16) -> String {
     if bind.contains(':') && !bind.starts_with('[') { format!("[{bind}]:{port}") } else { format!("{bind}:{port}") }
@@ -126,6 +128,9 @@ impl Node {
     pub async fn run(self) -> anyhow::Result<()> {
         let shared = self.shared.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Gossip stops first: the node leaves the cluster while it still
+        // serves, so peers switch tables before its sockets close.
+        let (leave_tx, leave_rx) = watch::channel(false);
         if let Some(addr) = self.client_addr() {
             info!(%addr, node = %shared.config.node_name, "listening for clients");
         }
@@ -135,7 +140,7 @@ impl Node {
         let mut gossip_task = None;
         if let Some(g) = self.gossip {
             info!(addr = %g.me.gossip_addr, cluster = %shared.config.cluster_name, seeds = ?g.seeds, "gossip listening");
-            gossip_task = Some(tokio::spawn(net::gossip::run(shared.clone(), g, stop_rx.clone())));
+            gossip_task = Some(tokio::spawn(net::gossip::run(shared.clone(), g, leave_rx)));
         }
         let mut tasks = vec![tokio::spawn(net::client::accept_loop(shared.clone(), self.clients, stop_rx.clone()))];
         if let Some(admin) = self.admin {
@@ -146,6 +151,13 @@ impl Node {
         tasks.push(tokio::spawn(expire_loop(shared.clone(), stop_rx.clone())));
 
         wait_for_stop(&shared).await;
+        // Hand this node's slots over while still serving and a member.
+        net::rebalance::drain(&shared, Instant::now() + shared.config.drain_timeout).await;
+        let _ = leave_tx.send(true);
+        if shared.topology().nodes.len() > 1 {
+            // Let the leave spread: requests routed here meanwhile are served.
+            tokio::time::sleep(LEAVE_GRACE).await;
+        }
         shared.shutdown_requested.store(true, Relaxed);
         info!(clients = shared.clients.connected(), "shutting down: no new connections, finishing open ones");
         let _ = stop_tx.send(true);

@@ -62,7 +62,12 @@ pub struct Starting {
 
 impl Starting {
     /// Waits (bounded) until the node listens; kills it and panics if not.
-    pub fn wait_ready(mut self) -> Server {
+    pub fn wait_ready(self) -> Server {
+        self.try_wait_ready().unwrap_or_else(|log| panic!("ringcache did not start: {log}"))
+    }
+
+    /// Like [`Starting::wait_ready`], but gives the log back on failure.
+    pub fn try_wait_ready(mut self) -> Result<Server, String> {
         let mut child = self.child.take().expect("child");
         let (mut addr, mut admin) = (None, None);
         let deadline = Instant::now() + WAIT;
@@ -74,11 +79,11 @@ impl Starting {
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("ringcache did not start: {}", self.log.lock().unwrap().join("\n"));
+                    return Err(self.log.lock().unwrap().join("\n"));
                 }
             }
         }
-        Server { child, addr: addr.expect("addr"), admin, log: self.log.clone() }
+        Ok(Server { child, addr: addr.expect("addr"), admin, log: self.log.clone() })
     }
 }
 
@@ -248,8 +253,33 @@ impl Cluster {
         let mut c = Cluster { nodes: Vec::new(), ports, extra: extra.iter().map(|s| s.to_string()).collect() };
         // Spawn every process before waiting for any: they start together.
         let children: Vec<_> = (0..n).map(|i| c.spawn(i)).collect();
-        c.nodes = children.into_iter().map(|s| Some(s.wait_ready())).collect();
+        let started: Vec<Result<Server, String>> = children.into_iter().map(Starting::try_wait_ready).collect();
+        for (i, s) in started.into_iter().enumerate() {
+            let s = match s {
+                Ok(s) => s,
+                Err(log) => c.respawn_on_new_ports(i, log),
+            };
+            c.nodes.push(Some(s));
+        }
         c
+    }
+
+    /// A free port chosen by `free_port` can be taken by another test's
+    /// process before ours binds it: try again on other ports (the seeds
+    /// of the others still name the old cluster port, but this node names
+    /// theirs, so it joins anyway).
+    fn respawn_on_new_ports(&mut self, i: usize, mut log: String) -> Server {
+        for _ in 0..5 {
+            if !log.contains("Address already in use") {
+                break;
+            }
+            self.ports[i] = (free_port(), free_port());
+            match self.spawn(i).try_wait_ready() {
+                Ok(s) => return s,
+                Err(l) => log = l,
+            }
+        }
+        panic!("ringcache did not start: {log}")
     }
 
     fn args(&self, i: usize) -> Vec<String> {
@@ -282,7 +312,11 @@ impl Cluster {
     pub fn add(&mut self) -> usize {
         self.ports.push((free_port(), free_port()));
         let i = self.ports.len() - 1;
-        self.nodes.push(Some(self.spawn(i).wait_ready()));
+        let s = match self.spawn(i).try_wait_ready() {
+            Ok(s) => s,
+            Err(log) => self.respawn_on_new_ports(i, log),
+        };
+        self.nodes.push(Some(s));
         i
     }
 

@@ -168,3 +168,39 @@ fn a_killed_node_is_replaced_on_every_slot_it_owned() {
     assert_eq!(total, n as i64);
     let _: () = con.set("after", "kill").unwrap();
 }
+
+#[test]
+fn a_gracefully_stopped_node_hands_its_slots_over() {
+    let mut c = Cluster::start(4, ARGS);
+    c.wait_converged(4);
+    wait_rebalanced(&c);
+    let n = 100_000;
+    write_keys(c.node(0), n);
+    assert_placement(&c, &["node0", "node1", "node2", "node3"], n);
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicUsize::new(0);
+    let mut con = c.node(0).redis();
+    let mut leaving = c.nodes[3].take().expect("node3 runs");
+    let (misses, errors) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let (mut misses, mut errors) = (0, 0);
+            while !stop.load(Relaxed) || rounds.load(Relaxed) < 2 {
+                let (m, e) = read_all_on(&mut con, n);
+                misses += m;
+                errors += e;
+                rounds.fetch_add(1, Relaxed);
+            }
+            (misses, errors)
+        });
+        leaving.signal("TERM");
+        let status = leaving.wait();
+        assert!(status.success(), "the stopped node exits 0: {status:?}\n{}", leaving.log());
+        assert!(leaving.log().contains("drain finished"), "{}", leaving.log());
+        c.wait_converged(3);
+        wait_rebalanced(&c);
+        stop.store(true, Relaxed);
+        reader.join().unwrap()
+    });
+    assert_eq!((misses, errors), (0, 0), "misses and failed batches while node3 left");
+    assert_placement(&c, &["node0", "node1", "node2"], n);
+}

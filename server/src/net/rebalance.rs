@@ -609,3 +609,64 @@ impl Pace {
         }
     }
 }
+
+/// Graceful leave (SIGTERM, SHUTDOWN): before this node leaves, copies
+/// every slot it owns to the member that takes its place in the table
+/// without it, so that member holds the data when the others switch
+/// tables (they then copy again from the surviving owners, which only adds
+/// what was written meanwhile). Bounded by `deadline`; slots not confirmed
+/// by then are left to the surviving owners' copies.
+pub async fn drain(shared: &Shared, deadline: Instant) {
+    let now = shared.topology();
+    if now.nodes.len() < 2 {
+        return;
+    }
+    let me = now.myself().name.clone();
+    let after = without(&now, &me, shared.config.replicas as usize, shared.config.vnodes);
+    let mut queue: VecDeque<Job> = VecDeque::new();
+    for slot in 0..ringcache_protocol::SLOT_COUNT {
+        if !now.table.owners(slot).contains(&now.me) {
+            continue;
+        }
+        let to: Vec<String> = after
+            .table
+            .owners(slot)
+            .iter()
+            .map(|&i| after.table.members[usize::from(i)].name.clone())
+            .filter(|n| !owns(&now, n, slot))
+            .collect();
+        if !to.is_empty() {
+            queue.push_back(Job { slot, to, attempts: 0, not_before: Instant::now() });
+        }
+    }
+    info!(slots = queue.len(), "draining: copying this node's slots to their next owners before leaving");
+    let started = Instant::now();
+    let mut flying: VecDeque<InFlight> = VecDeque::new();
+    let (mut copied, mut failed) = (0usize, 0usize);
+    while (!queue.is_empty() || !flying.is_empty()) && Instant::now() < deadline {
+        while flying.len() < SLOTS_IN_FLIGHT
+            && let Some(job) = queue.pop_front()
+        {
+            start_copy(shared, &job, &mut flying).await;
+        }
+        if let Some(f) = flying.pop_front() {
+            match settle(f).await {
+                Ok(_) => copied += 1,
+                Err((mut job, _)) => {
+                    failed += 1;
+                    job.attempts += 1;
+                    if job.attempts < 3 {
+                        queue.push_back(job);
+                    }
+                }
+            }
+        }
+    }
+    info!(
+        ms = started.elapsed().as_millis() as u64,
+        slots_copied = copied,
+        failures = failed,
+        slots_left = queue.len() + flying.len(),
+        "drain finished"
+    );
+}
