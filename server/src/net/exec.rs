@@ -48,7 +48,7 @@ pub struct Env<'a> {
 }
 
 /// Pause before a forwarded request refused with `-TRYAGAIN` is sent again.
-const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(3);
 
 fn rejected(env: &mut Env<'_>, spec: &Spec) {
     if let Some(i) = command::lookup(spec.name.as_bytes()) {

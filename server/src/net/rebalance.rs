@@ -36,7 +36,7 @@ use crate::cluster::topology::Topology;
 use crate::shared::Shared;
 
 /// Slots whose copies may be unconfirmed at once.
-const SLOTS_IN_FLIGHT: usize = 16;
+const SLOTS_IN_FLIGHT: usize = 64;
 /// Keys per replication message of a copy.
 const CHUNK_KEYS: usize = 512;
 const CHUNK_BYTES: usize = 1 << 20;
@@ -326,22 +326,24 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             let n = shared.rebalance.clear_imports();
             warn!(slots = n, "slots never confirmed by their senders; reading them locally only");
         }
-        // Start copies while there is room.
+        // Start copies while there is room, a shard's worth at a time.
         while flying.len() < SLOTS_IN_FLIGHT {
-            let Some(pos) = queue.iter().position(|j| j.not_before <= Instant::now()) else { break };
-            let mut job = queue.remove(pos).expect("found");
             let t = shared.topology();
-            job.to.retain(|n| {
-                let keep = owns(&t, n, job.slot);
-                if !keep {
-                    lock(&shared.rebalance.outgoing).remove(&(job.slot, n.as_str().into()));
-                }
-                keep
+            let group = take_group(&mut queue, |job| {
+                job.to.retain(|n| {
+                    let keep = owns(&t, n, job.slot);
+                    if !keep {
+                        lock(&shared.rebalance.outgoing).remove(&(job.slot, n.as_str().into()));
+                    }
+                    keep
+                });
+                // Empty: a newer table made this copy pointless.
+                !job.to.is_empty()
             });
-            if job.to.is_empty() {
-                continue; // a newer table made this copy pointless
+            if group.is_empty() {
+                break;
             }
-            let keys = start_copy(&shared, &job, &mut flying).await;
+            let keys = start_group(&shared, group, &mut flying).await;
             budget.spend(keys).await;
         }
         shared.rebalance.slots_pending.store(queue.len() as u64, Relaxed);
@@ -439,40 +441,74 @@ async fn pull_check(shared: &Shared, me: &str) {
     }
 }
 
-/// Reads the slot and sends it to every target; returns the keys sent.
-async fn start_copy(shared: &Shared, job: &Job, flying: &mut VecDeque<InFlight>) -> usize {
+/// Takes the first job that may start and every other startable job of
+/// the same shard (so the shard is read once); `keep` may edit a job and
+/// says whether it is still wanted.
+fn take_group(queue: &mut VecDeque<Job>, mut keep: impl FnMut(&mut Job) -> bool) -> Vec<Job> {
+    let now = Instant::now();
+    let mut group: Vec<Job> = Vec::new();
+    let mut shard = None;
+    let mut i = 0;
+    while i < queue.len() {
+        let j = &queue[i];
+        let ready = j.not_before <= now;
+        let same = shard.is_none_or(|s| s == usize::from(j.slot) % crate::store::SHARD_COUNT);
+        if ready && same {
+            let mut job = queue.remove(i).expect("index in range");
+            if keep(&mut job) {
+                shard = Some(usize::from(job.slot) % crate::store::SHARD_COUNT);
+                group.push(job);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    group
+}
+
+/// Reads the group's slots (one shard, one pass) and sends each slot to
+/// its targets; returns the keys sent.
+async fn start_group(shared: &Shared, jobs: Vec<Job>, flying: &mut VecDeque<InFlight>) -> usize {
+    let slots: Vec<u16> = jobs.iter().map(|j| j.slot).collect();
+    let mut ops: HashMap<u16, Vec<BytesMut>> = HashMap::new();
+    let mut dead: HashMap<u16, Vec<BytesMut>> = HashMap::new();
+    shared.store.visit_slots(
+        &slots,
+        super::unix_ms(),
+        |slot, e| {
+            let mut b = BytesMut::new();
+            encode_put(&mut b, e);
+            ops.entry(slot).or_default().push(b);
+        },
+        |slot, k, v| {
+            let mut b = BytesMut::new();
+            encode_del(&mut b, k, v);
+            dead.entry(slot).or_default().push(b);
+        },
+    );
+    let mut keys = 0;
+    for job in jobs {
+        let mut these = ops.remove(&job.slot).unwrap_or_default();
+        these.extend(dead.remove(&job.slot).unwrap_or_default());
+        keys += start_copy(shared, &job, these, flying).await;
+    }
+    keys
+}
+
+/// Sends one slot's encoded keys to every target of `job`, then
+/// `RC.SLOTDONE`; returns the keys sent.
+async fn start_copy(shared: &Shared, job: &Job, slot_ops: Vec<BytesMut>, flying: &mut VecDeque<InFlight>) -> usize {
     let mut chunks: Vec<Vec<(u16, Bytes)>> = vec![Vec::new()];
     let mut chunk_bytes = 0;
-    let mut keys = 0;
-    let mut push = |op: BytesMut| {
+    let keys = slot_ops.len();
+    for op in slot_ops {
         let op = op.freeze();
         if chunks.last().is_some_and(|c| c.len() >= CHUNK_KEYS || chunk_bytes >= CHUNK_BYTES) {
             chunks.push(Vec::new());
             chunk_bytes = 0;
         }
         chunk_bytes += op.len();
-        keys += 1;
         chunks.last_mut().expect("one chunk").push((job.slot, op));
-    };
-    let now_ms = super::unix_ms();
-    let mut live = Vec::new();
-    let mut dead = Vec::new();
-    shared.store.visit_slot(
-        job.slot,
-        now_ms,
-        |e| {
-            let mut b = BytesMut::new();
-            encode_put(&mut b, e);
-            live.push(b);
-        },
-        |k, v| {
-            let mut b = BytesMut::new();
-            encode_del(&mut b, k, v);
-            dead.push(b);
-        },
-    );
-    for op in live.into_iter().chain(dead) {
-        push(op);
     }
     let bytes: usize = chunks.iter().flatten().map(|(_, b)| b.len()).sum();
     let mut done_req = BytesMut::new();
@@ -644,10 +680,12 @@ pub async fn drain(shared: &Shared, deadline: Instant) {
     let mut flying: VecDeque<InFlight> = VecDeque::new();
     let (mut copied, mut failed) = (0usize, 0usize);
     while (!queue.is_empty() || !flying.is_empty()) && Instant::now() < deadline {
-        while flying.len() < SLOTS_IN_FLIGHT
-            && let Some(job) = queue.pop_front()
-        {
-            start_copy(shared, &job, &mut flying).await;
+        while flying.len() < SLOTS_IN_FLIGHT {
+            let group = take_group(&mut queue, |_| true);
+            if group.is_empty() {
+                break;
+            }
+            start_group(shared, group, &mut flying).await;
         }
         if let Some(f) = flying.pop_front() {
             match settle(f).await {

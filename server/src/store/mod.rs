@@ -783,15 +783,36 @@ impl Store {
     /// Visits every live entry and every tombstone of `slot` with its shard
     /// locked (a slot copy for rebalancing sees one consistent moment).
     pub fn visit_slot(&self, slot: u16, now_ms: u64, mut live: impl FnMut(&Entry), mut dead: impl FnMut(&[u8], u64)) {
-        let g = self.lock(shard_of(slot));
+        self.visit_slots(&[slot], now_ms, |_, e| live(e), |_, k, v| dead(k, v));
+    }
+
+    /// [`Store::visit_slot`] for several slots of one shard in one pass
+    /// (each key's slot computed once), with the slot of each callback.
+    pub fn visit_slots(
+        &self,
+        slots: &[u16],
+        now_ms: u64,
+        mut live: impl FnMut(u16, &Entry),
+        mut dead: impl FnMut(u16, &[u8], u64),
+    ) {
+        let Some(&first) = slots.first() else { return };
+        let shard = shard_of(first);
+        assert!(slots.iter().all(|&s| shard_of(s) == shard), "slots of one shard only");
+        let mut wanted = [false; SLOTS_PER_SHARD];
+        for &s in slots {
+            wanted[slot_index(s)] = true;
+        }
+        let g = self.lock(shard);
         for (_, e) in g.table.iter() {
-            if !e.is_expired(now_ms) && key_slot(e.key()) == slot {
-                live(e);
+            let slot = key_slot(e.key());
+            if wanted[slot_index(slot)] && !e.is_expired(now_ms) {
+                live(slot, e);
             }
         }
         for (k, t) in g.tombs.iter() {
-            if key_slot(k) == slot {
-                dead(k, t.version);
+            let slot = key_slot(k);
+            if wanted[slot_index(slot)] {
+                dead(slot, k, t.version);
             }
         }
     }
