@@ -148,6 +148,7 @@ impl Node {
         }
         tasks.push(tokio::spawn(net::peer::accept_loop(shared.clone(), self.peers, stop_rx.clone())));
         tasks.push(tokio::spawn(net::rebalance::run(shared.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(net::antientropy::run(shared.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(expire_loop(shared.clone(), stop_rx.clone())));
 
         wait_for_stop(&shared).await;

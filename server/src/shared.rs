@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::cluster::topology::Topology;
 use crate::command::COMMANDS;
 use crate::config::Config;
+use crate::net::antientropy::AntiEntropyStats;
 use crate::net::link::Links;
 use crate::net::rebalance::RebalanceState;
 use crate::store::Store;
@@ -379,6 +380,8 @@ pub struct Shared {
     pub links: Links,
     /// Slot transfers: what is imported, progress counters.
     pub rebalance: RebalanceState,
+    /// Anti-entropy progress counters.
+    pub antientropy: AntiEntropyStats,
     /// A client write ran while this node was alone in its table: its data
     /// is its own, so when others join it sends rather than receives.
     pub wrote_alone: AtomicBool,
@@ -429,6 +432,7 @@ impl Shared {
             client_addr: Mutex::new(None),
             links: Links::default(),
             rebalance: RebalanceState::default(),
+            antientropy: AntiEntropyStats::default(),
             wrote_alone: AtomicBool::new(false),
             topology: RwLock::new(Arc::new(topology)),
             topology_version: Padded(AtomicU64::new(1)),

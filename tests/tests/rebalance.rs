@@ -204,3 +204,85 @@ fn a_gracefully_stopped_node_hands_its_slots_over() {
     assert_eq!((misses, errors), (0, 0), "misses and failed batches while node3 left");
     assert_placement(&c, &["node0", "node1", "node2"], n);
 }
+
+/// A node paused past the Down timeout misses writes and deletes (its hint
+/// queues overflow at 10); when it resumes it rejoins, and the copies the
+/// others send it bring it to agreement: new keys there, deleted keys gone.
+#[test]
+fn a_node_paused_past_down_catches_up_when_it_returns() {
+    let args: Vec<&str> = ARGS.iter().copied().chain(["--hints-max-keys", "10"]).collect();
+    let c = Cluster::start(3, &args);
+    c.wait_converged(3);
+    wait_rebalanced(&c);
+    let n = 2000;
+    write_keys(c.node(0), n);
+    assert_placement(&c, &["node0", "node1", "node2"], n);
+    c.node(2).signal("STOP");
+    Server::eventually("node2 to be declared down", || (0..2).all(|i| c.known_nodes(i) == 2));
+    let mut con = c.node(0).redis();
+    let mut pipe = redis::pipe();
+    for i in n..n + 3000 {
+        pipe.set(key(i), i).ignore();
+    }
+    for i in 0..500 {
+        pipe.del(key(i)).ignore();
+    }
+    let () = pipe.query(&mut con).unwrap();
+    c.node(2).signal("CONT");
+    c.wait_converged(3);
+    wait_rebalanced(&c);
+    let mut r = c.node(2).raw();
+    assert_eq!(r.cmd(&["READONLY"]), ringcache_tests::reply::ok());
+    Server::eventually("node2 to agree with the others", || {
+        (0..n + 3000).step_by(7).all(|i| {
+            let want =
+                if i < 500 { ringcache_tests::reply::null() } else { ringcache_tests::reply::bulk(&i.to_string()) };
+            r.cmd(&["GET", &key(i)]) == want
+        })
+    });
+    assert_eq!(local_keys(c.node(2)), (n + 3000 - 500) as i64);
+}
+
+/// A replica paused for less than the Down timeout misses writes beyond its
+/// hint queue (10): no table change, so no slot copies; anti-entropy finds
+/// the differing slot digests and repairs them.
+#[test]
+fn anti_entropy_repairs_what_overflowing_hints_lost() {
+    let args = ["--gossip-suspect-ms", "3000", "--replication-timeout-ms", "300", "--hints-max-keys", "10"];
+    let c = Cluster::start(3, &args);
+    c.wait_converged(3);
+    wait_rebalanced(&c);
+    let n = 1000;
+    write_keys(c.node(0), n);
+    assert_placement(&c, &["node0", "node1", "node2"], n);
+    // Keys whose primary stays up (node2 only holds copies of them).
+    let primary_up = |i: &usize| c.owners_of(0, &key(*i))[0] != 2;
+    let added: Vec<usize> = (n..n + 3000).filter(primary_up).take(500).collect();
+    let deleted: Vec<usize> = (0..n).filter(primary_up).take(100).collect();
+    c.node(2).signal("STOP");
+    // A write the paused node does not answer makes the links give it up
+    // after 2 x 300 ms (what was already on the wire still reaches it when
+    // it resumes); what follows becomes hints, all but 10 per link overflow.
+    let mut con = c.node(0).redis();
+    let () = con.set(key(added[0]), added[0]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let mut pipe = redis::pipe();
+    for &i in &added {
+        pipe.set(key(i), i).ignore();
+    }
+    for &i in &deleted {
+        pipe.del(key(i)).ignore();
+    }
+    let () = pipe.query(&mut con).unwrap();
+    c.node(2).signal("CONT");
+    assert_eq!(c.known_nodes(0), 3, "node2 was never declared down");
+    let mut r = c.node(2).raw();
+    assert_eq!(r.cmd(&["READONLY"]), ringcache_tests::reply::ok());
+    Server::eventually("anti-entropy to bring node2 to agreement", || {
+        added.iter().all(|&i| r.cmd(&["GET", &key(i)]) == ringcache_tests::reply::bulk(&i.to_string()))
+            && deleted.iter().all(|&i| r.cmd(&["GET", &key(i)]) == ringcache_tests::reply::null())
+    });
+    let repaired: u64 =
+        (0..3).map(|i| info_field(c.node(i), "cluster", "antientropy_keys_repaired").parse::<u64>().unwrap()).sum();
+    assert!(repaired > 0, "the repair was anti-entropy's");
+}

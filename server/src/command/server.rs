@@ -309,6 +309,11 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("rebalance_read_through", &r.read_through.load(Relaxed));
             kv("rebalance_rounds", &r.rebalances.load(Relaxed));
             kv("rebalance_last_ms", &r.last_ms.load(Relaxed));
+            let ae = &s.antientropy;
+            kv("antientropy_rounds", &ae.rounds.load(Relaxed));
+            kv("antientropy_slots_compared", &ae.slots_compared.load(Relaxed));
+            kv("antientropy_slots_differing", &ae.slots_differing.load(Relaxed));
+            kv("antientropy_keys_repaired", &ae.keys_repaired.load(Relaxed));
         }
         "keyspace" => {
             let keys = store.len();

@@ -6,6 +6,7 @@
 //! nothing below `net` knows about sockets.
 
 pub mod admin;
+pub mod antientropy;
 pub mod client;
 pub mod exec;
 pub mod gossip;

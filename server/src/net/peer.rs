@@ -31,6 +31,7 @@ use super::unix_ms;
 use crate::cluster::replication::{LinkKey, ReadState, hex, parse_op, proof_eq};
 use crate::command::ConnState;
 use crate::shared::{ClientInfo, LocalStats, Shared};
+use crate::store::{SHARD_COUNT, SLOTS_PER_SHARD};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_CHUNK: usize = 64 * 1024;
@@ -259,6 +260,35 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
         encode::array_header(&mut exec.out, flags.len());
         for f in flags {
             encode::integer(&mut exec.out, i64::from(f));
+        }
+    } else if name.eq_ignore_ascii_case(b"RC.DIGESTS") && args.len() == 2 {
+        match std::str::from_utf8(args.get(1)).ok().and_then(|s| s.parse::<usize>().ok()).filter(|&s| s < SHARD_COUNT) {
+            Some(shard) => {
+                let slots: Vec<u16> = (0..SLOTS_PER_SHARD).map(|i| (i * SHARD_COUNT + shard) as u16).collect();
+                let digests = env.shared.store.slot_digests(&slots, env.now_ms);
+                encode::array_header(&mut exec.out, digests.len());
+                for d in digests {
+                    encode::integer(&mut exec.out, d as i64);
+                }
+            }
+            None => encode::error(&mut exec.out, b"ERR invalid shard"),
+        }
+    } else if name.eq_ignore_ascii_case(b"RC.KEYVERS") && args.len() == 2 {
+        match std::str::from_utf8(args.get(1)).ok().and_then(|s| s.parse::<u16>().ok()).filter(|&s| s < 16384) {
+            Some(slot) => {
+                let body = std::cell::RefCell::new((BytesMut::new(), 0usize));
+                let add = |k: &[u8], v: u64| {
+                    let (b, n) = &mut *body.borrow_mut();
+                    encode::bulk(b, k);
+                    encode::integer(b, v as i64);
+                    *n += 2;
+                };
+                env.shared.store.visit_slot(slot, env.now_ms, |e| add(e.key(), e.version()), |k, v| add(k, v));
+                let (body, n) = body.into_inner();
+                encode::array_header(&mut exec.out, n);
+                exec.out.extend_from_slice(&body);
+            }
+            None => encode::error(&mut exec.out, b"ERR invalid slot"),
         }
     } else if name.eq_ignore_ascii_case(b"RC.PING") {
         exec.out.extend_from_slice(b"+PONG\r\n");

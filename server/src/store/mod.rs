@@ -44,7 +44,8 @@ pub use table::{Table, hash_key};
 
 /// Number of shards; a power of two dividing [`SLOT_COUNT`].
 pub const SHARD_COUNT: usize = 256;
-const SLOTS_PER_SHARD: usize = SLOT_COUNT as usize / SHARD_COUNT;
+/// Slots that share a shard (`slot % SHARD_COUNT`).
+pub const SLOTS_PER_SHARD: usize = SLOT_COUNT as usize / SHARD_COUNT;
 
 /// Bits of a version that hold the node id, and the logical counter above it.
 pub const VERSION_NODE_BITS: u32 = 12;
@@ -844,6 +845,22 @@ impl Store {
         drop(g);
         self.account(delta);
         removed
+    }
+
+    /// Digests of `slots` (of one shard): for each, the XOR over its live
+    /// keys and tombstones of a hash of key, version and kind. Equal
+    /// contents give equal digests whatever the order they were written in
+    /// (anti-entropy compares them between owners).
+    pub fn slot_digests(&self, slots: &[u16], now_ms: u64) -> Vec<u64> {
+        let h = |k: &[u8], v: u64, dead: bool| xxhash_rust::xxh3::xxh3_64_with_seed(k, v ^ (u64::from(dead) << 63));
+        let (mut live, mut dead) = ([0u64; SLOTS_PER_SHARD], [0u64; SLOTS_PER_SHARD]);
+        self.visit_slots(
+            slots,
+            now_ms,
+            |slot, e| live[slot_index(slot)] ^= h(e.key(), e.version(), false),
+            |slot, k, v| dead[slot_index(slot)] ^= h(k, v, true),
+        );
+        slots.iter().map(|&s| live[slot_index(s)] ^ dead[slot_index(s)]).collect()
     }
 
     /// Up to `count` live keys of `slot`.

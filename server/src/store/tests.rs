@@ -375,3 +375,31 @@ fn slots_can_be_visited_and_dropped() {
     assert_eq!(store.tombstones(), 0);
     assert_eq!(store.used_memory(), recount(&store));
 }
+
+#[test]
+fn slot_digests_depend_on_contents_not_order() {
+    let (a, b) = (Store::new(), Store::new());
+    let keys: Vec<String> = (0..200).map(|i| format!("{{d}}{i}")).collect();
+    let slot = key_slot(keys[0].as_bytes());
+    let put = |s: &Store, k: &str, v: u64| {
+        s.with_key(k.as_bytes(), NOW, |r| r.apply(v, Incoming::Put { value: b"x", expiry_ms: None }))
+    };
+    for (i, k) in keys.iter().enumerate() {
+        put(&a, k, (i as u64 + 1) << 22);
+    }
+    for (i, k) in keys.iter().enumerate().rev() {
+        put(&b, k, (i as u64 + 1) << 22);
+    }
+    let slots: Vec<u16> =
+        (0..SLOTS_PER_SHARD).map(|i| (i * SHARD_COUNT + usize::from(slot) % SHARD_COUNT) as u16).collect();
+    assert_eq!(a.slot_digests(&slots, NOW), b.slot_digests(&slots, NOW));
+    // A newer version of one key, or a tombstone instead of a value, differs.
+    put(&b, &keys[3], 1 << 40);
+    assert_ne!(a.slot_digests(&slots, NOW), b.slot_digests(&slots, NOW));
+    put(&a, &keys[3], 1 << 40);
+    assert_eq!(a.slot_digests(&slots, NOW), b.slot_digests(&slots, NOW));
+    a.with_key(keys[4].as_bytes(), NOW, |r| r.apply(1 << 41, Incoming::Delete));
+    assert_ne!(a.slot_digests(&slots, NOW), b.slot_digests(&slots, NOW));
+    b.with_key(keys[4].as_bytes(), NOW, |r| r.apply(1 << 41, Incoming::Delete));
+    assert_eq!(a.slot_digests(&slots, NOW), b.slot_digests(&slots, NOW));
+}

@@ -1,0 +1,181 @@
+//! Anti-entropy: owners compare per-slot digests at a bounded rate and
+//! copy the newer entries both ways where they differ, repairing what hints
+//! and slot copies missed (a replica that was cut off while its hint queue
+//! overflowed, a write that raced a table change).
+//!
+//! Each node checks the slots it is primary for, one store shard (64
+//! slots) per `ROUND_PERIOD`, against every other owner of those slots:
+//! `RC.DIGESTS shard` returns the peer's 64 slot digests (an XOR of a hash
+//! of every live key with its version and every tombstone: order-free, so
+//! equal contents give equal digests). For a slot that differs, `RC.KEYVERS
+//! slot` lists the peer's keys with versions; keys newer here are sent as
+//! replicated writes, keys newer there are fetched with `RC.READ` and
+//! applied. A full pass over 16384 slots takes 256 rounds (about 8 s with
+//! the default period); its cost is one read of each shard's keys.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ringcache_protocol::{Frame, Limits, decode_frame, encode};
+use tokio::sync::watch;
+
+use super::link::{Link, Msg};
+use crate::cluster::replication::{ReadState, encode_del, encode_put};
+use crate::shared::Shared;
+use crate::store::{Incoming, SHARD_COUNT, SLOTS_PER_SHARD};
+
+/// One shard's slots are compared per round.
+const ROUND_PERIOD: Duration = Duration::from_millis(30);
+/// Answers to a round's requests must come within this.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Versions = HashMap<Vec<u8>, u64>;
+
+/// Progress counters (INFO cluster, /metrics).
+#[derive(Debug, Default)]
+pub struct AntiEntropyStats {
+    pub rounds: AtomicU64,
+    pub slots_compared: AtomicU64,
+    pub slots_differing: AtomicU64,
+    pub keys_repaired: AtomicU64,
+}
+
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut shard = 0usize;
+    let mut tick = tokio::time::interval(ROUND_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let t = shared.topology();
+        if t.nodes.len() < 2 || shared.rebalance.importing() > 0 {
+            continue;
+        }
+        round(&shared, shard).await;
+        shard = (shard + 1) % SHARD_COUNT;
+    }
+}
+
+/// The slots of `shard`, in the order `RC.DIGESTS` answers them.
+fn shard_slots(shard: usize) -> Vec<u16> {
+    (0..SLOTS_PER_SHARD).map(|i| (i * SHARD_COUNT + shard) as u16).collect()
+}
+
+async fn round(shared: &Shared, shard: usize) {
+    let t = shared.topology();
+    let slots = shard_slots(shard);
+    // Peers sharing a slot this node is primary for, with those slots.
+    let mut peers: HashMap<u16, Vec<usize>> = HashMap::new();
+    for (i, &slot) in slots.iter().enumerate() {
+        let owners = t.table.owners(slot);
+        if owners.first() != Some(&t.me) {
+            continue;
+        }
+        for &o in &owners[1..] {
+            peers.entry(o).or_default().push(i);
+        }
+    }
+    if peers.is_empty() {
+        return;
+    }
+    shared.antientropy.rounds.fetch_add(1, Relaxed);
+    let mine = shared.store.slot_digests(&slots, super::unix_ms());
+    for (peer, idx) in peers {
+        let Some(link) = shared.links.get(&t.nodes[usize::from(peer)].name) else { continue };
+        let Some(theirs) = call_ints(&link, &[b"RC.DIGESTS", shard.to_string().as_bytes()]).await else { continue };
+        if theirs.len() != slots.len() {
+            continue;
+        }
+        for i in idx {
+            shared.antientropy.slots_compared.fetch_add(1, Relaxed);
+            if theirs[i] as u64 != mine[i] {
+                shared.antientropy.slots_differing.fetch_add(1, Relaxed);
+                repair_slot(shared, &link, slots[i]).await;
+            }
+        }
+    }
+}
+
+/// Sends one request and returns the integers of the array it answers.
+async fn call_ints(link: &Link, args: &[&[u8]]) -> Option<Vec<i64>> {
+    match call(link, args).await? {
+        Frame::Array(items) => {
+            items.into_iter().map(|f| if let Frame::Integer(n) = f { Some(n) } else { None }).collect()
+        }
+        _ => None,
+    }
+}
+
+async fn call(link: &Link, args: &[&[u8]]) -> Option<Frame> {
+    let mut req = BytesMut::new();
+    encode::command(&mut req, args);
+    let replies = tokio::time::timeout(CALL_TIMEOUT, link.call(req.freeze(), 1)).await.ok()?.ok()?;
+    let limits = Limits { bulk_len_max: 1 << 30, multibulk_len_max: 1 << 24, ..Limits::default() };
+    decode_frame(replies.first()?, &limits).ok()?.map(|(f, _)| f)
+}
+
+/// Brings this node and `link`'s member to the newer version of every key
+/// of `slot`, each way.
+async fn repair_slot(shared: &Shared, link: &Link, slot: u16) {
+    let Some(Frame::Array(list)) = call(link, &[b"RC.KEYVERS", slot.to_string().as_bytes()]).await else { return };
+    let mut theirs: HashMap<Bytes, u64> = HashMap::new();
+    for pair in list.chunks(2) {
+        if let [Frame::Bulk(k), Frame::Integer(v)] = pair {
+            theirs.insert(k.clone(), *v as u64);
+        }
+    }
+    let now = super::unix_ms();
+    // Newer here (or missing there): send as replicated writes.
+    // What to send there, and every key's version here.
+    let acc: RefCell<(Vec<(u16, Bytes)>, Versions)> = RefCell::default();
+    shared.store.visit_slot(
+        slot,
+        now,
+        |e| {
+            let (push, mine) = &mut *acc.borrow_mut();
+            mine.insert(e.key().to_vec(), e.version());
+            if theirs.get(e.key()).is_none_or(|&v| v < e.version()) {
+                let mut b = BytesMut::new();
+                encode_put(&mut b, e);
+                push.push((slot, b.freeze()));
+            }
+        },
+        |k, v| {
+            let (push, mine) = &mut *acc.borrow_mut();
+            mine.insert(k.to_vec(), v);
+            if theirs.get(k).is_none_or(|&t| t < v) {
+                let mut b = BytesMut::new();
+                encode_del(&mut b, k, v);
+                push.push((slot, b.freeze()));
+            }
+        },
+    );
+    let (push, mine) = acc.into_inner();
+    let pushed = push.len() as u64;
+    if !push.is_empty() {
+        link.send(Msg::Repl { ops: push, done: None }).await;
+    }
+    // Newer there (or missing here): fetch and apply.
+    let wanted: Vec<&Bytes> =
+        theirs.iter().filter(|(k, v)| mine.get(k.as_ref()).is_none_or(|m| m < *v)).map(|(k, _)| k).collect();
+    let mut fetched = 0u64;
+    for k in wanted {
+        let Some(f) = call(link, &[b"RC.READ", k]).await else { continue };
+        let Some(state) = ReadState::decode(&f) else { continue };
+        let applied = shared.store.with_key(k, now, |key| match &state {
+            ReadState::Live { version, expiry_ms, value } => {
+                key.apply(*version, Incoming::Put { value, expiry_ms: *expiry_ms })
+            }
+            ReadState::Deleted { version } => key.apply(*version, Incoming::Delete),
+            ReadState::Unknown => false,
+        });
+        fetched += u64::from(applied);
+    }
+    shared.antientropy.keys_repaired.fetch_add(pushed + fetched, Relaxed);
+}
