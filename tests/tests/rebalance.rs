@@ -3,7 +3,7 @@
 //! afterwards every key is on exactly its owners.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use redis::Commands;
 use ringcache_protocol::key_slot;
@@ -63,6 +63,19 @@ fn read_all_on(con: &mut redis::Connection, n: usize) -> (usize, usize) {
     (misses, errors)
 }
 
+/// Reads every key through `con` in passes until `stop` is set and at
+/// least two passes ran; the misses and failed batches of all passes.
+fn read_until(con: &mut redis::Connection, n: usize, stop: &AtomicBool) -> (usize, usize) {
+    let (mut misses, mut errors, mut rounds) = (0, 0, 0);
+    while !stop.load(Relaxed) || rounds < 2 {
+        let (m, e) = read_all_on(con, n);
+        misses += m;
+        errors += e;
+        rounds += 1;
+    }
+    (misses, errors)
+}
+
 /// How many of the keys each member should hold under the table of
 /// `members` (RF=3, the default 256 vnodes).
 fn expected_counts(members: &[&str], n: usize) -> HashMap<String, i64> {
@@ -108,20 +121,9 @@ fn a_joining_node_takes_its_slots_without_a_miss() {
     write_keys(c.node(0), KEYS);
     assert_placement(&c, &["node0", "node1", "node2"], KEYS);
     let stop = AtomicBool::new(false);
-    let rounds = AtomicUsize::new(0);
     let mut con = c.node(0).redis();
     let (misses, errors) = std::thread::scope(|s| {
-        let reader = s.spawn(|| {
-            let (mut misses, mut errors) = (0, 0);
-            // At least two full passes, and on until the join settled.
-            while !stop.load(Relaxed) || rounds.load(Relaxed) < 2 {
-                let (m, e) = read_all_on(&mut con, KEYS);
-                misses += m;
-                errors += e;
-                rounds.fetch_add(1, Relaxed);
-            }
-            (misses, errors)
-        });
+        let reader = s.spawn(|| read_until(&mut con, KEYS, &stop));
         assert_eq!(c.add(), 3);
         c.wait_converged(4);
         wait_rebalanced(&c);
@@ -178,20 +180,10 @@ fn a_gracefully_stopped_node_hands_its_slots_over() {
     write_keys(c.node(0), n);
     assert_placement(&c, &["node0", "node1", "node2", "node3"], n);
     let stop = AtomicBool::new(false);
-    let rounds = AtomicUsize::new(0);
     let mut con = c.node(0).redis();
     let mut leaving = c.nodes[3].take().expect("node3 runs");
     let (misses, errors) = std::thread::scope(|s| {
-        let reader = s.spawn(|| {
-            let (mut misses, mut errors) = (0, 0);
-            while !stop.load(Relaxed) || rounds.load(Relaxed) < 2 {
-                let (m, e) = read_all_on(&mut con, n);
-                misses += m;
-                errors += e;
-                rounds.fetch_add(1, Relaxed);
-            }
-            (misses, errors)
-        });
+        let reader = s.spawn(|| read_until(&mut con, n, &stop));
         leaving.signal("TERM");
         let status = leaving.wait();
         assert!(status.success(), "the stopped node exits 0: {status:?}\n{}", leaving.log());
@@ -350,6 +342,12 @@ fn scaling_out_and_back_keeps_every_acknowledged_write() {
             }
         }
     }
-    assert!(lost.is_empty(), "{} of {} acknowledged writes lost, e.g. {:?}", lost.len(), acked.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
     assert_eq!(read_all(c.node(2), 20_000), (0, 0));
 }

@@ -97,16 +97,22 @@ impl fmt::Debug for PacketKey {
     }
 }
 
+/// A 32-byte key for `purpose` derived from the cluster name and secret:
+/// without a secret the key is public and only separates clusters.
+pub fn cluster_key(purpose: &str, cluster_name: &str, secret: Option<&str>) -> [u8; 32] {
+    let mut material = Vec::new();
+    material.extend_from_slice(cluster_name.as_bytes());
+    material.push(0);
+    if let Some(s) = secret {
+        material.push(1);
+        material.extend_from_slice(s.as_bytes());
+    }
+    blake3::derive_key(purpose, &material)
+}
+
 impl PacketKey {
     pub fn new(cluster_name: &str, secret: Option<&str>) -> Self {
-        let mut material = Vec::new();
-        material.extend_from_slice(cluster_name.as_bytes());
-        material.push(0);
-        if let Some(s) = secret {
-            material.push(1);
-            material.extend_from_slice(s.as_bytes());
-        }
-        PacketKey { key: blake3::derive_key("ringcache gossip packet v1", &material) }
+        PacketKey { key: cluster_key("ringcache gossip packet v1", cluster_name, secret) }
     }
 
     fn mac(&self, payload: &[u8]) -> [u8; MAC_LEN] {

@@ -152,14 +152,7 @@ pub const NONCE_LEN: usize = 16;
 
 impl LinkKey {
     pub fn new(cluster_name: &str, secret: Option<&str>) -> Self {
-        let mut material = Vec::new();
-        material.extend_from_slice(cluster_name.as_bytes());
-        material.push(0);
-        if let Some(s) = secret {
-            material.push(1);
-            material.extend_from_slice(s.as_bytes());
-        }
-        LinkKey { key: blake3::derive_key("ringcache peer link v1", &material) }
+        LinkKey { key: super::membership::cluster_key("ringcache peer link v1", cluster_name, secret) }
     }
 
     fn mac(&self, role: &[u8], a: &[u8], b: &[u8]) -> String {
