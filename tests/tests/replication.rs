@@ -227,7 +227,8 @@ fn multi_key_commands_across_slots_answer_like_redis() {
 fn write_quorum_of_three_with_an_owner_paused_fails_clearly() {
     // A long suspicion: the paused owner must stay a member (a Down owner
     // would leave N = 2, and W is capped at N by design).
-    let c = Cluster::start(3, &["--gossip-suspect-ms", "20000", "--replication-timeout-ms", "500", "--write-quorum", "3"]);
+    let c =
+        Cluster::start(3, &["--gossip-suspect-ms", "20000", "--replication-timeout-ms", "500", "--write-quorum", "3"]);
     c.wait_converged(3);
     let key = c.key_where("w3", |o| o[0] == 0);
     assert_eq!(c.node(0).raw().cmd(&["SET", &key, "before"]), ok());
