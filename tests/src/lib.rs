@@ -187,6 +187,20 @@ impl Server {
     pub fn signal(&self, name: &str) {
         let ok = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("kill");
         assert!(ok.success(), "kill -{name} failed");
+        if name == "STOP" {
+            // kill(2) only queues the signal: on a loaded machine a thread
+            // may still run for a moment. Return once every thread is
+            // stopped, so "paused" means paused for what the test does next.
+            let pid = self.pid();
+            Server::eventually("the process to stop", || {
+                std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+                    tasks.flatten().all(|t| {
+                        std::fs::read_to_string(t.path().join("stat"))
+                            .is_ok_and(|st| st.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T')))
+                    })
+                })
+            });
+        }
     }
 
     /// Waits (bounded) for the process to exit.
