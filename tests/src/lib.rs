@@ -366,8 +366,12 @@ impl Cluster {
                 shards.windows(2).all(|w| w[0] == w[1])
             }
         });
-        // And every node has its peer links to the others up.
+        // And every node has its peer links to the others up, and no slot
+        // still arriving (a cluster that just formed settles in a moment).
         Server::eventually("peer links up", || running.iter().all(|&i| self.links_up(i) + 1 >= n));
+        Server::eventually("no slot importing", || {
+            running.iter().all(|&i| info_field(self.node(i), "cluster", "rebalance_slots_importing") == "0")
+        });
     }
 
     /// Peer links of node `i` that are up (INFO replication `peerN` lines).

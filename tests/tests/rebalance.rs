@@ -351,3 +351,54 @@ fn scaling_out_and_back_keeps_every_acknowledged_write() {
     );
     assert_eq!(read_all(c.node(2), 20_000), (0, 0));
 }
+
+/// Read-modify-write commands while a node joins: a key whose slot is still
+/// moving to its new primary is fetched there before INCR runs, so no
+/// counter restarts from nothing. (TRYAGAIN, which a node answers while it
+/// fetches, and CLUSTERDOWN, which means "not run", are retried here as
+/// cluster clients do.)
+#[test]
+fn incr_while_a_node_joins_never_starts_from_nothing() {
+    let mut c = Cluster::start(3, ARGS);
+    c.wait_converged(3);
+    wait_rebalanced(&c);
+    // Enough sequential INCRs to span the join.
+    let n = 10_000;
+    let mut con = c.node(0).redis();
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.set(format!("ctr:{i}"), 100).ignore();
+    }
+    let () = pipe.query(&mut con).unwrap();
+    let retries = std::thread::scope(|s| {
+        let incr = s.spawn(|| {
+            let mut retries = 0;
+            for i in 0..n {
+                loop {
+                    match con.incr::<_, _, i64>(format!("ctr:{i}"), 1) {
+                        Ok(v) => {
+                            assert_eq!(v, 101, "ctr:{i} restarted from nothing");
+                            break;
+                        }
+                        Err(e) if matches!(e.kind(), redis::ErrorKind::TryAgain | redis::ErrorKind::ClusterDown) => {
+                            retries += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
+                        Err(e) => panic!("ctr:{i}: {e}"),
+                    }
+                }
+            }
+            retries
+        });
+        assert_eq!(c.add(), 3);
+        incr.join().unwrap()
+    });
+    eprintln!("TRYAGAIN retries: {retries}");
+    c.wait_converged(4);
+    wait_rebalanced(&c);
+    let mut con = c.node(3).redis();
+    for i in (0..n).step_by(17) {
+        let v: i64 = con.get(format!("ctr:{i}")).unwrap();
+        assert_eq!(v, 101, "ctr:{i}");
+    }
+}

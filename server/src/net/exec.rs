@@ -185,6 +185,9 @@ pub struct Exec {
     resend: Vec<Option<Resend>>,
     items: Vec<Item>,
     peers: Peers,
+    /// Keys to fetch from the previous owner of their (importing) slot
+    /// before the batch's replies go out.
+    fetches: Vec<(Arc<str>, Vec<u8>)>,
 }
 
 impl Exec {
@@ -194,7 +197,7 @@ impl Exec {
 
     /// Whether some reply of this batch is still to come.
     pub fn pending(&self) -> bool {
-        self.deferred || !self.items.is_empty()
+        self.deferred || !self.items.is_empty() || !self.fetches.is_empty()
     }
 
     /// Covers the bytes written since the last chunk with a ready chunk.
@@ -428,6 +431,27 @@ impl Exec {
         let argc = args.len() as i32;
         let last = if spec.last_key < 0 { argc + spec.last_key } else { spec.last_key.min(argc - 1) };
         let keys = (spec.first_key..=last).step_by(spec.step.max(1) as usize).map(|i| args.get(i as usize));
+        // A write must see its keys' current state (INCR, APPEND, SET NX,
+        // DEL...): a key of a slot still arriving here that is not here yet
+        // is fetched from the slot's previous owner first, and the request
+        // answered -TRYAGAIN once it is (the forwarding node, or the
+        // client, sends it again).
+        if env.shared.rebalance.importing() > 0 {
+            let missing: Vec<(Arc<str>, Vec<u8>)> = keys
+                .clone()
+                .filter_map(|key| {
+                    let from = env.shared.rebalance.importing_from(key_slot(key))?;
+                    let here = env.shared.store.with_key(key, env.now_ms, |k| k.exists() || k.tombstone().is_some());
+                    (!here && !env.shared.rebalance.checked(key)).then(|| (from, key.to_vec()))
+                })
+                .collect();
+            if !missing.is_empty() {
+                self.fetches.extend(missing);
+                rejected(env, spec);
+                encode::error(&mut self.out, b"TRYAGAIN this key is moving to this node; retry");
+                return;
+            }
+        }
         // Replicas of each key and the quorum; refuse before running when
         // too few owners are reachable.
         let mut plans: Vec<KeyPlan<'_>> = Vec::new();
@@ -442,7 +466,7 @@ impl Exec {
             let mut reachable = 1;
             for &o in owners.iter().filter(|&&o| o != t.me) {
                 let (name, link) = self.peers.get(env.shared, t, o);
-                reachable += usize::from(link.is_some_and(|l| l.connected()));
+                reachable += usize::from(link.is_some_and(|l| l.reachable()));
                 replicas.push(name.clone());
             }
             if reachable < need {
@@ -646,6 +670,9 @@ impl Exec {
         }
         let timeout = shared.config.replication_timeout;
         let deadline = Instant::now() + timeout;
+        if !self.fetches.is_empty() {
+            fetch_moving_keys(shared, std::mem::take(&mut self.fetches), deadline).await;
+        }
         // A forwarded write waits for its own quorum at the primary first.
         let forward_deadline = deadline + timeout;
         let acked = self.replicate(shared, deadline).await;
@@ -812,6 +839,38 @@ impl Exec {
                 encode::encode_frame(to, &gather(*combine, frames, order), *v);
             }
         }
+    }
+}
+
+/// Brings keys of importing slots here from the slots' previous owners
+/// (all asked at once), and marks them fetched, found or not.
+async fn fetch_moving_keys(shared: &Shared, keys: Vec<(Arc<str>, Vec<u8>)>, deadline: Instant) {
+    let mut waits = Vec::with_capacity(keys.len());
+    for (from, key) in keys {
+        let mut req = BytesMut::new();
+        encode::command(&mut req, &[&b"RC.READ"[..], &key]);
+        let rx = shared.links.get(&from).and_then(|l| l.try_call(req.freeze(), 1, false).ok());
+        waits.push((key, rx));
+    }
+    for (key, rx) in waits {
+        let Some(rx) = rx else { continue };
+        let Ok(Ok(Ok(replies))) = timeout_at(deadline, rx).await else { continue };
+        let state = replies.first().and_then(|raw| match decode_frame(raw, &Limits::default()) {
+            Ok(Some((f, _))) => ReadState::decode(&f),
+            _ => None,
+        });
+        let Some(state) = state else { continue };
+        let now_ms = super::unix_ms();
+        shared.store.with_key(&key, now_ms, |k| match &state {
+            ReadState::Live { version, expiry_ms, value } => {
+                k.apply(*version, Incoming::Put { value, expiry_ms: *expiry_ms });
+            }
+            ReadState::Deleted { version } => {
+                k.apply(*version, Incoming::Delete);
+            }
+            ReadState::Unknown => {}
+        });
+        shared.rebalance.mark_checked(key);
     }
 }
 

@@ -92,6 +92,8 @@ impl Ack {
 #[derive(Debug, Default)]
 pub struct LinkStats {
     pub connected: AtomicBool,
+    /// The last connection attempt failed (and none succeeded since).
+    pub down: AtomicBool,
     /// Requests sent and not yet answered.
     pub inflight: AtomicU64,
     /// Unix ms at which the oldest unanswered request was sent (0: none).
@@ -131,6 +133,13 @@ enum Lane {
 impl Link {
     pub fn connected(&self) -> bool {
         self.stats.connected.load(Relaxed)
+    }
+
+    /// Connected, or still making its first connection: what the write
+    /// quorum counts (a member that just joined is reachable before its
+    /// link is up; one whose connection attempt failed is not).
+    pub fn reachable(&self) -> bool {
+        !self.stats.down.load(Relaxed)
     }
 
     /// Queues `msg`, waiting while the channel is full (backpressure); a
@@ -308,9 +317,11 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
                 logged_down = false;
                 info!(peer = %name, "peer link up");
                 st.stats.connects.fetch_add(1, Relaxed);
+                st.stats.down.store(false, Relaxed);
                 st.stats.connected.store(true, Relaxed);
                 let why = session(&shared, &name, stream, &mut rx, &mut st, lane).await;
                 st.stats.connected.store(false, Relaxed);
+                st.stats.down.store(true, Relaxed);
                 st.stats.inflight.store(0, Relaxed);
                 st.stats.oldest_ms.store(0, Relaxed);
                 match why {
@@ -319,6 +330,7 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
                 }
             }
             Err(e) => {
+                st.stats.down.store(true, Relaxed);
                 if !logged_down {
                     debug!(peer = %name, error = %e, "cannot reach peer");
                     logged_down = true;

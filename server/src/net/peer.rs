@@ -249,14 +249,15 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
             }
             None => encode::error(&mut exec.out, b"ERR invalid slot"),
         }
-    } else if name.eq_ignore_ascii_case(b"RC.SENDING") && args.len() >= 2 && args.len() <= 2 + 4096 {
+    } else if name.eq_ignore_ascii_case(b"RC.SENDING") && args.len() >= 3 && args.len() <= 3 + 4096 {
         let to = String::from_utf8_lossy(args.get(1)).into_owned();
+        let table = std::str::from_utf8(args.get(2)).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         let slots: Vec<u16> = args
             .iter()
-            .skip(2)
+            .skip(3)
             .map(|a| std::str::from_utf8(a).ok().and_then(|s| s.parse().ok()).unwrap_or(u16::MAX))
             .collect();
-        let flags = env.shared.rebalance.sending(&to, &slots);
+        let flags = env.shared.rebalance.sending(&to, table, &slots);
         encode::array_header(&mut exec.out, flags.len());
         for f in flags {
             encode::integer(&mut exec.out, i64::from(f));

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::link::{Ack, LinkError, Msg};
+use crate::cluster::membership::members_digest;
 use crate::cluster::rebalance::{plan, sender};
 use crate::cluster::replication::{encode_del, encode_put};
 use crate::cluster::topology::Topology;
@@ -51,9 +52,11 @@ const IMPORT_MAX: Duration = Duration::from_secs(30);
 /// Slots still importing this long after a table change are checked with
 /// their senders (`RC.SENDING`), then every `PULL_EVERY`: a sender with
 /// nothing left to copy for a slot releases it.
-const PULL_AFTER: Duration = Duration::from_secs(2);
-const PULL_EVERY: Duration = Duration::from_secs(1);
+const PULL_AFTER: Duration = Duration::from_millis(100);
+const PULL_EVERY: Duration = Duration::from_millis(100);
 const PULL_SLOTS_MAX: usize = 2048;
+/// Keys remembered as fetched for writes while importing.
+const CHECKED_MAX: usize = 1 << 20;
 
 /// What the node shows of rebalancing (INFO, /metrics) and what requests
 /// consult (read-through while importing).
@@ -70,6 +73,11 @@ pub struct RebalanceState {
     /// (slot, member) copies this node still has to confirm: what a
     /// receiver asking `RC.SENDING` learns.
     outgoing: Mutex<HashSet<(u16, Arc<str>)>>,
+    /// Members digest of the last table the rebalance task planned for.
+    planned: AtomicU64,
+    /// Keys of importing slots already fetched from their previous owner
+    /// for a write (found or not); forgotten when the imports end.
+    checked: Mutex<HashSet<Vec<u8>>>,
     pub slots_pending: AtomicU64,
     pub slots_in_flight: AtomicU64,
     pub slots_sent: AtomicU64,
@@ -92,6 +100,8 @@ impl Default for RebalanceState {
             joining: AtomicBool::new(true),
             received: Mutex::default(),
             outgoing: Mutex::default(),
+            checked: Mutex::default(),
+            planned: AtomicU64::new(0),
             slots_pending: AtomicU64::new(0),
             slots_in_flight: AtomicU64::new(0),
             slots_sent: AtomicU64::new(0),
@@ -112,8 +122,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RebalanceState {
-    /// `RC.SENDING`: which of `slots` this node still has to copy to `to`.
-    pub fn sending(&self, to: &str, slots: &[u16]) -> Vec<bool> {
+    /// Whether a write already fetched `key` from its importing slot's
+    /// previous owner.
+    pub fn checked(&self, key: &[u8]) -> bool {
+        lock(&self.checked).contains(key)
+    }
+
+    pub fn mark_checked(&self, key: Vec<u8>) {
+        let mut c = lock(&self.checked);
+        if c.len() >= CHECKED_MAX {
+            c.clear(); // bounded: a key fetched again costs one round trip
+        }
+        c.insert(key);
+    }
+
+    fn imports_ended(&self) {
+        lock(&self.checked).clear();
+    }
+
+    /// `RC.SENDING`: which of `slots` this node still has to copy to `to`,
+    /// asked by a node whose table has members digest `table`. Until this
+    /// node has planned for that same table it cannot tell: all "yes".
+    pub fn sending(&self, to: &str, table: u64, slots: &[u16]) -> Vec<bool> {
+        if self.planned.load(Relaxed) != table {
+            return vec![true; slots.len()];
+        }
         let out = lock(&self.outgoing);
         let to: Arc<str> = to.into();
         slots.iter().map(|&s| out.contains(&(s, to.clone()))).collect()
@@ -154,6 +187,9 @@ impl RebalanceState {
             lock(&self.received).insert(slot);
         }
         self.importing_n.store(m.len(), Relaxed);
+        if m.is_empty() {
+            self.imports_ended();
+        }
     }
 
     /// The sender has nothing (more) to copy for `slot`.
@@ -161,6 +197,9 @@ impl RebalanceState {
         let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         m.remove(&slot);
         self.importing_n.store(m.len(), Relaxed);
+        if m.is_empty() {
+            self.imports_ended();
+        }
     }
 
     /// Stops waiting for every slot still importing.
@@ -169,6 +208,7 @@ impl RebalanceState {
         let n = m.len();
         m.clear();
         self.importing_n.store(0, Relaxed);
+        self.imports_ended();
         n
     }
 
@@ -308,6 +348,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     }
                     queue.push_back(Job { slot: s.slot, to: s.to, attempts: 0, not_before: Instant::now() });
                 }
+                shared.rebalance.planned.store(members_digest(&now), Relaxed);
                 last = now;
             }
         }
@@ -320,7 +361,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         if r.importing() > 0 && changed_at.elapsed() > PULL_AFTER && last_pull.elapsed() > PULL_EVERY {
             last_pull = Instant::now();
-            pull_check(&shared, &last.myself().name).await;
+            pull_check(&shared, &last.myself().name, members_digest(&last)).await;
         }
         if shared.rebalance.importing() > 0 && changed_at.elapsed() > IMPORT_MAX {
             let n = shared.rebalance.clear_imports();
@@ -411,7 +452,7 @@ fn owns(t: &Topology, name: &str, slot: u16) -> bool {
 /// Asks each sender whether it still has copies coming for the slots this
 /// node awaits from it; releases the slots it has not (views of the table
 /// differed when they were planned, or the copy was lost with a node).
-async fn pull_check(shared: &Shared, me: &str) {
+async fn pull_check(shared: &Shared, me: &str, table: u64) {
     for (from, slots) in shared.rebalance.imports_by_sender(PULL_SLOTS_MAX) {
         let Some(link) = shared.links.get(&from) else {
             for s in slots {
@@ -421,8 +462,11 @@ async fn pull_check(shared: &Shared, me: &str) {
         };
         let mut req = BytesMut::new();
         let texts: Vec<String> = slots.iter().map(u16::to_string).collect();
-        let args: Vec<&[u8]> =
-            [&b"RC.SENDING"[..], me.as_bytes()].into_iter().chain(texts.iter().map(|t| t.as_bytes())).collect();
+        let table = table.to_string();
+        let args: Vec<&[u8]> = [&b"RC.SENDING"[..], me.as_bytes(), table.as_bytes()]
+            .into_iter()
+            .chain(texts.iter().map(|t| t.as_bytes()))
+            .collect();
         encode::command(&mut req, &args);
         let Ok(Ok(replies)) = tokio::time::timeout(CONFIRM_TIMEOUT, link.call(req.freeze(), 1)).await else {
             continue;
