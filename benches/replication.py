@@ -118,6 +118,10 @@ def start_ringcache(n: int, extra: list[str], logs: Path, name: str) -> Setup:
             out = subprocess.run(["redis-cli", "-p", str(p), "info", "replication"], capture_output=True, text=True)
             if out.stdout.count(",state=up,") != n - 1:
                 return False
+            # A cluster that just formed settles its slot imports in a moment.
+            out = subprocess.run(["redis-cli", "-p", str(p), "info", "cluster"], capture_output=True, text=True)
+            if "rebalance_slots_importing:0" not in out.stdout:
+                return False
         return True
 
     wait_ready(client_ports, converged if n > 1 else None)
