@@ -18,8 +18,11 @@
 //! # let _ = (n, values); Ok(()) }
 //! ```
 //!
-//! Not yet (see the client issue): reads from replicas (`ReadFrom`),
-//! several connections per node, RESP3, TLS.
+//! Reads may go to replicas ([`ReadFrom`]); the slot map is also
+//! refreshed in the background every [`Options::refresh_every`].
+//!
+//! Not yet (see the client issue): several connections per node, RESP3,
+//! TLS.
 
 mod conn;
 mod error;
@@ -36,6 +39,19 @@ use ringcache_protocol::{Frame, SLOT_COUNT, key_slot};
 use conn::Conn;
 pub use error::{Error, Result};
 
+/// Which owner of a slot answers reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// The primary: every read sees every acknowledged write.
+    #[default]
+    Primary,
+    /// A replica when the slot has one, else the primary. Spreads reads;
+    /// a replica may lag the primary by the replication delay.
+    PreferReplica,
+    /// Any owner, primary included, in turn.
+    Any,
+}
+
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -45,6 +61,12 @@ pub struct Options {
     pub deadline: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Where reads go. Anything but `Primary` sends READONLY on every
+    /// connection, so replicas answer reads from their own copy.
+    pub read_from: ReadFrom,
+    /// The slot map is reloaded in the background this often (besides on
+    /// MOVED and failures). Zero: never.
+    pub refresh_every: Duration,
 }
 
 impl Default for Options {
@@ -55,17 +77,28 @@ impl Default for Options {
             deadline: Duration::from_secs(10),
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(500),
+            read_from: ReadFrom::Primary,
+            refresh_every: Duration::from_secs(5),
         }
     }
 }
 
-/// Where each slot's primary is.
+/// Where each slot's owners are.
 struct Routing {
     /// Grows with every refresh: a task that saw an older map knows someone
     /// refreshed since and need not ask the cluster again.
     version: u64,
     primaries: Vec<Option<SocketAddr>>,
+    /// Each slot's other owners (replicas), as CLUSTER SLOTS lists them.
+    replicas: Vec<Vec<SocketAddr>>,
     nodes: Vec<SocketAddr>,
+}
+
+/// Commands that only read, which [`ReadFrom`] may send to a replica.
+fn read_only(name: &[u8]) -> bool {
+    const READS: &[&str] =
+        &["GET", "MGET", "EXISTS", "TTL", "PTTL", "STRLEN", "GETRANGE", "TYPE", "EXPIRETIME", "PEXPIRETIME"];
+    READS.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(name))
 }
 
 struct Inner {
@@ -74,6 +107,8 @@ struct Inner {
     routing: RwLock<Arc<Routing>>,
     conns: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
     refresh: tokio::sync::Mutex<()>,
+    /// Turns for spreading reads over owners.
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 /// A cluster client; clone it freely (clones share connections).
@@ -173,12 +208,30 @@ impl Client {
             inner: Arc::new(Inner {
                 seeds,
                 opts,
-                routing: RwLock::new(Arc::new(Routing { version: 0, primaries: Vec::new(), nodes: Vec::new() })),
+                routing: RwLock::new(Arc::new(Routing {
+                    version: 0,
+                    primaries: Vec::new(),
+                    replicas: Vec::new(),
+                    nodes: Vec::new(),
+                })),
                 conns: Mutex::new(HashMap::new()),
                 refresh: tokio::sync::Mutex::new(()),
+                turn: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
         client.refresh_topology().await?;
+        let every = client.inner.opts.refresh_every;
+        if !every.is_zero() {
+            // Holds the client weakly: the task ends with the last clone.
+            let weak = Arc::downgrade(&client.inner);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    let _ = Client { inner }.refresh_topology().await;
+                }
+            });
+        }
         Ok(client)
     }
 
@@ -192,8 +245,11 @@ impl Client {
         {
             return Ok(c.clone());
         }
-        let c =
-            Arc::new(Conn::connect(addr, self.inner.opts.connect_timeout, self.inner.opts.password.as_deref()).await?);
+        let opts = &self.inner.opts;
+        let c = Arc::new(Conn::connect(addr, opts.connect_timeout, opts.password.as_deref()).await?);
+        if opts.read_from != ReadFrom::Primary {
+            c.request(&["READONLY"]).await?;
+        }
         self.inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(addr, c.clone());
         Ok(c)
     }
@@ -240,13 +296,22 @@ impl Client {
         Err(last)
     }
 
-    fn addr_in(r: &Routing, key: Option<&[u8]>) -> Option<SocketAddr> {
-        match key {
-            Some(k) => {
-                r.primaries.get(usize::from(key_slot(k))).copied().flatten().or_else(|| r.nodes.first().copied())
+    fn addr_in(&self, r: &Routing, key: Option<&[u8]>, read: bool) -> Option<SocketAddr> {
+        let Some(k) = key else { return r.nodes.first().copied() };
+        let slot = usize::from(key_slot(k));
+        let primary = r.primaries.get(slot).copied().flatten();
+        let replicas = r.replicas.get(slot).map(Vec::as_slice).unwrap_or_default();
+        let turn = || self.inner.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let chosen = match self.inner.opts.read_from {
+            _ if !read || replicas.is_empty() => primary,
+            ReadFrom::Primary => primary,
+            ReadFrom::PreferReplica => Some(replicas[turn() % replicas.len()]),
+            ReadFrom::Any => {
+                let i = turn() % (replicas.len() + 1);
+                if i == 0 { primary } else { Some(replicas[i - 1]) }
             }
-            None => r.nodes.first().copied(),
-        }
+        };
+        chosen.or_else(|| r.nodes.first().copied())
     }
 
     /// Runs a command on the node that owns `key` (or any node), following
@@ -258,11 +323,13 @@ impl Client {
         let opts = &self.inner.opts;
         let mut backoff = opts.backoff_min;
         let mut attempts = 0;
+        let read =
+            self.inner.opts.read_from != ReadFrom::Primary && args.first().is_some_and(|n| read_only(n.as_ref()));
         loop {
             attempts += 1;
             let routing = self.routing();
             let seen = routing.version;
-            let outcome = match Self::addr_in(&routing, key) {
+            let outcome = match self.addr_in(&routing, key, read) {
                 Some(addr) => match self.conn(addr).await {
                     Ok(c) => c.request(args).await,
                     Err(e) => Err(e),
@@ -472,29 +539,39 @@ fn int(f: Frame) -> Result<i64> {
 }
 
 /// CLUSTER SLOTS → primaries by slot. Node entries are `[ip, port, ...]`.
+/// A CLUSTER SLOTS node entry: `[ip, port, id, ...]`.
+fn node_addr(node: &Frame) -> Option<SocketAddr> {
+    let Frame::Array(node) = node else { return None };
+    let (Some(ip), Some(Frame::Integer(port))) = (node.first().and_then(Frame::as_bytes), node.get(1)) else {
+        return None;
+    };
+    format!("{}:{port}", String::from_utf8_lossy(ip)).parse::<SocketAddr>().ok()
+}
+
 fn parse_slots(ranges: &[Frame], via: SocketAddr, version: u64) -> Routing {
     let mut primaries = vec![None; usize::from(SLOT_COUNT)];
+    let mut replicas = vec![Vec::new(); usize::from(SLOT_COUNT)];
     let mut nodes = Vec::new();
     for r in ranges {
         let Frame::Array(parts) = r else { continue };
-        let (Some(Frame::Integer(a)), Some(Frame::Integer(b)), Some(Frame::Array(node))) =
-            (parts.first(), parts.get(1), parts.get(2))
+        let (Some(Frame::Integer(a)), Some(Frame::Integer(b)), Some(addr)) =
+            (parts.first(), parts.get(1), parts.get(2).and_then(node_addr))
         else {
             continue;
         };
-        let (Some(ip), Some(Frame::Integer(port))) = (node.first().and_then(Frame::as_bytes), node.get(1)) else {
-            continue;
-        };
-        let Ok(addr) = format!("{}:{port}", String::from_utf8_lossy(ip)).parse::<SocketAddr>() else { continue };
+        let others: Vec<SocketAddr> = parts[3..].iter().filter_map(node_addr).collect();
         for s in (*a).max(0)..=(*b).min(i64::from(SLOT_COUNT) - 1) {
             primaries[s as usize] = Some(addr);
+            replicas[s as usize] = others.clone();
         }
-        if !nodes.contains(&addr) {
-            nodes.push(addr);
+        for n in std::iter::once(addr).chain(others) {
+            if !nodes.contains(&n) {
+                nodes.push(n);
+            }
         }
     }
     if nodes.is_empty() {
         nodes.push(via);
     }
-    Routing { version, primaries, nodes }
+    Routing { version, primaries, replicas, nodes }
 }

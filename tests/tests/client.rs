@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ringcache_client::{Client, Options, Ttl};
+use ringcache_client::{Client, Options, ReadFrom, Ttl};
 use ringcache_protocol::Frame;
 use ringcache_tests::{Cluster, local_keys};
 
@@ -212,4 +212,41 @@ fn requests_ride_through_a_joining_node() {
         true
     }));
     assert!(local_keys(c.node(3)) > 0, "the new node received no keys");
+}
+
+/// GET calls node `i` has run (INFO commandstats).
+fn gets_on(c: &Cluster, i: usize) -> u64 {
+    let Frame::Bulk(info) = c.node(i).raw().cmd(&["INFO", "commandstats"]) else { panic!() };
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[test]
+fn reads_go_to_replicas_when_asked() {
+    let c = Cluster::start(3, CALM);
+    c.wait_converged(3);
+    let owners = c.owners_of(0, "rf:key");
+    runtime().block_on(async {
+        let opts = Options { read_from: ReadFrom::PreferReplica, ..Options::default() };
+        let client = Client::with_options(seeds(&c), opts).await.unwrap();
+        client.set("rf:key", "v").await.unwrap();
+        // A replica answers from its own copy, which follows the write.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while client.get("rf:key").await.unwrap().as_deref() != Some(&b"v"[..]) {
+            assert!(std::time::Instant::now() < deadline, "replicas never got the write");
+        }
+        let before: Vec<u64> = (0..3).map(|i| gets_on(&c, i)).collect();
+        for _ in 0..30 {
+            assert_eq!(client.get("rf:key").await.unwrap().as_deref(), Some(&b"v"[..]));
+        }
+        let after: Vec<u64> = (0..3).map(|i| gets_on(&c, i)).collect();
+        let served: Vec<u64> = (0..3).map(|i| after[i] - before[i]).collect();
+        assert_eq!(served[owners[0]], 0, "the primary served replica reads: {served:?}");
+        assert_eq!(served.iter().sum::<u64>(), 30, "{served:?}");
+        // Writes still go to the primary, whatever the read preference.
+        client.set("rf:key", "w").await.unwrap();
+        assert_eq!(c.node(owners[0]).raw().cmd(&["GET", "rf:key"]), Frame::Bulk("w".into()));
+    });
 }
