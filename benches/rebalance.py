@@ -26,39 +26,13 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "target" / "release" / "ringcache"
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        if p < 55000:
-            return p
-
-
-def cli(port: int, *args: str) -> str:
-    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=30).stdout
-
-
-def info(port: int, section: str) -> dict[str, str]:
-    out = {}
-    for line in cli(port, "info", section).splitlines():
-        if ":" in line:
-            k, v = line.split(":", 1)
-            out[k] = v.strip()
-    return out
+from ringlib import BIN, cli, free_port, info, node_argv, settled
 
 
 class Node:
     def __init__(self, i: int, port: int, cport: int, seeds: list[int], extra: list[str], logs: Path):
-        argv = [str(BIN), "--port", str(port), "--cluster-port", str(cport), "--node-name", f"node{i}"]
-        for s in seeds:
-            argv += ["--seed", f"127.0.0.1:{s}"]
         self.port = port
-        self.p = subprocess.Popen(argv + extra, stdout=subprocess.DEVNULL, stderr=open(logs / f"node{i}.log", "w"))
+        self.p = subprocess.Popen(node_argv(i, port, cport, seeds) + extra, stdout=subprocess.DEVNULL, stderr=open(logs / f"node{i}.log", "w"))
 
     def stop(self) -> None:
         self.p.terminate()
@@ -66,14 +40,6 @@ class Node:
             self.p.wait(timeout=40)
         except subprocess.TimeoutExpired:
             self.p.kill()
-
-
-def settled(nodes: list[Node]) -> bool:
-    for n in nodes:
-        i = info(n.port, "cluster")
-        if any(i.get(f, "1") != "0" for f in ("rebalance_slots_pending", "rebalance_slots_in_flight", "rebalance_slots_importing")):
-            return False
-    return True
 
 
 def wait(pred, what: str, timeout: float = 120) -> None:
@@ -144,8 +110,7 @@ def run(keys: int, rate: int) -> dict:
     nodes = [Node(i, ports[i][0], ports[i][1], [c for j, (_, c) in enumerate(ports[:3]) if j != i], extra, logs) for i in range(3)]
     try:
         wait(lambda: all(cli(n.port, "ping").strip() == "PONG" for n in nodes), "nodes")
-        wait(lambda: all(info(n.port, "replication").get("hints_pending") is not None and cli(n.port, "info", "replication").count(",state=up,") == 2 for n in nodes), "links")
-        wait(lambda: settled(nodes), "formation")
+        wait(lambda: settled([n.port for n in nodes], 3), "formation")
         t0 = time.time()
         load(nodes[0].port, keys)
         load_s = time.time() - t0
@@ -163,7 +128,7 @@ def run(keys: int, rate: int) -> dict:
         nodes.append(Node(3, ports[3][0], ports[3][1], [ports[0][1]], extra, logs))
         wait(lambda: cli(nodes[3].port, "ping").strip() == "PONG", "node3")
         wait(lambda: all(info(n.port, "cluster").get("cluster_known_nodes") == "4" for n in nodes), "join")
-        wait(lambda: settled(nodes), "rebalance", 600)
+        wait(lambda: settled([n.port for n in nodes], 4), "rebalance", 600)
         move_s = time.time() - t0
         during.stop.set()
         during.join()

@@ -408,6 +408,9 @@ impl Shared {
         let store = Store::new();
         store.set_node_id(xxhash_rust::xxh3::xxh3_64(config.node_name.as_bytes()));
         store.set_tombstone_grace_ms(config.tombstone_grace.as_millis() as u64);
+        // Tombstones matter once there are peers; a node started without
+        // seeds turns them on when others first join it.
+        store.set_keep_tombstones(!config.seeds.is_empty());
         store.set_maxmemory(config.maxmemory);
         store.set_policy(config.maxmemory_policy);
         store.set_samples(config.maxmemory_samples);

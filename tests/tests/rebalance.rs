@@ -113,13 +113,21 @@ fn assert_placement(c: &Cluster, members: &[&str], n: usize) {
     });
 }
 
+/// `nodes` nodes started with `args`, settled, holding `keys` keys each on
+/// exactly its owners.
+fn loaded_cluster(args: &[&str], nodes: usize, keys: usize) -> Cluster {
+    let c = Cluster::start(nodes, args);
+    c.wait_converged(nodes);
+    wait_rebalanced(&c);
+    write_keys(c.node(0), keys);
+    let names: Vec<String> = (0..nodes).map(|i| format!("node{i}")).collect();
+    assert_placement(&c, &names.iter().map(String::as_str).collect::<Vec<_>>(), keys);
+    c
+}
+
 #[test]
 fn a_joining_node_takes_its_slots_without_a_miss() {
-    let mut c = Cluster::start(3, ARGS);
-    c.wait_converged(3);
-    wait_rebalanced(&c);
-    write_keys(c.node(0), KEYS);
-    assert_placement(&c, &["node0", "node1", "node2"], KEYS);
+    let mut c = loaded_cluster(ARGS, 3, KEYS);
     let stop = AtomicBool::new(false);
     let mut con = c.node(0).redis();
     let (misses, errors) = std::thread::scope(|s| {
@@ -153,12 +161,8 @@ fn a_joining_node_takes_its_slots_without_a_miss() {
 
 #[test]
 fn a_killed_node_is_replaced_on_every_slot_it_owned() {
-    let mut c = Cluster::start(4, ARGS);
-    c.wait_converged(4);
-    wait_rebalanced(&c);
     let n = 50_000;
-    write_keys(c.node(0), n);
-    assert_placement(&c, &["node0", "node1", "node2", "node3"], n);
+    let mut c = loaded_cluster(ARGS, 4, n);
     c.kill(2);
     c.wait_converged(3);
     wait_rebalanced(&c);
@@ -173,12 +177,8 @@ fn a_killed_node_is_replaced_on_every_slot_it_owned() {
 
 #[test]
 fn a_gracefully_stopped_node_hands_its_slots_over() {
-    let mut c = Cluster::start(4, ARGS);
-    c.wait_converged(4);
-    wait_rebalanced(&c);
     let n = 100_000;
-    write_keys(c.node(0), n);
-    assert_placement(&c, &["node0", "node1", "node2", "node3"], n);
+    let mut c = loaded_cluster(ARGS, 4, n);
     let stop = AtomicBool::new(false);
     let mut con = c.node(0).redis();
     let mut leaving = c.nodes[3].take().expect("node3 runs");
@@ -203,12 +203,8 @@ fn a_gracefully_stopped_node_hands_its_slots_over() {
 #[test]
 fn a_node_paused_past_down_catches_up_when_it_returns() {
     let args: Vec<&str> = ARGS.iter().copied().chain(["--hints-max-keys", "10"]).collect();
-    let c = Cluster::start(3, &args);
-    c.wait_converged(3);
-    wait_rebalanced(&c);
     let n = 2000;
-    write_keys(c.node(0), n);
-    assert_placement(&c, &["node0", "node1", "node2"], n);
+    let c = loaded_cluster(&args, 3, n);
     c.node(2).signal("STOP");
     Server::eventually("node2 to be declared down", || (0..2).all(|i| c.known_nodes(i) == 2));
     let mut con = c.node(0).redis();
@@ -241,12 +237,8 @@ fn a_node_paused_past_down_catches_up_when_it_returns() {
 #[test]
 fn anti_entropy_repairs_what_overflowing_hints_lost() {
     let args = ["--gossip-suspect-ms", "3000", "--replication-timeout-ms", "300", "--hints-max-keys", "10"];
-    let c = Cluster::start(3, &args);
-    c.wait_converged(3);
-    wait_rebalanced(&c);
     let n = 1000;
-    write_keys(c.node(0), n);
-    assert_placement(&c, &["node0", "node1", "node2"], n);
+    let c = loaded_cluster(&args, 3, n);
     // Keys whose primary stays up (node2 only holds copies of them).
     let primary_up = |i: &usize| c.owners_of(0, &key(*i))[0] != 2;
     let added: Vec<usize> = (n..n + 3000).filter(primary_up).take(500).collect();

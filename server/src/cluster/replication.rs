@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use ringcache_protocol::{Args, Frame, encode, parse_i64};
 
-use crate::store::{Entry, Incoming};
+use crate::store::{Entry, Incoming, KeyRef};
 
 /// Encodes the request that gives a replica `entry` (a live key).
 pub fn encode_put(buf: &mut BytesMut, entry: &Entry) {
@@ -29,6 +29,16 @@ pub fn encode_put(buf: &mut BytesMut, entry: &Entry) {
 /// Encodes the request that tells a replica `key` was deleted at `version`.
 pub fn encode_del(buf: &mut BytesMut, key: &[u8], version: u64) {
     encode::command(buf, &[&b"RC.DEL"[..], key, itoa(version).as_bytes()]);
+}
+
+/// Encodes the request that gives another owner what `k` holds here: its
+/// value, or its tombstone; nothing if the key is unknown here.
+pub fn encode_current(buf: &mut BytesMut, k: &KeyRef<'_>) {
+    if let Some(e) = k.entry() {
+        encode_put(buf, e);
+    } else if let Some(v) = k.tombstone() {
+        encode_del(buf, k.key(), v);
+    }
 }
 
 fn itoa(n: u64) -> String {
@@ -70,6 +80,38 @@ pub enum ReadState {
 }
 
 impl ReadState {
+    /// What `k` holds here.
+    pub fn of(k: &KeyRef<'_>) -> ReadState {
+        match (k.entry(), k.tombstone()) {
+            (Some(e), _) => ReadState::Live {
+                version: e.version(),
+                expiry_ms: e.expiry_ms(),
+                value: Bytes::copy_from_slice(e.value()),
+            },
+            (None, Some(version)) => ReadState::Deleted { version },
+            (None, None) => ReadState::Unknown,
+        }
+    }
+
+    /// Applies this state to `k` if it is newer (see `KeyRef::apply`).
+    pub fn apply_to(&self, k: &mut KeyRef<'_>) -> bool {
+        match self {
+            ReadState::Unknown => false,
+            ReadState::Deleted { version } => k.apply(*version, Incoming::Delete),
+            ReadState::Live { version, expiry_ms, value } => {
+                k.apply(*version, Incoming::Put { value, expiry_ms: *expiry_ms })
+            }
+        }
+    }
+
+    /// Decodes a raw `RC.READ` reply.
+    pub fn parse(raw: &[u8]) -> Option<ReadState> {
+        match ringcache_protocol::decode_frame(raw, &ringcache_protocol::Limits::default()) {
+            Ok(Some((f, _))) => ReadState::decode(&f),
+            _ => None,
+        }
+    }
+
     pub fn version(&self) -> u64 {
         match self {
             ReadState::Unknown => 0,

@@ -113,6 +113,11 @@ impl SlotTable {
         self.members.binary_search_by(|m| m.name.as_str().cmp(name)).ok().map(|i| i as u16)
     }
 
+    /// Whether member `name` owns `slot` (false for a non-member).
+    pub fn owns(&self, name: &str, slot: u16) -> bool {
+        self.member_index(name).is_some_and(|i| self.owners(slot).contains(&i))
+    }
+
     /// Maximal runs of consecutive slots with the same owners, in slot order:
     /// `(first slot, last slot, owners)`. What CLUSTER SLOTS reports.
     pub fn ranges(&self) -> Vec<(u16, u16, &[u16])> {

@@ -248,6 +248,7 @@ pub struct Spec {
     /// Precomputed from `flags`: checked on every request.
     pub no_auth: bool,
     pub denyoom: bool,
+    pub write: bool,
 }
 
 impl Spec {
@@ -306,6 +307,7 @@ const fn spec(
         run,
         no_auth: has(flags, "no-auth"),
         denyoom: has(flags, "denyoom"),
+        write: has(flags, "write"),
     }
 }
 
@@ -441,53 +443,72 @@ fn unknown_command(args: Args<'_>) -> String {
     format!("ERR unknown command '{}', with args beginning with: {rest}", truncate(&name, 128))
 }
 
+/// Why a request is refused before its command runs.
+enum Refusal {
+    Unknown,
+    NoAuth(usize),
+    Arity(usize),
+}
+
+/// The command a request names, if it may run: known, authenticated (or
+/// allowed without), right arity.
+fn check(conn: &ConnState, shared: &Shared, args: Args<'_>) -> Result<usize, Refusal> {
+    let idx = lookup(args.get(0)).ok_or(Refusal::Unknown)?;
+    let spec = &COMMANDS[idx];
+    // A password cleared at run time frees connections that never
+    // authenticated, as in Redis (the default user becomes `nopass`).
+    if !conn.authenticated && !spec.no_auth && shared.settings.requirepass().is_some() {
+        return Err(Refusal::NoAuth(idx));
+    }
+    let n = args.len() as i32;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        return Err(Refusal::Arity(idx));
+    }
+    Ok(idx)
+}
+
 /// Whether `execute` would refuse the request before running it (unknown
 /// command, not authenticated, wrong arity): such requests never leave the
 /// node, whatever their keys.
 pub fn precheck(conn: &ConnState, shared: &Shared, args: Args<'_>) -> Option<&'static Spec> {
-    let spec = &COMMANDS[lookup(args.get(0))?];
-    if !conn.authenticated && !spec.no_auth && shared.settings.requirepass().is_some() {
-        return None;
-    }
-    let n = args.len() as i32;
-    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
-        return None;
-    }
-    Some(spec)
+    check(conn, shared, args).ok().map(|i| &COMMANDS[i])
 }
 
-/// Runs one request and writes its reply.
-pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) {
-    let Some(idx) = lookup(args.get(0)) else {
-        ctx.stats.unknown += 1;
-        let text = unknown_command(args);
-        ctx.out.error(&text);
-        return;
+/// Runs one request and writes its reply. Returns the command if its
+/// handler ran (whether it succeeded or answered an error).
+pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Option<&'static Spec> {
+    let idx = match check(ctx.conn, ctx.shared, args) {
+        Ok(idx) => idx,
+        Err(Refusal::Unknown) => {
+            ctx.stats.unknown += 1;
+            let text = unknown_command(args);
+            ctx.out.error(&text);
+            return None;
+        }
+        Err(Refusal::NoAuth(idx)) => {
+            ctx.conn.info.last_cmd.store(idx as u16, Relaxed);
+            ctx.stats.record(idx, Outcome::Rejected);
+            ctx.out.error("NOAUTH Authentication required.");
+            return None;
+        }
+        Err(Refusal::Arity(idx)) => {
+            ctx.conn.info.last_cmd.store(idx as u16, Relaxed);
+            ctx.stats.record(idx, Outcome::Rejected);
+            ctx.out.error(&CmdError::Arity(COMMANDS[idx].name.to_string()).text());
+            return None;
+        }
     };
     let spec = &COMMANDS[idx];
     ctx.conn.info.last_cmd.store(idx as u16, Relaxed);
-    // A password cleared at run time frees connections that never
-    // authenticated, as in Redis (the default user becomes `nopass`).
-    if !ctx.conn.authenticated && !spec.no_auth && ctx.shared.settings.requirepass().is_some() {
-        ctx.stats.record(idx, Outcome::Rejected);
-        ctx.out.error("NOAUTH Authentication required.");
-        return;
-    }
-    let n = args.len() as i32;
-    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
-        ctx.stats.record(idx, Outcome::Rejected);
-        ctx.out.error(&CmdError::Arity(spec.name.to_string()).text());
-        return;
-    }
     if let Err(e) = route(ctx, spec, args) {
         ctx.stats.record(idx, Outcome::Rejected);
         ctx.out.error(&e.text());
-        return;
+        return None;
     }
     if spec.denyoom && ctx.shared.store.make_room(ctx.now_ms).is_err() {
         ctx.stats.record(idx, Outcome::Rejected);
         ctx.out.error(&CmdError::Oom.text());
-        return;
+        return None;
     }
     match (spec.run)(ctx, args) {
         Ok(()) => ctx.stats.record(idx, Outcome::Ok),
@@ -496,6 +517,7 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) {
             ctx.out.error(&e.text());
         }
     }
+    Some(spec)
 }
 
 // ---- argument helpers shared by the command files ---------------------------

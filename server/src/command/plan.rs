@@ -90,16 +90,17 @@ pub fn plan(spec: &Spec, args: Args<'_>, t: &Topology, readonly: bool, peer: boo
         // MSET with a key and no value: the command answers the error.
         return Plan::Local;
     }
-    let keys: Vec<usize> = (spec.first_key as usize..=last).step_by(step).collect();
+    // Argument positions of the keys (no allocation: most requests have one).
+    let keys = (spec.first_key as usize..=last).step_by(step);
     let primary = |i: usize| t.table.owners(key_slot(args.get(i)))[0];
-    let first = primary(keys[0]);
-    let one_primary = keys.iter().all(|&i| primary(i) == first);
+    let first = primary(spec.first_key as usize);
+    let one_primary = keys.clone().skip(1).all(|i| primary(i) == first);
     if one_primary && first == t.me {
         return Plan::Local;
     }
     if readonly
         && spec.has_flag("readonly")
-        && keys.iter().all(|&i| t.table.owners(key_slot(args.get(i))).contains(&t.me))
+        && keys.clone().all(|i| t.table.owners(key_slot(args.get(i))).contains(&t.me))
     {
         return Plan::Local;
     }

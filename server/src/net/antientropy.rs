@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use super::link::{Link, Msg};
 use crate::cluster::replication::{ReadState, encode_del, encode_put};
 use crate::shared::Shared;
-use crate::store::{Incoming, SHARD_COUNT, SLOTS_PER_SHARD};
+use crate::store::{SHARD_COUNT, SLOTS_PER_SHARD};
 
 /// One shard's slots are compared per round.
 const ROUND_PERIOD: Duration = Duration::from_millis(30);
@@ -168,13 +168,7 @@ async fn repair_slot(shared: &Shared, link: &Link, slot: u16) {
     for k in wanted {
         let Some(f) = call(link, &[b"RC.READ", k]).await else { continue };
         let Some(state) = ReadState::decode(&f) else { continue };
-        let applied = shared.store.with_key(k, now, |key| match &state {
-            ReadState::Live { version, expiry_ms, value } => {
-                key.apply(*version, Incoming::Put { value, expiry_ms: *expiry_ms })
-            }
-            ReadState::Deleted { version } => key.apply(*version, Incoming::Delete),
-            ReadState::Unknown => false,
-        });
+        let applied = shared.store.with_key(k, now, |key| state.apply_to(key));
         fetched += u64::from(applied);
     }
     shared.antientropy.keys_repaired.fetch_add(pushed + fetched, Relaxed);

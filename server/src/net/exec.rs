@@ -28,13 +28,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use super::link::{Ack, Link, LinkError, Msg};
-use crate::cluster::replication::{ReadState, encode_del, encode_put, quorum};
+use crate::cluster::replication::{ReadState, encode_current, quorum};
 use crate::cluster::topology::Topology;
 use crate::command::plan::{Combine, Part, Plan, SCAN_MEMBER_SHIFT, plan};
 use crate::command::{self, ConnState, Ctx, Reply, Spec};
 use crate::config::Redirect;
 use crate::shared::{ClientInfo, LocalStats, Outcome, Shared};
-use crate::store::Incoming;
 
 const UNSPECIFIED: std::net::SocketAddr =
     std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
@@ -215,6 +214,11 @@ impl Exec {
     }
 
     fn run_here(&mut self, env: &mut Env<'_>, args: Args<'_>) {
+        self.execute_here(env, args);
+    }
+
+    /// Runs the request on this node's store; the command, if it ran.
+    fn execute_here(&mut self, env: &mut Env<'_>, args: Args<'_>) -> Option<&'static Spec> {
         let v = env.conn.resp;
         let mut ctx = Ctx {
             shared: env.shared,
@@ -223,7 +227,7 @@ impl Exec {
             now_ms: env.now_ms,
             stats: env.stats,
         };
-        command::execute(&mut ctx, args);
+        command::execute(&mut ctx, args)
     }
 
     /// Runs one request: here, or wherever its plan says.
@@ -238,13 +242,11 @@ impl Exec {
                 encode::error(&mut self.out, b"TRYAGAIN this node has not joined the cluster's table yet");
                 return;
             }
-            if !env.shared.wrote_alone.load(Relaxed)
-                && !env.conn.peer
-                && command::lookup(args.get(0)).is_some_and(|i| command::COMMANDS[i].has_flag("write"))
-            {
+            let ran = self.execute_here(env, args);
+            if ran.is_some_and(|spec| spec.write) && !env.conn.peer && !env.shared.wrote_alone.load(Relaxed) {
                 env.shared.wrote_alone.store(true, Relaxed);
             }
-            return self.run_here(env, args);
+            return;
         }
         let Some(spec) = command::precheck(env.conn, env.shared, args) else {
             return self.run_here(env, args);
@@ -394,13 +396,12 @@ impl Exec {
 
     fn push_answer(&mut self, a: Answer, resend: Option<Resend>) {
         self.answers.push(a);
-        self.resend.resize(self.answers.len() - 1, None);
         self.resend.push(resend);
     }
 
     /// Runs a request this node coordinates; a write is replicated.
     fn local(&mut self, env: &mut Env<'_>, spec: &'static Spec, args: Args<'_>, t: &Topology) {
-        if !spec.has_flag("write") {
+        if !spec.write {
             // A slot still arriving from its previous owner: a local miss
             // reads through to that owner (DESIGN §5), so a moving key is
             // never a miss.
@@ -495,13 +496,7 @@ impl Exec {
         let mut wait = false;
         for KeyPlan { key, slot, replicas, need } in plans {
             let mut op = BytesMut::new();
-            env.shared.store.with_key(key, env.now_ms, |k| {
-                if let Some(e) = k.entry() {
-                    encode_put(&mut op, e);
-                } else if let Some(v) = k.tombstone() {
-                    encode_del(&mut op, key, v);
-                }
-            });
+            env.shared.store.with_key(key, env.now_ms, |k| encode_current(&mut op, k));
             if op.is_empty() {
                 continue; // nothing there, nothing deleted (an expired key)
             }
@@ -578,9 +573,7 @@ impl Exec {
             let mut states = Vec::new();
             for (name, a) in &r.asked {
                 if let Answer::Replies(replies) = &self.answers[*a]
-                    && let Some(raw) = replies.first()
-                    && let Ok(Some((f, _))) = decode_frame(raw, &Limits::default())
-                    && let Some(st) = ReadState::decode(&f)
+                    && let Some(st) = replies.first().and_then(|raw| ReadState::parse(raw))
                 {
                     states.push((name.clone(), st));
                 }
@@ -609,12 +602,8 @@ impl Exec {
             // the slot since (so its "unknown" would be a false miss).
             if newest.version() > local || r.through {
                 // This node was behind: catch up, then answer again.
-                let incoming = match &newest {
-                    ReadState::Live { value, expiry_ms, .. } => Incoming::Put { value, expiry_ms: *expiry_ms },
-                    _ => Incoming::Delete,
-                };
                 if newest.version() > local {
-                    shared.store.with_key(&key, now_ms, |k| k.apply(newest.version(), incoming));
+                    shared.store.with_key(&key, now_ms, |k| newest.apply_to(k));
                     shared.metrics.read_repairs.fetch_add(1, Relaxed);
                 }
                 let mut conn = ConnState::new(Arc::new(ClientInfo::new(0, UNSPECIFIED, UNSPECIFIED, now_ms)), false);
@@ -631,13 +620,7 @@ impl Exec {
                 }
                 self.chunks[i] = Chunk::Bytes(buf.freeze());
             } else {
-                shared.store.with_key(&key, now_ms, |k| {
-                    if let Some(e) = k.entry() {
-                        encode_put(&mut repair, e);
-                    } else if let Some(v) = k.tombstone() {
-                        encode_del(&mut repair, &key, v);
-                    }
-                });
+                shared.store.with_key(&key, now_ms, |k| encode_current(&mut repair, k));
             }
             let newest_v = newest.version().max(local);
             if repair.is_empty() {
@@ -826,11 +809,11 @@ impl Exec {
             }
             Chunk::Gather { parts, combine, v, order } => {
                 let mut frames = Vec::with_capacity(parts.len());
+                // Replies of trusted peers and of this node: no limits.
+                let limits = Limits { bulk_len_max: usize::MAX, multibulk_len_max: usize::MAX, ..Limits::default() };
                 for p in parts {
                     let mut buf = BytesMut::new();
                     self.emit(p, &mut buf, acked, shared);
-                    let limits =
-                        Limits { bulk_len_max: usize::MAX, multibulk_len_max: usize::MAX, ..Limits::default() };
                     match decode_frame(&buf, &limits) {
                         Ok(Some((f, _))) => frames.push(f),
                         _ => frames.push(Frame::Error(Bytes::from_static(b"ERR malformed reply from a peer"))),
@@ -855,21 +838,8 @@ async fn fetch_moving_keys(shared: &Shared, keys: Vec<(Arc<str>, Vec<u8>)>, dead
     for (key, rx) in waits {
         let Some(rx) = rx else { continue };
         let Ok(Ok(Ok(replies))) = timeout_at(deadline, rx).await else { continue };
-        let state = replies.first().and_then(|raw| match decode_frame(raw, &Limits::default()) {
-            Ok(Some((f, _))) => ReadState::decode(&f),
-            _ => None,
-        });
-        let Some(state) = state else { continue };
-        let now_ms = super::unix_ms();
-        shared.store.with_key(&key, now_ms, |k| match &state {
-            ReadState::Live { version, expiry_ms, value } => {
-                k.apply(*version, Incoming::Put { value, expiry_ms: *expiry_ms });
-            }
-            ReadState::Deleted { version } => {
-                k.apply(*version, Incoming::Delete);
-            }
-            ReadState::Unknown => {}
-        });
+        let Some(state) = replies.first().and_then(|raw| ReadState::parse(raw)) else { continue };
+        shared.store.with_key(&key, super::unix_ms(), |k| state.apply_to(k));
         shared.rebalance.mark_checked(key);
     }
 }

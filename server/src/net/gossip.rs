@@ -246,6 +246,9 @@ impl Driver {
         info!(epoch = self.epoch, members = ?names, "slot table changed");
         self.shared.metrics.topology_changes.fetch_add(1, Relaxed);
         // Links first, so requests routed by the new table find them.
+        if topology.nodes.len() > 1 {
+            self.shared.store.set_keep_tombstones(true);
+        }
         self.shared.links.sync(&self.shared, &topology);
         super::rebalance::before_publish(&self.shared, &topology);
         self.shared.set_topology(topology);

@@ -251,14 +251,6 @@ fn target(shared: &Shared, name: &str) -> Option<SocketAddr> {
     t.nodes.iter().find(|n| n.name == name).map(|n| SocketAddr::new(n.client_addr.ip(), n.cluster_port))
 }
 
-/// Whether `name` still owns `slot` (hint replay drops the rest).
-fn owns(t: &Topology, name: &str, slot: u16) -> bool {
-    match t.nodes.iter().position(|n| n.name == name) {
-        Some(i) => t.table.owners(slot).contains(&(i as u16)),
-        None => false,
-    }
-}
-
 struct State {
     hints: Hints,
     stats: Arc<LinkStats>,
@@ -471,7 +463,7 @@ async fn session(
             let t = shared.topology();
             let mut ops = st.hints.take(REPLAY_BATCH);
             let before = ops.len();
-            ops.retain(|(slot, _)| owns(&t, name, *slot));
+            ops.retain(|(slot, _)| t.table.owns(name, *slot));
             st.hints.dropped += (before - ops.len()) as u64;
             st.stats.hints_replayed.fetch_add(ops.len() as u64, Relaxed);
             st.publish();

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ringcache_protocol::{Args, Limits, RequestParser, Version, encode};
+use ringcache_protocol::{Args, Limits, RequestParser, SLOT_COUNT, Version, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -199,6 +199,11 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, mut
     debug!(%addr, %peer, "peer disconnected");
 }
 
+/// A decimal argument of a peer request.
+fn num<T: std::str::FromStr>(a: &[u8]) -> Option<T> {
+    std::str::from_utf8(a).ok()?.parse().ok()
+}
+
 fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u8]) {
     let args = parser.args(input);
     let name = args.get(0);
@@ -215,17 +220,7 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
             None => encode::error(&mut exec.out, b"ERR malformed replication request"),
         }
     } else if name.eq_ignore_ascii_case(b"RC.READ") && args.len() == 2 {
-        let state = env.shared.store.with_key(args.get(1), env.now_ms, |k| match k.entry() {
-            Some(e) => ReadState::Live {
-                version: e.version(),
-                expiry_ms: e.expiry_ms(),
-                value: bytes::Bytes::copy_from_slice(e.value()),
-            },
-            None => match k.tombstone() {
-                Some(version) => ReadState::Deleted { version },
-                None => ReadState::Unknown,
-            },
-        });
+        let state = env.shared.store.with_key(args.get(1), env.now_ms, |k| ReadState::of(k));
         state.encode(&mut exec.out);
     } else if name.eq_ignore_ascii_case(b"RC.FWD") && args.len() >= 4 {
         let Some(ranges) = parser.ranges() else {
@@ -238,7 +233,7 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
         env.conn.share = false;
     } else if (name.eq_ignore_ascii_case(b"RC.SLOTDONE") || name.eq_ignore_ascii_case(b"RC.DROPOK")) && args.len() == 2
     {
-        match std::str::from_utf8(args.get(1)).ok().and_then(|s| s.parse::<u16>().ok()).filter(|&s| s < 16384) {
+        match num::<u16>(args.get(1)).filter(|&s| s < SLOT_COUNT) {
             Some(slot) if name.eq_ignore_ascii_case(b"RC.SLOTDONE") => {
                 env.shared.rebalance.import_done(slot);
                 exec.out.extend_from_slice(b"+OK\r\n");
@@ -251,19 +246,15 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
         }
     } else if name.eq_ignore_ascii_case(b"RC.SENDING") && args.len() >= 3 && args.len() <= 3 + 4096 {
         let to = String::from_utf8_lossy(args.get(1)).into_owned();
-        let table = std::str::from_utf8(args.get(2)).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        let slots: Vec<u16> = args
-            .iter()
-            .skip(3)
-            .map(|a| std::str::from_utf8(a).ok().and_then(|s| s.parse().ok()).unwrap_or(u16::MAX))
-            .collect();
+        let table = num::<u64>(args.get(2)).unwrap_or(0);
+        let slots: Vec<u16> = args.iter().skip(3).map(|a| num::<u16>(a).unwrap_or(u16::MAX)).collect();
         let flags = env.shared.rebalance.sending(&to, table, &slots);
         encode::array_header(&mut exec.out, flags.len());
         for f in flags {
             encode::integer(&mut exec.out, i64::from(f));
         }
     } else if name.eq_ignore_ascii_case(b"RC.DIGESTS") && args.len() == 2 {
-        match std::str::from_utf8(args.get(1)).ok().and_then(|s| s.parse::<usize>().ok()).filter(|&s| s < SHARD_COUNT) {
+        match num::<usize>(args.get(1)).filter(|&s| s < SHARD_COUNT) {
             Some(shard) => {
                 let slots: Vec<u16> = (0..SLOTS_PER_SHARD).map(|i| (i * SHARD_COUNT + shard) as u16).collect();
                 let digests = env.shared.store.slot_digests(&slots, env.now_ms);
@@ -275,7 +266,7 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
             None => encode::error(&mut exec.out, b"ERR invalid shard"),
         }
     } else if name.eq_ignore_ascii_case(b"RC.KEYVERS") && args.len() == 2 {
-        match std::str::from_utf8(args.get(1)).ok().and_then(|s| s.parse::<u16>().ok()).filter(|&s| s < 16384) {
+        match num::<u16>(args.get(1)).filter(|&s| s < SLOT_COUNT) {
             Some(slot) => {
                 let body = std::cell::RefCell::new((BytesMut::new(), 0usize));
                 let add = |k: &[u8], v: u64| {

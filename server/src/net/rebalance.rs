@@ -227,7 +227,7 @@ impl RebalanceState {
         m.retain(|&slot, _| new.table.owners(slot).contains(&new.me));
         for slot in 0..ringcache_protocol::SLOT_COUNT {
             let now_owner = new.table.owners(slot).contains(&new.me);
-            let was_owner = old.table.owners(slot).iter().any(|&i| old.table.members[usize::from(i)].name == me);
+            let was_owner = old.table.owns(me, slot);
             if now_owner
                 && !was_owner
                 && !(joining && received.contains(&slot))
@@ -318,7 +318,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 {
                     let before = without(&now, &n.name, shared.config.replicas as usize, shared.config.vnodes);
                     for slot in 0..ringcache_protocol::SLOT_COUNT {
-                        if owns(&now, &n.name, slot)
+                        if now.table.owns(&n.name, slot)
                             && sender(&before.table, &now.table, slot) == Some(me.as_str())
                             && !sends.iter().any(|s| s.slot == slot && s.to.contains(&n.name))
                         {
@@ -337,7 +337,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         .owners(s.slot)
                         .iter()
                         .map(|&i| old.table.members[usize::from(i)].name.clone())
-                        .filter(|n| *n != me && now.table.member_index(n).is_some() && !owns(&now, n, s.slot))
+                        .filter(|n| *n != me && now.table.member_index(n).is_some() && !now.table.owns(n, s.slot))
                         .collect();
                     after_copy.insert(s.slot, (lost.contains(&s.slot), losers));
                     {
@@ -372,7 +372,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             let t = shared.topology();
             let group = take_group(&mut queue, |job| {
                 job.to.retain(|n| {
-                    let keep = owns(&t, n, job.slot);
+                    let keep = t.table.owns(n, job.slot);
                     if !keep {
                         lock(&shared.rebalance.outgoing).remove(&(job.slot, n.as_str().into()));
                     }
@@ -443,10 +443,6 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
         }
     }
-}
-
-fn owns(t: &Topology, name: &str, slot: u16) -> bool {
-    t.table.member_index(name).is_some_and(|i| t.table.owners(slot).contains(&i))
 }
 
 /// Asks each sender whether it still has copies coming for the slots this
@@ -713,7 +709,7 @@ pub async fn drain(shared: &Shared, deadline: Instant) {
             .owners(slot)
             .iter()
             .map(|&i| after.table.members[usize::from(i)].name.clone())
-            .filter(|n| !owns(&now, n, slot))
+            .filter(|n| !now.table.owns(n, slot))
             .collect();
         if !to.is_empty() {
             queue.push_back(Job { slot, to, attempts: 0, not_before: Instant::now() });

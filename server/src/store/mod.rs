@@ -68,6 +68,82 @@ struct Tomb {
     until_ms: u64,
 }
 
+/// A shard's tombstones, with an index by end of grace period so that the
+/// oldest goes first at the bound and expired ones are found without a
+/// scan: every delete stays O(log n) however many tombstones there are.
+#[derive(Debug, Default)]
+struct Tombs {
+    by_key: HashMap<Box<[u8]>, Tomb>,
+    by_until: std::collections::BTreeSet<(u64, Box<[u8]>)>,
+}
+
+impl Tombs {
+    fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Tomb> {
+        self.by_key.get(key)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &Tomb)> {
+        self.by_key.iter().map(|(k, t)| (&**k, t))
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Tomb> {
+        let t = self.by_key.remove(key)?;
+        self.by_until.remove(&(t.until_ms, Box::from(key)));
+        Some(t)
+    }
+
+    /// Records `key`'s tombstone; at `max`, the one nearest to the end of
+    /// its grace period goes first (true if one did).
+    fn insert(&mut self, key: &[u8], tomb: Tomb, max: usize) -> bool {
+        self.remove(key);
+        let mut dropped = false;
+        if self.by_key.len() >= max
+            && let Some((_, oldest)) = self.by_until.pop_first()
+        {
+            self.by_key.remove(&oldest);
+            dropped = true;
+        }
+        self.by_key.insert(key.into(), tomb);
+        self.by_until.insert((tomb.until_ms, key.into()));
+        dropped
+    }
+
+    /// Drops the tombstones whose grace period ended; how many.
+    fn expire(&mut self, now_ms: u64) -> usize {
+        let mut n = 0;
+        while self.by_until.first().is_some_and(|(until, _)| *until <= now_ms) {
+            let (_, k) = self.by_until.pop_first().expect("checked");
+            self.by_key.remove(&k);
+            n += 1;
+        }
+        n
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let by_key = &mut self.by_key;
+        self.by_until.retain(|(_, k)| {
+            let kept = keep(k);
+            if !kept {
+                by_key.remove(k);
+            }
+            kept
+        });
+    }
+
+    fn clear(&mut self) {
+        self.by_key.clear();
+        self.by_until.clear();
+    }
+}
+
 /// What a replica is told about a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Incoming<'a> {
@@ -155,7 +231,7 @@ pub struct ShardInner {
     /// seen, without its node bits (unix ms << 10 | counter).
     clock: u64,
     rng: u64,
-    tombs: HashMap<Box<[u8]>, Tomb>,
+    tombs: Tombs,
 }
 
 impl ShardInner {
@@ -167,7 +243,7 @@ impl ShardInner {
             slot_counts: [0; SLOTS_PER_SHARD],
             clock: 0,
             rng: seed | 1,
-            tombs: HashMap::new(),
+            tombs: Tombs::default(),
         }
     }
 
@@ -183,14 +259,9 @@ impl ShardInner {
     }
 
     fn tomb(&mut self, key: &[u8], version: u64, until_ms: u64, dropped: &AtomicU64) {
-        if self.tombs.len() >= TOMBS_PER_SHARD_MAX
-            && !self.tombs.contains_key(key)
-            && let Some(k) = self.tombs.iter().min_by_key(|(_, t)| t.until_ms).map(|(k, _)| k.clone())
-        {
-            self.tombs.remove(&k);
+        if self.tombs.insert(key, Tomb { version, until_ms }, TOMBS_PER_SHARD_MAX) {
             dropped.fetch_add(1, Relaxed);
         }
-        self.tombs.insert(key.into(), Tomb { version, until_ms });
     }
 
     fn random(&mut self) -> u64 {
@@ -274,6 +345,7 @@ pub struct Store {
     rng: AtomicU64,
     node_id: AtomicU64,
     tomb_grace_ms: AtomicU64,
+    keep_tombstones: std::sync::atomic::AtomicBool,
     pub stats: StoreStats,
 }
 
@@ -304,6 +376,7 @@ impl Store {
             rng: AtomicU64::new(0x1234_5678_9ABC_DEF1),
             node_id: AtomicU64::new(0),
             tomb_grace_ms: AtomicU64::new(600_000),
+            keep_tombstones: std::sync::atomic::AtomicBool::new(true),
             stats: StoreStats::default(),
         }
     }
@@ -316,6 +389,12 @@ impl Store {
     }
     pub fn set_tombstone_grace_ms(&self, ms: u64) {
         self.tomb_grace_ms.store(ms, Relaxed);
+    }
+    /// Whether deletes leave tombstones (on by default). A node that never
+    /// had peers has no replica a tombstone could protect, and its deletes
+    /// then cost nothing extra.
+    pub fn set_keep_tombstones(&self, keep: bool) {
+        self.keep_tombstones.store(keep, Relaxed);
     }
 
     pub fn set_maxmemory(&self, bytes: u64) {
@@ -602,9 +681,7 @@ impl Store {
             if g.tombs.is_empty() {
                 continue;
             }
-            let before = g.tombs.len();
-            g.tombs.retain(|_, t| t.until_ms > now_ms);
-            n += before - g.tombs.len();
+            n += g.tombs.expire(now_ms);
         }
         n
     }
@@ -841,7 +918,7 @@ impl Store {
                 _ => pos += 1,
             }
         }
-        g.tombs.retain(|k, _| key_slot(k) != slot);
+        g.tombs.retain(|k| key_slot(k) != slot);
         drop(g);
         self.account(delta);
         removed
@@ -922,6 +999,10 @@ impl<'a> KeyRef<'a> {
     #[inline]
     pub fn exists(&self) -> bool {
         self.pos.is_some()
+    }
+
+    pub fn key(&self) -> &[u8] {
+        self.key
     }
 
     #[inline]
@@ -1015,13 +1096,16 @@ impl<'a> KeyRef<'a> {
     }
 
     /// Deletes the key, returning its entry, and leaves a tombstone with a
-    /// new version so replicas learn of the delete and keep it.
+    /// new version so replicas learn of the delete and keep it (unless
+    /// tombstones are off: see [`Store::set_keep_tombstones`]).
     pub fn remove(&mut self) -> Option<Entry> {
         let p = self.pos.take()?;
         let (old, delta) = self.shard.remove(p, Some(self.slot));
         self.store.account(delta);
-        let version = self.next_version();
-        self.put_tomb(version);
+        if self.store.keep_tombstones.load(Relaxed) {
+            let version = self.next_version();
+            self.put_tomb(version);
+        }
         Some(old)
     }
 

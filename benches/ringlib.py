@@ -1,0 +1,56 @@
+"""Helpers the cluster benchmarks share (replication.py, rebalance.py):
+free loopback ports, redis-cli and INFO, the argv of a ringcache node
+seeded with its peers, and "the cluster has settled". Standard library
+only."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release" / "ringcache"
+
+
+def free_port() -> int:
+    """A free loopback port below the kernel's usual ephemeral range."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            p = s.getsockname()[1]
+        if p < 55000:
+            return p
+
+
+def cli(port: int, *args: str, timeout: float = 30) -> str:
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=timeout).stdout
+
+
+def info(port: int, section: str) -> dict[str, str]:
+    out = {}
+    for line in cli(port, "info", section).splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out[k] = v.strip()
+    return out
+
+
+def node_argv(i: int, port: int, cport: int, seed_cports: list[int]) -> list[str]:
+    """A ringcache node `node{i}` on `port`/`cport`, seeded with the others."""
+    argv = [str(BIN), "--port", str(port), "--cluster-port", str(cport), "--node-name", f"node{i}"]
+    for s in seed_cports:
+        argv += ["--seed", f"127.0.0.1:{s}"]
+    return argv
+
+
+def settled(ports: list[int], members: int) -> bool:
+    """Every node has its peer links up and no slot copy pending, in
+    flight or importing (a cluster that just formed settles in a moment)."""
+    for p in ports:
+        if members > 1 and cli(p, "info", "replication").count(",state=up,") != members - 1:
+            return False
+        i = info(p, "cluster")
+        if any(i.get(f, "1") != "0" for f in ("rebalance_slots_pending", "rebalance_slots_in_flight", "rebalance_slots_importing")):
+            return False
+    return True
