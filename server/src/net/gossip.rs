@@ -68,6 +68,8 @@ pub struct Gossip {
 
 struct Driver {
     shared: Arc<Shared>,
+    /// Set once this node leaves on shutdown.
+    leaving: bool,
     socket: UdpSocket,
     key: PacketKey,
     foca: Node,
@@ -98,6 +100,7 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
         runtime: AccumulatingRuntime::new(),
         timers: BinaryHeap::new(),
         timer_seq: 0,
+        leaving: false,
         seeds: g.seeds,
         seed_addrs: Vec::new(),
         publish_at: None,
@@ -121,6 +124,7 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
             _ = announce.tick() => d.announce().await,
             _ = async { sleep_until(publish_at.expect("guarded")).await }, if publish_at.is_some() => d.publish(),
             _ = stop.changed() => {
+                d.leaving = true;
                 if let Err(e) = d.foca.leave_cluster(&mut d.runtime) {
                     debug!(error = %e, "leaving the cluster");
                 }
@@ -220,6 +224,9 @@ impl Driver {
                 OwnedNotification::Rename(a, b) => info!(from = ?a, to = ?b, "member renewed its identity"),
                 OwnedNotification::Active => info!("joined the cluster"),
                 OwnedNotification::Idle => info!("no other members known"),
+                // Leaving makes this node defunct on purpose: only news
+                // otherwise.
+                OwnedNotification::Defunct if self.leaving => debug!("this node left its membership"),
                 OwnedNotification::Defunct => warn!("this node was declared down"),
                 OwnedNotification::Rejoin(id) => info!(identity = ?id, "rejoined under a new generation"),
             }
