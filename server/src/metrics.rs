@@ -145,6 +145,12 @@ impl Collector for NodeCollector {
         )?;
         counter(
             &mut e,
+            "ringcache_forwards_expired",
+            "Forwarded requests that arrived after their sender's deadline and were not run.",
+            m.forwards_expired.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
             "ringcache_quorum_failures",
             "Writes refused for lack of reachable owners or not acknowledged by the write quorum in time.",
             m.quorum_failures.load(Relaxed),
@@ -208,9 +214,20 @@ impl Collector for NodeCollector {
                 "Reads of importing slots answered by the previous owner.",
                 &r.read_through,
             ),
+            (
+                "ringcache_rebalance_settle_fetches",
+                "Writes to slots whose owners changed that fetched their key from the co-owners first.",
+                &r.settle_fetches,
+            ),
         ] {
             counter(&mut e, name, help, v.load(Relaxed))?;
         }
+        gauge(
+            &mut e,
+            "ringcache_rebalance_slots_unsettled",
+            "Slots whose owners changed and that anti-entropy has not compared since.",
+            r.unsettled() as i64,
+        )?;
         gauge(
             &mut e,
             "ringcache_tombstones",

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub topology_changes: AtomicU64,
     /// Requests sent to another member to run (forwarded or split).
     pub forwarded: AtomicU64,
+    /// Forwarded requests received after their sender's deadline, not run.
+    pub forwards_expired: AtomicU64,
     /// Writes refused (too few owners reachable) or not acknowledged by
     /// their write quorum in time.
     pub quorum_failures: AtomicU64,
@@ -114,6 +116,7 @@ impl Metrics {
             gossip_errors: AtomicU64::new(0),
             topology_changes: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
+            forwards_expired: AtomicU64::new(0),
             quorum_failures: AtomicU64::new(0),
             peer_rejected: AtomicU64::new(0),
             read_repairs: AtomicU64::new(0),

@@ -16,6 +16,11 @@ use bytes::BytesMut;
 use ringcache_protocol::encode::command;
 use ringcache_protocol::{Frame, Limits, decode_frame};
 
+pub mod history;
+pub mod netns;
+
+pub use netns::Netns;
+
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -127,7 +132,15 @@ impl Server {
 
     /// Starts the process without waiting for it (see [`Starting::wait_ready`]).
     pub fn spawn(extra: &[&str], env: &[(&str, &str)]) -> Starting {
-        let mut cmd = Command::new(binary());
+        Self::spawn_in(None, extra, env)
+    }
+
+    /// Like [`Server::spawn`], inside node `i`'s namespace of `net` when given.
+    pub fn spawn_in(net: Option<(&Netns, usize)>, extra: &[&str], env: &[(&str, &str)]) -> Starting {
+        let mut cmd = match net {
+            Some((net, i)) => net.command(i, &binary()),
+            None => Command::new(binary()),
+        };
         if !extra.contains(&"--port") {
             cmd.args(["--port", "0"]);
         }
@@ -259,12 +272,26 @@ pub struct Cluster {
     /// (client port, cluster port) of each node, kept for restarts.
     pub ports: Vec<(u16, u16)>,
     extra: Vec<String>,
+    /// Nodes in network namespaces (declared last: dropped after the
+    /// processes in them are killed).
+    pub net: Option<Netns>,
 }
 
 impl Cluster {
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let mut c = Cluster { nodes: Vec::new(), ports, extra: extra.iter().map(|s| s.to_string()).collect() };
+        Self::start_on(n, extra, ports, None)
+    }
+
+    /// Like [`Cluster::start`], but every node in its own network namespace
+    /// (see [`Netns`]) on fixed ports, so the test can partition them.
+    pub fn start_in_netns(n: usize, extra: &[&str]) -> Cluster {
+        let net = Netns::create(n);
+        Self::start_on(n, extra, vec![(7379, 17379); n], Some(net))
+    }
+
+    fn start_on(n: usize, extra: &[&str], ports: Vec<(u16, u16)>, net: Option<Netns>) -> Cluster {
+        let mut c = Cluster { nodes: Vec::new(), ports, extra: extra.iter().map(|s| s.to_string()).collect(), net };
         // Spawn every process before waiting for any: they start together.
         let children: Vec<_> = (0..n).map(|i| c.spawn(i)).collect();
         let started: Vec<Result<Server, String>> = children.into_iter().map(Starting::try_wait_ready).collect();
@@ -284,7 +311,7 @@ impl Cluster {
     /// theirs, so it joins anyway).
     fn respawn_on_new_ports(&mut self, i: usize, mut log: String) -> Server {
         for _ in 0..5 {
-            if !log.contains("Address already in use") {
+            if self.net.is_some() || !log.contains("Address already in use") {
                 break;
             }
             self.ports[i] = (free_port(), free_port());
@@ -296,9 +323,19 @@ impl Cluster {
         panic!("ringcache did not start: {log}")
     }
 
+    /// The address node `i` binds: loopback, or its namespace's address.
+    pub fn host(&self, i: usize) -> String {
+        match &self.net {
+            Some(net) => net.ip(i).to_string(),
+            None => "127.0.0.1".into(),
+        }
+    }
+
     fn args(&self, i: usize) -> Vec<String> {
         let (port, cport) = self.ports[i];
         let mut args = vec![
+            "--bind".into(),
+            self.host(i),
             "--port".into(),
             port.to_string(),
             "--cluster-port".into(),
@@ -309,7 +346,7 @@ impl Cluster {
         for (j, (_, seed)) in self.ports.iter().enumerate() {
             if j != i {
                 args.push("--seed".into());
-                args.push(format!("127.0.0.1:{seed}"));
+                args.push(format!("{}:{seed}", self.host(j)));
             }
         }
         args.extend(self.extra.iter().cloned());
@@ -319,12 +356,18 @@ impl Cluster {
     fn spawn(&self, i: usize) -> Starting {
         let args = self.args(i);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        Server::spawn(&refs, &[])
+        Server::spawn_in(self.net.as_ref().map(|n| (n, i)), &refs, &[])
     }
 
     /// Starts one more node, seeded with all the others; returns its index.
     pub fn add(&mut self) -> usize {
-        self.ports.push((free_port(), free_port()));
+        match &mut self.net {
+            Some(net) => {
+                net.add_node();
+                self.ports.push(self.ports[0]);
+            }
+            None => self.ports.push((free_port(), free_port())),
+        }
         let i = self.ports.len() - 1;
         let s = match self.spawn(i).try_wait_ready() {
             Ok(s) => s,
@@ -398,13 +441,44 @@ impl Cluster {
                 .map(|n| {
                     let Frame::Array(n) = n else { panic!("node") };
                     let Frame::Integer(port) = n[1] else { panic!("port") };
+                    let ip = match &n[0] {
+                        Frame::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+                        other => panic!("node ip {other:?}"),
+                    };
                     (0..self.nodes.len())
-                        .find(|&i| self.nodes[i].is_some() && i64::from(self.node(i).port()) == port)
+                        .find(|&i| {
+                            self.nodes[i].is_some()
+                                && i64::from(self.node(i).port()) == port
+                                && self.node(i).addr.ip().to_string() == ip
+                        })
                         .expect("owner is a running node")
                 })
                 .collect();
         }
         panic!("slot {slot} not covered")
+    }
+
+    /// A connection to node `i`'s cluster port, authenticated as a member
+    /// would be (default cluster name, no secret): for `RC.*` requests.
+    pub fn peer(&self, i: usize) -> Raw {
+        use ringcache_server::cluster::replication::LinkKey;
+        let key = LinkKey::new("ringcache", None);
+        let addr = SocketAddr::new(self.node(i).addr.ip(), self.ports[i].1);
+        let mut r = Raw::connect(addr);
+        let cn = "00112233445566778899aabbccddeeff";
+        let Frame::Array(h) = r.cmd(&["RC.HELLO", "harness", cn]) else { panic!("peer handshake") };
+        let (Frame::Bulk(sn), Frame::Bulk(proof)) = (&h[0], &h[1]) else { panic!("peer handshake") };
+        assert_eq!(&proof[..], key.server_proof(cn.as_bytes(), sn).as_bytes(), "node proof");
+        assert_eq!(r.cmd(&["RC.AUTH", &key.client_proof(sn, cn.as_bytes())]), Frame::Simple("OK".into()));
+        r
+    }
+
+    /// `key`'s state (value, expiry, version, or tombstone) on node `i`'s
+    /// own copy.
+    pub fn key_state(&self, i: usize, key: &str) -> ringcache_server::cluster::replication::ReadState {
+        let reply = self.peer(i).cmd(&["RC.READ", key]);
+        ringcache_server::cluster::replication::ReadState::decode(&reply)
+            .unwrap_or_else(|| panic!("RC.READ {key} on node {i}: {reply:?}"))
     }
 
     /// The first key `prefix:N` whose owners satisfy `want` (owners as in

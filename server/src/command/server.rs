@@ -232,6 +232,7 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("write_quorum", &c.write_quorum);
             kv("read_quorum", &c.read_quorum);
             kv("forwarded_requests", &m.forwarded.load(Relaxed));
+            kv("forwards_expired", &m.forwards_expired.load(Relaxed));
             kv("quorum_failures", &m.quorum_failures.load(Relaxed));
             kv("read_repairs", &m.read_repairs.load(Relaxed));
             kv("replicated_applied", &store.stats.applied.load(Relaxed));
@@ -307,6 +308,8 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("rebalance_bytes_moved", &r.bytes_moved.load(Relaxed));
             kv("rebalance_transfer_errors", &r.transfer_errors.load(Relaxed));
             kv("rebalance_read_through", &r.read_through.load(Relaxed));
+            kv("rebalance_slots_unsettled", &r.unsettled());
+            kv("rebalance_settle_fetches", &r.settle_fetches.load(Relaxed));
             kv("rebalance_rounds", &r.rebalances.load(Relaxed));
             kv("rebalance_last_ms", &r.last_ms.load(Relaxed));
             let ae = &s.antientropy;

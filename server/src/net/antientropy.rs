@@ -30,6 +30,8 @@ use crate::store::{SHARD_COUNT, SLOTS_PER_SHARD};
 
 /// One shard's slots are compared per round.
 const ROUND_PERIOD: Duration = Duration::from_millis(30);
+/// The pause between rounds while slots are unsettled.
+const URGENT_PERIOD: Duration = Duration::from_millis(1);
 /// Answers to a round's requests must come within this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -46,16 +48,33 @@ pub struct AntiEntropyStats {
 
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut shard = 0usize;
-    let mut tick = tokio::time::interval(ROUND_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Unsettled slots (owners changed) are compared first and without
+        // the pause: writes to them fetch first until they are.
+        let urgent = shared.rebalance.unsettled() > 0;
+        let pause = if urgent { URGENT_PERIOD } else { ROUND_PERIOD };
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => return,
         }
         let t = shared.topology();
-        if t.nodes.len() < 2 || shared.rebalance.importing() > 0 {
+        if shared.rebalance.importing() > 0 {
             continue;
+        }
+        if t.nodes.len() < 2 {
+            // Alone: no co-owner can hold anything newer.
+            let generation = shared.rebalance.unsettle_gen();
+            for slot in 0..ringcache_protocol::SLOT_COUNT as u16 {
+                shared.rebalance.settle(slot, generation);
+            }
+            continue;
+        }
+        if urgent
+            && let Some(next) = (0..SHARD_COUNT)
+                .map(|i| (shard + i) % SHARD_COUNT)
+                .find(|&s| shard_slots(s).into_iter().any(|slot| shared.rebalance.is_unsettled(slot)))
+        {
+            shard = next;
         }
         round(&shared, shard).await;
         shard = (shard + 1) % SHARD_COUNT;
@@ -69,19 +88,33 @@ fn shard_slots(shard: usize) -> Vec<u16> {
 
 async fn round(shared: &Shared, shard: usize) {
     let t = shared.topology();
+    let generation = shared.rebalance.unsettle_gen();
     let slots = shard_slots(shard);
-    // Peers sharing a slot this node is primary for, with those slots.
+    // Peers sharing a slot this node is primary for, with those slots;
+    // and how many co-owners each slot has still to be compared with.
     let mut peers: HashMap<u16, Vec<usize>> = HashMap::new();
+    let mut unanswered = vec![0usize; slots.len()];
     for (i, &slot) in slots.iter().enumerate() {
         let owners = t.table.owners(slot);
         if owners.first() != Some(&t.me) {
+            // Writes run at the primary only: nothing to settle here.
+            shared.rebalance.settle(slot, generation);
             continue;
         }
+        unanswered[i] = owners.len() - 1;
         for &o in &owners[1..] {
             peers.entry(o).or_default().push(i);
         }
     }
+    let settle = |unanswered: &[usize]| {
+        for (i, &n) in unanswered.iter().enumerate() {
+            if n == 0 {
+                shared.rebalance.settle(slots[i], generation);
+            }
+        }
+    };
     if peers.is_empty() {
+        settle(&unanswered);
         return;
     }
     shared.antientropy.rounds.fetch_add(1, Relaxed);
@@ -96,10 +129,14 @@ async fn round(shared: &Shared, shard: usize) {
             shared.antientropy.slots_compared.fetch_add(1, Relaxed);
             if theirs[i] as u64 != mine[i] {
                 shared.antientropy.slots_differing.fetch_add(1, Relaxed);
-                repair_slot(shared, &link, slots[i]).await;
+                if !repair_slot(shared, &link, slots[i]).await {
+                    continue;
+                }
             }
+            unanswered[i] -= 1;
         }
     }
+    settle(&unanswered);
 }
 
 /// Sends one request and returns the integers of the array it answers.
@@ -122,8 +159,12 @@ async fn call(link: &Link, args: &[&[u8]]) -> Option<Frame> {
 
 /// Brings this node and `link`'s member to the newer version of every key
 /// of `slot`, each way.
-async fn repair_slot(shared: &Shared, link: &Link, slot: u16) {
-    let Some(Frame::Array(list)) = call(link, &[b"RC.KEYVERS", slot.to_string().as_bytes()]).await else { return };
+/// Whether every newer key there was fetched (this node now holds the
+/// newest of both).
+async fn repair_slot(shared: &Shared, link: &Link, slot: u16) -> bool {
+    let Some(Frame::Array(list)) = call(link, &[b"RC.KEYVERS", slot.to_string().as_bytes()]).await else {
+        return false;
+    };
     let mut theirs: HashMap<Bytes, u64> = HashMap::new();
     for pair in list.chunks(2) {
         if let [Frame::Bulk(k), Frame::Integer(v)] = pair {
@@ -165,11 +206,15 @@ async fn repair_slot(shared: &Shared, link: &Link, slot: u16) {
     let wanted: Vec<&Bytes> =
         theirs.iter().filter(|(k, v)| mine.get(k.as_ref()).is_none_or(|m| m < *v)).map(|(k, _)| k).collect();
     let mut fetched = 0u64;
+    let mut complete = true;
     for k in wanted {
-        let Some(f) = call(link, &[b"RC.READ", k]).await else { continue };
-        let Some(state) = ReadState::decode(&f) else { continue };
+        let Some(state) = call(link, &[b"RC.READ", k]).await.and_then(|f| ReadState::decode(&f)) else {
+            complete = false;
+            continue;
+        };
         let applied = shared.store.with_key(k, now, |key| state.apply_to(key));
         fetched += u64::from(applied);
     }
     shared.antientropy.keys_repaired.fetch_add(pushed + fetched, Relaxed);
+    complete
 }

@@ -345,7 +345,13 @@ impl Exec {
         }
     }
 
-    /// Sends `args` to member `m` as `RC.FWD v mode args...`.
+    /// Sends `args` to member `m` as `RC.FWD v mode deadline args...`.
+    /// `deadline` (unix ms) is when this node gives up waiting (twice the
+    /// replication timeout from now, never later than `finish` answers
+    /// `-TIMEOUT`): the receiver does not run a request it reads after
+    /// that (queued behind others, or delivered late by TCP after a
+    /// partition healed), so a write this node reported as timed out cannot
+    /// take effect after the client moved on.
     fn forward<'b>(
         &mut self,
         env: &mut Env<'_>,
@@ -357,9 +363,11 @@ impl Exec {
         let link = self.peers.get(env.shared, t, m).1.cloned();
         let v: &[u8] = if env.conn.resp == Version::Resp3 { b"3" } else { b"2" };
         let mut req = BytesMut::new();
-        let all: Vec<&[u8]> = [&b"RC.FWD"[..], v, mode].into_iter().chain(args).collect();
+        let deadline = (env.now_ms + 2 * env.shared.config.replication_timeout.as_millis() as u64).to_string();
+        let head: [&[u8]; 4] = [b"RC.FWD", v, mode, deadline.as_bytes()];
+        let all: Vec<&[u8]> = head.into_iter().chain(args.map(|a| -> &[u8] { a })).collect();
         encode::command(&mut req, &all);
-        let slot = (mode == b"p" && all.len() > 4).then(|| key_slot(all[4]));
+        let slot = (mode == b"p" && all.len() > 5).then(|| key_slot(all[5]));
         let req = req.freeze();
         let answer = match &link {
             Some(link) => match link.try_call(req.clone(), 1, true) {
@@ -450,6 +458,30 @@ impl Exec {
                 self.fetches.extend(missing);
                 rejected(env, spec);
                 encode::error(&mut self.out, b"TRYAGAIN this key is moving to this node; retry");
+                return;
+            }
+        }
+        // Owners of the slot changed (a failover, a return, a healed
+        // partition) and anti-entropy has not compared it since: another
+        // owner may hold acknowledged writes this node missed, and a write
+        // here (INCR, APPEND, DEL...) must build on them. Fetch the key's
+        // newest state from the co-owners first, then the retry runs it.
+        if env.shared.rebalance.unsettled() > 0 {
+            let mut missing: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
+            for key in keys.clone() {
+                let slot = key_slot(key);
+                if !env.shared.rebalance.is_unsettled(slot) || env.shared.rebalance.checked(key) {
+                    continue;
+                }
+                for &o in t.table.owners(slot).iter().filter(|&&o| o != t.me) {
+                    missing.push((t.nodes[usize::from(o)].name.as_str().into(), key.to_vec()));
+                }
+            }
+            if !missing.is_empty() {
+                env.shared.rebalance.settle_fetches.fetch_add(1, Relaxed);
+                self.fetches.extend(missing);
+                rejected(env, spec);
+                encode::error(&mut self.out, b"TRYAGAIN this key's owners changed; fetching its newest state; retry");
                 return;
             }
         }

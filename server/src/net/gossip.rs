@@ -227,8 +227,18 @@ impl Driver {
                 // Leaving makes this node defunct on purpose: only news
                 // otherwise.
                 OwnedNotification::Defunct if self.leaving => debug!("this node left its membership"),
-                OwnedNotification::Defunct => warn!("this node was declared down"),
-                OwnedNotification::Rejoin(id) => info!(identity = ?id, "rejoined under a new generation"),
+                OwnedNotification::Defunct => {
+                    // The others moved on without this node: any slot may
+                    // have newer writes elsewhere.
+                    warn!("this node was declared down");
+                    self.shared.rebalance.unsettle(0..ringcache_protocol::SLOT_COUNT as u16);
+                }
+                OwnedNotification::Rejoin(id) => {
+                    // Declared down (foca renewed the identity without a
+                    // Defunct first): as above.
+                    info!(identity = ?id, "rejoined under a new generation");
+                    self.shared.rebalance.unsettle(0..ringcache_protocol::SLOT_COUNT as u16);
+                }
             }
             // Debounce: a burst of changes (a node joining a big cluster,
             // a refuted suspicion) becomes one new topology.

@@ -222,14 +222,21 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
     } else if name.eq_ignore_ascii_case(b"RC.READ") && args.len() == 2 {
         let state = env.shared.store.with_key(args.get(1), env.now_ms, |k| ReadState::of(k));
         state.encode(&mut exec.out);
-    } else if name.eq_ignore_ascii_case(b"RC.FWD") && args.len() >= 4 {
-        let Some(ranges) = parser.ranges() else {
+    } else if name.eq_ignore_ascii_case(b"RC.FWD") && args.len() >= 5 {
+        let (Some(ranges), Some(deadline)) = (parser.ranges(), num::<u64>(args.get(3))) else {
             encode::error(&mut exec.out, b"ERR malformed forwarded request");
             return;
         };
+        if env.now_ms > deadline {
+            // The forwarding node has answered -TIMEOUT already: running
+            // it now could undo writes acknowledged since.
+            env.shared.metrics.forwards_expired.fetch_add(1, Relaxed);
+            encode::error(&mut exec.out, b"TIMEOUT forwarded request expired before it ran (not run)");
+            return;
+        }
         env.conn.resp = if args.get(1) == b"3" { Version::Resp3 } else { Version::Resp2 };
         env.conn.share = args.get(2) == b"s";
-        exec.run(env, Args::from_ranges(input, &ranges[3..]));
+        exec.run(env, Args::from_ranges(input, &ranges[4..]));
         env.conn.share = false;
     } else if (name.eq_ignore_ascii_case(b"RC.SLOTDONE") || name.eq_ignore_ascii_case(b"RC.DROPOK")) && args.len() == 2
     {

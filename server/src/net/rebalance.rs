@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ringcache_protocol::encode;
+use ringcache_protocol::{SLOT_COUNT, encode};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
@@ -75,9 +75,19 @@ pub struct RebalanceState {
     outgoing: Mutex<HashSet<(u16, Arc<str>)>>,
     /// Members digest of the last table the rebalance task planned for.
     planned: AtomicU64,
-    /// Keys of importing slots already fetched from their previous owner
-    /// for a write (found or not); forgotten when the imports end.
+    /// Keys of importing (or unsettled) slots already fetched from their
+    /// previous owner (or co-owners) for a write, found or not; forgotten
+    /// when the imports end or owners change again.
     checked: Mutex<HashSet<Vec<u8>>>,
+    /// Slots whose owners changed (or all of them, after this node was
+    /// declared down) and that anti-entropy has not compared with every
+    /// co-owner since: a co-owner may hold writes this node missed, so a
+    /// write here first fetches its key's newest state (one bit a slot).
+    unsettled: Box<[AtomicU64]>,
+    unsettled_n: AtomicUsize,
+    /// Grows at every marking: a comparison that started before a marking
+    /// settles nothing.
+    unsettle_gen: AtomicU64,
     pub slots_pending: AtomicU64,
     pub slots_in_flight: AtomicU64,
     pub slots_sent: AtomicU64,
@@ -87,6 +97,8 @@ pub struct RebalanceState {
     pub bytes_moved: AtomicU64,
     pub transfer_errors: AtomicU64,
     pub read_through: AtomicU64,
+    /// Writes that fetched their key from co-owners first (unsettled slot).
+    pub settle_fetches: AtomicU64,
     pub rebalances: AtomicU64,
     /// Duration of the last rebalance that finished (ms).
     pub last_ms: AtomicU64,
@@ -101,6 +113,9 @@ impl Default for RebalanceState {
             received: Mutex::default(),
             outgoing: Mutex::default(),
             checked: Mutex::default(),
+            unsettled: (0..SLOT_COUNT / 64).map(|_| AtomicU64::new(0)).collect(),
+            unsettled_n: AtomicUsize::new(0),
+            unsettle_gen: AtomicU64::new(0),
             planned: AtomicU64::new(0),
             slots_pending: AtomicU64::new(0),
             slots_in_flight: AtomicU64::new(0),
@@ -111,6 +126,7 @@ impl Default for RebalanceState {
             bytes_moved: AtomicU64::new(0),
             transfer_errors: AtomicU64::new(0),
             read_through: AtomicU64::new(0),
+            settle_fetches: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
         }
@@ -134,6 +150,43 @@ impl RebalanceState {
             c.clear(); // bounded: a key fetched again costs one round trip
         }
         c.insert(key);
+    }
+
+    /// Marks `slots` unsettled (see the field).
+    pub fn unsettle(&self, slots: impl IntoIterator<Item = u16>) {
+        self.unsettle_gen.fetch_add(1, Relaxed);
+        lock(&self.checked).clear();
+        for slot in slots {
+            let bit = 1u64 << (slot % 64);
+            if self.unsettled[usize::from(slot / 64)].fetch_or(bit, Relaxed) & bit == 0 {
+                self.unsettled_n.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    pub fn is_unsettled(&self, slot: u16) -> bool {
+        self.unsettled_n.load(Relaxed) > 0
+            && self.unsettled[usize::from(slot / 64)].load(Relaxed) & (1 << (slot % 64)) != 0
+    }
+
+    pub fn unsettled(&self) -> usize {
+        self.unsettled_n.load(Relaxed)
+    }
+
+    /// The marking generation, read before a comparison starts.
+    pub fn unsettle_gen(&self) -> u64 {
+        self.unsettle_gen.load(Relaxed)
+    }
+
+    /// Settles `slot` if nothing was marked since `generation`.
+    pub fn settle(&self, slot: u16, generation: u64) {
+        if self.unsettle_gen.load(Relaxed) != generation {
+            return;
+        }
+        let bit = 1u64 << (slot % 64);
+        if self.unsettled[usize::from(slot / 64)].fetch_and(!bit, Relaxed) & bit != 0 {
+            self.unsettled_n.fetch_sub(1, Relaxed);
+        }
     }
 
     fn imports_ended(&self) {
@@ -639,6 +692,17 @@ pub fn before_publish(shared: &Shared, now: &Topology) {
     }
     let old = effective_old(shared, &last, now);
     shared.rebalance.expect_imports(&old, now);
+    // Slots whose owners changed: a co-owner may hold writes this node
+    // has not seen (it was primary meanwhile, or accepted writes on the
+    // other side of a partition).
+    if last.nodes.len() > 1 || now.nodes.len() > 1 {
+        let name = |t: &Topology, o: &u16| t.nodes[usize::from(*o)].name.clone();
+        let changed = (0..SLOT_COUNT as u16).filter(|&slot| {
+            let (a, b) = (last.table.owners(slot), now.table.owners(slot));
+            b.contains(&now.me) && (a.len() != b.len() || a.iter().zip(b).any(|(x, y)| name(&last, x) != name(now, y)))
+        });
+        shared.rebalance.unsettle(changed);
+    }
 }
 
 /// The topology `t` without member `name` (what the cluster looked like

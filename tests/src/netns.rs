@@ -1,0 +1,214 @@
+//! Real network partitions for the fault suite: every node in its own
+//! Linux network namespace, all of them on one bridge (itself in a
+//! namespace of ours), and a veth from the test's own namespace to the
+//! bridge so the test's clients reach every node. A partition is a set of
+//! nftables DROP rules inside the node namespaces, so it cuts gossip (UDP)
+//! and peer links (TCP) between chosen nodes while the test still reaches
+//! them all. Everything is made by the test and removed on drop: deleting
+//! the namespaces removes their interfaces, rules and the host's veth.
+//!
+//! Needs root (CAP_NET_ADMIN), `ip` (iproute2) and `nft` (nftables).
+//! [`Netns::unavailable`] says why not, so a test can say it skipped.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+/// Namespaces are made one set at a time (subnet choice and cleanup).
+static SETUP: Mutex<()> = Mutex::new(());
+
+/// One test's namespaces: a bridge and one namespace per node.
+pub struct Netns {
+    prefix: String,
+    subnet: u8,
+    nodes: usize,
+}
+
+fn run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!("{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn must(args: &[&str]) -> String {
+    run(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+impl Netns {
+    /// Why partitions cannot be made here, if they cannot.
+    pub fn unavailable() -> Option<String> {
+        let uid = run(&["id", "-u"]).unwrap_or_default();
+        if uid.trim() != "0" {
+            return Some("network namespaces need root (CAP_NET_ADMIN)".into());
+        }
+        for tool in [["ip", "-V"], ["nft", "--version"]] {
+            if let Err(e) = run(&tool) {
+                return Some(format!("`{}` is not usable ({e}); install iproute2 and nftables", tool[0]));
+            }
+        }
+        None
+    }
+
+    /// Makes the bridge and `n` node namespaces, each with one address.
+    pub fn create(n: usize) -> Netns {
+        let _guard = SETUP.lock().unwrap_or_else(|e| e.into_inner());
+        remove_stale();
+        let pid = std::process::id();
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        // A /24 of 10.213.x.0 that no interface on this machine uses yet.
+        let used = must(&["ip", "-4", "-o", "addr", "show"]);
+        let subnet = (0..200u32)
+            .map(|i| ((pid.wrapping_mul(7).wrapping_add(k).wrapping_add(i)) % 200 + 20) as u8)
+            .find(|s| !used.contains(&format!("10.213.{s}.")))
+            .expect("a free 10.213.x.0/24");
+        let net = Netns { prefix: format!("rcf-{pid}-{k}"), subnet, nodes: 0 };
+        let br = net.bridge_ns();
+        must(&["ip", "netns", "add", &br]);
+        must(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", &br, "link", "set", "br0", "up"]);
+        // The test's own leg: host side in our namespace, the other end on
+        // the bridge. Interface names are at most 15 bytes.
+        let host_if = net.host_if();
+        must(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", "host", "netns", &br]);
+        must(&["ip", "-n", &br, "link", "set", "host", "master", "br0", "up"]);
+        must(&["ip", "addr", "add", &format!("10.213.{subnet}.254/24"), "dev", &host_if]);
+        must(&["ip", "link", "set", &host_if, "up"]);
+        let mut net = net;
+        for _ in 0..n {
+            net.add_node();
+        }
+        net
+    }
+
+    fn bridge_ns(&self) -> String {
+        format!("{}-br", self.prefix)
+    }
+
+    fn host_if(&self) -> String {
+        let pid = std::process::id();
+        let k = self.prefix.rsplit('-').next().unwrap_or("0");
+        format!("rc{pid:x}h{k}")
+    }
+
+    /// The namespace of node `i`.
+    pub fn ns(&self, i: usize) -> String {
+        format!("{}-n{i}", self.prefix)
+    }
+
+    /// The address of node `i` (nodes 0..=199).
+    pub fn ip(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 213, self.subnet, i as u8 + 1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes == 0
+    }
+
+    /// One more node namespace on the bridge; returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes;
+        let (br, ns) = (self.bridge_ns(), self.ns(i));
+        let leg = format!("n{i}");
+        must(&["ip", "netns", "add", &ns]);
+        must(&["ip", "-n", &br, "link", "add", &leg, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        must(&["ip", "-n", &br, "link", "set", &leg, "master", "br0", "up"]);
+        must(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", self.ip(i)), "dev", "eth0"]);
+        must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        // An empty filter table per node that partitions add rules to.
+        must(&["ip", "netns", "exec", &ns, "nft", "add", "table", "inet", "rcfault"]);
+        for (chain, hook) in [("in", "input"), ("out", "output")] {
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "rcfault",
+                chain,
+                &format!("{{ type filter hook {hook} priority 0; policy accept; }}"),
+            ]);
+        }
+        self.nodes += 1;
+        i
+    }
+
+    /// A command that runs `program` inside node `i`'s namespace (`ip netns
+    /// exec` execs it: the child's pid is the program's).
+    pub fn command(&self, i: usize, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(i)]).arg(program);
+        c
+    }
+
+    /// Drops all traffic between nodes `a` and `b`, both ways (the test
+    /// still reaches both).
+    pub fn cut(&self, a: usize, b: usize) {
+        for (me, other) in [(a, b), (b, a)] {
+            let ns = self.ns(me);
+            let peer = self.ip(other).to_string();
+            for (chain, dir) in [("in", "saddr"), ("out", "daddr")] {
+                must(&[
+                    "ip", "netns", "exec", &ns, "nft", "add", "rule", "inet", "rcfault", chain, "ip", dir, &peer,
+                    "drop",
+                ]);
+            }
+        }
+    }
+
+    /// Cuts every link between nodes of different groups.
+    pub fn partition(&self, groups: &[&[usize]]) {
+        for (gi, g) in groups.iter().enumerate() {
+            for h in &groups[gi + 1..] {
+                for &a in *g {
+                    for &b in *h {
+                        self.cut(a, b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes every cut.
+    pub fn heal(&self) {
+        for i in 0..self.nodes {
+            let ns = self.ns(i);
+            for chain in ["in", "out"] {
+                must(&["ip", "netns", "exec", &ns, "nft", "flush", "chain", "inet", "rcfault", chain]);
+            }
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for i in 0..self.nodes {
+            let _ = run(&["ip", "netns", "del", &self.ns(i)]);
+        }
+        let _ = run(&["ip", "netns", "del", &self.bridge_ns()]);
+    }
+}
+
+/// Namespaces left by a test process that no longer runs (killed before
+/// its drops ran).
+fn remove_stale() {
+    let Ok(list) = run(&["ip", "netns", "list"]) else { return };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(rest) = name.strip_prefix("rcf-") else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run(&["ip", "netns", "del", name]);
+        }
+    }
+}
