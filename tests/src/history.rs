@@ -297,9 +297,13 @@ pub struct Report {
     pub resurrected_deletes: Vec<String>,
     pub counter_errors: Vec<String>,
     pub disagreements: Vec<String>,
-    /// From healing (or the last fault) until every check of the final
-    /// state passed.
+    /// From the end of the last fault (heal, restart, resume) until every
+    /// node agreed on the members and slot table, with links up and no
+    /// slot importing.
     pub converge: Duration,
+    /// From the end of the workload until the final state passed every
+    /// check (owners agreeing included).
+    pub settle: Duration,
     /// Stale reads during the run (a value older than the last
     /// acknowledged write at the read's start): allowed with R=1 during a
     /// failover, reported only.
@@ -319,7 +323,7 @@ impl Report {
     pub fn line(&self, scenario: &str) -> String {
         format!(
             "{scenario}: ops={} ok={} failed={} unknown={} lost_acked_writes={} resurrected_deletes={} \
-             phantom_reads={} counter_errors={} owner_disagreements={} stale_reads={} converge_ms={}",
+             phantom_reads={} counter_errors={} owner_disagreements={} stale_reads={} converge_ms={} settle_ms={}",
             self.ops,
             self.ok,
             self.failed,
@@ -330,7 +334,8 @@ impl Report {
             self.counter_errors.len(),
             self.disagreements.len(),
             self.stale_reads,
-            self.converge.as_millis()
+            self.converge.as_millis(),
+            self.settle.as_millis()
         )
     }
 }

@@ -415,6 +415,11 @@ impl Cluster {
         Server::eventually("no slot importing", || {
             running.iter().all(|&i| info_field(self.node(i), "cluster", "rebalance_slots_importing") == "0")
         });
+        // Nor any slot whose owners changed still to be compared with its
+        // co-owners (writes there fetch first and answer TRYAGAIN).
+        Server::eventually("no slot unsettled", || {
+            running.iter().all(|&i| info_field(self.node(i), "cluster", "rebalance_slots_unsettled") == "0")
+        });
     }
 
     /// Peer links of node `i` that are up (INFO replication `peerN` lines).

@@ -90,15 +90,17 @@ fn owner_values(c: &Cluster, via: usize, key: &str) -> Vec<Option<String>> {
 /// Stops the workload, waits for the running nodes to agree, then checks
 /// the history until it is clean or a bounded wait ran out; prints and
 /// records the figures, and fails the test on any violation.
-fn finish(scenario: &str, c: &Cluster, run: Running, since: Instant) -> Report {
+fn finish(scenario: &str, c: &Cluster, run: Running, converged: Duration) -> Report {
     let ops: Vec<Op> = run.stop();
     let live = running(c);
     c.wait_converged(live.len());
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let stopped = Instant::now();
+    let deadline = stopped + Duration::from_secs(60);
     let via = live[0];
     let report = loop {
         let mut r = history::check(&ops, &mut |k| read_through(c.node(via), k), &mut |k| owner_values(c, via, k));
-        r.converge = since.elapsed();
+        r.converge = converged;
+        r.settle = stopped.elapsed();
         if r.is_clean() || Instant::now() > deadline {
             break r;
         }
@@ -165,6 +167,13 @@ fn wait_down(c: &Cluster, by: &[usize], members: usize) {
     Server::eventually("the others to declare the node down", || by.iter().all(|&i| c.known_nodes(i) == members));
 }
 
+/// Waits for the cluster to settle after a fault ended at `since`; the
+/// time it took.
+fn converge(c: &Cluster, n: usize, since: Instant) -> Duration {
+    c.wait_converged(n);
+    since.elapsed()
+}
+
 #[test]
 fn kill_primary() {
     let _s = serial();
@@ -179,12 +188,12 @@ fn kill_primary() {
     set_targets(&t, addrs(&c, &others));
     c.kill(victim);
     run.run_for(1500, Duration::from_secs(60));
+    let back = Instant::now();
     c.restart(victim);
-    c.wait_converged(3);
+    let converged = converge(&c, 3, back);
     set_targets(&t, addrs(&c, &[0, 1, 2]));
-    let healed = Instant::now();
     run.run_for(1000, Duration::from_secs(60));
-    finish("kill primary", &c, run, healed);
+    finish("kill -9 the primary, restart it", &c, run, converged);
 }
 
 #[test]
@@ -195,20 +204,20 @@ fn kill_random_node_repeatedly() {
     let t = history::targets(workload().workers, &addrs(&c, &[0, 1, 2, 3]));
     let run = workload().start(t.clone());
     run.run_for(800, Duration::from_secs(60));
-    let mut healed = Instant::now();
+    let mut converged = Duration::ZERO;
     // A fixed "random" order: replays the same way every time.
-    for victim in [2, 0, 3, 1] {
+    for victim in [2, 0, 3, 1, 2] {
         let others: Vec<usize> = (0..4).filter(|&i| i != victim).collect();
         set_targets(&t, addrs(&c, &others));
         c.kill(victim);
         run.run_for(800, Duration::from_secs(60));
+        let back = Instant::now();
         c.restart(victim);
-        c.wait_converged(4);
+        converged = converged.max(converge(&c, 4, back));
         set_targets(&t, addrs(&c, &[0, 1, 2, 3]));
-        healed = Instant::now();
         run.run_for(500, Duration::from_secs(60));
     }
-    finish("kill a random node, 4 times", &c, run, healed);
+    finish("kill -9 a node and restart it, 5 times (4 nodes)", &c, run, converged);
 }
 
 #[test]
@@ -223,12 +232,12 @@ fn pause_past_down() {
     c.node(2).signal("STOP");
     wait_down(&c, &[0, 1], 2);
     run.run_for(1000, Duration::from_secs(60));
+    let back = Instant::now();
     c.node(2).signal("CONT");
-    c.wait_converged(3);
+    let converged = converge(&c, 3, back);
     set_targets(&t, addrs(&c, &[0, 1, 2]));
-    let healed = Instant::now();
     run.run_for(800, Duration::from_secs(60));
-    finish("pause a node past Down", &c, run, healed);
+    finish("SIGSTOP a node past the Down timeout, SIGCONT", &c, run, converged);
 }
 
 #[test]
@@ -239,7 +248,7 @@ fn rolling_restart() {
     let t = history::targets(workload().workers, &addrs(&c, &[0, 1, 2]));
     let run = workload().start(t.clone());
     run.run_for(800, Duration::from_secs(60));
-    let mut healed = Instant::now();
+    let mut converged = Duration::ZERO;
     for i in 0..3 {
         let others: Vec<usize> = (0..3).filter(|&j| j != i).collect();
         set_targets(&t, addrs(&c, &others));
@@ -247,13 +256,13 @@ fn rolling_restart() {
         let status = s.stop();
         assert!(status.success(), "node {i} exited with {status}");
         run.run_for(400, Duration::from_secs(60));
+        let back = Instant::now();
         c.restart(i);
-        c.wait_converged(3);
+        converged = converged.max(converge(&c, 3, back));
         set_targets(&t, addrs(&c, &[0, 1, 2]));
-        healed = Instant::now();
         run.run_for(400, Duration::from_secs(60));
     }
-    finish("rolling restart (SIGTERM, restart) of every node", &c, run, healed);
+    finish("rolling restart: SIGTERM and restart each of 3 nodes", &c, run, converged);
 }
 
 #[test]
@@ -264,19 +273,20 @@ fn join_and_leave_under_load() {
     let t = history::targets(workload().workers, &addrs(&c, &[0, 1, 2]));
     let run = workload().start(t.clone());
     run.run_for(800, Duration::from_secs(60));
+    let joined = Instant::now();
     let new = c.add();
-    c.wait_converged(4);
+    let mut converged = converge(&c, 4, joined);
     set_targets(&t, addrs(&c, &[0, 1, 2, new]));
     run.run_for(1000, Duration::from_secs(60));
     // A graceful leave of an original node while the load goes on.
     set_targets(&t, addrs(&c, &[0, 2, new]));
+    let left = Instant::now();
     let mut s = c.nodes[1].take().expect("running");
     let status = s.stop();
     assert!(status.success(), "leaving node exited with {status}");
-    c.wait_converged(3);
-    let healed = Instant::now();
+    converged = converged.max(converge(&c, 3, left));
     run.run_for(1000, Duration::from_secs(60));
-    finish("join, then a graceful leave, under load", &c, run, healed);
+    finish("a 4th node joins, then one leaves (SIGTERM), under load", &c, run, converged);
 }
 
 #[test]
@@ -302,16 +312,17 @@ fn isolate_minority_then_heal() {
             *ws = if i % 3 == 2 { vec![all[2]] } else { vec![all[0], all[1]] };
         }
     }
-    c.net.as_ref().expect("netns").partition(&[&[0, 1], &[2]]);
+    let net = c.net.as_ref().expect("netns");
+    net.partition(&[&[0, 1], &[2]]);
     wait_down(&c, &[0, 1], 2);
     wait_down(&c, &[2], 1);
     run.run_for(1500, Duration::from_secs(60));
-    c.net.as_ref().expect("netns").heal();
-    c.wait_converged(3);
-    set_targets(&t, all);
     let healed = Instant::now();
+    net.heal();
+    let converged = converge(&c, 3, healed);
+    set_targets(&t, all);
     run.run_for(800, Duration::from_secs(60));
-    finish("isolate one node (minority), then heal", &c, run, healed);
+    finish("isolate one node of 3 (both sides serve), then heal", &c, run, converged);
 }
 
 #[test]
@@ -328,13 +339,14 @@ fn cut_one_link_between_majority_nodes() {
     run.run_for(1000, Duration::from_secs(60));
     // Nodes 0 and 1 cannot talk; both still reach node 2 (a partial,
     // non-transitive partition: gossip's indirect probes keep them Up).
-    c.net.as_ref().expect("netns").cut(0, 1);
+    let net = c.net.as_ref().expect("netns");
+    net.cut(0, 1);
     run.run_for(2000, Duration::from_secs(90));
-    c.net.as_ref().expect("netns").heal();
-    c.wait_converged(3);
     let healed = Instant::now();
+    net.heal();
+    let converged = converge(&c, 3, healed);
     run.run_for(800, Duration::from_secs(60));
-    finish("cut the link between two nodes, then heal", &c, run, healed);
+    finish("cut the link between two of 3 nodes, then heal", &c, run, converged);
 }
 
 /// The long run: random faults for RINGCACHE_FAULT_SECS (default 600).
@@ -365,6 +377,7 @@ fn random_faults() {
     };
     let end = Instant::now() + Duration::from_secs(secs);
     let mut faults = Vec::new();
+    let mut converged = Duration::ZERO;
     while Instant::now() < end {
         let victim = next(n);
         let others: Vec<usize> = (0..n).filter(|&i| i != victim).collect();
@@ -400,11 +413,10 @@ fn random_faults() {
             }
         }
         faults.push((fault, victim));
-        c.wait_converged(n);
+        converged = converged.max(converge(&c, n, Instant::now()));
         set_targets(&t, addrs(&c, &all_nodes));
         run.run_for(300, Duration::from_secs(30));
     }
-    let healed = Instant::now();
     let names = ["kill", "pause", "graceful restart", "isolate", "cut link"];
     let mut counts = [0usize; 5];
     for (f, _) in &faults {
@@ -412,5 +424,5 @@ fn random_faults() {
     }
     let summary: Vec<String> = names.iter().zip(counts).map(|(n, k)| format!("{n}={k}")).collect();
     println!("random_faults: {} faults: {}", faults.len(), summary.join(" "));
-    finish(&format!("random faults for {secs} s (seed {seed}; {})", summary.join(" ")), &c, run, healed);
+    finish(&format!("random faults for {secs} s (seed {seed}; {})", summary.join(" ")), &c, run, converged);
 }

@@ -7,7 +7,7 @@
 //! slots) per `ROUND_PERIOD`, against every other owner of those slots:
 //! `RC.DIGESTS shard` returns the peer's 64 slot digests (an XOR of a hash
 //! of every live key with its version and every tombstone: order-free, so
-//! equal contents give equal digests). For a slot that differs, `RC.KEYVERS
+//! equal contents give equal digests), then its table's members digest. For a slot that differs, `RC.KEYVERS
 //! slot` lists the peer's keys with versions; keys newer here are sent as
 //! replicated writes, keys newer there are fetched with `RC.READ` and
 //! applied. A full pass over 16384 slots takes 256 rounds (about 8 s with
@@ -24,14 +24,13 @@ use ringcache_protocol::{Frame, Limits, decode_frame, encode};
 use tokio::sync::watch;
 
 use super::link::{Link, Msg};
+use crate::cluster::membership::members_digest;
 use crate::cluster::replication::{ReadState, encode_del, encode_put};
 use crate::shared::Shared;
 use crate::store::{SHARD_COUNT, SLOTS_PER_SHARD};
 
 /// One shard's slots are compared per round.
 const ROUND_PERIOD: Duration = Duration::from_millis(30);
-/// The pause between rounds while slots are unsettled.
-const URGENT_PERIOD: Duration = Duration::from_millis(1);
 /// Answers to a round's requests must come within this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -48,17 +47,26 @@ pub struct AntiEntropyStats {
 
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut shard = 0usize;
+    let mut progress = true;
     loop {
-        // Unsettled slots (owners changed) are compared first and without
-        // the pause: writes to them fetch first until they are.
-        let urgent = shared.rebalance.unsettled() > 0;
-        let pause = if urgent { URGENT_PERIOD } else { ROUND_PERIOD };
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = stop.changed() => return,
+        // Unsettled slots (owners changed) are compared first, and without
+        // the pause while that settles some (writes to them fetch first
+        // until they are); with it when a co-owner does not answer.
+        let urgent = shared.rebalance.unsettled() > 0 && progress;
+        if urgent {
+            if stop.has_changed().unwrap_or(true) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(ROUND_PERIOD) => {}
+                _ = stop.changed() => return,
+            }
         }
         let t = shared.topology();
         if shared.rebalance.importing() > 0 {
+            progress = false;
             continue;
         }
         if t.nodes.len() < 2 {
@@ -69,7 +77,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             continue;
         }
-        if urgent
+        let before = shared.rebalance.unsettled();
+        if before > 0
             && let Some(next) = (0..SHARD_COUNT)
                 .map(|i| (shard + i) % SHARD_COUNT)
                 .find(|&s| shard_slots(s).into_iter().any(|slot| shared.rebalance.is_unsettled(slot)))
@@ -77,6 +86,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             shard = next;
         }
         round(&shared, shard).await;
+        progress = shared.rebalance.unsettled() < before;
         shard = (shard + 1) % SHARD_COUNT;
     }
 }
@@ -122,9 +132,13 @@ async fn round(shared: &Shared, shard: usize) {
     for (peer, idx) in peers {
         let Some(link) = shared.links.get(&t.nodes[usize::from(peer)].name) else { continue };
         let Some(theirs) = call_ints(&link, &[b"RC.DIGESTS", shard.to_string().as_bytes()]).await else { continue };
-        if theirs.len() != slots.len() {
+        if theirs.len() != slots.len() + 1 {
             continue;
         }
+        // A peer on another table may still take writes for these slots
+        // without this node (it is primary there): comparing with it
+        // repairs, but settles nothing.
+        let same_table = theirs[slots.len()] as u64 == members_digest(&t);
         for i in idx {
             shared.antientropy.slots_compared.fetch_add(1, Relaxed);
             if theirs[i] as u64 != mine[i] {
@@ -133,7 +147,9 @@ async fn round(shared: &Shared, shard: usize) {
                     continue;
                 }
             }
-            unanswered[i] -= 1;
+            if same_table {
+                unanswered[i] -= 1;
+            }
         }
     }
     settle(&unanswered);

@@ -691,17 +691,25 @@ impl Exec {
         // A forwarded write waits for its own quorum at the primary first.
         let forward_deadline = deadline + timeout;
         let acked = self.replicate(shared, deadline).await;
+        // A forward whose link failed after sending may still run at the
+        // primary until the deadline it carries: its -TIMEOUT is not
+        // answered before then (the client's next request must come after
+        // any effect of this one).
+        let mut sent_and_lost = false;
         loop {
             for a in self.answers.iter_mut() {
-                let (rx, until) = match a {
-                    Answer::Waiting(rx) => (rx, forward_deadline),
-                    Answer::Reading(rx) => (rx, deadline),
+                let (rx, until, forward) = match a {
+                    Answer::Waiting(rx) => (rx, forward_deadline, true),
+                    Answer::Reading(rx) => (rx, deadline, false),
                     _ => continue,
                 };
                 *a = match timeout_at(until, rx).await {
                     Ok(Ok(Ok(replies))) => Answer::Replies(replies),
                     Ok(Ok(Err(LinkError::Unreachable))) => Answer::Unreachable,
-                    _ => Answer::Unknown,
+                    _ => {
+                        sent_and_lost |= forward;
+                        Answer::Unknown
+                    }
                 };
             }
             // Forwarded requests the primary refused before running them
@@ -735,6 +743,9 @@ impl Exec {
                     self.answers[i] = Answer::Waiting(rx);
                 }
             }
+        }
+        if sent_and_lost {
+            tokio::time::sleep_until(forward_deadline).await;
         }
         self.settle_reads(shared).await;
         if self.deferred {

@@ -264,11 +264,15 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
         match num::<usize>(args.get(1)).filter(|&s| s < SHARD_COUNT) {
             Some(shard) => {
                 let slots: Vec<u16> = (0..SLOTS_PER_SHARD).map(|i| (i * SHARD_COUNT + shard) as u16).collect();
+                // The table first: the digests then cover every write this
+                // node applied under an older table.
+                let table = crate::cluster::membership::members_digest(&env.shared.topology());
                 let digests = env.shared.store.slot_digests(&slots, env.now_ms);
-                encode::array_header(&mut exec.out, digests.len());
+                encode::array_header(&mut exec.out, digests.len() + 1);
                 for d in digests {
                     encode::integer(&mut exec.out, d as i64);
                 }
+                encode::integer(&mut exec.out, table as i64);
             }
             None => encode::error(&mut exec.out, b"ERR invalid shard"),
         }
