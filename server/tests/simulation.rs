@@ -46,7 +46,7 @@ use ringcache_server::cluster::replication::{ReadState, encode_current, encode_d
 use ringcache_server::cluster::topology::Topology;
 use ringcache_server::config::GossipTiming;
 use ringcache_server::net::gossip::foca_config;
-use ringcache_server::store::{SHARD_COUNT, Store};
+use ringcache_server::store::{Incoming, SHARD_COUNT, Store};
 
 // ---- parameters -----------------------------------------------------------------
 
@@ -142,22 +142,49 @@ enum ClientOp {
 #[derive(Debug)]
 enum Msg {
     /// A client's write forwarded to the key's primary (`RC.FWD`).
-    Fwd { key: Vec<u8>, op: ClientOp },
+    Fwd {
+        key: Vec<u8>,
+        op: ClientOp,
+    },
     /// One `RC.PUT`/`RC.DEL`; `write` is set when the primary waits for it.
-    Repl { write: Option<u64>, req: Vec<u8> },
-    ReplAck { write: u64 },
+    Repl {
+        write: Option<u64>,
+        req: Vec<u8>,
+    },
+    ReplAck {
+        write: u64,
+    },
     /// Slot copies (their keys and tombstones), each followed by
     /// `RC.SLOTDONE`: one message for many slots to keep runs cheap.
-    Copy { id: u64, slots: Vec<u16>, reqs: Vec<Vec<u8>> },
-    CopyDone { id: u64 },
-    DropOk { slots: Vec<u16> },
+    Copy {
+        id: u64,
+        slots: Vec<u16>,
+        reqs: Vec<Vec<u8>>,
+    },
+    CopyDone {
+        id: u64,
+    },
+    DropOk {
+        slots: Vec<u16>,
+    },
     /// `RC.SENDING`: which of these slots are still coming to me?
-    Sending { table: u64, slots: Vec<u16> },
-    SendingReply { slots: Vec<(u16, bool)> },
+    Sending {
+        table: u64,
+        slots: Vec<u16>,
+    },
+    SendingReply {
+        slots: Vec<(u16, bool)>,
+    },
     /// Anti-entropy: the primary's digest and states of a slot.
-    AeOffer { slot: u16, digest: u64, reqs: Vec<Vec<u8>> },
+    AeOffer {
+        slot: u16,
+        digest: u64,
+        reqs: Vec<Vec<u8>>,
+    },
     /// The states the other owner had newer.
-    AeReply { reqs: Vec<Vec<u8>> },
+    AeReply {
+        reqs: Vec<Vec<u8>>,
+    },
 }
 
 #[derive(Debug)]
@@ -210,6 +237,8 @@ struct Node {
     epoch: u64,
     digest: u64,
     publish_pending: bool,
+    /// Gossip packets sent since the last quiet period began (diagnostics).
+    packets_sent: u64,
     // Rebalancing (the shell's state).
     joining: bool,
     wrote_alone: bool,
@@ -252,6 +281,7 @@ impl Node {
             topo: Rc::new(topo),
             epoch: 1,
             publish_pending: false,
+            packets_sent: 0,
             joining: true,
             wrote_alone: false,
             imports: BTreeMap::new(),
@@ -331,7 +361,6 @@ struct Stats {
 }
 
 struct Sim {
-
     rng: Rng,
     now: u64,
     seq: u64,
@@ -354,6 +383,7 @@ struct Sim {
     oracle: Oracle,
     touched: Vec<(usize, Vec<u8>)>,
     trace: VecDeque<String>,
+    trace_len: usize,
     next_id: u64,
     stats: Stats,
     /// Sabotage switches for checking that the invariants can fail.
@@ -375,6 +405,33 @@ enum Sabotage {
     AckWithoutApply,
     /// The table keeps only the primary for every slot (one owner).
     OneOwner,
+    /// Replicas store a value other than the one sent.
+    CorruptValue,
+    /// Nodes never announce themselves: no cluster forms.
+    NoAnnounce,
+    /// Slot copies and anti-entropy both skipped.
+    NoCopiesNoAntiEntropy,
+}
+
+impl Sabotage {
+    const ALL: [Sabotage; 8] = [
+        Sabotage::NoCopies,
+        Sabotage::ApplyOlder,
+        Sabotage::NoAntiEntropy,
+        Sabotage::AckWithoutApply,
+        Sabotage::OneOwner,
+        Sabotage::CorruptValue,
+        Sabotage::NoAnnounce,
+        Sabotage::NoCopiesNoAntiEntropy,
+    ];
+
+    fn no_copies(self) -> bool {
+        matches!(self, Sabotage::NoCopies | Sabotage::NoCopiesNoAntiEntropy)
+    }
+
+    fn no_anti_entropy(self) -> bool {
+        matches!(self, Sabotage::NoAntiEntropy | Sabotage::NoCopiesNoAntiEntropy)
+    }
 }
 
 const TRACE_LEN: usize = 40;
@@ -416,7 +473,7 @@ fn parse_req(req: &[u8]) -> (Vec<u8>, u64) {
 
 impl Sim {
     fn new(seed: u64, sabotage: Sabotage) -> Sim {
-        let mut rng = Rng(seed ^ 0x5EED_0F_C1A5_7E12);
+        let mut rng = Rng(seed ^ 0x005E_ED0F_C1A5_7E12);
         let keys = key_universe();
         let mut shards: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
         for k in &keys {
@@ -434,7 +491,6 @@ impl Sim {
         let nodes = (0..MAX_NODES).map(Node::new).collect::<Vec<_>>();
         let seeds = vec![nodes[0].gossip_addr, nodes[1].gossip_addr];
         Sim {
-
             rng,
             now: 0,
             seq: 0,
@@ -452,6 +508,7 @@ impl Sim {
             oracle: Oracle::default(),
             touched: Vec::new(),
             trace: VecDeque::new(),
+            trace_len: env_u64("RINGCACHE_SIM_TRACE").map_or(TRACE_LEN, |n| n as usize),
             next_id: 0,
             stats: Stats::default(),
             sabotage,
@@ -464,7 +521,7 @@ impl Sim {
     }
 
     fn log(&mut self, text: String) {
-        if self.trace.len() == TRACE_LEN {
+        if self.trace.len() >= self.trace_len {
             self.trace.pop_front();
         }
         self.trace.push_back(format!("[{:>9.3}ms] {text}", self.now as f64 / MS as f64));
@@ -481,7 +538,11 @@ impl Sim {
 
     fn delay(&mut self) -> u64 {
         // Mostly short, sometimes long (a queue somewhere).
-        if self.rng.chance(0.05) { self.rng.range(self.delay_max, self.delay_max * 5) } else { self.rng.range(50, self.delay_max) }
+        if self.rng.chance(0.05) {
+            self.rng.range(self.delay_max, self.delay_max * 5)
+        } else {
+            self.rng.range(50, self.delay_max)
+        }
     }
 
     fn up_nodes(&self) -> Vec<usize> {
@@ -492,6 +553,7 @@ impl Sim {
 
     fn send_packet(&mut self, from: usize, to_addr: SocketAddr, bytes: Vec<u8>) {
         self.stats.packets += 1;
+        self.nodes[from].packets_sent += 1;
         let Some(to) = self.nodes.iter().position(|n| n.gossip_addr == to_addr) else { return };
         if self.cut(from, to) || self.rng.chance(self.loss) {
             self.stats.packets_lost += 1;
@@ -625,6 +687,9 @@ impl Sim {
     fn announce(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         let Some(foca) = n.foca.as_mut() else { return };
+        if self.sabotage == Sabotage::NoAnnounce {
+            return;
+        }
         let members: Vec<SocketAddr> = foca.iter_members().map(|m| m.id().gossip_addr).collect();
         for &addr in &self.seeds {
             if addr != n.gossip_addr && !members.contains(&addr) {
@@ -682,7 +747,8 @@ impl Sim {
             by_slot[usize::from(s.slot)] = Some(k);
         }
         let established = !n.joining;
-        for m in new.nodes.iter().filter(|m| established && m.name != me && last.table.member_index(&m.name).is_none()) {
+        for m in new.nodes.iter().filter(|m| established && m.name != me && last.table.member_index(&m.name).is_none())
+        {
             for &slot in memo_newcomer(&new, &m.name, &me, replicas).iter() {
                 if !by_slot[usize::from(slot)].is_some_and(|k| sends[k].to.contains(&m.name)) {
                     match by_slot[usize::from(slot)] {
@@ -785,7 +851,7 @@ impl Sim {
         self.nodes[i].flying.insert(id, job_id);
         self.stats.copies += slots.len() as u64;
         self.log(format!("{} copies {} slots ({} keys) to {to}", self.nodes[i].name, slots.len(), reqs.len()));
-        if self.sabotage == Sabotage::NoCopies {
+        if self.sabotage.no_copies() {
             // Broken on purpose: the target "confirms" a copy never sent.
             self.at(self.now, Ev::Deliver { from: index_of(&to), to: i, to_life: life, msg: Msg::CopyDone { id } });
         } else {
@@ -906,7 +972,13 @@ impl Sim {
                 store.with_key(o.key, now_ms, |k| k.apply(o.version, o.incoming));
             }
         }
-        store.with_key(op.key, now_ms, |k| k.apply(op.version, op.incoming));
+        let incoming = match op.incoming {
+            Incoming::Put { expiry_ms, .. } if self.sabotage == Sabotage::CorruptValue => {
+                Incoming::Put { value: b"corrupt", expiry_ms }
+            }
+            other => other,
+        };
+        store.with_key(op.key, now_ms, |k| k.apply(op.version, incoming));
         self.touched.push((i, op.key.to_vec()));
     }
 
@@ -948,7 +1020,8 @@ impl Sim {
         if n.topo.nodes.len() == 1 {
             n.wrote_alone = true;
         }
-        let owners: Vec<usize> = n.topo.table.owners(slot).iter().map(|&o| index_of(&n.topo.table.members[usize::from(o)].name)).collect();
+        let owners: Vec<usize> =
+            n.topo.table.owners(slot).iter().map(|&o| index_of(&n.topo.table.members[usize::from(o)].name)).collect();
         let need = quorum(W, owners.len());
         let deleted = value.is_none();
         self.oracle.written.insert((key.clone(), version), value.clone());
@@ -1001,7 +1074,7 @@ impl Sim {
         let life = n.life;
         self.at(self.now + AE_ROUND * gap as u64, Ev::AntiEntropy { node: i, life });
         let n = &self.nodes[i];
-        if n.topo.nodes.len() < 2 || !n.imports.is_empty() || self.sabotage == Sabotage::NoAntiEntropy {
+        if n.topo.nodes.len() < 2 || !n.imports.is_empty() || self.sabotage.no_anti_entropy() {
             return;
         }
         let topo = n.topo.clone();
@@ -1026,11 +1099,8 @@ impl Sim {
         }
         let offered: BTreeMap<Vec<u8>, u64> = reqs.iter().map(|r| parse_req(r)).collect();
         let mine = snapshot(&self.nodes[i].store, slot, now_ms);
-        let newer_here: Vec<Vec<u8>> = mine
-            .into_iter()
-            .filter(|(k, v, _)| offered.get(k).is_none_or(|o| o < v))
-            .map(|(_, _, r)| r)
-            .collect();
+        let newer_here: Vec<Vec<u8>> =
+            mine.into_iter().filter(|(k, v, _)| offered.get(k).is_none_or(|o| o < v)).map(|(_, _, r)| r).collect();
         for r in &reqs {
             let (key, v) = parse_req(r);
             let had = self.nodes[i].store.with_key(&key, now_ms, |k| k.version());
@@ -1161,10 +1231,8 @@ impl Sim {
             }
             Msg::Sending { table, slots } => {
                 let n = &self.nodes[to];
-                let flags = slots
-                    .into_iter()
-                    .map(|s| (s, n.planned != table || n.outgoing.contains(&(s, from))))
-                    .collect();
+                let flags =
+                    slots.into_iter().map(|s| (s, n.planned != table || n.outgoing.contains(&(s, from)))).collect();
                 self.send(to, from, Msg::SendingReply { slots: flags });
             }
             Msg::SendingReply { slots } => {
@@ -1214,7 +1282,9 @@ impl Sim {
             ReadState::Unknown => {}
             ReadState::Deleted { version } => match self.oracle.written.get(&(key.to_vec(), *version)) {
                 Some(None) => {}
-                other => self.fail(format!("{name} holds a tombstone of {k} v{version} that no delete made ({other:?})")),
+                other => {
+                    self.fail(format!("{name} holds a tombstone of {k} v{version} that no delete made ({other:?})"))
+                }
             },
             ReadState::Live { version, value, .. } => match self.oracle.written.get(&(key.to_vec(), *version)) {
                 Some(Some(w)) if w[..] == value[..] => {}
@@ -1273,7 +1343,9 @@ impl Sim {
                 .table
                 .owners(slot)
                 .iter()
-                .map(|&o| self.nodes[index_of(&t.table.members[usize::from(o)].name)].store.slot_digests(&[slot], now_ms)[0])
+                .map(|&o| {
+                    self.nodes[index_of(&t.table.members[usize::from(o)].name)].store.slot_digests(&[slot], now_ms)[0]
+                })
                 .collect();
             digests.len() == 1
         })
@@ -1288,6 +1360,9 @@ impl Sim {
         self.msg_loss = 0.0;
         self.log("quiet period: partitions healed, no faults, no writes".into());
         let start = self.now;
+        for n in &mut self.nodes {
+            n.packets_sent = 0;
+        }
         while !self.membership_agrees() {
             if self.now - start > MEMBERSHIP_QUIET_MAX {
                 let views: Vec<String> = self
@@ -1295,7 +1370,8 @@ impl Sim {
                     .iter()
                     .map(|&i| {
                         let names: Vec<&str> = self.nodes[i].topo.nodes.iter().map(|n| n.name.as_str()).collect();
-                        format!("{} sees {names:?}", self.nodes[i].name)
+                        let n = &self.nodes[i];
+                        format!("{} sees {names:?} (sent {} gossip packets meanwhile)", n.name, n.packets_sent)
                     })
                     .collect();
                 self.fail(format!("membership did not converge within {} ms: {views:?}", MEMBERSHIP_QUIET_MAX / MS));
@@ -1307,14 +1383,20 @@ impl Sim {
         let first = self.nodes[up[0]].topo.clone();
         for &i in &up[1..] {
             if self.nodes[i].topo.table.ranges() != first.table.ranges() {
-                self.fail(format!("{} and {} agree on members but not on the slot table", self.nodes[up[0]].name, self.nodes[i].name));
+                self.fail(format!(
+                    "{} and {} agree on members but not on the slot table",
+                    self.nodes[up[0]].name, self.nodes[i].name
+                ));
             }
         }
         let settled = self.now;
         while !self.data_agrees() {
             if self.now - settled > DATA_QUIET_MAX {
                 let detail = self.data_detail();
-                self.fail(format!("owners still differ {} ms after membership converged:\n{detail}", DATA_QUIET_MAX / MS));
+                self.fail(format!(
+                    "owners still differ {} ms after membership converged:\n{detail}",
+                    DATA_QUIET_MAX / MS
+                ));
             }
             self.run_until(self.now + 250 * MS);
         }
@@ -1359,7 +1441,7 @@ impl Sim {
         let up = self.up_nodes();
         let t = &self.nodes[up[0]].topo;
         let mut out = String::new();
-        for &(_, ref slots) in &self.key_shards {
+        for (_, slots) in &self.key_shards {
             for &slot in slots {
                 let owners: Vec<usize> =
                     t.table.owners(slot).iter().map(|&o| index_of(&t.table.members[usize::from(o)].name)).collect();
@@ -1461,7 +1543,7 @@ impl Sim {
                 next_fault = self.now + self.rng.range(500 * MS, 3000 * MS);
             }
             ops += 1;
-            if ops % 50 == 0 {
+            if ops.is_multiple_of(50) {
                 self.check_all();
             }
         }
@@ -1504,21 +1586,25 @@ fn expect_imports(n: &mut Node, old: &Topology, new: &Topology, replicas: usize)
     n.imports.retain(|&slot, _| new.table.owners(slot).contains(&new.me));
     let key = (names(old), names(new), n.name.clone(), replicas);
     let me = n.name.clone();
-    let candidates = memo(|m| &mut m.imports, key, || {
-        let mut out = Vec::new();
-        for slot in 0..SLOT_COUNT {
-            let now_owner = new.table.owners(slot).contains(&new.me);
-            let was_owner = old.table.owns(&me, slot);
-            if now_owner
-                && !was_owner
-                && let Some(from) = sender(&old.table, &new.table, slot)
-                && from != me
-            {
-                out.push((slot, from.to_string()));
+    let candidates = memo(
+        |m| &mut m.imports,
+        key,
+        || {
+            let mut out = Vec::new();
+            for slot in 0..SLOT_COUNT {
+                let now_owner = new.table.owners(slot).contains(&new.me);
+                let was_owner = old.table.owns(&me, slot);
+                if now_owner
+                    && !was_owner
+                    && let Some(from) = sender(&old.table, &new.table, slot)
+                    && from != me
+                {
+                    out.push((slot, from.to_string()));
+                }
             }
-        }
-        out
-    })
+            out
+        },
+    )
     .0;
     for (slot, from) in candidates.iter() {
         if !(n.joining && n.received.contains(slot)) {
@@ -1537,13 +1623,18 @@ fn expect_imports(n: &mut Node, old: &Topology, new: &Topology, replicas: usize)
 struct Memo {
     /// (this node, member names, replicas) -> topology.
     topos: HashMap<(String, Vec<String>, usize), Rc<Topology>>,
-    plans: HashMap<(Vec<String>, Vec<String>, String, usize), Rc<Plan>>,
+    plans: HashMap<ChangeKey, Rc<Plan>>,
     /// The slots `me` must import, with their senders (before filtering by
     /// what a joining node already received).
-    imports: HashMap<(Vec<String>, Vec<String>, String, usize), Rc<Vec<(u16, String)>>>,
+    imports: HashMap<ChangeKey, Rc<Vec<(u16, String)>>>,
     /// The slots `me` sends to a newcomer (`sender` of the table without it).
-    newcomer: HashMap<(Vec<String>, String, String, usize), Rc<Vec<u16>>>,
+    newcomer: HashMap<NewcomerKey, Rc<Vec<u16>>>,
 }
+
+/// (old member names, new member names, this node, replicas).
+type ChangeKey = (Vec<String>, Vec<String>, String, usize);
+/// (member names, newcomer, this node, replicas).
+type NewcomerKey = (Vec<String>, String, String, usize);
 
 thread_local! {
     static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
@@ -1586,12 +1677,16 @@ fn memo_plan(old: &Topology, new: &Topology, me: &str, replicas: usize) -> Rc<Pl
 
 fn memo_newcomer(new: &Topology, newcomer: &str, me: &str, replicas: usize) -> Rc<Vec<u16>> {
     let key = (names(new), newcomer.to_string(), me.to_string(), replicas);
-    memo(|m| &mut m.newcomer, key, || {
-        let before = without(new, newcomer, replicas);
-        (0..SLOT_COUNT)
-            .filter(|&slot| new.table.owns(newcomer, slot) && sender(&before.table, &new.table, slot) == Some(me))
-            .collect()
-    })
+    memo(
+        |m| &mut m.newcomer,
+        key,
+        || {
+            let before = without(new, newcomer, replicas);
+            (0..SLOT_COUNT)
+                .filter(|&slot| new.table.owns(newcomer, slot) && sender(&before.table, &new.table, slot) == Some(me))
+                .collect()
+        },
+    )
     .0
 }
 
@@ -1601,10 +1696,32 @@ fn memo_newcomer(new: &Topology, newcomer: &str, me: &str, replicas: usize) -> R
 const DEFAULT_SEEDS: u64 = 40;
 const PHASES: usize = 2;
 const PHASE_MS: u64 = 6000;
+/// Seeds each sabotage gets to be caught in.
+const SABOTAGE_SEEDS: u64 = 16;
+
+thread_local! {
+    /// Set while a simulation runs: its panics become reports, not noise.
+    static IN_SIM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn quiet_panics_in_simulations() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_SIM.with(std::cell::Cell::get) {
+                default(info);
+            }
+        }));
+    });
+}
 
 fn run_seed(seed: u64, sabotage: Sabotage) -> Result<Stats, String> {
+    quiet_panics_in_simulations();
     let mut sim = Sim::new(seed, sabotage);
+    IN_SIM.with(|f| f.set(true));
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| sim.run(PHASES, PHASE_MS)));
+    IN_SIM.with(|f| f.set(false));
     match r {
         Ok(()) => Ok(sim.stats),
         Err(e) => {
@@ -1630,6 +1747,36 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name} must be a number")))
 }
 
+/// The checker itself: every way of breaking the model must be caught
+/// within a few seeds (each is expected to fail; a pass is the error).
+/// About 25 s, so not part of the default run:
+/// `cargo test -p ringcache-server --test simulation -- --ignored --nocapture`;
+/// `RINGCACHE_SIM_SABOTAGE=<Name>` runs just one, with its report.
+#[test]
+#[ignore = "checks the checker; about 25 s"]
+fn sabotaged_models_are_caught() {
+    let only = std::env::var("RINGCACHE_SIM_SABOTAGE").ok();
+    let mut missed = Vec::new();
+    for sabotage in Sabotage::ALL {
+        if only.as_ref().is_some_and(|o| *o != format!("{sabotage:?}")) {
+            continue;
+        }
+        let seeds = env_u64("RINGCACHE_SIM_SEEDS").unwrap_or(SABOTAGE_SEEDS);
+        let caught = (0..seeds).find_map(|seed| run_seed(seed, sabotage).err());
+        match caught {
+            Some(report) => {
+                let first = report.lines().next().unwrap_or_default().to_string();
+                eprintln!("{sabotage:?} caught: {first}");
+                if only.is_some() {
+                    eprintln!("{report}");
+                }
+            }
+            None => missed.push(sabotage),
+        }
+    }
+    assert!(missed.is_empty(), "sabotage not caught in {SABOTAGE_SEEDS} seeds: {missed:?}");
+}
+
 #[test]
 fn simulated_clusters_keep_their_invariants() {
     let seeds: Vec<u64> = match env_u64("RINGCACHE_SIM_SEED") {
@@ -1641,6 +1788,7 @@ fn simulated_clusters_keep_their_invariants() {
         }
     };
     let mut total = Stats::default();
+    let mut failures: Vec<String> = Vec::new();
     for &seed in &seeds {
         match run_seed(seed, Sabotage::None) {
             Ok(s) => {
@@ -1660,8 +1808,20 @@ fn simulated_clusters_keep_their_invariants() {
                 total.msgs += s.msgs;
                 total.msgs_lost += s.msgs_lost;
             }
-            Err(report) => panic!("{report}"),
+            Err(report) => failures.push(report),
         }
+    }
+    if let Some(first) = failures.first() {
+        let list: Vec<String> = failures
+            .iter()
+            .map(|r| r.lines().next().unwrap_or_default().chars().take(300).collect::<String>())
+            .collect();
+        panic!(
+            "{} of {} seeds failed:\n  {}\n\nfirst failure:\n{first}",
+            failures.len(),
+            seeds.len(),
+            list.join("\n  ")
+        );
     }
     eprintln!("{} seeds passed: {total:?}", seeds.len());
 }
