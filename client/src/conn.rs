@@ -604,3 +604,77 @@ async fn drive<S: Stream>(mut d: Driver<S>) {
         let _ = q.reply.send(Err(Error::NotSent(why.clone())));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    /// Any `AsyncRead + AsyncWrite` carries a connection: here an in-memory
+    /// pipe to a fake server that answers each command with its second
+    /// argument, so replies show which request they answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_tasks_over_an_in_memory_stream_get_their_own_replies() {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let limits = Limits::default();
+            let mut input = Vec::new();
+            let mut buf = vec![0u8; 8192];
+            loop {
+                let n = theirs.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                input.extend_from_slice(&buf[..n]);
+                let mut out = BytesMut::new();
+                while let Some((Frame::Array(args), used)) = decode_frame(&input, &limits).unwrap() {
+                    input.drain(..used);
+                    ringcache_protocol::encode::bulk(&mut out, args[1].as_bytes().unwrap());
+                }
+                theirs.write_all(&out).await.unwrap();
+            }
+        });
+        let conn = Arc::new(Conn::over(ours, addr()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..50 {
+            let conn = conn.clone();
+            tasks.spawn(async move {
+                for i in 0..200 {
+                    let v = format!("{t}-{i}-{}", "z".repeat(i % 40));
+                    assert_eq!(conn.request(&["ECHO", &v]).await.unwrap(), Frame::Bulk(v.into()));
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        let batch = conn.send_many(&[&["ECHO", "a"][..], &["ECHO", "b"][..]]).await.unwrap();
+        let mut got = Vec::new();
+        for p in batch {
+            got.push(p.reply().await.unwrap());
+        }
+        assert_eq!(got, vec![Frame::Bulk("a".into()), Frame::Bulk("b".into())]);
+    }
+
+    /// A request written before the stream broke may have run (`Unknown`);
+    /// one queued on a broken connection was never sent (`NotSent`).
+    #[tokio::test]
+    async fn a_broken_stream_tells_sent_from_unsent() {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let conn = Conn::over(ours, addr());
+        let sent = conn.send_many(&[&["GET", "k"][..]]).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = theirs.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the request reached the server");
+        drop(theirs);
+        for p in sent {
+            assert!(matches!(p.reply().await, Err(Error::Unknown(_))));
+        }
+        assert!(matches!(conn.request(&["GET", "k"]).await, Err(Error::NotSent(_))));
+        assert!(conn.is_broken());
+    }
+}

@@ -127,8 +127,10 @@ struct Routing {
     /// Grows with every refresh: a task that saw an older map knows someone
     /// refreshed since and need not ask the cluster again.
     version: u64,
-    /// The cluster epoch (`cluster_current_epoch`) read just before the
-    /// map, if the node told it.
+    /// The node the map came from, and its epoch (`cluster_current_epoch`)
+    /// read just before the map, if it told it. Epochs are counted by each
+    /// node for itself, so only that node's epoch is compared with it.
+    source: Option<SocketAddr>,
     epoch: Option<u64>,
     /// Each slot's shard (index into `shards`; `NO_SHARD` if uncovered):
     /// 32 KiB, so lookups stay in cache.
@@ -170,7 +172,9 @@ pub struct Stats {
     pub moved: u64,
     /// Tries after the first, over all calls.
     pub retries: u64,
-    /// The epoch of the current slot map, if the cluster reports one.
+    /// The node the current slot map came from, and its epoch then (if it
+    /// reports one); the background check asks that node.
+    pub source: Option<SocketAddr>,
     pub epoch: Option<u64>,
 }
 
@@ -412,6 +416,7 @@ impl Client {
                 opts,
                 routing: RwLock::new(Arc::new(Routing {
                     version: 0,
+                    source: None,
                     epoch: None,
                     slot_shard: Vec::new(),
                     shards: Vec::new(),
@@ -452,6 +457,7 @@ impl Client {
             epoch_checks: c.epoch_checks.load(Relaxed),
             moved: c.moved.load(Relaxed),
             retries: c.retries.load(Relaxed),
+            source: self.routing().source,
             epoch: self.routing().epoch,
         }
     }
@@ -529,14 +535,13 @@ impl Client {
         self.refresh_since(u64::MAX).await
     }
 
-    /// The background check: asks one node for the cluster epoch and
-    /// reloads the map only if it differs from the map's (or if the node
-    /// cannot tell, or does not answer).
+    /// The background check: asks the node the map came from for its epoch
+    /// (one small reply) and reloads the map only if the epoch moved (or
+    /// the node cannot tell, or does not answer).
     async fn check_epoch(&self) {
         self.inner.counters.epoch_checks.fetch_add(1, Relaxed);
         let r = self.routing();
-        let turn = self.inner.turn.fetch_add(1, Relaxed);
-        if let (Some(known), Some(&addr)) = (r.epoch, r.nodes.get(turn % r.nodes.len().max(1)))
+        if let (Some(known), Some(addr)) = (r.epoch, r.source)
             && let Ok(c) = self.conn(addr).await
             && let Ok(info) = c.request(&["CLUSTER", "INFO"]).await
             && info_epoch(&info) == Some(known)
@@ -758,6 +763,13 @@ impl Client {
         int(self.run(Some(k), &[b"INCRBY".as_slice(), k, by.to_string().as_bytes()]).await?)
     }
 
+    /// INCRBYFLOAT; the new value (a bulk string in RESP2, and in RESP3 a
+    /// bulk or a double, both read).
+    pub async fn incr_by_float(&self, key: impl AsRef<[u8]>, by: f64) -> Result<f64> {
+        let k = key.as_ref();
+        float(self.run(Some(k), &[b"INCRBYFLOAT".as_slice(), k, by.to_string().as_bytes()]).await?)
+    }
+
     pub async fn append(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64> {
         let k = key.as_ref();
         int(self.run(Some(k), &[b"APPEND".as_slice(), k, value.as_ref()]).await?).map(|n| n as u64)
@@ -879,6 +891,16 @@ fn bulk_opt(f: Frame) -> Result<Option<Bytes>> {
     }
 }
 
+fn float(f: Frame) -> Result<f64> {
+    match &f {
+        Frame::Double(d) => Ok(*d),
+        other => text(other)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| Error::Protocol(format!("expected a number, got {f:?}"))),
+    }
+}
+
 fn int(f: Frame) -> Result<i64> {
     match f {
         Frame::Integer(n) => Ok(n),
@@ -932,5 +954,54 @@ fn parse_slots(ranges: &[Frame], via: SocketAddr, version: u64) -> Routing {
     if nodes.is_empty() {
         nodes.push(via);
     }
-    Routing { version, epoch: None, slot_shard, shards, nodes }
+    Routing { version, source: Some(via), epoch: None, slot_shard, shards, nodes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(port: i64) -> Frame {
+        Frame::Array(vec![Frame::Bulk("127.0.0.1".into()), Frame::Integer(port), Frame::Bulk("id".into())])
+    }
+
+    #[test]
+    fn slot_map_from_cluster_slots() {
+        let ranges = vec![
+            Frame::Array(vec![Frame::Integer(0), Frame::Integer(99), node(7000), node(7001)]),
+            Frame::Array(vec![Frame::Integer(100), Frame::Integer(16383), node(7001), node(7000)]),
+        ];
+        let via: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let r = parse_slots(&ranges, via, 1);
+        assert_eq!(r.nodes.len(), 2);
+        let key_in = |lo: u16, hi: u16| {
+            (0..).map(|i| format!("k{i}")).find(|k| (lo..=hi).contains(&key_slot(k.as_bytes()))).unwrap()
+        };
+        let a = r.shard(key_in(0, 99).as_bytes()).unwrap();
+        assert_eq!((r.nodes[a.primary].port(), r.nodes[a.replicas[0]].port()), (7000, 7001));
+        let b = r.shard(key_in(100, 16383).as_bytes()).unwrap();
+        assert_eq!((r.nodes[b.primary].port(), r.nodes[b.replicas[0]].port()), (7001, 7000));
+        assert_eq!(r.source, Some(via));
+    }
+
+    #[test]
+    fn epoch_from_cluster_info_in_both_protocols() {
+        let t = "cluster_state:ok\r\ncluster_current_epoch:42\r\ncluster_my_epoch:42\r\n";
+        assert_eq!(info_epoch(&Frame::Bulk(t.into())), Some(42));
+        assert_eq!(info_epoch(&Frame::Verbatim { format: *b"txt", text: t.into() }), Some(42));
+        assert_eq!(info_epoch(&Frame::Bulk("cluster_state:ok\r\n".into())), None);
+    }
+
+    #[test]
+    fn retries_only_what_is_safe() {
+        let retry = |r: Result<Frame>, name: &[u8]| matches!(classify(r, name), Outcome::Retry(_));
+        assert!(retry(Ok(Frame::Error("MOVED 1 127.0.0.1:7000".into())), b"INCR"));
+        assert!(retry(Ok(Frame::Error("TRYAGAIN busy".into())), b"INCR"));
+        assert!(!retry(Ok(Frame::Error("ERR no".into())), b"GET"));
+        assert!(retry(Err(Error::NotSent("x".into())), b"INCR"));
+        assert!(retry(Err(Error::Unknown("x".into())), b"GET"));
+        assert!(!retry(Err(Error::Unknown("x".into())), b"INCR"));
+        assert!(matches!(float(Frame::Double(1.5)), Ok(f) if f == 1.5));
+        assert!(matches!(float(Frame::Bulk("2.25".into())), Ok(f) if f == 2.25));
+    }
 }
