@@ -1,12 +1,13 @@
 //! # ringcache-client
 //!
-//! An async client for ringcache (and for Redis Cluster, which speaks the
-//! same views). It learns where slots live from `CLUSTER SLOTS`, sends each
-//! key straight to its slot's primary over one multiplexed connection per
-//! node (requests issued concurrently by many tasks share writes: automatic
-//! pipelining), follows `MOVED` by refreshing its map, and retries within a
-//! deadline when that is safe: always when the request provably never left
-//! this process, and after a lost connection only for idempotent commands.
+//! An async (tokio) client for ringcache (and for Redis Cluster, which
+//! speaks the same views). It learns where slots live from `CLUSTER SLOTS`,
+//! sends each key straight to its slot's primary over multiplexed
+//! connections (requests issued concurrently by many tasks share writes:
+//! automatic pipelining), follows `MOVED` by refreshing its map, and
+//! retries within a deadline when that is safe: always when the request
+//! provably never left this process, and after a lost connection only for
+//! idempotent commands. Errors say which ([`Error`]).
 //!
 //! ```no_run
 //! # async fn demo() -> ringcache_client::Result<()> {
@@ -18,11 +19,47 @@
 //! # let _ = (n, values); Ok(()) }
 //! ```
 //!
-//! Reads may go to replicas ([`ReadFrom`]); the slot map is also
-//! refreshed in the background every [`Options::refresh_every`].
+//! Explicit pipelines group commands per node and keep their order
+//! ([`Pipeline`]):
 //!
-//! Not yet (see the client issue): several connections per node, RESP3,
-//! TLS.
+//! ```no_run
+//! # async fn demo(client: ringcache_client::Client) {
+//! let replies = client.pipeline().set("a", "1").get("a").incr_by("n", 1).execute().await;
+//! # let _ = replies; }
+//! ```
+//!
+//! Settings ([`Options`]):
+//! - [`Protocol`]: RESP3 by default (`HELLO 3`, with `AUTH` inside when a
+//!   password is set), falling back to RESP2 when a server refuses HELLO;
+//!   typed methods answer the same in both.
+//! - `connections_per_node`: each is one task that writes every queued
+//!   request in one go and hands replies back in order; requests are
+//!   spread over them in turn. One is the default (the fastest measured on
+//!   a 2-CPU machine, see BENCHMARKS.md).
+//! - [`ReadFrom`]: reads may go to replicas.
+//! - `refresh_every`: a background task asks the node the map came from
+//!   for its epoch (`CLUSTER INFO`) and reloads the map only when it moved,
+//!   so a node joining or leaving is learned without waiting for a `MOVED`
+//!   ([`Client::stats`] counts reloads, checks and MOVED replies).
+//! - `connector`: the stream each connection runs over is any
+//!   `AsyncRead + AsyncWrite` ([`Stream`]) opened by a [`Connector`]; plain
+//!   TCP by default. This is where TLS plugs in; ringcache servers do not
+//!   speak TLS yet, and this crate ships no TLS implementation.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ringcache_client::{Options, Protocol, ReadFrom};
+//!
+//! let opts = Options {
+//!     password: Some("s3cret".into()),
+//!     protocol: Protocol::Resp3,
+//!     connections_per_node: 1,
+//!     read_from: ReadFrom::PreferReplica,
+//!     deadline: Duration::from_secs(5),
+//!     ..Options::default()
+//! };
+//! assert_eq!(opts.refresh_every, Duration::from_secs(1));
+//! ```
 
 mod conn;
 mod error;
