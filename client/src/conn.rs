@@ -454,10 +454,13 @@ impl<S: Stream> Driver<S> {
                 match decode_frame(&self.input[self.start..self.end], &self.limits) {
                     Ok(Some((frame, used))) => {
                         self.start += used;
-                        // Out-of-band pushes answer no request.
-                        if matches!(frame, Frame::Push(_)) {
-                            continue;
-                        }
+                        // Out-of-band pushes answer no request; attributes
+                        // (RESP3) only annotate the reply they precede.
+                        let frame = match frame {
+                            Frame::Push(_) => continue,
+                            Frame::Attribute { frame, .. } => *frame,
+                            f => f,
+                        };
                         if let Some((w, p)) = self.pending.pop_front() {
                             let _ = w.send(Ok(frame));
                             permits += p as usize;
