@@ -1,12 +1,13 @@
 //! # ringcache-client
 //!
-//! An async client for ringcache (and for Redis Cluster, which speaks the
-//! same views). It learns where slots live from `CLUSTER SLOTS`, sends each
-//! key straight to its slot's primary over one multiplexed connection per
-//! node (requests issued concurrently by many tasks share writes: automatic
-//! pipelining), follows `MOVED` by refreshing its map, and retries within a
-//! deadline when that is safe: always when the request provably never left
-//! this process, and after a lost connection only for idempotent commands.
+//! An async (tokio) client for ringcache (and for Redis Cluster, which
+//! speaks the same views). It learns where slots live from `CLUSTER SLOTS`,
+//! sends each key straight to its slot's primary over multiplexed
+//! connections (requests issued concurrently by many tasks share writes:
+//! automatic pipelining), follows `MOVED` by refreshing its map, and
+//! retries within a deadline when that is safe: always when the request
+//! provably never left this process, and after a lost connection only for
+//! idempotent commands. Errors say which ([`Error`]).
 //!
 //! ```no_run
 //! # async fn demo() -> ringcache_client::Result<()> {
@@ -18,17 +19,56 @@
 //! # let _ = (n, values); Ok(()) }
 //! ```
 //!
-//! Reads may go to replicas ([`ReadFrom`]); the slot map is also
-//! refreshed in the background every [`Options::refresh_every`].
+//! Explicit pipelines group commands per node and keep their order
+//! ([`Pipeline`]):
 //!
-//! Not yet (see the client issue): several connections per node, RESP3,
-//! TLS.
+//! ```no_run
+//! # async fn demo(client: ringcache_client::Client) {
+//! let replies = client.pipeline().set("a", "1").get("a").incr_by("n", 1).execute().await;
+//! # let _ = replies; }
+//! ```
+//!
+//! Settings ([`Options`]):
+//! - [`Protocol`]: RESP3 by default (`HELLO 3`, with `AUTH` inside when a
+//!   password is set), falling back to RESP2 when a server refuses HELLO;
+//!   typed methods answer the same in both.
+//! - `connections_per_node`: each is one task that writes every queued
+//!   request in one go and hands replies back in order; requests are
+//!   spread over them in turn. One is the default (the fastest measured on
+//!   a 2-CPU machine, see BENCHMARKS.md).
+//! - [`ReadFrom`]: reads may go to replicas.
+//! - `refresh_every`: a background task asks the node the map came from
+//!   for its epoch (`CLUSTER INFO`) and reloads the map only when it moved,
+//!   so a node joining or leaving is learned without waiting for a `MOVED`
+//!   ([`Client::stats`] counts reloads, checks and MOVED replies).
+//! - `connector`: the stream each connection runs over is any
+//!   `AsyncRead + AsyncWrite` ([`Stream`]) opened by a [`Connector`]; plain
+//!   TCP by default. This is where TLS plugs in; ringcache servers do not
+//!   speak TLS yet, and this crate ships no TLS implementation.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ringcache_client::{Options, Protocol, ReadFrom};
+//!
+//! let opts = Options {
+//!     password: Some("s3cret".into()),
+//!     protocol: Protocol::Resp3,
+//!     connections_per_node: 1,
+//!     read_from: ReadFrom::PreferReplica,
+//!     deadline: Duration::from_secs(5),
+//!     ..Options::default()
+//! };
+//! assert_eq!(opts.refresh_every, Duration::from_secs(1));
+//! ```
 
 mod conn;
 mod error;
+mod pipeline;
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,8 +76,10 @@ use bytes::Bytes;
 pub use ringcache_protocol as protocol;
 use ringcache_protocol::{Frame, SLOT_COUNT, key_slot};
 
-use conn::Conn;
+use conn::{Conn, Handshake, Pending};
+pub use conn::{Connecting, Connector, Protocol, Stream};
 pub use error::{Error, Result};
+pub use pipeline::Pipeline;
 
 /// Which owner of a slot answers reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,7 +95,7 @@ pub enum ReadFrom {
 }
 
 /// Client settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     pub password: Option<String>,
     pub connect_timeout: Duration,
@@ -64,9 +106,40 @@ pub struct Options {
     /// Where reads go. Anything but `Primary` sends READONLY on every
     /// connection, so replicas answer reads from their own copy.
     pub read_from: ReadFrom,
-    /// The slot map is reloaded in the background this often (besides on
-    /// MOVED and failures). Zero: never.
+    /// How often the client asks a node for the cluster's epoch
+    /// (`CLUSTER INFO`, one small reply); the slot map is reloaded only
+    /// when the epoch changed (and besides on MOVED and failures). Zero:
+    /// never.
     pub refresh_every: Duration,
+    /// RESP version: RESP3 (the default) says `HELLO 3` on connect and
+    /// falls back to RESP2 when the server refuses.
+    pub protocol: Protocol,
+    /// Multiplexed connections per node; requests are spread over them in
+    /// turn. One is the fastest on a small machine (see BENCHMARKS.md):
+    /// every connection pipelines already, and more connections mean
+    /// smaller batches. More help when one connection's server-side
+    /// thread is the bottleneck.
+    pub connections_per_node: usize,
+    /// Opens the stream to each node; `None` is plain TCP. This is where
+    /// TLS plugs in (ringcache servers do not speak TLS yet).
+    pub connector: Option<Arc<dyn Connector>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("deadline", &self.deadline)
+            .field("backoff_min", &self.backoff_min)
+            .field("backoff_max", &self.backoff_max)
+            .field("read_from", &self.read_from)
+            .field("refresh_every", &self.refresh_every)
+            .field("protocol", &self.protocol)
+            .field("connections_per_node", &self.connections_per_node)
+            .field("connector", &self.connector.as_ref().map(|_| "<custom>"))
+            .finish()
+    }
 }
 
 impl Default for Options {
@@ -78,7 +151,10 @@ impl Default for Options {
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(500),
             read_from: ReadFrom::Primary,
-            refresh_every: Duration::from_secs(5),
+            refresh_every: Duration::from_secs(1),
+            protocol: Protocol::Resp3,
+            connections_per_node: 1,
+            connector: None,
         }
     }
 }
@@ -88,10 +164,31 @@ struct Routing {
     /// Grows with every refresh: a task that saw an older map knows someone
     /// refreshed since and need not ask the cluster again.
     version: u64,
-    primaries: Vec<Option<SocketAddr>>,
-    /// Each slot's other owners (replicas), as CLUSTER SLOTS lists them.
-    replicas: Vec<Vec<SocketAddr>>,
+    /// The node the map came from, and its epoch (`cluster_current_epoch`)
+    /// read just before the map, if it told it. Epochs are counted by each
+    /// node for itself, so only that node's epoch is compared with it.
+    source: Option<SocketAddr>,
+    epoch: Option<u64>,
+    /// Each slot's shard (index into `shards`; `NO_SHARD` if uncovered):
+    /// 32 KiB, so lookups stay in cache.
+    slot_shard: Vec<u16>,
+    shards: Vec<Shard>,
     nodes: Vec<SocketAddr>,
+}
+
+const NO_SHARD: u16 = u16::MAX;
+
+/// The owners of a slot range, as indices into `Routing::nodes`.
+struct Shard {
+    primary: usize,
+    /// The other owners (replicas), as CLUSTER SLOTS lists them.
+    replicas: Vec<usize>,
+}
+
+impl Routing {
+    fn shard(&self, key: &[u8]) -> Option<&Shard> {
+        self.shards.get(usize::from(*self.slot_shard.get(usize::from(key_slot(key)))?))
+    }
 }
 
 /// Commands that only read, which [`ReadFrom`] may send to a replica.
@@ -101,14 +198,82 @@ fn read_only(name: &[u8]) -> bool {
     READS.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(name))
 }
 
+/// Counters of what the client did, for tests and monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Slot maps loaded (the first one included).
+    pub refreshes: u64,
+    /// Epoch checks made by the background task.
+    pub epoch_checks: u64,
+    /// MOVED replies met (each followed by a refresh).
+    pub moved: u64,
+    /// Tries after the first, over all calls.
+    pub retries: u64,
+    /// The node the current slot map came from, and its epoch then (if it
+    /// reports one); the background check asks that node.
+    pub source: Option<SocketAddr>,
+    pub epoch: Option<u64>,
+}
+
+#[derive(Default)]
+struct Counters {
+    refreshes: AtomicU64,
+    epoch_checks: AtomicU64,
+    moved: AtomicU64,
+    retries: AtomicU64,
+}
+
 struct Inner {
+    /// Tells clients apart in the per-thread caches.
+    id: u64,
     seeds: Vec<String>,
     opts: Options,
     routing: RwLock<Arc<Routing>>,
-    conns: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
+    /// The version of `routing`, readable without its lock.
+    published: AtomicU64,
+    /// Up to `connections_per_node` live connections per node.
+    conns: Mutex<HashMap<SocketAddr, Vec<Arc<Conn>>>>,
+    /// One connect at a time per node (many tasks meeting a new node open
+    /// one connection, not one each).
+    connecting: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
     refresh: tokio::sync::Mutex<()>,
     /// Turns for spreading reads over owners.
     turn: std::sync::atomic::AtomicUsize,
+    counters: Counters,
+}
+
+impl Drop for Inner {
+    /// Connections end with the client (once their replies are in), even
+    /// if a thread's cache still holds a handle.
+    fn drop(&mut self) {
+        for list in self.conns.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).values() {
+            list.iter().for_each(|c| c.close());
+        }
+    }
+}
+
+/// What a thread last used of one client: its slot map and connections,
+/// so the common path takes no lock and bumps no shared counter.
+struct Cached {
+    client: u64,
+    version: u64,
+    routing: Arc<Routing>,
+    /// Per node of `routing`: the connections seen.
+    conns: Vec<Vec<Arc<Conn>>>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
+}
+
+static CLIENT_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// Where the fast path got a command.
+enum Sent {
+    /// Queued on a connection.
+    Queued(Result<Pending>),
+    /// The slow path must go on: connect to this node, or wait for permits.
+    Slow(Option<SocketAddr>),
 }
 
 /// A cluster client; clone it freely (clones share connections).
@@ -193,6 +358,82 @@ fn server_error(frame: &Frame) -> Option<String> {
     }
 }
 
+/// What one try of a command came to.
+enum Outcome {
+    Done(Result<Frame>),
+    /// Safe to try again (after a refresh when `moved`).
+    Retry(Error),
+}
+
+/// Sorts a reply (or a failure to get one) into done or retryable.
+fn classify(reply: Result<Frame>, name: &[u8]) -> Outcome {
+    match reply {
+        Ok(frame) => match server_error(&frame) {
+            // MOVED and TRYAGAIN mean the command did not run here.
+            Some(e) if e.starts_with("MOVED ") || e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN") => {
+                Outcome::Retry(Error::NotSent(e))
+            }
+            Some(e) => Outcome::Done(Err(Error::Server(e))),
+            None => Outcome::Done(Ok(frame)),
+        },
+        Err(e) if e.not_sent() || (matches!(e, Error::Unknown(_)) && idempotent(name)) => Outcome::Retry(e),
+        Err(e) => Outcome::Done(Err(e)),
+    }
+}
+
+fn is_moved(e: &Error) -> bool {
+    matches!(e, Error::NotSent(m) if m.starts_with("MOVED "))
+}
+
+/// The text of a bulk or verbatim reply (RESP2 / RESP3 forms of one text).
+fn text(frame: &Frame) -> Option<&[u8]> {
+    match frame {
+        Frame::Bulk(b) | Frame::Simple(b) => Some(b),
+        Frame::Verbatim { text, .. } => Some(text),
+        _ => None,
+    }
+}
+
+/// `cluster_current_epoch` out of a CLUSTER INFO reply.
+fn info_epoch(frame: &Frame) -> Option<u64> {
+    let t = std::str::from_utf8(text(frame)?).ok()?;
+    t.lines().find_map(|l| l.strip_prefix("cluster_current_epoch:")).and_then(|v| v.trim().parse().ok())
+}
+
+thread_local! {
+    /// Turns for spreading requests over a node's connections; per thread,
+    /// so no cache line bounces between threads.
+    static CONN_TURN: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Retry pacing of one call: started lazily, so the common path reads no
+/// clock.
+struct Retry {
+    started: Option<Instant>,
+    backoff: Duration,
+    attempts: u32,
+}
+
+impl Retry {
+    fn new(opts: &Options) -> Self {
+        Retry { started: None, backoff: opts.backoff_min, attempts: 0 }
+    }
+
+    /// After a failed try: the error to give up with once past the
+    /// deadline, else waits (unless `moved`, where the refresh is the cure).
+    async fn wait(&mut self, opts: &Options, last: Error) -> Result<()> {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        if started.elapsed() >= opts.deadline {
+            return Err(Error::Deadline { attempts: self.attempts, elapsed: started.elapsed(), last: Box::new(last) });
+        }
+        if !is_moved(&last) {
+            tokio::time::sleep(self.backoff.min(opts.deadline.saturating_sub(started.elapsed()))).await;
+            self.backoff = (self.backoff * 2).min(opts.backoff_max);
+        }
+        Ok(())
+    }
+}
+
 impl Client {
     /// Connects to a cluster through any of `seeds` (`host:port`).
     pub async fn connect<S: Into<String>>(seeds: impl IntoIterator<Item = S>) -> Result<Client> {
@@ -206,17 +447,23 @@ impl Client {
         }
         let client = Client {
             inner: Arc::new(Inner {
+                id: CLIENT_IDS.fetch_add(1, Relaxed),
+                published: AtomicU64::new(0),
                 seeds,
                 opts,
                 routing: RwLock::new(Arc::new(Routing {
                     version: 0,
-                    primaries: Vec::new(),
-                    replicas: Vec::new(),
+                    source: None,
+                    epoch: None,
+                    slot_shard: Vec::new(),
+                    shards: Vec::new(),
                     nodes: Vec::new(),
                 })),
                 conns: Mutex::new(HashMap::new()),
+                connecting: Mutex::new(HashMap::new()),
                 refresh: tokio::sync::Mutex::new(()),
                 turn: std::sync::atomic::AtomicUsize::new(0),
+                counters: Counters::default(),
             }),
         };
         client.refresh_topology().await?;
@@ -228,7 +475,7 @@ impl Client {
                 loop {
                     tokio::time::sleep(every).await;
                     let Some(inner) = weak.upgrade() else { return };
-                    let _ = Client { inner }.refresh_topology().await;
+                    Client { inner }.check_epoch().await;
                 }
             });
         }
@@ -239,24 +486,106 @@ impl Client {
         self.inner.routing.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// What the client did so far.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        Stats {
+            refreshes: c.refreshes.load(Relaxed),
+            epoch_checks: c.epoch_checks.load(Relaxed),
+            moved: c.moved.load(Relaxed),
+            retries: c.retries.load(Relaxed),
+            source: self.routing().source,
+            epoch: self.routing().epoch,
+        }
+    }
+
+    /// Whether connections to `addr` speak RESP3 (after a first call that
+    /// used them); `None` when none is open.
+    pub fn speaks_resp3(&self, addr: SocketAddr) -> Option<bool> {
+        let conns = self.inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        conns.get(&addr).and_then(|v| v.first()).map(|c| c.resp3)
+    }
+
+    /// The nodes of the current slot map.
+    pub fn nodes(&self) -> Vec<SocketAddr> {
+        self.routing().nodes.clone()
+    }
+
+    /// The node a key's writes go to, by the current slot map.
+    pub fn primary_of(&self, key: impl AsRef<[u8]>) -> Option<SocketAddr> {
+        let r = self.routing();
+        r.shard(key.as_ref()).map(|s| r.nodes[s.primary])
+    }
+
+    /// A live connection to `addr`: one of up to `connections_per_node`,
+    /// in turn; opens one when a turn finds none (or a broken one).
     async fn conn(&self, addr: SocketAddr) -> Result<Arc<Conn>> {
+        let want = self.inner.opts.connections_per_node.max(1);
+        let turn = if want == 1 {
+            0
+        } else {
+            CONN_TURN.with(|t| {
+                let v = t.get().wrapping_add(1);
+                t.set(v);
+                v % want
+            })
+        };
         if let Some(c) = self.inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&addr)
+            && let Some(c) = c.get(turn)
             && !c.is_broken()
         {
             return Ok(c.clone());
         }
-        let opts = &self.inner.opts;
-        let c = Arc::new(Conn::connect(addr, opts.connect_timeout, opts.password.as_deref()).await?);
-        if opts.read_from != ReadFrom::Primary {
-            c.request(&["READONLY"]).await?;
+        let gate = {
+            let mut g = self.inner.connecting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            g.entry(addr).or_default().clone()
+        };
+        let _one = gate.lock().await;
+        // Someone else may have connected while this task waited.
+        {
+            let mut conns = self.inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let list = conns.entry(addr).or_default();
+            list.retain(|c| !c.is_broken());
+            if list.len() >= want {
+                return Ok(list[turn % list.len()].clone());
+            }
         }
-        self.inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(addr, c.clone());
+        let opts = &self.inner.opts;
+        let hs = Handshake {
+            timeout: opts.connect_timeout,
+            password: opts.password.as_deref(),
+            protocol: opts.protocol,
+            readonly: opts.read_from != ReadFrom::Primary,
+        };
+        let c = Arc::new(Conn::connect(addr, opts.connector.as_deref(), &hs).await?);
+        let mut conns = self.inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = conns.entry(addr).or_default();
+        list.retain(|c| !c.is_broken());
+        if list.len() < want {
+            list.push(c.clone());
+        }
         Ok(c)
     }
 
     /// Reloads the slot map from the first node that answers CLUSTER SLOTS.
     pub async fn refresh_topology(&self) -> Result<()> {
         self.refresh_since(u64::MAX).await
+    }
+
+    /// The background check: asks the node the map came from for its epoch
+    /// (one small reply) and reloads the map only if the epoch moved (or
+    /// the node cannot tell, or does not answer).
+    async fn check_epoch(&self) {
+        self.inner.counters.epoch_checks.fetch_add(1, Relaxed);
+        let r = self.routing();
+        if let (Some(known), Some(addr)) = (r.epoch, r.source)
+            && let Ok(c) = self.conn(addr).await
+            && let Ok(info) = c.request(&["CLUSTER", "INFO"]).await
+            && info_epoch(&info) == Some(known)
+        {
+            return;
+        }
+        let _ = self.refresh_since(r.version).await;
     }
 
     /// Refreshes unless the map changed since version `seen` (many tasks
@@ -273,7 +602,8 @@ impl Client {
                 candidates.extend(found);
             }
         }
-        candidates.dedup();
+        let mut seen_addrs = std::collections::HashSet::new();
+        candidates.retain(|a| seen_addrs.insert(*a));
         let mut last = Error::NoTopology("no node answered".into());
         for addr in candidates {
             let conn = match self.conn(addr).await {
@@ -283,10 +613,26 @@ impl Client {
                     continue;
                 }
             };
-            match conn.request(&["CLUSTER", "SLOTS"]).await {
+            // The epoch first: a map newer than its epoch only causes one
+            // more reload later, never a missed one.
+            let replies = match conn.send_many(&[&["CLUSTER", "INFO"][..], &["CLUSTER", "SLOTS"][..]]).await {
+                Ok(p) => p,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let mut replies = replies.into_iter();
+            let (Some(info), Some(slots)) = (replies.next(), replies.next()) else { continue };
+            let epoch = info.reply().await.ok().as_ref().and_then(info_epoch);
+            match slots.reply().await {
                 Ok(Frame::Array(ranges)) => {
-                    let routing = parse_slots(&ranges, addr, current + 1);
+                    let mut routing = parse_slots(&ranges, addr, current + 1);
+                    routing.epoch = epoch;
+                    let version = routing.version;
                     *self.inner.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routing);
+                    self.inner.published.store(version, std::sync::atomic::Ordering::Release);
+                    self.inner.counters.refreshes.fetch_add(1, Relaxed);
                     return Ok(());
                 }
                 Ok(other) => last = Error::Protocol(format!("CLUSTER SLOTS from {addr}: {other:?}")),
@@ -296,75 +642,119 @@ impl Client {
         Err(last)
     }
 
-    fn addr_in(&self, r: &Routing, key: Option<&[u8]>, read: bool) -> Option<SocketAddr> {
-        let Some(k) = key else { return r.nodes.first().copied() };
-        let slot = usize::from(key_slot(k));
-        let primary = r.primaries.get(slot).copied().flatten();
-        let replicas = r.replicas.get(slot).map(Vec::as_slice).unwrap_or_default();
-        let turn = || self.inner.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let chosen = match self.inner.opts.read_from {
-            _ if !read || replicas.is_empty() => primary,
-            ReadFrom::Primary => primary,
-            ReadFrom::PreferReplica => Some(replicas[turn() % replicas.len()]),
+    /// The node (index into `r.nodes`) a command goes to.
+    fn node_in(&self, r: &Routing, key: Option<&[u8]>, read: bool) -> Option<usize> {
+        let any = if r.nodes.is_empty() { None } else { Some(0) };
+        let Some(k) = key else { return any };
+        let Some(shard) = r.shard(k) else { return any };
+        let replicas = &shard.replicas;
+        let turn = || self.inner.turn.fetch_add(1, Relaxed);
+        Some(match self.inner.opts.read_from {
+            _ if !read || replicas.is_empty() => shard.primary,
+            ReadFrom::Primary => shard.primary,
+            ReadFrom::PreferReplica => replicas[turn() % replicas.len()],
             ReadFrom::Any => {
                 let i = turn() % (replicas.len() + 1);
-                if i == 0 { primary } else { Some(replicas[i - 1]) }
+                if i == 0 { shard.primary } else { replicas[i - 1] }
             }
-        };
-        chosen.or_else(|| r.nodes.first().copied())
+        })
+    }
+
+    fn addr_in(&self, r: &Routing, key: Option<&[u8]>, read: bool) -> Option<SocketAddr> {
+        self.node_in(r, key, read).map(|i| r.nodes[i])
+    }
+
+    /// Whether a command may go to a replica under the read preference.
+    fn replica_read<A: AsRef<[u8]>>(&self, args: &[A]) -> bool {
+        self.inner.opts.read_from != ReadFrom::Primary && args.first().is_some_and(|n| read_only(n.as_ref()))
+    }
+
+    /// After a retryable failure: counts it, waits as the policy says, and
+    /// refreshes the map if nobody did since `seen`.
+    async fn before_retry(&self, retry: &mut Retry, seen: u64, last: Error) -> Result<()> {
+        self.inner.counters.retries.fetch_add(1, Relaxed);
+        if is_moved(&last) {
+            self.inner.counters.moved.fetch_add(1, Relaxed);
+        }
+        retry.wait(&self.inner.opts, last).await?;
+        // Best effort: a failed refresh leaves the old map for the retry.
+        let _ = self.refresh_since(seen).await;
+        Ok(())
+    }
+
+    /// The fast path of one try: the thread's cached map and connections,
+    /// a non-blocking enqueue. Returns the map version it used.
+    fn send_cached<A: AsRef<[u8]>>(&self, key: Option<&[u8]>, read: bool, args: &[A]) -> (u64, Sent) {
+        let inner = &*self.inner;
+        CACHE.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            let published = inner.published.load(std::sync::atomic::Ordering::Acquire);
+            let c = match &mut *cache {
+                Some(c) if c.client == inner.id && c.version == published => c,
+                stale => {
+                    let routing = self.routing();
+                    let conns = vec![Vec::new(); routing.nodes.len()];
+                    stale.insert(Cached { client: inner.id, version: routing.version, routing, conns })
+                }
+            };
+            let seen = c.version;
+            let Some(node) = self.node_in(&c.routing, key, read) else { return (seen, Sent::Slow(None)) };
+            let addr = c.routing.nodes[node];
+            let want = inner.opts.connections_per_node.max(1);
+            let turn = if want == 1 {
+                0
+            } else {
+                CONN_TURN.with(|t| {
+                    let v = t.get().wrapping_add(1);
+                    t.set(v);
+                    v % want
+                })
+            };
+            let list = &mut c.conns[node];
+            if list.get(turn).is_none_or(|c| c.is_broken()) {
+                let pool = inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                list.clear();
+                list.extend(pool.get(&addr).into_iter().flatten().filter(|c| !c.is_broken()).cloned());
+                if list.len() < want {
+                    return (seen, Sent::Slow(Some(addr)));
+                }
+            }
+            match list[turn % list.len()].try_send(args) {
+                Some(r) => (seen, Sent::Queued(r)),
+                None => (seen, Sent::Slow(Some(addr))),
+            }
+        })
     }
 
     /// Runs a command on the node that owns `key` (or any node), following
     /// MOVED and retrying within the deadline when that is safe.
     async fn run<A: AsRef<[u8]>>(&self, key: Option<&[u8]>, args: &[A]) -> Result<Frame> {
-        // The clock and the idempotency check are only needed once a try
-        // has failed: the common path reads neither.
-        let mut started: Option<Instant> = None;
-        let opts = &self.inner.opts;
-        let mut backoff = opts.backoff_min;
-        let mut attempts = 0;
-        let read =
-            self.inner.opts.read_from != ReadFrom::Primary && args.first().is_some_and(|n| read_only(n.as_ref()));
+        let mut retry = Retry::new(&self.inner.opts);
+        let read = self.replica_read(args);
+        let name = args.first().map_or(&b""[..], AsRef::as_ref);
         loop {
-            attempts += 1;
-            let routing = self.routing();
-            let seen = routing.version;
-            let outcome = match self.addr_in(&routing, key, read) {
-                Some(addr) => match self.conn(addr).await {
+            retry.attempts += 1;
+            let (seen, sent) = self.send_cached(key, read, args);
+            let reply = match sent {
+                Sent::Queued(Ok(p)) => p.reply().await,
+                Sent::Queued(Err(e)) => Err(e),
+                Sent::Slow(Some(addr)) => match self.conn(addr).await {
                     Ok(c) => c.request(args).await,
                     Err(e) => Err(e),
                 },
-                None => Err(Error::NotSent("no node known".into())),
+                Sent::Slow(None) => Err(Error::NotSent("no node known".into())),
             };
-            let last = match outcome {
-                Ok(frame) => match server_error(&frame) {
-                    // MOVED and TRYAGAIN mean the command did not run here.
-                    Some(e) if e.starts_with("MOVED ") || e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN") => {
-                        Error::NotSent(e)
-                    }
-                    Some(e) => return Err(Error::Server(e)),
-                    None => return Ok(frame),
-                },
-                Err(e)
-                    if e.not_sent()
-                        || (matches!(e, Error::Unknown(_)) && args.first().is_some_and(|n| idempotent(n.as_ref()))) =>
-                {
-                    e
-                }
-                Err(e) => return Err(e),
-            };
-            let started = *started.get_or_insert_with(Instant::now);
-            if started.elapsed() >= opts.deadline {
-                return Err(Error::Deadline { attempts, elapsed: started.elapsed(), last: Box::new(last) });
+            match classify(reply, name) {
+                Outcome::Done(r) => return r,
+                Outcome::Retry(last) => self.before_retry(&mut retry, seen, last).await?,
             }
-            let moved = matches!(&last, Error::NotSent(m) if m.starts_with("MOVED "));
-            if !moved {
-                tokio::time::sleep(backoff.min(opts.deadline.saturating_sub(started.elapsed()))).await;
-                backoff = (backoff * 2).min(opts.backoff_max);
-            }
-            // Best effort: a failed refresh leaves the old map for the retry.
-            let _ = self.refresh_since(seen).await;
         }
+    }
+
+    /// A pipeline: commands queued here are sent together, one batch per
+    /// node, when [`Pipeline::execute`] runs.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline::new(self.clone())
     }
 
     /// Sends any command, routed by its first key (or to any node for
@@ -408,6 +798,13 @@ impl Client {
     pub async fn incr_by(&self, key: impl AsRef<[u8]>, by: i64) -> Result<i64> {
         let k = key.as_ref();
         int(self.run(Some(k), &[b"INCRBY".as_slice(), k, by.to_string().as_bytes()]).await?)
+    }
+
+    /// INCRBYFLOAT; the new value (a bulk string in RESP2, and in RESP3 a
+    /// bulk or a double, both read).
+    pub async fn incr_by_float(&self, key: impl AsRef<[u8]>, by: f64) -> Result<f64> {
+        let k = key.as_ref();
+        float(self.run(Some(k), &[b"INCRBYFLOAT".as_slice(), k, by.to_string().as_bytes()]).await?)
     }
 
     pub async fn append(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64> {
@@ -531,6 +928,16 @@ fn bulk_opt(f: Frame) -> Result<Option<Bytes>> {
     }
 }
 
+fn float(f: Frame) -> Result<f64> {
+    match &f {
+        Frame::Double(d) => Ok(*d),
+        other => text(other)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| Error::Protocol(format!("expected a number, got {f:?}"))),
+    }
+}
+
 fn int(f: Frame) -> Result<i64> {
     match f {
         Frame::Integer(n) => Ok(n),
@@ -549,9 +956,16 @@ fn node_addr(node: &Frame) -> Option<SocketAddr> {
 }
 
 fn parse_slots(ranges: &[Frame], via: SocketAddr, version: u64) -> Routing {
-    let mut primaries = vec![None; usize::from(SLOT_COUNT)];
-    let mut replicas = vec![Vec::new(); usize::from(SLOT_COUNT)];
-    let mut nodes = Vec::new();
+    let mut slot_shard = vec![NO_SHARD; usize::from(SLOT_COUNT)];
+    let mut shards = Vec::new();
+    let mut nodes: Vec<SocketAddr> = Vec::new();
+    let mut index = |n: SocketAddr| match nodes.iter().position(|&m| m == n) {
+        Some(i) => i,
+        None => {
+            nodes.push(n);
+            nodes.len() - 1
+        }
+    };
     for r in ranges {
         let Frame::Array(parts) = r else { continue };
         let (Some(Frame::Integer(a)), Some(Frame::Integer(b)), Some(addr)) =
@@ -559,19 +973,72 @@ fn parse_slots(ranges: &[Frame], via: SocketAddr, version: u64) -> Routing {
         else {
             continue;
         };
-        let others: Vec<SocketAddr> = parts[3..].iter().filter_map(node_addr).collect();
-        for s in (*a).max(0)..=(*b).min(i64::from(SLOT_COUNT) - 1) {
-            primaries[s as usize] = Some(addr);
-            replicas[s as usize] = others.clone();
-        }
-        for n in std::iter::once(addr).chain(others) {
-            if !nodes.contains(&n) {
-                nodes.push(n);
+        let primary = index(addr);
+        let replicas: Vec<usize> = parts[3..].iter().filter_map(node_addr).map(&mut index).collect();
+        // Ranges with the same owners share one shard entry.
+        let shard = match shards.iter().position(|s: &Shard| s.primary == primary && s.replicas == replicas) {
+            Some(i) => i,
+            None => {
+                shards.push(Shard { primary, replicas });
+                shards.len() - 1
             }
+        };
+        let Ok(shard) = u16::try_from(shard) else { continue };
+        for s in (*a).max(0)..=(*b).min(i64::from(SLOT_COUNT) - 1) {
+            slot_shard[s as usize] = shard;
         }
     }
     if nodes.is_empty() {
         nodes.push(via);
     }
-    Routing { version, primaries, replicas, nodes }
+    Routing { version, source: Some(via), epoch: None, slot_shard, shards, nodes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(port: i64) -> Frame {
+        Frame::Array(vec![Frame::Bulk("127.0.0.1".into()), Frame::Integer(port), Frame::Bulk("id".into())])
+    }
+
+    #[test]
+    fn slot_map_from_cluster_slots() {
+        let ranges = vec![
+            Frame::Array(vec![Frame::Integer(0), Frame::Integer(99), node(7000), node(7001)]),
+            Frame::Array(vec![Frame::Integer(100), Frame::Integer(16383), node(7001), node(7000)]),
+        ];
+        let via: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let r = parse_slots(&ranges, via, 1);
+        assert_eq!(r.nodes.len(), 2);
+        let key_in = |lo: u16, hi: u16| {
+            (0..).map(|i| format!("k{i}")).find(|k| (lo..=hi).contains(&key_slot(k.as_bytes()))).unwrap()
+        };
+        let a = r.shard(key_in(0, 99).as_bytes()).unwrap();
+        assert_eq!((r.nodes[a.primary].port(), r.nodes[a.replicas[0]].port()), (7000, 7001));
+        let b = r.shard(key_in(100, 16383).as_bytes()).unwrap();
+        assert_eq!((r.nodes[b.primary].port(), r.nodes[b.replicas[0]].port()), (7001, 7000));
+        assert_eq!(r.source, Some(via));
+    }
+
+    #[test]
+    fn epoch_from_cluster_info_in_both_protocols() {
+        let t = "cluster_state:ok\r\ncluster_current_epoch:42\r\ncluster_my_epoch:42\r\n";
+        assert_eq!(info_epoch(&Frame::Bulk(t.into())), Some(42));
+        assert_eq!(info_epoch(&Frame::Verbatim { format: *b"txt", text: t.into() }), Some(42));
+        assert_eq!(info_epoch(&Frame::Bulk("cluster_state:ok\r\n".into())), None);
+    }
+
+    #[test]
+    fn retries_only_what_is_safe() {
+        let retry = |r: Result<Frame>, name: &[u8]| matches!(classify(r, name), Outcome::Retry(_));
+        assert!(retry(Ok(Frame::Error("MOVED 1 127.0.0.1:7000".into())), b"INCR"));
+        assert!(retry(Ok(Frame::Error("TRYAGAIN busy".into())), b"INCR"));
+        assert!(!retry(Ok(Frame::Error("ERR no".into())), b"GET"));
+        assert!(retry(Err(Error::NotSent("x".into())), b"INCR"));
+        assert!(retry(Err(Error::Unknown("x".into())), b"GET"));
+        assert!(!retry(Err(Error::Unknown("x".into())), b"INCR"));
+        assert!(matches!(float(Frame::Double(1.5)), Ok(f) if f == 1.5));
+        assert!(matches!(float(Frame::Bulk("2.25".into())), Ok(f) if f == 2.25));
+    }
 }

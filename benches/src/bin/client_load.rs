@@ -6,7 +6,10 @@
 //! the end. Rounds alternate between the clients; medians are reported.
 //!
 //!     cargo build --release -p ringcache-server
-//!     cargo run --release -p ringcache-benches --bin client_load -- [ringcache-bin] [seconds] [rounds]
+//!     cargo run --release -p ringcache-benches --bin client_load -- [ringcache-bin] [seconds] [rounds] [connections-per-node]
+//!
+//! `connections-per-node` sets `Options::connections_per_node` of
+//! ringcache-client (default: the client's default).
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -101,16 +104,23 @@ fn main() {
     let bin = args.get(1).cloned().unwrap_or_else(|| "target/release/ringcache".into());
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
     let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let defaults = ringcache_client::Options::default();
+    let opts = ringcache_client::Options {
+        connections_per_node: args.get(4).and_then(|s| s.parse().ok()).unwrap_or(defaults.connections_per_node),
+        ..defaults
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let value = Arc::new(vec![b'x'; 100]);
     println!("command: {}", args.join(" "));
     println!("{TASKS} tasks, SET+GET pairs of 100-byte values over {KEYS} keys, {secs} s per run, {rounds} rounds");
+    println!("ringcache-client: {:?}, {} connection(s) per node", opts.protocol, opts.connections_per_node);
 
     let (_single, addrs) = start(&bin, 1);
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let v = value.clone();
-        let client = rt.block_on(ringcache_client::Client::connect([addrs[0].to_string()])).expect("connect");
+        let client =
+            rt.block_on(ringcache_client::Client::with_options([addrs[0].to_string()], opts.clone())).expect("connect");
         ours.push(rt.block_on(drive(secs, move |i| {
             let (c, v) = (client.clone(), v.clone());
             async move {
@@ -143,8 +153,9 @@ fn main() {
     let mut cluster = Vec::new();
     for _ in 0..rounds {
         let v = value.clone();
-        let client =
-            rt.block_on(ringcache_client::Client::connect(addrs.iter().map(ToString::to_string))).expect("connect");
+        let client = rt
+            .block_on(ringcache_client::Client::with_options(addrs.iter().map(ToString::to_string), opts.clone()))
+            .expect("connect");
         cluster.push(rt.block_on(drive(secs, move |i| {
             let (c, v) = (client.clone(), v.clone());
             async move {
