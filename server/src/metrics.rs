@@ -215,6 +215,11 @@ impl Collector for NodeCollector {
                 &r.read_through,
             ),
             (
+                "ringcache_rebalance_slots_handed_off",
+                "Slots held here without being owned, handed to their primary by anti-entropy and deleted.",
+                &r.slots_handed_off,
+            ),
+            (
                 "ringcache_rebalance_settle_fetches",
                 "Writes to slots whose owners changed that fetched their key from the co-owners first.",
                 &r.settle_fetches,

@@ -165,6 +165,7 @@ enum Msg {
         id: u64,
     },
     DropOk {
+        #[allow(dead_code)] // RC.DROPOK deletes nothing at the receiver.
         slots: Vec<u16>,
     },
     /// `RC.SENDING`: which of these slots are still coming to me?
@@ -395,7 +396,9 @@ struct Sim {
 enum Sabotage {
     #[default]
     None,
-    /// Rebalancing plans but sends nothing (drops still happen).
+    /// Rebalancing plans but sends nothing (drops still happen), and
+    /// slots held without being owned are not handed off either (the
+    /// hand-off alone repairs what missing copies leave).
     NoCopies,
     /// Replicas apply a replicated state even when it is older.
     ApplyOlder,
@@ -1079,7 +1082,20 @@ impl Sim {
         }
         let topo = n.topo.clone();
         for slot in slots {
-            if topo.table.owners(slot).first() != Some(&topo.me) {
+            let owners = topo.table.owners(slot);
+            if !owners.contains(&topo.me) {
+                // A slot held here without being owned (`hand_off`): offered
+                // to its primary.
+                let digest = self.nodes[i].store.slot_digests(&[slot], now_ms)[0];
+                if digest != 0 && !self.sabotage.no_copies() {
+                    let reqs: Vec<Vec<u8>> =
+                        snapshot(&self.nodes[i].store, slot, now_ms).into_iter().map(|(_, _, r)| r).collect();
+                    let to = index_of(&topo.table.members[usize::from(owners[0])].name);
+                    self.send(i, to, Msg::AeOffer { slot, digest, reqs });
+                }
+                continue;
+            }
+            if owners.first() != Some(&topo.me) {
                 continue;
             }
             let digest = self.nodes[i].store.slot_digests(&[slot], now_ms)[0];
@@ -1224,11 +1240,9 @@ impl Sim {
                 self.send(to, from, Msg::CopyDone { id });
             }
             Msg::CopyDone { id } => self.copy_done(to, id),
-            Msg::DropOk { slots } => {
-                for slot in slots {
-                    self.drop_ok(to, slot);
-                }
-            }
+            // `RC.DROPOK` deletes nothing (net/peer.rs): a former owner's
+            // slot goes to its primary by anti-entropy's hand-off.
+            Msg::DropOk { .. } => {}
             Msg::Sending { table, slots } => {
                 let n = &self.nodes[to];
                 let flags =
@@ -1333,21 +1347,25 @@ impl Sim {
         })
     }
 
-    /// Whether the owners of every key's slot hold identical contents.
+    /// Whether the owners of every key's slot hold identical contents, and
+    /// no other node holds anything of it newer than its primary (a stray
+    /// copy not yet handed off).
     fn data_agrees(&self) -> bool {
         let now_ms = now_ms(self.now);
         let up = self.up_nodes();
         let t = &self.nodes[up[0]].topo;
         self.key_shards.iter().flat_map(|(_, s)| s.iter().copied()).all(|slot| {
-            let digests: BTreeSet<u64> = t
-                .table
-                .owners(slot)
-                .iter()
-                .map(|&o| {
-                    self.nodes[index_of(&t.table.members[usize::from(o)].name)].store.slot_digests(&[slot], now_ms)[0]
-                })
-                .collect();
+            let owners: Vec<usize> =
+                t.table.owners(slot).iter().map(|&o| index_of(&t.table.members[usize::from(o)].name)).collect();
+            let digests: BTreeSet<u64> =
+                owners.iter().map(|&o| self.nodes[o].store.slot_digests(&[slot], now_ms)[0]).collect();
+            let primary = &self.nodes[owners[0]].store;
             digests.len() == 1
+                && up.iter().filter(|i| !owners.contains(i)).all(|&i| {
+                    snapshot(&self.nodes[i].store, slot, now_ms)
+                        .into_iter()
+                        .all(|(k, v, _)| primary.with_key(&k, now_ms, |key| key.version()) >= v)
+                })
         })
     }
 

@@ -235,8 +235,13 @@ impl Server {
     }
 
     /// Polls `f` until it is true or the deadline passes.
-    pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + WAIT;
+    pub fn eventually(what: &str, f: impl FnMut() -> bool) {
+        Self::eventually_within(WAIT, what, f)
+    }
+
+    /// Like [`Server::eventually`] with another bound.
+    pub fn eventually_within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
         while !f() {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(10));
@@ -402,8 +407,13 @@ impl Cluster {
     /// Waits until every running node knows exactly `n` members and all
     /// report the same CLUSTER SHARDS.
     pub fn wait_converged(&self, n: usize) {
+        self.wait_converged_within(n, WAIT)
+    }
+
+    /// Like [`Cluster::wait_converged`], each wait bounded by `limit`.
+    pub fn wait_converged_within(&self, n: usize, limit: Duration) {
         let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_some()).collect();
-        Server::eventually(&format!("{} nodes to agree on {n} members", running.len()), || {
+        Server::eventually_within(limit, &format!("{} nodes to agree on {n} members", running.len()), || {
             running.iter().all(|&i| self.known_nodes(i) == n) && {
                 let shards: Vec<_> = running.iter().map(|&i| self.node(i).raw().cmd(&["CLUSTER", "SHARDS"])).collect();
                 shards.windows(2).all(|w| w[0] == w[1])
@@ -411,13 +421,13 @@ impl Cluster {
         });
         // And every node has its peer links to the others up, and no slot
         // still arriving (a cluster that just formed settles in a moment).
-        Server::eventually("peer links up", || running.iter().all(|&i| self.links_up(i) + 1 >= n));
-        Server::eventually("no slot importing", || {
+        Server::eventually_within(limit, "peer links up", || running.iter().all(|&i| self.links_up(i) + 1 >= n));
+        Server::eventually_within(limit, "no slot importing", || {
             running.iter().all(|&i| info_field(self.node(i), "cluster", "rebalance_slots_importing") == "0")
         });
         // Nor any slot whose owners changed still to be compared with its
         // co-owners (writes there fetch first and answer TRYAGAIN).
-        Server::eventually("no slot unsettled", || {
+        Server::eventually_within(limit, "no slot unsettled", || {
             running.iter().all(|&i| info_field(self.node(i), "cluster", "rebalance_slots_unsettled") == "0")
         });
     }

@@ -310,6 +310,7 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("rebalance_read_through", &r.read_through.load(Relaxed));
             kv("rebalance_slots_unsettled", &r.unsettled());
             kv("rebalance_settle_fetches", &r.settle_fetches.load(Relaxed));
+            kv("rebalance_slots_handed_off", &r.slots_handed_off.load(Relaxed));
             kv("rebalance_rounds", &r.rebalances.load(Relaxed));
             kv("rebalance_last_ms", &r.last_ms.load(Relaxed));
             let ae = &s.antientropy;

@@ -116,6 +116,12 @@ async fn round(shared: &Shared, shard: usize) {
             peers.entry(o).or_default().push(i);
         }
     }
+    // Slots held here without being owned here (a copy nobody planned:
+    // views that disagreed when a partition healed named different
+    // senders): handed to their primary, then deleted.
+    let strays: Vec<usize> = (0..slots.len())
+        .filter(|&i| !t.table.owners(slots[i]).contains(&t.me) && !shared.rebalance.is_sending(slots[i]))
+        .collect();
     let settle = |unanswered: &[usize]| {
         for (i, &n) in unanswered.iter().enumerate() {
             if n == 0 {
@@ -123,12 +129,18 @@ async fn round(shared: &Shared, shard: usize) {
             }
         }
     };
-    if peers.is_empty() {
+    if peers.is_empty() && strays.is_empty() {
         settle(&unanswered);
         return;
     }
     shared.antientropy.rounds.fetch_add(1, Relaxed);
     let mine = shared.store.slot_digests(&slots, super::unix_ms());
+    for &i in strays.iter().filter(|&&i| mine[i] != 0) {
+        let primary = t.table.owners(slots[i])[0];
+        if let Some(link) = shared.links.get(&t.nodes[usize::from(primary)].name) {
+            hand_off(shared, &link, slots[i]).await;
+        }
+    }
     for (peer, idx) in peers {
         let Some(link) = shared.links.get(&t.nodes[usize::from(peer)].name) else { continue };
         let Some(theirs) = call_ints(&link, &[b"RC.DIGESTS", shard.to_string().as_bytes()]).await else { continue };
@@ -175,25 +187,42 @@ async fn call(link: &Link, args: &[&[u8]]) -> Option<Frame> {
 
 /// Brings this node and `link`'s member to the newer version of every key
 /// of `slot`, each way.
-/// Whether every newer key there was fetched (this node now holds the
-/// newest of both).
-async fn repair_slot(shared: &Shared, link: &Link, slot: u16) -> bool {
-    let Some(Frame::Array(list)) = call(link, &[b"RC.KEYVERS", slot.to_string().as_bytes()]).await else {
-        return false;
-    };
-    let mut theirs: HashMap<Bytes, u64> = HashMap::new();
+/// Sends the primary of a slot this node does not own whatever it holds
+/// of it that is newer there; once the primary has everything at least as
+/// new, deletes the slot here (if it is still not ours).
+async fn hand_off(shared: &Shared, link: &Link, slot: u16) {
+    let Some(Frame::Array(list)) = call(link, &[b"RC.KEYVERS", slot.to_string().as_bytes()]).await else { return };
+    let theirs = versions_of(&list);
+    let push = newer_here(shared, slot, &theirs).0;
+    if push.is_empty() {
+        let t = shared.topology();
+        if !t.table.owners(slot).contains(&t.me) && !shared.rebalance.is_sending(slot) {
+            shared.store.drop_slot(slot);
+            shared.rebalance.slots_handed_off.fetch_add(1, Relaxed);
+        }
+        return;
+    }
+    shared.antientropy.keys_repaired.fetch_add(push.len() as u64, Relaxed);
+    link.send(Msg::Repl { ops: push, done: None }).await;
+}
+
+fn versions_of(list: &[Frame]) -> HashMap<Bytes, u64> {
+    let mut theirs = HashMap::new();
     for pair in list.chunks(2) {
         if let [Frame::Bulk(k), Frame::Integer(v)] = pair {
             theirs.insert(k.clone(), *v as u64);
         }
     }
-    let now = super::unix_ms();
-    // Newer here (or missing there): send as replicated writes.
-    // What to send there, and every key's version here.
+    theirs
+}
+
+/// The replicated writes of what this node holds of `slot` that is newer
+/// than (or missing in) `theirs`, and every key's version here.
+fn newer_here(shared: &Shared, slot: u16, theirs: &HashMap<Bytes, u64>) -> (Vec<(u16, Bytes)>, Versions) {
     let acc: RefCell<(Vec<(u16, Bytes)>, Versions)> = RefCell::default();
     shared.store.visit_slot(
         slot,
-        now,
+        super::unix_ms(),
         |e| {
             let (push, mine) = &mut *acc.borrow_mut();
             mine.insert(e.key().to_vec(), e.version());
@@ -213,7 +242,19 @@ async fn repair_slot(shared: &Shared, link: &Link, slot: u16) -> bool {
             }
         },
     );
-    let (push, mine) = acc.into_inner();
+    acc.into_inner()
+}
+
+/// Whether every newer key there was fetched (this node now holds the
+/// newest of both).
+async fn repair_slot(shared: &Shared, link: &Link, slot: u16) -> bool {
+    let Some(Frame::Array(list)) = call(link, &[b"RC.KEYVERS", slot.to_string().as_bytes()]).await else {
+        return false;
+    };
+    let theirs = versions_of(&list);
+    let now = super::unix_ms();
+    // Newer here (or missing there): send as replicated writes.
+    let (push, mine) = newer_here(shared, slot, &theirs);
     let pushed = push.len() as u64;
     if !push.is_empty() {
         link.send(Msg::Repl { ops: push, done: None }).await;

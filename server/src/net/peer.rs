@@ -245,8 +245,11 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
                 env.shared.rebalance.import_done(slot);
                 exec.out.extend_from_slice(b"+OK\r\n");
             }
-            Some(slot) => {
-                super::rebalance::drop_ok(env.shared, slot);
+            Some(_) => {
+                // The sender's copy is confirmed, but this former owner may
+                // hold writes the sender never had (views that disagreed
+                // across a partition): anti-entropy hands the slot to its
+                // primary, newer keys included, before deleting it here.
                 exec.out.extend_from_slice(b"+OK\r\n");
             }
             None => encode::error(&mut exec.out, b"ERR invalid slot"),

@@ -99,6 +99,9 @@ pub struct RebalanceState {
     pub read_through: AtomicU64,
     /// Writes that fetched their key from co-owners first (unsettled slot).
     pub settle_fetches: AtomicU64,
+    /// Slots this node held without owning them, handed to their primary
+    /// by anti-entropy and then deleted here.
+    pub slots_handed_off: AtomicU64,
     pub rebalances: AtomicU64,
     /// Duration of the last rebalance that finished (ms).
     pub last_ms: AtomicU64,
@@ -127,6 +130,7 @@ impl Default for RebalanceState {
             transfer_errors: AtomicU64::new(0),
             read_through: AtomicU64::new(0),
             settle_fetches: AtomicU64::new(0),
+            slots_handed_off: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
         }
@@ -150,6 +154,11 @@ impl RebalanceState {
             c.clear(); // bounded: a key fetched again costs one round trip
         }
         c.insert(key);
+    }
+
+    /// Whether this node still has a copy of `slot` to send (and confirm).
+    pub fn is_sending(&self, slot: u16) -> bool {
+        lock(&self.outgoing).iter().any(|(s, _)| *s == slot)
     }
 
     /// Marks `slots` unsettled (see the field).
