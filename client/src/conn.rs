@@ -11,9 +11,12 @@
 //!
 //! Wake-ups are what costs under load, so they are kept to about one per
 //! batch: a caller wakes the driver only if no wake-up is pending already,
-//! and after handing out a batch of replies the driver puts itself at the
-//! back of the run queue once (a self-wake), so the callers it just woke
-//! run first and queue their next requests, which it then writes together.
+//! and after handing out a group of replies (at most `REPLY_BATCH`) the
+//! driver puts itself at the back of the run queue once (a self-wake), so
+//! the callers it just woke run first and queue their next requests, which
+//! it then writes together, before it hands out the next group. Small
+//! groups keep the server busy with the first requests of a round while
+//! this process still handles the rest of the replies.
 //!
 //! Bounds: a semaphore caps what is in flight (one permit per request plus
 //! one per KiB); callers wait for permits beyond that, which the driver
@@ -46,6 +49,11 @@ const PERMITS: usize = 1 << 16;
 const BYTES_PER_PERMIT: usize = 1024;
 const OUT_MAX: usize = 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// Replies handed out per turn of the driver. Their callers run, and their
+/// next requests are written, before the next group is handed out: the
+/// server works on those while this process handles the rest (measured:
+/// 16 beat 8, 24, 32, 64 and "all at once" by 10-30% with 100 tasks).
+const REPLY_BATCH: usize = 16;
 
 /// A byte stream a connection can run over: TCP, or TLS over TCP.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -424,33 +432,17 @@ impl<S: Stream> Driver<S> {
 
     /// Reads until the stream has nothing more; hands out every whole reply.
     /// Returns how many were handed out, or why the connection ended.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> std::result::Result<usize, String> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, budget: usize) -> std::result::Result<(usize, bool), String> {
         let mut handed = 0;
         let mut permits = 0usize;
         let result = loop {
-            if self.end == self.input.len() {
-                if self.start > 0 {
-                    self.input.copy_within(self.start..self.end, 0);
-                    self.end -= self.start;
-                    self.start = 0;
-                }
-                if self.end + READ_CHUNK / 4 > self.input.len() {
-                    self.input.resize(self.input.len() * 2, 0);
-                }
-            }
-            let mut rb = ReadBuf::new(&mut self.input[self.end..]);
-            match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
-                Poll::Pending => break Ok(handed),
-                Poll::Ready(Err(e)) => break Err(format!("read: {e}")),
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        break Err("closed by the server".to_string());
-                    }
-                    self.end += n;
-                }
-            }
+            // Hand out the whole replies buffered, up to the budget.
+            let mut full = false;
             loop {
+                if handed >= budget {
+                    full = true;
+                    break;
+                }
                 match decode_frame(&self.input[self.start..self.end], &self.limits) {
                     Ok(Some((frame, used))) => {
                         self.start += used;
@@ -471,12 +463,37 @@ impl<S: Stream> Driver<S> {
                     Err(e) => return Err(format!("bad reply: {e}")),
                 }
             }
+            if full {
+                break Ok((handed, true));
+            }
             if self.start == self.end {
                 self.start = 0;
                 self.end = 0;
                 // Buffers that grew for one large reply are released.
                 if self.input.len() > 4 * READ_CHUNK {
                     self.input = vec![0; READ_CHUNK];
+                }
+            }
+            if self.end == self.input.len() {
+                if self.start > 0 {
+                    self.input.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                }
+                if self.end + READ_CHUNK / 4 > self.input.len() {
+                    self.input.resize(self.input.len() * 2, 0);
+                }
+            }
+            let mut rb = ReadBuf::new(&mut self.input[self.end..]);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
+                Poll::Pending => break Ok((handed, false)),
+                Poll::Ready(Err(e)) => break Err(format!("read: {e}")),
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        break Err("closed by the server".to_string());
+                    }
+                    self.end += n;
                 }
             }
         };
@@ -552,10 +569,14 @@ impl<S: Stream> Driver<S> {
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<String> {
         let may_yield = !std::mem::take(&mut self.yielded);
-        let handed = match self.poll_read(cx) {
-            Ok(n) => n,
+        let (handed, more) = match self.poll_read(cx, REPLY_BATCH) {
+            Ok(r) => r,
             Err(why) => return Poll::Ready(why),
         };
+        if more {
+            // Replies are still buffered: come back for them.
+            cx.waker().wake_by_ref();
+        }
         if may_yield {
             // Callers just woken (by replies handed out now), or the one
             // whose wake-up ran us straight away, are followed by others:

@@ -403,7 +403,23 @@ fn info_epoch(frame: &Frame) -> Option<u64> {
 thread_local! {
     /// Turns for spreading requests over a node's connections; per thread,
     /// so no cache line bounces between threads.
-    static CONN_TURN: Cell<usize> = const { Cell::new(0) };
+    static CONN_TURN: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Which of `want` connections to a node the next request of this thread
+/// takes: in turn (threads start at different ones). Measured better than
+/// a thread keeping to one connection.
+fn conn_turn(want: usize) -> usize {
+    CONN_TURN.with(|t| {
+        let v = match t.get() {
+            usize::MAX => THREADS.fetch_add(1, Relaxed),
+            v => v.wrapping_add(1),
+        };
+        t.set(v);
+        v % want
+    })
 }
 
 /// Retry pacing of one call: started lazily, so the common path reads no
@@ -521,15 +537,7 @@ impl Client {
     /// in turn; opens one when a turn finds none (or a broken one).
     async fn conn(&self, addr: SocketAddr) -> Result<Arc<Conn>> {
         let want = self.inner.opts.connections_per_node.max(1);
-        let turn = if want == 1 {
-            0
-        } else {
-            CONN_TURN.with(|t| {
-                let v = t.get().wrapping_add(1);
-                t.set(v);
-                v % want
-            })
-        };
+        let turn = if want == 1 { 0 } else { conn_turn(want) };
         if let Some(c) = self.inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&addr)
             && let Some(c) = c.get(turn)
             && !c.is_broken()
@@ -701,15 +709,7 @@ impl Client {
             let Some(node) = self.node_in(&c.routing, key, read) else { return (seen, Sent::Slow(None)) };
             let addr = c.routing.nodes[node];
             let want = inner.opts.connections_per_node.max(1);
-            let turn = if want == 1 {
-                0
-            } else {
-                CONN_TURN.with(|t| {
-                    let v = t.get().wrapping_add(1);
-                    t.set(v);
-                    v % want
-                })
-            };
+            let turn = if want == 1 { 0 } else { conn_turn(want) };
             let list = &mut c.conns[node];
             if list.get(turn).is_none_or(|c| c.is_broken()) {
                 let pool = inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
