@@ -174,14 +174,30 @@ fn converge(c: &Cluster, n: usize, since: Instant) -> Duration {
     since.elapsed()
 }
 
+/// A started cluster of `n` loopback nodes (or in namespaces) under the
+/// workload, which has done `warmup` operations; the guard keeps
+/// scenarios one at a time.
+struct Scene {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    c: Cluster,
+    t: Targets,
+    run: Running,
+}
+
+fn begin(n: usize, netns: bool, warmup: u64) -> Scene {
+    let serial = serial();
+    let c = if netns { Cluster::start_in_netns(n, ARGS) } else { Cluster::start(n, ARGS) };
+    c.wait_converged(n);
+    let all: Vec<usize> = (0..n).collect();
+    let t = history::targets(workload().workers, &addrs(&c, &all));
+    let run = workload().start(t.clone());
+    run.run_for(warmup, Duration::from_secs(60));
+    Scene { _serial: serial, c, t, run }
+}
+
 #[test]
 fn kill_primary() {
-    let _s = serial();
-    let mut c = Cluster::start(3, ARGS);
-    c.wait_converged(3);
-    let t = history::targets(workload().workers, &addrs(&c, &[0, 1, 2]));
-    let run = workload().start(t.clone());
-    run.run_for(1500, Duration::from_secs(60));
+    let Scene { _serial, mut c, t, run } = begin(3, false, 1500);
     // The primary of the first worker's first key: a node many keys use.
     let victim = c.owners_of(0, &history::plain_key(0, 0))[0];
     let others: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
@@ -198,12 +214,7 @@ fn kill_primary() {
 
 #[test]
 fn kill_random_node_repeatedly() {
-    let _s = serial();
-    let mut c = Cluster::start(4, ARGS);
-    c.wait_converged(4);
-    let t = history::targets(workload().workers, &addrs(&c, &[0, 1, 2, 3]));
-    let run = workload().start(t.clone());
-    run.run_for(800, Duration::from_secs(60));
+    let Scene { _serial, mut c, t, run } = begin(4, false, 800);
     let mut converged = Duration::ZERO;
     // A fixed "random" order: replays the same way every time.
     for victim in [2, 0, 3, 1, 2] {
@@ -222,12 +233,7 @@ fn kill_random_node_repeatedly() {
 
 #[test]
 fn pause_past_down() {
-    let _s = serial();
-    let c = Cluster::start(3, ARGS);
-    c.wait_converged(3);
-    let t = history::targets(workload().workers, &addrs(&c, &[0, 1, 2]));
-    let run = workload().start(t.clone());
-    run.run_for(1000, Duration::from_secs(60));
+    let Scene { _serial, c, t, run } = begin(3, false, 1000);
     set_targets(&t, addrs(&c, &[0, 1]));
     c.node(2).signal("STOP");
     wait_down(&c, &[0, 1], 2);
@@ -242,12 +248,7 @@ fn pause_past_down() {
 
 #[test]
 fn rolling_restart() {
-    let _s = serial();
-    let mut c = Cluster::start(3, ARGS);
-    c.wait_converged(3);
-    let t = history::targets(workload().workers, &addrs(&c, &[0, 1, 2]));
-    let run = workload().start(t.clone());
-    run.run_for(800, Duration::from_secs(60));
+    let Scene { _serial, mut c, t, run } = begin(3, false, 800);
     let mut converged = Duration::ZERO;
     for i in 0..3 {
         let others: Vec<usize> = (0..3).filter(|&j| j != i).collect();
@@ -267,12 +268,7 @@ fn rolling_restart() {
 
 #[test]
 fn join_and_leave_under_load() {
-    let _s = serial();
-    let mut c = Cluster::start(3, ARGS);
-    c.wait_converged(3);
-    let t = history::targets(workload().workers, &addrs(&c, &[0, 1, 2]));
-    let run = workload().start(t.clone());
-    run.run_for(800, Duration::from_secs(60));
+    let Scene { _serial, mut c, t, run } = begin(3, false, 800);
     let joined = Instant::now();
     let new = c.add();
     let mut converged = converge(&c, 4, joined);
@@ -294,14 +290,8 @@ fn isolate_minority_then_heal() {
     if !netns_or_skip("isolate a minority") {
         return;
     }
-    let _s = serial();
-    let c = Cluster::start_in_netns(3, ARGS);
-    c.wait_converged(3);
-    let w = workload();
+    let Scene { _serial, c, t, run } = begin(3, true, 1000);
     let all = addrs(&c, &[0, 1, 2]);
-    let t = history::targets(w.workers, &all);
-    let run = w.start(t.clone());
-    run.run_for(1000, Duration::from_secs(60));
     // Node 2 is cut off from the others; the test still reaches every node.
     // Each worker stays on one side while it lasts (a third of them on the
     // minority), so each key is written on one side only: last-writer-wins
@@ -330,13 +320,7 @@ fn cut_one_link_between_majority_nodes() {
     if !netns_or_skip("cut a majority link") {
         return;
     }
-    let _s = serial();
-    let c = Cluster::start_in_netns(3, ARGS);
-    c.wait_converged(3);
-    let all = addrs(&c, &[0, 1, 2]);
-    let t = history::targets(workload().workers, &all);
-    let run = workload().start(t.clone());
-    run.run_for(1000, Duration::from_secs(60));
+    let Scene { _serial, c, run, .. } = begin(3, true, 1000);
     // Nodes 0 and 1 cannot talk; both still reach node 2 (a partial,
     // non-transitive partition: gossip's indirect probes keep them Up).
     let net = c.net.as_ref().expect("netns");

@@ -72,7 +72,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if t.nodes.len() < 2 {
             // Alone: no co-owner can hold anything newer.
             let generation = shared.rebalance.unsettle_gen();
-            for slot in 0..ringcache_protocol::SLOT_COUNT as u16 {
+            for slot in 0..ringcache_protocol::SLOT_COUNT {
                 shared.rebalance.settle(slot, generation);
             }
             continue;

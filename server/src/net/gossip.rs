@@ -231,13 +231,13 @@ impl Driver {
                     // The others moved on without this node: any slot may
                     // have newer writes elsewhere.
                     warn!("this node was declared down");
-                    self.shared.rebalance.unsettle(0..ringcache_protocol::SLOT_COUNT as u16);
+                    self.shared.rebalance.unsettle(0..ringcache_protocol::SLOT_COUNT);
                 }
                 OwnedNotification::Rejoin(id) => {
                     // Declared down (foca renewed the identity without a
                     // Defunct first): as above.
                     info!(identity = ?id, "rejoined under a new generation");
-                    self.shared.rebalance.unsettle(0..ringcache_protocol::SLOT_COUNT as u16);
+                    self.shared.rebalance.unsettle(0..ringcache_protocol::SLOT_COUNT);
                 }
             }
             // Debounce: a burst of changes (a node joining a big cluster,

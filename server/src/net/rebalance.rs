@@ -706,7 +706,7 @@ pub fn before_publish(shared: &Shared, now: &Topology) {
     // other side of a partition).
     if last.nodes.len() > 1 || now.nodes.len() > 1 {
         let name = |t: &Topology, o: &u16| t.nodes[usize::from(*o)].name.clone();
-        let changed = (0..SLOT_COUNT as u16).filter(|&slot| {
+        let changed = (0..SLOT_COUNT).filter(|&slot| {
             let (a, b) = (last.table.owners(slot), now.table.owners(slot));
             b.contains(&now.me) && (a.len() != b.len() || a.iter().zip(b).any(|(x, y)| name(&last, x) != name(now, y)))
         });
