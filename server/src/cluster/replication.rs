@@ -8,11 +8,12 @@
 //!   `RC.DEL key version`: apply if newer; the answer is `+OK` either way.
 //! - `RC.READ key`: `*3 :version :expiry_ms $value`, `*1 :version` for a
 //!   tombstone, or a null array when the key is unknown.
-//! - `RC.FWD 2|3 mode deadline_ms command args...`: run a client's command
-//!   here as its primary, answering in that RESP version, unless this
-//!   node's clock is past the sender's deadline (then `-TIMEOUT ... (not
-//!   run)`: the sender has given up; assumes the members' clocks agree,
-//!   as versions do).
+//! - `RC.FWD 2|3 mode deadline_ms table command args...`: run a client's
+//!   command here as its primary, answering in that RESP version, unless
+//!   this node's clock is past the sender's deadline (then `-TIMEOUT ...
+//!   (not run)`: the sender has given up; assumes the members' clocks
+//!   agree, as versions do) or its members digest is not `table` (then
+//!   `-TRYAGAIN`: the views differ for a moment).
 //! - `RC.DBSIZE`, `RC.KEYS pattern`, `RC.SCAN cursor args...`, `RC.FLUSHALL`:
 //!   the node's share of a cluster-wide command (its primary slots).
 

@@ -35,6 +35,21 @@ pub fn node_id(name: &str) -> String {
     format!("{:032x}{tail:08x}", xxh3_128(name.as_bytes()))
 }
 
+/// A digest of a member set (names, client addresses and weights, not
+/// generations), in name order.
+fn digest_of(nodes: &[NodeInfo]) -> u64 {
+    let mut text = String::new();
+    for n in nodes {
+        text.push_str(&n.name);
+        text.push('|');
+        text.push_str(&n.client_addr.to_string());
+        text.push('|');
+        text.push_str(&n.weight.to_string());
+        text.push('\n');
+    }
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
 /// The slot table and the members it refers to.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -43,6 +58,8 @@ pub struct Topology {
     pub nodes: Vec<NodeInfo>,
     /// This node's index.
     pub me: u16,
+    /// `membership::members_digest` of `nodes`, computed once.
+    pub digest: u64,
 }
 
 impl Topology {
@@ -53,7 +70,8 @@ impl Topology {
         let mut nodes = nodes;
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let me = table.member_index(me).expect("this node is a member of its own topology");
-        Topology { table, nodes, me }
+        let digest = digest_of(&nodes);
+        Topology { table, nodes, me, digest }
     }
 
     /// A cluster of one: this node owns every slot.

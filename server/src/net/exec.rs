@@ -345,7 +345,11 @@ impl Exec {
         }
     }
 
-    /// Sends `args` to member `m` as `RC.FWD v mode deadline args...`.
+    /// Sends `args` to member `m` as `RC.FWD v mode deadline table args...`.
+    /// `table` is this node's members digest: the receiver runs it only on
+    /// the same table (else `-TRYAGAIN`, which is retried here), so a node
+    /// whose view is still partial (just restarted) never coordinates a
+    /// write the rest of the cluster routed to it by a fuller table.
     /// `deadline` (unix ms) is when this node gives up waiting (twice the
     /// replication timeout from now, never later than `finish` answers
     /// `-TIMEOUT`): the receiver does not run a request it reads after
@@ -364,10 +368,11 @@ impl Exec {
         let v: &[u8] = if env.conn.resp == Version::Resp3 { b"3" } else { b"2" };
         let mut req = BytesMut::new();
         let deadline = (env.now_ms + 2 * env.shared.config.replication_timeout.as_millis() as u64).to_string();
-        let head: [&[u8]; 4] = [b"RC.FWD", v, mode, deadline.as_bytes()];
+        let table = format!("{:016x}", t.digest);
+        let head: [&[u8]; 5] = [b"RC.FWD", v, mode, deadline.as_bytes(), table.as_bytes()];
         let all: Vec<&[u8]> = head.into_iter().chain(args.map(|a| -> &[u8] { a })).collect();
         encode::command(&mut req, &all);
-        let slot = (mode == b"p" && all.len() > 5).then(|| key_slot(all[5]));
+        let slot = (mode == b"p" && all.len() > 6).then(|| key_slot(all[6]));
         let req = req.freeze();
         let answer = match &link {
             Some(link) => match link.try_call(req.clone(), 1, true) {
@@ -739,7 +744,8 @@ impl Exec {
                     }
                     None => Some(r.link.clone()),
                 };
-                if let Some(Ok(rx)) = link.map(|l| l.try_call(r.req.clone(), 1, true)) {
+                let req = with_table(&r.req, t.digest);
+                if let Some(Ok(rx)) = link.map(|l| l.try_call(req, 1, true)) {
                     self.answers[i] = Answer::Waiting(rx);
                 }
             }
@@ -868,6 +874,25 @@ impl Exec {
     }
 }
 
+/// `req` (an `RC.FWD`) with its table digest replaced by `digest` (the
+/// fifth element, 16 hex digits): a retry follows this node's table of now.
+fn with_table(req: &Bytes, digest: u64) -> Bytes {
+    // Header: *N, then $6 RC.FWD, $1 v, $1 mode, $k deadline, $16 table.
+    let mut at = 0;
+    for _ in 0..10 {
+        match req[at..].iter().position(|&b| b == b'\n') {
+            Some(i) => at += i + 1,
+            None => return req.clone(),
+        }
+    }
+    if req.len() < at + 16 {
+        return req.clone();
+    }
+    let mut b = BytesMut::from(&req[..]);
+    b[at..at + 16].copy_from_slice(format!("{digest:016x}").as_bytes());
+    b.freeze()
+}
+
 /// Brings keys here from the members named with them (the previous owner
 /// of an importing slot, or every co-owner of an unsettled one), all asked
 /// at once, and marks a key fetched, found or not, once every member named
@@ -949,5 +974,24 @@ fn gather(combine: Combine, frames: Vec<Frame>, order: &[usize]) -> Frame {
             a[0] = Frame::bulk(cursor.to_string());
             Frame::Array(a)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_forward_carries_the_table_of_now() {
+        let mut req = BytesMut::new();
+        let old = format!("{:016x}", 0xdead_beef_u64);
+        encode::command(&mut req, &[&b"RC.FWD"[..], b"2", b"p", b"1795431954344", old.as_bytes(), b"SET", b"k", b"v"]);
+        let patched = with_table(&req.freeze(), 0x0123_4567_89ab_cdef);
+        let mut want = BytesMut::new();
+        encode::command(
+            &mut want,
+            &[&b"RC.FWD"[..], b"2", b"p", b"1795431954344", b"0123456789abcdef", b"SET", b"k", b"v"],
+        );
+        assert_eq!(patched, want.freeze());
     }
 }

@@ -222,8 +222,10 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
     } else if name.eq_ignore_ascii_case(b"RC.READ") && args.len() == 2 {
         let state = env.shared.store.with_key(args.get(1), env.now_ms, |k| ReadState::of(k));
         state.encode(&mut exec.out);
-    } else if name.eq_ignore_ascii_case(b"RC.FWD") && args.len() >= 5 {
-        let (Some(ranges), Some(deadline)) = (parser.ranges(), num::<u64>(args.get(3))) else {
+    } else if name.eq_ignore_ascii_case(b"RC.FWD") && args.len() >= 6 {
+        let (Some(ranges), Some(deadline), Some(table)) =
+            (parser.ranges(), num::<u64>(args.get(3)), hex_u64(args.get(4)))
+        else {
             encode::error(&mut exec.out, b"ERR malformed forwarded request");
             return;
         };
@@ -234,9 +236,15 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
             encode::error(&mut exec.out, b"TIMEOUT forwarded request expired before it ran (not run)");
             return;
         }
+        if table != env.shared.topology().digest {
+            // The sender routed by another member set: both views are
+            // still converging (the sender retries shortly).
+            encode::error(&mut exec.out, b"TRYAGAIN the forwarding node's table differs from this node's");
+            return;
+        }
         env.conn.resp = if args.get(1) == b"3" { Version::Resp3 } else { Version::Resp2 };
         env.conn.share = args.get(2) == b"s";
-        exec.run(env, Args::from_ranges(input, &ranges[4..]));
+        exec.run(env, Args::from_ranges(input, &ranges[5..]));
         env.conn.share = false;
     } else if (name.eq_ignore_ascii_case(b"RC.SLOTDONE") || name.eq_ignore_ascii_case(b"RC.DROPOK")) && args.len() == 2
     {
@@ -302,4 +310,12 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
         let text = format!("ERR unknown peer command '{}'", String::from_utf8_lossy(&name[..name.len().min(64)]));
         encode::error(&mut exec.out, text.as_bytes());
     }
+}
+
+/// A 16-hex-digit u64 (`RC.FWD`'s table digest).
+fn hex_u64(b: &[u8]) -> Option<u64> {
+    if b.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok()
 }
