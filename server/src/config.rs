@@ -38,6 +38,10 @@ pub struct Flags {
     /// Seed node HOST:PORT (repeatable; comma-separated in the environment).
     #[arg(long = "seed", env = "RINGCACHE_SEED", value_delimiter = ',')]
     pub seeds: Vec<String>,
+    /// Milliseconds a node started with seeds waits for one to answer
+    /// before it serves keys alone (0 = wait for ever).
+    #[arg(long, env = "RINGCACHE_JOIN_TIMEOUT_MS")]
+    pub join_timeout_ms: Option<u64>,
     /// Copies of each key (N).
     #[arg(long, env = "RINGCACHE_REPLICAS")]
     pub replicas: Option<u32>,
@@ -185,6 +189,7 @@ struct FileConfig {
     tombstone_grace: Option<u64>,
     rebalance_rate: Option<u64>,
     drain_timeout: Option<u64>,
+    join_timeout_ms: Option<u64>,
 }
 
 /// A size in the file: a number of bytes or a string like "100mb".
@@ -270,6 +275,9 @@ pub struct Config {
     pub tombstone_grace: Duration,
     pub rebalance_rate: u64,
     pub drain_timeout: Duration,
+    /// How long a node with seeds refuses keys while no member answered.
+    /// Zero: until one does.
+    pub join_timeout: Duration,
     pub config_file: Option<PathBuf>,
 }
 
@@ -366,6 +374,7 @@ impl Config {
             tombstone_grace: Duration::from_secs(pick(flags.tombstone_grace, file.tombstone_grace, 600)),
             rebalance_rate: pick(flags.rebalance_rate, file.rebalance_rate, 0),
             drain_timeout: Duration::from_secs(pick(flags.drain_timeout, file.drain_timeout, 30)),
+            join_timeout: Duration::from_millis(pick(flags.join_timeout_ms, file.join_timeout_ms, 30_000)),
             bind,
             port,
             cluster_port,

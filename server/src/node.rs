@@ -139,6 +139,11 @@ impl Node {
         }
         let mut gossip_task = None;
         if let Some(g) = self.gossip {
+            // Decided before the first client is accepted.
+            if shared.awaiting_seed.load(Relaxed) && g.seeds_name_only_me().await {
+                shared.awaiting_seed.store(false, Relaxed);
+                info!("every seed names this node: serving alone until others join");
+            }
             info!(addr = %g.me.gossip_addr, cluster = %shared.config.cluster_name, seeds = ?g.seeds, "gossip listening");
             gossip_task = Some(tokio::spawn(net::gossip::run(shared.clone(), g, leave_rx)));
         }

@@ -388,6 +388,13 @@ pub struct Shared {
     /// A client write ran while this node was alone in its table: its data
     /// is its own, so when others join it sends rather than receives.
     pub wrote_alone: AtomicBool,
+    /// Set from start while this node, started with seeds, has not yet
+    /// been in a table with another member: it holds none of the
+    /// cluster's data, so it refuses keys rather than answer (or count
+    /// INCRs) from an empty store. Cleared for good by the first table
+    /// with a member, by seeds that all name this node, or after
+    /// `join_timeout` (then it serves alone, as a node with no seeds).
+    pub awaiting_seed: AtomicBool,
     /// The current slot table and members, replaced whole on every change.
     topology: RwLock<Arc<Topology>>,
     /// Bumped on every `set_topology`; connections cache the topology and
@@ -425,6 +432,7 @@ impl Shared {
             let c = xxhash_rust::xxh3::xxh3_64(&b.to_le_bytes());
             format!("{a:016x}{b:016x}{:08x}", c as u32)
         };
+        let seeded = !config.seeds.is_empty();
         Shared {
             settings: Settings::new(&config),
             config,
@@ -440,6 +448,7 @@ impl Shared {
             rebalance: RebalanceState::default(),
             antientropy: AntiEntropyStats::default(),
             wrote_alone: AtomicBool::new(false),
+            awaiting_seed: AtomicBool::new(seeded),
             topology: RwLock::new(Arc::new(topology)),
             topology_version: Padded(AtomicU64::new(1)),
         }

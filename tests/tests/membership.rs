@@ -221,3 +221,78 @@ fn redis_py_cluster_client_works() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 1000 keys through RedisCluster over 3 nodes"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok: plain redis-py through every node"));
 }
+
+/// `cmd`'s reply once it is not `-TRYAGAIN` (bounded).
+fn answered(s: &Server, cmd: &[&str]) -> Frame {
+    for _ in 0..100 {
+        match s.raw().cmd(cmd) {
+            Frame::Error(e) if e.starts_with(b"TRYAGAIN") => std::thread::sleep(Duration::from_millis(50)),
+            other => return other,
+        }
+    }
+    panic!("{cmd:?} kept answering TRYAGAIN")
+}
+
+fn is_clusterdown(f: &Frame) -> bool {
+    matches!(f, Frame::Error(e) if e.starts_with(b"CLUSTERDOWN"))
+}
+
+/// A restarted node is empty: until it has met a member it refuses keys
+/// (rather than answer misses and count INCRs from nothing, acknowledged
+/// and then lost when it merges), says so on /ready and CLUSTER INFO, and
+/// serves as soon as a member answers.
+#[test]
+fn a_seeded_node_serves_no_keys_before_it_meets_a_member() {
+    // Nothing listens on the seed's port; 0 = wait for a member for ever.
+    let nobody = format!("127.0.0.1:{}", ringcache_tests::free_port());
+    let (port, cport) = (ringcache_tests::free_port(), ringcache_tests::free_port());
+    let (port, cport) = (port.to_string(), cport.to_string());
+    let a = Server::start(&[
+        "--port",
+        &port,
+        "--cluster-port",
+        &cport,
+        "--seed",
+        &nobody,
+        "--join-timeout-ms",
+        "0",
+        "--admin-port",
+        "0",
+    ]);
+    let mut r = a.raw();
+    for cmd in [&["SET", "k", "v"][..], &["GET", "k"], &["INCR", "n"], &["DEL", "k"]] {
+        let reply = r.cmd(cmd);
+        assert!(is_clusterdown(&reply), "{cmd:?} before joining: {reply:?}");
+    }
+    assert_eq!(r.cmd(&["PING"]), simple("PONG"), "keyless commands still answer");
+    assert_eq!(cluster_info_field(&mut r, "cluster_state"), "fail");
+    let admin = a.admin.expect("admin port");
+    assert_eq!(ringcache_tests::http_get(admin, "/ready").0, 503);
+
+    // A node seeded with it joins: both serve, the first one included.
+    let seed = format!("127.0.0.1:{cport}");
+    let b = Server::start(&["--seed", &seed]);
+    // (TRYAGAIN, for a moment, while the two exchange their slots.)
+    Server::eventually("the seeded node to serve keys once a member answered", || {
+        a.raw().cmd(&["SET", "k", "v"]) == ok()
+    });
+    assert_eq!(answered(&a, &["GET", "k"]), bulk("v"));
+    assert_eq!(answered(&b, &["GET", "k"]), bulk("v"));
+    assert_eq!(cluster_info_field(&mut r, "cluster_state"), "ok");
+    assert_eq!(ringcache_tests::http_get(admin, "/ready").0, 200);
+}
+
+/// With a join timeout a node whose seeds never answer serves alone once
+/// it ran out; seeds that all name the node itself count as none.
+#[test]
+fn a_node_whose_seeds_never_answer_serves_alone_after_the_join_timeout() {
+    let nobody = format!("127.0.0.1:{}", ringcache_tests::free_port());
+    let a = Server::start(&["--seed", &nobody, "--join-timeout-ms", "1000"]);
+    Server::eventually("the node to serve alone after its join timeout", || a.raw().cmd(&["SET", "k", "v"]) == ok());
+    assert!(a.log().contains("no seed answered within the join timeout"), "{}", a.log());
+
+    let (port, cport) = (ringcache_tests::free_port(), ringcache_tests::free_port());
+    let me = format!("127.0.0.1:{cport}");
+    let alone = Server::start(&["--port", &port.to_string(), "--cluster-port", &cport.to_string(), "--seed", &me]);
+    assert_eq!(alone.raw().cmd(&["SET", "k", "v"]), ok(), "a node seeded only with itself serves at once");
+}

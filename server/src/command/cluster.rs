@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 
 use ringcache_protocol::{Args, SLOT_COUNT, key_slot};
 
@@ -98,7 +99,8 @@ fn nodes_text(ctx: &Ctx<'_>, t: &Topology) -> String {
     text
 }
 
-fn info_text(t: &Topology) -> String {
+/// `joining`: started with seeds, none answered yet (keys are refused).
+fn info_text(t: &Topology, joining: bool) -> String {
     let assigned = if t.table.replicas() > 0 { SLOT_COUNT } else { 0 };
     let size = (0..t.nodes.len() as u16).filter(|&m| !t.primary_ranges(m).is_empty()).count();
     format!(
@@ -106,7 +108,7 @@ fn info_text(t: &Topology) -> String {
          cluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:{}\r\ncluster_size:{size}\r\n\
          cluster_current_epoch:{}\r\ncluster_my_epoch:{}\r\ncluster_stats_messages_sent:0\r\n\
          cluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n",
-        if assigned == SLOT_COUNT { "ok" } else { "fail" },
+        if assigned == SLOT_COUNT && !joining { "ok" } else { "fail" },
         t.nodes.len(),
         t.table.epoch,
         t.table.epoch,
@@ -147,7 +149,7 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         ctx.out.verbatim(text.as_bytes());
     } else if eq_ic(sub, "INFO") {
         arity(2)?;
-        let text = info_text(&ctx.shared.topology());
+        let text = info_text(&ctx.shared.topology(), ctx.shared.awaiting_seed.load(Relaxed));
         ctx.out.verbatim(text.as_bytes());
     } else if eq_ic(sub, "MYID") {
         arity(2)?;

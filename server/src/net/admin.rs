@@ -73,6 +73,8 @@ async fn handle(shared: &Arc<Shared>, mut stream: TcpStream) -> std::io::Result<
         "/ready" => {
             if shared.shutdown_requested.load(Relaxed) {
                 respond(&mut stream, 503, "text/plain", b"shutting down\n").await
+            } else if shared.awaiting_seed.load(Relaxed) {
+                respond(&mut stream, 503, "text/plain", b"joining: no seed has answered yet\n").await
             } else {
                 respond(&mut stream, 200, "text/plain", b"ready\n").await
             }

@@ -233,13 +233,20 @@ impl Exec {
     /// Runs one request: here, or wherever its plan says.
     pub fn run(&mut self, env: &mut Env<'_>, args: Args<'_>) {
         if env.conn.topology(env.shared).nodes.len() < 2 {
-            if env.conn.peer
+            let awaiting = env.shared.awaiting_seed.load(Relaxed);
+            if (env.conn.peer || awaiting)
                 && let Some(spec) = command::precheck(env.conn, env.shared, args)
                 && spec.first_key > 0
             {
                 // A member forwarded a key here while this node does not
-                // know it has members yet: it holds none of their data.
-                encode::error(&mut self.out, b"TRYAGAIN this node has not joined the cluster's table yet");
+                // know it has members yet, or a client asked for one
+                // before any seed answered: it holds none of their data.
+                let text: &[u8] = if env.conn.peer {
+                    b"TRYAGAIN this node has not joined the cluster's table yet"
+                } else {
+                    b"CLUSTERDOWN this node has not joined its cluster yet (no seed has answered)"
+                };
+                encode::error(&mut self.out, text);
                 return;
             }
             let ran = self.execute_here(env, args);

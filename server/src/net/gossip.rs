@@ -109,6 +109,7 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
         last_reject_log: None,
     };
     d.resolve_seeds().await;
+    let join_by = Instant::now() + d.shared.config.join_timeout;
     let mut announce = tokio::time::interval(ANNOUNCE_PERIOD);
     announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 64 * 1024];
@@ -121,7 +122,17 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
                 Err(e) => debug!(error = %e, "gossip receive failed"),
             },
             _ = async { sleep_until(next_timer.expect("guarded")).await }, if next_timer.is_some() => d.due_timers(),
-            _ = announce.tick() => d.announce().await,
+            _ = announce.tick() => {
+                let waited_out = !d.shared.config.join_timeout.is_zero() && Instant::now() >= join_by;
+                if waited_out && d.shared.awaiting_seed.swap(false, Relaxed) {
+                    warn!(
+                        seeds = ?d.seeds,
+                        waited_ms = d.shared.config.join_timeout.as_millis() as u64,
+                        "no seed answered within the join timeout: serving alone"
+                    );
+                }
+                d.announce().await
+            }
             _ = async { sleep_until(publish_at.expect("guarded")).await }, if publish_at.is_some() => d.publish(),
             _ = stop.changed() => {
                 d.leaving = true;
@@ -137,19 +148,37 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
     }
 }
 
-impl Driver {
-    async fn resolve_seeds(&mut self) {
-        let mine = self.foca.identity().gossip_addr;
-        let mut addrs = Vec::new();
-        for s in &self.seeds {
-            match tokio::net::lookup_host(s.as_str()).await {
-                Ok(found) => addrs.extend(found.filter(|a| *a != mine)),
-                Err(e) => warn!(seed = %s, error = %e, "cannot resolve seed"),
+/// The seeds' addresses, leaving out this node's own (`mine`), and
+/// whether every seed resolved.
+async fn resolve(seeds: &[String], mine: SocketAddr) -> (Vec<SocketAddr>, bool) {
+    let mut addrs = Vec::new();
+    let mut all = true;
+    for s in seeds {
+        match tokio::net::lookup_host(s.as_str()).await {
+            Ok(found) => addrs.extend(found.filter(|a| *a != mine)),
+            Err(e) => {
+                all = false;
+                warn!(seed = %s, error = %e, "cannot resolve seed")
             }
         }
-        addrs.sort();
-        addrs.dedup();
-        self.seed_addrs = addrs;
+    }
+    addrs.sort();
+    addrs.dedup();
+    (addrs, all)
+}
+
+impl Gossip {
+    /// Whether this node's seeds all name itself (or there are none): it
+    /// is then a cluster of its own, not a member waiting to meet one.
+    pub async fn seeds_name_only_me(&self) -> bool {
+        let (others, all) = resolve(&self.seeds, self.me.gossip_addr).await;
+        all && others.is_empty()
+    }
+}
+
+impl Driver {
+    async fn resolve_seeds(&mut self) {
+        self.seed_addrs = resolve(&self.seeds, self.foca.identity().gossip_addr).await.0;
     }
 
     fn packet(&mut self, packet: &[u8], from: SocketAddr) {
@@ -268,6 +297,11 @@ impl Driver {
         }
         self.shared.links.sync(&self.shared, &topology);
         super::rebalance::before_publish(&self.shared, &topology);
+        let met = topology.nodes.len() > 1;
         self.shared.set_topology(topology);
+        if met {
+            // Only now: until the table names a member, keys stay refused.
+            self.shared.awaiting_seed.store(false, Relaxed);
+        }
     }
 }
