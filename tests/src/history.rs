@@ -461,3 +461,21 @@ fn check_counter(key: &str, ops: &[&Op], fin: Option<String>, r: &mut Report) {
         }
     }
 }
+
+/// Failed, unknown and unanswered operations grouped by what the server
+/// (or the connection) said, numbers left out, most frequent first: where
+/// a scenario's failures come from.
+pub fn failure_reasons(ops: &[Op]) -> Vec<(String, usize)> {
+    let mut by: HashMap<String, usize> = HashMap::new();
+    for op in ops {
+        let text = match &op.outcome {
+            Outcome::Ok(_) => continue,
+            Outcome::Fail(t) | Outcome::Unknown(t) | Outcome::NoReply(t) => t,
+        };
+        let words: Vec<&str> = text.split_whitespace().filter(|w| !w.chars().any(|c| c.is_ascii_digit())).collect();
+        *by.entry(words.join(" ")).or_default() += 1;
+    }
+    let mut v: Vec<(String, usize)> = by.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}

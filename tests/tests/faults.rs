@@ -108,6 +108,9 @@ fn finish(scenario: &str, c: &Cluster, run: Running, converged: Duration) -> Rep
     };
     let line = report.line(scenario);
     println!("{line}");
+    for (why, n) in history::failure_reasons(&ops) {
+        println!("  {n:>6} × {why}");
+    }
     record(&line);
     if !report.is_clean() {
         dump_history(scenario, &ops);

@@ -453,47 +453,49 @@ impl Exec {
         let last = if spec.last_key < 0 { argc + spec.last_key } else { spec.last_key.min(argc - 1) };
         let keys = (spec.first_key..=last).step_by(spec.step.max(1) as usize).map(|i| args.get(i as usize));
         // A write must see its keys' current state (INCR, APPEND, SET NX,
-        // DEL...): a key of a slot still arriving here that is not here yet
-        // is fetched from the slot's previous owner first, and the request
-        // answered -TRYAGAIN once it is (the forwarding node, or the
-        // client, sends it again).
-        if env.shared.rebalance.importing() > 0 {
-            let missing: Vec<(Arc<str>, Vec<u8>)> = keys
-                .clone()
-                .filter_map(|key| {
-                    let from = env.shared.rebalance.importing_from(key_slot(key))?;
-                    let here = env.shared.store.with_key(key, env.now_ms, |k| k.exists() || k.tombstone().is_some());
-                    (!here && !env.shared.rebalance.checked(key)).then(|| (from, key.to_vec()))
-                })
-                .collect();
-            if !missing.is_empty() {
-                self.fetches.extend(missing);
-                rejected(env, spec);
-                encode::error(&mut self.out, b"TRYAGAIN this key is moving to this node; retry");
-                return;
-            }
-        }
-        // Owners of the slot changed (a failover, a return, a healed
-        // partition) and anti-entropy has not compared it since: another
-        // owner may hold acknowledged writes this node missed, and a write
-        // here (INCR, APPEND, DEL...) must build on them. Fetch the key's
-        // newest state from the co-owners first, then the retry runs it.
-        if env.shared.rebalance.unsettled() > 0 {
+        // DEL...). Two cases fetch a key before it runs, then answer
+        // -TRYAGAIN (the forwarding node, or the client, sends it again):
+        // - its slot is still arriving here and the key is not here yet:
+        //   from the slot's previous owner;
+        // - the slot's owners changed (a failover, a return, a restart, a
+        //   healed partition) and anti-entropy has not compared it since:
+        //   another owner may hold acknowledged writes this node missed,
+        //   so from every co-owner.
+        // Both at once when both hold (a restarted node imports from one
+        // former co-owner, which may itself lack writes another has): the
+        // key counts as fetched only once every member asked answered.
+        if env.shared.rebalance.importing() > 0 || env.shared.rebalance.unsettled() > 0 {
             let mut missing: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
+            let mut unsettled = false;
             for key in keys.clone() {
-                let slot = key_slot(key);
-                if !env.shared.rebalance.is_unsettled(slot) || env.shared.rebalance.checked(key) {
+                if env.shared.rebalance.checked(key) {
                     continue;
                 }
-                for &o in t.table.owners(slot).iter().filter(|&&o| o != t.me) {
-                    missing.push((t.nodes[usize::from(o)].name.as_str().into(), key.to_vec()));
+                let slot = key_slot(key);
+                let before = missing.len();
+                if env.shared.rebalance.is_unsettled(slot) {
+                    unsettled = true;
+                    for &o in t.table.owners(slot).iter().filter(|&&o| o != t.me) {
+                        missing.push((t.nodes[usize::from(o)].name.as_str().into(), key.to_vec()));
+                    }
+                }
+                if let Some(from) = env.shared.rebalance.importing_from(slot)
+                    && !missing[before..].iter().any(|(m, _)| *m == from)
+                    && !env.shared.store.with_key(key, env.now_ms, |k| k.exists() || k.tombstone().is_some())
+                {
+                    missing.push((from, key.to_vec()));
                 }
             }
             if !missing.is_empty() {
-                env.shared.rebalance.settle_fetches.fetch_add(1, Relaxed);
+                let text: &[u8] = if unsettled {
+                    env.shared.rebalance.settle_fetches.fetch_add(1, Relaxed);
+                    b"TRYAGAIN this key's owners changed; fetching its newest state; retry"
+                } else {
+                    b"TRYAGAIN this key is moving to this node; retry"
+                };
                 self.fetches.extend(missing);
                 rejected(env, spec);
-                encode::error(&mut self.out, b"TRYAGAIN this key's owners changed; fetching its newest state; retry");
+                encode::error(&mut self.out, text);
                 return;
             }
         }
