@@ -88,7 +88,10 @@ impl Node {
         if config.node_name == format!("{}:0", config.bind) {
             config.node_name = format!("{}:{}", config.bind, bound.port());
         }
-        let myself = NodeInfo::new(&config.node_name, bound, config.cluster_port, config.weight);
+        // Grows across restarts, so a restarted node wins over its old self.
+        let generation = unix_ms();
+        let myself =
+            NodeInfo { generation, ..NodeInfo::new(&config.node_name, bound, config.cluster_port, config.weight) };
         let topology = Topology::single(myself, config.replicas as usize, config.vnodes);
         // Seen by peers: the address they can reach, even when bound to 0.0.0.0.
         let advertised = |a: SocketAddr| {
@@ -96,8 +99,7 @@ impl Node {
         };
         let me = NodeIdentity {
             name: config.node_name.clone(),
-            // Grows across restarts, so a restarted node wins over its old self.
-            generation: unix_ms(),
+            generation,
             gossip_addr: advertised(gossip_bound),
             client_addr: advertised(bound),
             weight: config.weight,

@@ -43,7 +43,7 @@ use ringcache_protocol::{Limits, RequestParser, SLOT_COUNT, key_slot};
 use ringcache_server::cluster::membership::{NodeIdentity, PacketKey, members_digest, topology_of};
 use ringcache_server::cluster::rebalance::{Plan, Send, plan, sender};
 use ringcache_server::cluster::replication::{ReadState, encode_current, encode_del, encode_put, parse_op, quorum};
-use ringcache_server::cluster::topology::Topology;
+use ringcache_server::cluster::topology::{NodeInfo, Topology};
 use ringcache_server::config::GossipTiming;
 use ringcache_server::net::gossip::foca_config;
 use ringcache_server::store::{Incoming, SHARD_COUNT, Store};
@@ -750,8 +750,11 @@ impl Sim {
             by_slot[usize::from(s.slot)] = Some(k);
         }
         let established = !n.joining;
-        for m in new.nodes.iter().filter(|m| established && m.name != me && last.table.member_index(&m.name).is_none())
-        {
+        // New members, and members back under a new generation (restarted
+        // before they were declared down): as net/rebalance.rs.
+        let is_new =
+            |m: &&NodeInfo| last.nodes.iter().find(|o| o.name == m.name).is_none_or(|o| o.generation != m.generation);
+        for m in new.nodes.iter().filter(|m| established && m.name != me).filter(is_new) {
             for &slot in memo_newcomer(&new, &m.name, &me, replicas).iter() {
                 if !by_slot[usize::from(slot)].is_some_and(|k| sends[k].to.contains(&m.name)) {
                     match by_slot[usize::from(slot)] {
@@ -1387,7 +1390,8 @@ impl Sim {
                     .up_nodes()
                     .iter()
                     .map(|&i| {
-                        let names: Vec<&str> = self.nodes[i].topo.nodes.iter().map(|n| n.name.as_str()).collect();
+                        let names: Vec<String> =
+                            self.nodes[i].topo.nodes.iter().map(|n| format!("{}#{}", n.name, n.generation)).collect();
                         let n = &self.nodes[i];
                         format!("{} sees {names:?} (sent {} gossip packets meanwhile)", n.name, n.packets_sent)
                     })
@@ -1677,15 +1681,27 @@ fn names(t: &Topology) -> Vec<String> {
     t.nodes.iter().map(|n| n.name.clone()).collect()
 }
 
-/// `topology_of`, memoized by the names it would place (topology_of keeps
-/// the newest generation of each name; addresses and weights are fixed per
-/// name here). The epoch is the node's own count, kept beside it.
+/// `topology_of`, its placement memoized by the names it places (addresses
+/// and weights are fixed per name here), with the generations of now
+/// (topology_of keeps the newest of each name; they are in the members
+/// digest, so a cached table must not carry another run's). The epoch is
+/// the node's own count, kept beside it.
 fn memo_topology(me: &NodeIdentity, members: &[NodeIdentity], epoch: u64, replicas: usize) -> (Rc<Topology>, bool) {
     let mut placed: BTreeSet<String> =
         members.iter().filter(|m| !m.is_seed_placeholder()).map(|m| m.name.clone()).collect();
     placed.insert(me.name.clone());
     let key = (me.name.clone(), placed.into_iter().collect(), replicas);
-    memo(|m| &mut m.topos, key, || topology_of(me, members, epoch, replicas, VNODES))
+    let (cached, fresh) = memo(|m| &mut m.topos, key, || topology_of(me, members, epoch, replicas, VNODES));
+    let newest = |name: &str| {
+        if name == me.name {
+            return me.generation;
+        }
+        members.iter().filter(|m| m.name == name).map(|m| m.generation).max().unwrap_or(0)
+    };
+    if cached.nodes.iter().all(|n| n.generation == newest(&n.name)) {
+        return (cached, fresh);
+    }
+    (Rc::new(cached.with_generations(newest)), fresh)
 }
 
 fn memo_plan(old: &Topology, new: &Topology, me: &str, replicas: usize) -> Rc<Plan> {

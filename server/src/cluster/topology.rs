@@ -19,11 +19,15 @@ pub struct NodeInfo {
     pub client_addr: SocketAddr,
     pub cluster_port: u16,
     pub weight: u32,
+    /// The member's gossip generation: a restarted process (empty, as data
+    /// lives in memory only) comes back under a higher one, so a table
+    /// naming it is a different table even though placement is the same.
+    pub generation: u64,
 }
 
 impl NodeInfo {
     pub fn new(name: &str, client_addr: SocketAddr, cluster_port: u16, weight: u32) -> Self {
-        NodeInfo { name: name.to_string(), id: node_id(name), client_addr, cluster_port, weight }
+        NodeInfo { name: name.to_string(), id: node_id(name), client_addr, cluster_port, weight, generation: 0 }
     }
 }
 
@@ -35,8 +39,11 @@ pub fn node_id(name: &str) -> String {
     format!("{:032x}{tail:08x}", xxh3_128(name.as_bytes()))
 }
 
-/// A digest of a member set (names, client addresses and weights, not
-/// generations), in name order.
+/// A digest of a member set (names, client addresses, weights and
+/// generations), in name order. Generations count: a member restarted
+/// before it was declared down holds nothing, and nodes must not take a
+/// table naming its empty self for the one naming its old self (its slots
+/// are sent to it again, `RC.SENDING` and `RC.FWD` compare tables).
 fn digest_of(nodes: &[NodeInfo]) -> u64 {
     let mut text = String::new();
     for n in nodes {
@@ -45,6 +52,8 @@ fn digest_of(nodes: &[NodeInfo]) -> u64 {
         text.push_str(&n.client_addr.to_string());
         text.push('|');
         text.push_str(&n.weight.to_string());
+        text.push('|');
+        text.push_str(&n.generation.to_string());
         text.push('\n');
     }
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
@@ -72,6 +81,18 @@ impl Topology {
         let me = table.member_index(me).expect("this node is a member of its own topology");
         let digest = digest_of(&nodes);
         Topology { table, nodes, me, digest }
+    }
+
+    /// The same placement with each member's generation replaced by
+    /// `generation(name)` (and the digest recomputed): what a renewed
+    /// identity changes, without computing the table again.
+    pub fn with_generations(&self, generation: impl Fn(&str) -> u64) -> Topology {
+        let mut t = self.clone();
+        for n in &mut t.nodes {
+            n.generation = generation(&n.name);
+        }
+        t.digest = digest_of(&t.nodes);
+        t
     }
 
     /// A cluster of one: this node owns every slot.

@@ -365,19 +365,20 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
                 let lost: std::collections::HashSet<u16> = p.drops.iter().copied().collect();
                 let mut sends = p.sends;
-                // A member that just joined expects each of its slots from
-                // the sender of the table without it (what it plans from if
-                // it started empty). Confirm those too, even where this
-                // node's own plan sends nothing (all nodes started empty
-                // together): an empty copy is then the truth, and the
-                // joiner stops waiting.
+                // A member that just joined, or came back under a new
+                // generation (restarted, so empty, even if never declared
+                // down), expects each of its slots from the sender of the
+                // table without it (what it plans from, as it started
+                // empty). Confirm those too, even where this node's own
+                // plan sends nothing (all nodes started empty together):
+                // an empty copy is then the truth, and the joiner stops
+                // waiting.
                 // (A node that is joining itself has nothing to give.)
                 let established = !shared.rebalance.joining.load(Relaxed);
-                for n in now
-                    .nodes
-                    .iter()
-                    .filter(|n| established && n.name != me && last.table.member_index(&n.name).is_none())
-                {
+                let is_new = |n: &&crate::cluster::topology::NodeInfo| {
+                    last.nodes.iter().find(|o| o.name == n.name).is_none_or(|o| o.generation != n.generation)
+                };
+                for n in now.nodes.iter().filter(|n| established && n.name != me).filter(is_new) {
                     let before = without(&now, &n.name, shared.config.replicas as usize, shared.config.vnodes);
                     for slot in 0..ringcache_protocol::SLOT_COUNT {
                         if now.table.owns(&n.name, slot)
