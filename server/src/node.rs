@@ -110,6 +110,7 @@ impl Node {
             seeds: config.seeds.clone(),
             key: PacketKey::new(&config.cluster_name, config.cluster_secret.as_deref()),
             timing: config.gossip,
+            seed_addrs: Vec::new(),
         };
         let shared = Arc::new(Shared::new(config, unix_ms(), topology));
         *shared.client_addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bound);
@@ -140,9 +141,9 @@ impl Node {
             info!(%addr, "admin HTTP listening");
         }
         let mut gossip_task = None;
-        if let Some(g) = self.gossip {
+        if let Some(mut g) = self.gossip {
             // Decided before the first client is accepted.
-            if shared.awaiting_seed.load(Relaxed) && g.seeds_name_only_me().await {
+            if g.resolve_seeds().await && shared.awaiting_seed.load(Relaxed) {
                 shared.awaiting_seed.store(false, Relaxed);
                 info!("every seed names this node: serving alone until others join");
             }

@@ -70,14 +70,17 @@ fn set_get_loop(
     r
 }
 
+/// The redis crate's cluster connection to `c`, the reference answers.
+fn redis_cluster(c: &Cluster) -> redis::cluster::ClusterConnection {
+    let urls: Vec<String> = seeds(c).iter().map(|s| format!("redis://{s}/")).collect();
+    redis::cluster::ClusterClient::new(urls).unwrap().get_connection().unwrap()
+}
+
 #[test]
 fn typed_methods_agree_with_the_redis_crate() {
     let c = Cluster::start(3, CALM);
     c.wait_converged(3);
-    let redis =
-        redis::cluster::ClusterClient::new(seeds(&c).iter().map(|s| format!("redis://{s}/")).collect::<Vec<_>>())
-            .unwrap();
-    let mut r = redis.get_connection().unwrap();
+    let mut r = redis_cluster(&c);
     runtime().block_on(async {
         let ours = Client::connect(seeds(&c)).await.unwrap();
         // Same operations on two key spaces: "o:" through ours, "r:" through redis-rs.
@@ -261,10 +264,7 @@ fn reads_go_to_replicas_when_asked() {
 fn resp3_and_resp2_agree_with_each_other_and_the_redis_crate() {
     let c = Cluster::start(3, CALM);
     c.wait_converged(3);
-    let redis =
-        redis::cluster::ClusterClient::new(seeds(&c).iter().map(|s| format!("redis://{s}/")).collect::<Vec<_>>())
-            .unwrap();
-    let mut r = redis.get_connection().unwrap();
+    let mut r = redis_cluster(&c);
     // What each client saw, per step, as text.
     let mut seen: Vec<Vec<String>> = Vec::new();
     for protocol in [Protocol::Resp2, Protocol::Resp3] {

@@ -64,6 +64,9 @@ pub struct Gossip {
     pub seeds: Vec<String>,
     pub key: PacketKey,
     pub timing: GossipTiming,
+    /// The seeds resolved (without this node), by [`Gossip::resolve_seeds`]
+    /// before the driver starts; the driver resolves again while empty.
+    pub seed_addrs: Vec<SocketAddr>,
 }
 
 struct Driver {
@@ -102,13 +105,12 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
         timer_seq: 0,
         leaving: false,
         seeds: g.seeds,
-        seed_addrs: Vec::new(),
+        seed_addrs: g.seed_addrs,
         publish_at: None,
         send_buf: Vec::with_capacity(PACKET_MAX),
         rejected_since_log: 0,
         last_reject_log: None,
     };
-    d.resolve_seeds().await;
     let join_by = Instant::now() + d.shared.config.join_timeout;
     let mut announce = tokio::time::interval(ANNOUNCE_PERIOD);
     announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -168,11 +170,13 @@ async fn resolve(seeds: &[String], mine: SocketAddr) -> (Vec<SocketAddr>, bool) 
 }
 
 impl Gossip {
-    /// Whether this node's seeds all name itself (or there are none): it
-    /// is then a cluster of its own, not a member waiting to meet one.
-    pub async fn seeds_name_only_me(&self) -> bool {
+    /// Resolves the seeds into `seed_addrs`; whether they all name this
+    /// node (or there are none): it is then a cluster of its own, not a
+    /// member waiting to meet one.
+    pub async fn resolve_seeds(&mut self) -> bool {
         let (others, all) = resolve(&self.seeds, self.me.gossip_addr).await;
-        all && others.is_empty()
+        self.seed_addrs = others;
+        all && self.seed_addrs.is_empty()
     }
 }
 
