@@ -376,6 +376,8 @@ pub struct Shared {
     /// Set by SHUTDOWN; the node's main task waits on `shutdown`.
     pub shutdown_requested: AtomicBool,
     pub shutdown: Notify,
+    /// Signalled at every table change (the rebalance task waits on it).
+    pub topology_changed: Notify,
     /// The address actually bound for clients (differs from the config
     /// when it asked for port 0).
     pub client_addr: Mutex<Option<SocketAddr>>,
@@ -443,6 +445,7 @@ impl Shared {
             run_id,
             shutdown_requested: AtomicBool::new(false),
             shutdown: Notify::new(),
+            topology_changed: Notify::new(),
             client_addr: Mutex::new(None),
             links: Links::default(),
             rebalance: RebalanceState::default(),
@@ -465,6 +468,8 @@ impl Shared {
     pub fn set_topology(&self, t: Topology) {
         *self.topology.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(t);
         self.topology_version.0.fetch_add(1, Relaxed);
+        self.topology_changed.notify_one();
+        self.rebalance.wake.notify_one();
     }
 
     pub fn request_shutdown(&self) {

@@ -1089,7 +1089,7 @@ impl Sim {
             if !owners.contains(&topo.me) {
                 // A slot held here without being owned (`hand_off`): offered
                 // to its primary.
-                let digest = self.nodes[i].store.slot_digests(&[slot], now_ms)[0];
+                let digest = self.nodes[i].store.slot_digests(&[slot])[0];
                 if digest != 0 && !self.sabotage.no_copies() {
                     let reqs: Vec<Vec<u8>> =
                         snapshot(&self.nodes[i].store, slot, now_ms).into_iter().map(|(_, _, r)| r).collect();
@@ -1101,7 +1101,7 @@ impl Sim {
             if owners.first() != Some(&topo.me) {
                 continue;
             }
-            let digest = self.nodes[i].store.slot_digests(&[slot], now_ms)[0];
+            let digest = self.nodes[i].store.slot_digests(&[slot])[0];
             let reqs: Vec<Vec<u8>> =
                 snapshot(&self.nodes[i].store, slot, now_ms).into_iter().map(|(_, _, r)| r).collect();
             for &o in topo.table.owners(slot).iter().skip(1) {
@@ -1113,7 +1113,7 @@ impl Sim {
 
     fn ae_offer(&mut self, i: usize, from: usize, slot: u16, digest: u64, reqs: Vec<Vec<u8>>) {
         let now_ms = now_ms(self.now);
-        if self.nodes[i].store.slot_digests(&[slot], now_ms)[0] == digest {
+        if self.nodes[i].store.slot_digests(&[slot])[0] == digest {
             return;
         }
         let offered: BTreeMap<Vec<u8>, u64> = reqs.iter().map(|r| parse_req(r)).collect();
@@ -1360,8 +1360,7 @@ impl Sim {
         self.key_shards.iter().flat_map(|(_, s)| s.iter().copied()).all(|slot| {
             let owners: Vec<usize> =
                 t.table.owners(slot).iter().map(|&o| index_of(&t.table.members[usize::from(o)].name)).collect();
-            let digests: BTreeSet<u64> =
-                owners.iter().map(|&o| self.nodes[o].store.slot_digests(&[slot], now_ms)[0]).collect();
+            let digests: BTreeSet<u64> = owners.iter().map(|&o| self.nodes[o].store.slot_digests(&[slot])[0]).collect();
             let primary = &self.nodes[owners[0]].store;
             digests.len() == 1
                 && up.iter().filter(|i| !owners.contains(i)).all(|&i| {

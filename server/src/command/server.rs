@@ -314,6 +314,7 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("rebalance_rounds", &r.rebalances.load(Relaxed));
             kv("rebalance_last_ms", &r.last_ms.load(Relaxed));
             let ae = &s.antientropy;
+            kv("antientropy_sum_checks", &ae.sum_checks.load(Relaxed));
             kv("antientropy_rounds", &ae.rounds.load(Relaxed));
             kv("antientropy_slots_compared", &ae.slots_compared.load(Relaxed));
             kv("antientropy_slots_differing", &ae.slots_differing.load(Relaxed));

@@ -1,35 +1,47 @@
-//! Anti-entropy: owners compare per-slot digests at a bounded rate and
-//! copy the newer entries both ways where they differ, repairing what hints
-//! and slot copies missed (a replica that was cut off while its hint queue
-//! overflowed, a write that raced a table change).
+//! Anti-entropy: owners compare slot digests and copy the newer entries
+//! both ways where they differ, repairing what hints and slot copies
+//! missed (a replica that was cut off while its hint queue overflowed, a
+//! write that raced a table change).
 //!
-//! Each node checks the slots it is primary for, one store shard (64
-//! slots) per `ROUND_PERIOD`, against every other owner of those slots:
-//! `RC.DIGESTS shard` returns the peer's 64 slot digests (an XOR of a hash
-//! of every live key with its version and every tombstone: order-free, so
-//! equal contents give equal digests), then its table's members digest. For a slot that differs, `RC.KEYVERS
-//! slot` lists the peer's keys with versions; keys newer here are sent as
-//! replicated writes, keys newer there are fetched with `RC.READ` and
-//! applied. A full pass over 16384 slots takes 256 rounds (about 8 s with
-//! the default period); its cost is one read of each shard's keys.
+//! The store keeps every slot's digest (an XOR of a hash of each key with
+//! its version, and of each tombstone) up to date on every write, so
+//! comparing costs no key reads. Top-down, once per `IDLE_PERIOD` (or at
+//! once when slots become unsettled or the table changes): this node asks
+//! each co-owner of the slots it is primary for for `RC.SUMS`, 256 words
+//! (per store shard, the XOR of the digests of those slots) and its
+//! table's members digest. Only shards whose sums differ, or that hold
+//! slots this node does not own (strays), are compared slot by slot
+//! (`RC.DIGESTS shard`: 64 slot digests), one per `ROUND_PERIOD`. For a
+//! slot that differs, `RC.KEYVERS slot` lists the peer's keys with
+//! versions; keys newer here are sent as replicated writes, keys newer
+//! there are fetched with `RC.READ` and applied. A converged, idle cluster
+//! thus exchanges one small request per co-owner per period and reads no
+//! key, whatever it holds.
+//!
+//! Unsettled slots (owners changed) are compared shard by shard without
+//! the pause, and settle once every co-owner on the same table matched.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ringcache_protocol::{Frame, Limits, decode_frame, encode};
+use ringcache_protocol::{Frame, Limits, SLOT_COUNT, decode_frame, encode};
 use tokio::sync::watch;
 
 use super::link::{Link, Msg};
 use crate::cluster::membership::members_digest;
 use crate::cluster::replication::{ReadState, encode_del, encode_put};
+use crate::cluster::topology::Topology;
 use crate::shared::Shared;
 use crate::store::{SHARD_COUNT, SLOTS_PER_SHARD};
 
-/// One shard's slots are compared per round.
+/// A converged cluster compares shard sums this often.
+const IDLE_PERIOD: Duration = Duration::from_secs(1);
+/// Between two shards compared slot by slot (sums differed, or unsettled
+/// slots that made no progress).
 const ROUND_PERIOD: Duration = Duration::from_millis(30);
 /// Answers to a round's requests must come within this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +51,8 @@ type Versions = HashMap<Vec<u8>, u64>;
 /// Progress counters (INFO cluster, /metrics).
 #[derive(Debug, Default)]
 pub struct AntiEntropyStats {
+    /// Shard-sum comparisons (one request per co-owner each).
+    pub sum_checks: AtomicU64,
     pub rounds: AtomicU64,
     pub slots_compared: AtomicU64,
     pub slots_differing: AtomicU64,
@@ -48,19 +62,23 @@ pub struct AntiEntropyStats {
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut shard = 0usize;
     let mut progress = true;
+    // Shards whose sums differed, compared slot by slot one per round.
+    let mut backlog: VecDeque<usize> = VecDeque::new();
     loop {
         // Unsettled slots (owners changed) are compared first, and without
         // the pause while that settles some (writes to them fetch first
         // until they are); with it when a co-owner does not answer.
-        let urgent = shared.rebalance.unsettled() > 0 && progress;
-        if urgent {
+        let unsettled = shared.rebalance.unsettled();
+        if unsettled > 0 && progress {
             if stop.has_changed().unwrap_or(true) {
                 return;
             }
             tokio::task::yield_now().await;
         } else {
+            let pause = if unsettled > 0 || !backlog.is_empty() { ROUND_PERIOD } else { IDLE_PERIOD };
             tokio::select! {
-                _ = tokio::time::sleep(ROUND_PERIOD) => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = shared.rebalance.wake.notified() => {}
                 _ = stop.changed() => return,
             }
         }
@@ -72,23 +90,87 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if t.nodes.len() < 2 {
             // Alone: no co-owner can hold anything newer.
             let generation = shared.rebalance.unsettle_gen();
-            for slot in 0..ringcache_protocol::SLOT_COUNT {
+            for slot in 0..SLOT_COUNT {
                 shared.rebalance.settle(slot, generation);
             }
             continue;
         }
         let before = shared.rebalance.unsettled();
-        if before > 0
-            && let Some(next) = (0..SHARD_COUNT)
+        if before > 0 {
+            if let Some(next) = (0..SHARD_COUNT)
                 .map(|i| (shard + i) % SHARD_COUNT)
                 .find(|&s| shard_slots(s).into_iter().any(|slot| shared.rebalance.is_unsettled(slot)))
-        {
-            shard = next;
+            {
+                shard = next;
+            }
+            round(&shared, shard).await;
+            progress = shared.rebalance.unsettled() < before;
+            shard = (shard + 1) % SHARD_COUNT;
+            continue;
         }
-        round(&shared, shard).await;
-        progress = shared.rebalance.unsettled() < before;
-        shard = (shard + 1) % SHARD_COUNT;
+        progress = true;
+        if backlog.is_empty() {
+            backlog = differing_shards(&shared, &t).await;
+        }
+        if let Some(s) = backlog.pop_front() {
+            round(&shared, s).await;
+        }
     }
+}
+
+/// Per store shard: the XOR of the digests of the slots whose primary is
+/// member `primary` and that member `other` also owns (what `RC.SUMS`
+/// answers, and what the asker compares it with).
+pub fn shard_sums(t: &Topology, digests: &[u64], primary: u16, other: u16) -> Vec<u64> {
+    let mut sums = vec![0u64; SHARD_COUNT];
+    for slot in 0..SLOT_COUNT {
+        let owners = t.table.owners(slot);
+        if owners.first() == Some(&primary) && owners[1..].contains(&other) {
+            sums[usize::from(slot) % SHARD_COUNT] ^= digests[usize::from(slot)];
+        }
+    }
+    sums
+}
+
+/// The shards to compare slot by slot: those holding a slot this node
+/// does not own (a stray copy), and those whose sums differ from a
+/// co-owner's (every shard shared with it, if its table differs).
+async fn differing_shards(shared: &Shared, t: &Topology) -> VecDeque<usize> {
+    let digests = shared.store.all_slot_digests();
+    let mut differ = [false; SHARD_COUNT];
+    let mut peers = BTreeSet::new();
+    for slot in 0..SLOT_COUNT {
+        let owners = t.table.owners(slot);
+        if owners.first() == Some(&t.me) {
+            peers.extend(owners[1..].iter().copied());
+        } else if digests[usize::from(slot)] != 0 && !owners.contains(&t.me) && !shared.rebalance.is_sending(slot) {
+            differ[usize::from(slot) % SHARD_COUNT] = true;
+        }
+    }
+    let me = t.myself().name.as_bytes();
+    let table = members_digest(t);
+    for peer in peers {
+        let Some(link) = shared.links.get(&t.nodes[usize::from(peer)].name) else { continue };
+        shared.antientropy.sum_checks.fetch_add(1, Relaxed);
+        let Some(theirs) = call_ints(&link, &[b"RC.SUMS", me]).await else { continue };
+        if theirs.len() != SHARD_COUNT + 1 {
+            continue;
+        }
+        let mine = shard_sums(t, &digests, t.me, peer);
+        let same_table = theirs[SHARD_COUNT] as u64 == table;
+        for s in 0..SHARD_COUNT {
+            // Another table: compare every shared shard slot by slot.
+            let shared_shard = !same_table
+                && shard_slots(s).into_iter().any(|slot| {
+                    let owners = t.table.owners(slot);
+                    owners.first() == Some(&t.me) && owners[1..].contains(&peer)
+                });
+            if shared_shard || (same_table && theirs[s] as u64 != mine[s]) {
+                differ[s] = true;
+            }
+        }
+    }
+    (0..SHARD_COUNT).filter(|&s| differ[s]).collect()
 }
 
 /// The slots of `shard`, in the order `RC.DIGESTS` answers them.
@@ -134,7 +216,7 @@ async fn round(shared: &Shared, shard: usize) {
         return;
     }
     shared.antientropy.rounds.fetch_add(1, Relaxed);
-    let mine = shared.store.slot_digests(&slots, super::unix_ms());
+    let mine = shared.store.slot_digests(&slots);
     for &i in strays.iter().filter(|&&i| mine[i] != 0) {
         let primary = t.table.owners(slots[i])[0];
         if let Some(link) = shared.links.get(&t.nodes[usize::from(primary)].name) {

@@ -278,7 +278,7 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
                 // The table first: the digests then cover every write this
                 // node applied under an older table.
                 let table = crate::cluster::membership::members_digest(&env.shared.topology());
-                let digests = env.shared.store.slot_digests(&slots, env.now_ms);
+                let digests = env.shared.store.slot_digests(&slots);
                 encode::array_header(&mut exec.out, digests.len() + 1);
                 for d in digests {
                     encode::integer(&mut exec.out, d as i64);
@@ -287,6 +287,21 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
             }
             None => encode::error(&mut exec.out, b"ERR invalid shard"),
         }
+    } else if name.eq_ignore_ascii_case(b"RC.SUMS") && args.len() == 2 {
+        // Per shard, the XOR of the digests of the slots the asker is
+        // primary for and this node co-owns; then the members digest. An
+        // asker this table does not know gets zeros (its table differs).
+        let t = env.shared.topology();
+        let asker = String::from_utf8_lossy(args.get(1));
+        let sums = match t.nodes.iter().position(|n| n.name == asker) {
+            Some(i) => super::antientropy::shard_sums(&t, &env.shared.store.all_slot_digests(), i as u16, t.me),
+            None => vec![0; SHARD_COUNT],
+        };
+        encode::array_header(&mut exec.out, sums.len() + 1);
+        for d in sums {
+            encode::integer(&mut exec.out, d as i64);
+        }
+        encode::integer(&mut exec.out, crate::cluster::membership::members_digest(&t) as i64);
     } else if name.eq_ignore_ascii_case(b"RC.KEYVERS") && args.len() == 2 {
         match num::<u16>(args.get(1)).filter(|&s| s < SLOT_COUNT) {
             Some(slot) => {

@@ -44,7 +44,11 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// How long a copy may wait for its confirmation before it is retried.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_DELAY: Duration = Duration::from_millis(200);
+/// The pause between steps while copies wait for a retry or slots are
+/// still importing; with neither, the task sleeps until the table changes
+/// (or `IDLE_MAX`).
 const IDLE_POLL: Duration = Duration::from_millis(20);
+const IDLE_MAX: Duration = Duration::from_secs(1);
 /// Slots still marked importing this long after the table change stop
 /// reading through (their sender is gone or never had them, e.g. nodes
 /// that all started empty together).
@@ -105,6 +109,9 @@ pub struct RebalanceState {
     pub rebalances: AtomicU64,
     /// Duration of the last rebalance that finished (ms).
     pub last_ms: AtomicU64,
+    /// Wakes anti-entropy early: slots were marked unsettled or the table
+    /// changed.
+    pub wake: tokio::sync::Notify,
 }
 
 impl Default for RebalanceState {
@@ -133,6 +140,7 @@ impl Default for RebalanceState {
             slots_handed_off: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
         }
     }
 }
@@ -171,6 +179,7 @@ impl RebalanceState {
                 self.unsettled_n.fetch_add(1, Relaxed);
             }
         }
+        self.wake.notify_one();
     }
 
     pub fn is_unsettled(&self, slot: u16) -> bool {
@@ -500,8 +509,13 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     "rebalance finished (this node's copies)"
                 );
             }
+            // Retries and imports are timed; otherwise nothing happens
+            // until the table changes (woken at once) or stop.
+            let busy = !queue.is_empty() || shared.rebalance.importing() > 0;
+            let pause = if busy { IDLE_POLL } else { IDLE_MAX };
             tokio::select! {
-                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = shared.topology_changed.notified() => {}
                 _ = stop.changed() => return,
             }
         }

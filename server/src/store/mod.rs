@@ -22,6 +22,11 @@
 //!   in 11..0 ([`version_parts`]). A shard's clock never goes back and moves
 //!   past every version it applies from elsewhere, so a key's versions grow
 //!   across every node that coordinates it.
+//! - `ShardInner::digests` holds, per slot, the XOR of [`digest_of`] over
+//!   the slot's entries (expired ones too, until removed) and `Tombs::digests`
+//!   the same over its tombstones; every insert, replace and removal of
+//!   either updates it, so anti-entropy reads a slot's digest without
+//!   touching its keys.
 //! - A delete by a command leaves a tombstone (key → version) for the grace
 //!   period, so a replicated older value arriving later cannot bring the key
 //!   back; a key is never both live and tombstoned.
@@ -61,6 +66,14 @@ pub fn version_parts(v: u64) -> (u64, u64, u64) {
     (v >> (VERSION_NODE_BITS + VERSION_LOGICAL_BITS), logical, node)
 }
 
+/// A key's share of its slot's digest: a hash of key, version and whether
+/// it is a tombstone. XOR-ed together, so equal contents give equal
+/// digests whatever the order they were written in.
+#[inline]
+fn digest_of(key: &[u8], version: u64, dead: bool) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, version ^ (u64::from(dead) << 63))
+}
+
 /// A deleted key's version and when its tombstone may go.
 #[derive(Debug, Clone, Copy)]
 struct Tomb {
@@ -71,10 +84,18 @@ struct Tomb {
 /// A shard's tombstones, with an index by end of grace period so that the
 /// oldest goes first at the bound and expired ones are found without a
 /// scan: every delete stays O(log n) however many tombstones there are.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tombs {
     by_key: HashMap<Box<[u8]>, Tomb>,
     by_until: std::collections::BTreeSet<(u64, Box<[u8]>)>,
+    /// Per slot of the shard: XOR of [`digest_of`] over its tombstones.
+    digests: [u64; SLOTS_PER_SHARD],
+}
+
+impl Default for Tombs {
+    fn default() -> Self {
+        Tombs { by_key: HashMap::new(), by_until: Default::default(), digests: [0; SLOTS_PER_SHARD] }
+    }
 }
 
 impl Tombs {
@@ -94,9 +115,15 @@ impl Tombs {
         self.by_key.iter().map(|(k, t)| (&**k, t))
     }
 
+    /// Flips `key`'s tombstone in or out of its slot's digest.
+    fn flip(&mut self, key: &[u8], version: u64) {
+        self.digests[slot_index(key_slot(key))] ^= digest_of(key, version, true);
+    }
+
     fn remove(&mut self, key: &[u8]) -> Option<Tomb> {
         let t = self.by_key.remove(key)?;
         self.by_until.remove(&(t.until_ms, Box::from(key)));
+        self.flip(key, t.version);
         Some(t)
     }
 
@@ -108,9 +135,12 @@ impl Tombs {
         if self.by_key.len() >= max
             && let Some((_, oldest)) = self.by_until.pop_first()
         {
-            self.by_key.remove(&oldest);
+            if let Some(t) = self.by_key.remove(&oldest) {
+                self.flip(&oldest, t.version);
+            }
             dropped = true;
         }
+        self.flip(key, tomb.version);
         self.by_key.insert(key.into(), tomb);
         self.by_until.insert((tomb.until_ms, key.into()));
         dropped
@@ -121,18 +151,20 @@ impl Tombs {
         let mut n = 0;
         while self.by_until.first().is_some_and(|(until, _)| *until <= now_ms) {
             let (_, k) = self.by_until.pop_first().expect("checked");
-            self.by_key.remove(&k);
+            if let Some(t) = self.by_key.remove(&k) {
+                self.flip(&k, t.version);
+            }
             n += 1;
         }
         n
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
-        let by_key = &mut self.by_key;
+        let (by_key, digests) = (&mut self.by_key, &mut self.digests);
         self.by_until.retain(|(_, k)| {
             let kept = keep(k);
-            if !kept {
-                by_key.remove(k);
+            if !kept && let Some(t) = by_key.remove(k) {
+                digests[slot_index(key_slot(k))] ^= digest_of(k, t.version, true);
             }
             kept
         });
@@ -141,6 +173,7 @@ impl Tombs {
     fn clear(&mut self) {
         self.by_key.clear();
         self.by_until.clear();
+        self.digests = [0; SLOTS_PER_SHARD];
     }
 }
 
@@ -227,6 +260,8 @@ pub struct ShardInner {
     volatile: usize,
     expire_cursor: usize,
     slot_counts: [u32; SLOTS_PER_SHARD],
+    /// Per slot: XOR of [`digest_of`] over its entries (see the invariants).
+    digests: [u64; SLOTS_PER_SHARD],
     /// The shard's hybrid logical clock: the last version handed out or
     /// seen, without its node bits (unix ms << 10 | counter).
     clock: u64,
@@ -241,6 +276,7 @@ impl ShardInner {
             volatile: 0,
             expire_cursor: 0,
             slot_counts: [0; SLOTS_PER_SHARD],
+            digests: [0; SLOTS_PER_SHARD],
             clock: 0,
             rng: seed | 1,
             tombs: Tombs::default(),
@@ -281,14 +317,17 @@ impl ShardInner {
             self.volatile += 1;
         }
         self.slot_counts[slot_index(slot)] += 1;
+        self.digests[slot_index(slot)] ^= digest_of(entry.key(), entry.version(), false);
         let pos = self.table.insert_new(hash, entry);
         (pos, cost + self.table.bucket_bytes() as i64 - before)
     }
 
-    fn replace(&mut self, pos: usize, entry: Entry) -> i64 {
+    fn replace(&mut self, pos: usize, slot: u16, entry: Entry) -> i64 {
         let new_cost = entry.mem_cost() as i64;
         let new_volatile = entry.expiry_ms().is_some();
+        let new_digest = digest_of(entry.key(), entry.version(), false);
         let old = self.table.replace(pos, entry);
+        self.digests[slot_index(slot)] ^= new_digest ^ digest_of(old.key(), old.version(), false);
         match (old.expiry_ms().is_some(), new_volatile) {
             (false, true) => self.volatile += 1,
             (true, false) => self.volatile -= 1,
@@ -307,6 +346,7 @@ impl ShardInner {
         }
         let slot = slot.unwrap_or_else(|| key_slot(old.key()));
         self.slot_counts[slot_index(slot)] -= 1;
+        self.digests[slot_index(slot)] ^= digest_of(old.key(), old.version(), false);
         let delta = -(old.mem_cost() as i64) + self.table.bucket_bytes() as i64 - before;
         (old, delta)
     }
@@ -723,6 +763,7 @@ impl Store {
             g.volatile = 0;
             g.expire_cursor = 0;
             g.slot_counts = [0; SLOTS_PER_SHARD];
+            g.digests = [0; SLOTS_PER_SHARD];
             g.tombs.clear();
             self.account(-freed);
         }
@@ -924,20 +965,37 @@ impl Store {
         removed
     }
 
-    /// Digests of `slots` (of one shard): for each, the XOR over its live
-    /// keys and tombstones of a hash of key, version and kind. Equal
+    /// Digests of `slots`: for each, the XOR over its keys (expired ones
+    /// not yet removed included) and tombstones of [`digest_of`]. Equal
     /// contents give equal digests whatever the order they were written in
-    /// (anti-entropy compares them between owners).
-    pub fn slot_digests(&self, slots: &[u16], now_ms: u64) -> Vec<u64> {
-        let h = |k: &[u8], v: u64, dead: bool| xxhash_rust::xxh3::xxh3_64_with_seed(k, v ^ (u64::from(dead) << 63));
-        let (mut live, mut dead) = ([0u64; SLOTS_PER_SHARD], [0u64; SLOTS_PER_SHARD]);
-        self.visit_slots(
-            slots,
-            now_ms,
-            |slot, e| live[slot_index(slot)] ^= h(e.key(), e.version(), false),
-            |slot, k, v| dead[slot_index(slot)] ^= h(k, v, true),
-        );
-        slots.iter().map(|&s| live[slot_index(s)] ^ dead[slot_index(s)]).collect()
+    /// (anti-entropy compares them between owners). Kept up to date by
+    /// every write, so this reads one word per slot and hashes no key.
+    pub fn slot_digests(&self, slots: &[u16]) -> Vec<u64> {
+        let mut out = vec![0; slots.len()];
+        let mut locked: Option<(usize, ShardGuard<'_>)> = None;
+        for (d, &slot) in out.iter_mut().zip(slots) {
+            let s = shard_of(slot);
+            if locked.as_ref().is_none_or(|(held, _)| *held != s) {
+                // One shard locked at a time: release before the next.
+                drop(locked.take());
+                locked = Some((s, self.lock(s)));
+            }
+            let g = &locked.as_ref().expect("locked").1;
+            *d = g.digests[slot_index(slot)] ^ g.tombs.digests[slot_index(slot)];
+        }
+        out
+    }
+
+    /// [`Store::slot_digests`] of every slot, indexed by slot.
+    pub fn all_slot_digests(&self) -> Vec<u64> {
+        let mut out = vec![0; usize::from(SLOT_COUNT)];
+        for s in 0..SHARD_COUNT {
+            let g = self.lock(s);
+            for i in 0..SLOTS_PER_SHARD {
+                out[i * SHARD_COUNT + s] = g.digests[i] ^ g.tombs.digests[i];
+            }
+        }
+        out
     }
 
     /// Up to `count` live keys of `slot`.
@@ -1072,7 +1130,7 @@ impl<'a> KeyRef<'a> {
             self.shard.tombs.remove(self.key);
         }
         let delta = match self.pos {
-            Some(p) => self.shard.replace(p, entry),
+            Some(p) => self.shard.replace(p, self.slot, entry),
             None => {
                 let (p, d) = self.shard.insert(self.hash, self.slot, entry);
                 self.pos = Some(p);
@@ -1090,7 +1148,7 @@ impl<'a> KeyRef<'a> {
         }
         let version = self.next_version();
         let entry = self.shard.table.get(p).expect("present").rebuild(self.key, expiry_ms, version);
-        let delta = self.shard.replace(p, entry);
+        let delta = self.shard.replace(p, self.slot, entry);
         self.store.account(delta);
         true
     }
