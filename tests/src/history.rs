@@ -147,14 +147,22 @@ impl Running {
         }
     }
 
-    pub fn stop(self) -> Vec<Op> {
+    pub fn stop(mut self) -> Vec<Op> {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             t.join().expect("worker thread");
         }
         let mut ops = std::mem::take(&mut *self.ops.lock().unwrap());
         ops.sort_by_key(|o| o.invoked);
         ops
+    }
+}
+
+impl Drop for Running {
+    /// A scenario that panics before [`Running::stop`] stops its workers
+    /// too (they are detached then: nobody waits for them).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

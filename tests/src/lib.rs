@@ -3,13 +3,24 @@
 //! A harness that starts real `ringcache` processes on loopback ports they
 //! pick themselves (`--port 0`, the port read back from the log), and a
 //! blocking raw RESP client for asserting exact replies. Every process is
-//! killed when its [`Server`] is dropped, also when a test panics.
+//! killed when its [`Server`] is dropped, also when a test panics, and by
+//! the kernel when the test process itself dies (killed by a timeout or
+//! Ctrl-C): children are spawned with `PR_SET_PDEATHSIG` from one thread
+//! that lives as long as the process (see [`spawn_child`]).
+//!
+//! No wait is unbounded: every poll has a deadline ([`WAIT`]), every socket
+//! a read timeout, and a cluster wait that times out panics with each
+//! node's `INFO cluster`, `INFO replication` and the tail of its log
+//! ([`Cluster::eventually`]). Helper threads inside `std::thread::scope`
+//! are told to stop by a [`StopOnDrop`] guard, so a failed assertion in
+//! the scope ends the test instead of joining a thread that loops for ever.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -55,6 +66,108 @@ pub fn binary() -> PathBuf {
             bin
         })
         .clone()
+}
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` so that the child dies with this test process.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
+/// not the process; test threads end with their test, and a node started
+/// from a helper thread must outlive it. So every child is forked by one
+/// spawner thread that never exits: the signal then comes exactly when the
+/// test process dies, however it dies (SIGKILL from a timeout included).
+/// The setting survives `exec`, also through `ip netns exec`, which execs
+/// the node in place.
+pub fn spawn_child(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("child-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(spawn_with_deathsig(&mut cmd));
+                }
+            })
+            .expect("spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send((cmd, reply_tx)).expect("spawner alive");
+    reply_rx.recv().expect("spawner answers")
+}
+
+fn spawn_with_deathsig(cmd: &mut Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only async-signal-safe functions (prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Runs `cmd` to completion like [`Command::output`], but kills it and
+/// panics (with what it printed) if it takes longer than `limit`: an
+/// external tool (redis-cli, redis-benchmark, python) that waits on a node
+/// that never answers must not hang the test. stdin is closed.
+pub fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    let what = format!("{cmd:?}");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = spawn_child(cmd).unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let (mut out, mut err) = (child.stdout.take().expect("stdout"), child.stderr.take().expect("stderr"));
+    let reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (o, e) = (reader.join().unwrap_or_default(), err_reader.join().unwrap_or_default());
+            panic!(
+                "{what} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&o),
+                String::from_utf8_lossy(&e)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    std::process::Output { status, stdout, stderr }
+}
+
+/// Sets its flag when dropped: create one inside `std::thread::scope`
+/// next to the helper threads that loop until the flag is set, so that a
+/// panic in the scope's body stops them before the scope joins them.
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A process that was spawned and has not reported its address yet.
@@ -157,7 +270,7 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn ringcache");
+        let mut child = spawn_child(cmd).expect("spawn ringcache");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -191,9 +304,20 @@ impl Server {
         Raw::connect(self.addr)
     }
 
+    /// A redis-crate connection; every read and write is bounded by
+    /// [`WAIT`] (an unanswered request fails the test instead of hanging it).
     pub fn redis(&self) -> redis::Connection {
         let client = redis::Client::open(format!("redis://{}/", self.addr)).expect("redis url");
-        client.get_connection_with_timeout(WAIT).expect("redis connection")
+        let con = client.get_connection_with_timeout(WAIT).expect("redis connection");
+        con.set_read_timeout(Some(WAIT)).expect("read timeout");
+        con.set_write_timeout(Some(WAIT)).expect("write timeout");
+        con
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        log[log.len().saturating_sub(n)..].join("\n")
     }
 
     /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
@@ -240,13 +364,24 @@ impl Server {
     }
 
     /// Like [`Server::eventually`] with another bound.
-    pub fn eventually_within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(10));
+    pub fn eventually_within(limit: Duration, what: &str, f: impl FnMut() -> bool) {
+        if let Err(waited) = poll_until(limit, f) {
+            panic!("timed out after {waited:?} waiting for {what}");
         }
     }
+}
+
+/// Polls `f` every 10 ms until it is true (`Ok`) or `limit` passed
+/// (`Err` with the time waited).
+pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> Result<(), Duration> {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() >= limit {
+            return Err(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 impl Drop for Server {
@@ -412,8 +547,8 @@ impl Cluster {
 
     /// Like [`Cluster::wait_converged`], each wait bounded by `limit`.
     pub fn wait_converged_within(&self, n: usize, limit: Duration) {
-        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_some()).collect();
-        Server::eventually_within(limit, &format!("{} nodes to agree on {n} members", running.len()), || {
+        let running = self.running();
+        self.eventually_within(limit, &format!("{} nodes to agree on {n} members", running.len()), || {
             running.iter().all(|&i| self.known_nodes(i) == n) && {
                 let shards: Vec<_> = running.iter().map(|&i| self.node(i).raw().cmd(&["CLUSTER", "SHARDS"])).collect();
                 shards.windows(2).all(|w| w[0] == w[1])
@@ -421,15 +556,55 @@ impl Cluster {
         });
         // And every node has its peer links to the others up, and no slot
         // still arriving (a cluster that just formed settles in a moment).
-        Server::eventually_within(limit, "peer links up", || running.iter().all(|&i| self.links_up(i) + 1 >= n));
-        Server::eventually_within(limit, "no slot importing", || {
+        self.eventually_within(limit, "peer links up", || running.iter().all(|&i| self.links_up(i) + 1 >= n));
+        self.eventually_within(limit, "no slot importing", || {
             running.iter().all(|&i| info_field(self.node(i), "cluster", "rebalance_slots_importing") == "0")
         });
         // Nor any slot whose owners changed still to be compared with its
         // co-owners (writes there fetch first and answer TRYAGAIN).
-        Server::eventually_within(limit, "no slot unsettled", || {
+        self.eventually_within(limit, "no slot unsettled", || {
             running.iter().all(|&i| info_field(self.node(i), "cluster", "rebalance_slots_unsettled") == "0")
         });
+    }
+
+    /// Indices of the nodes that run.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].is_some()).collect()
+    }
+
+    /// Polls `f` until it is true; on timeout panics with what every
+    /// running node says about itself ([`Cluster::diagnose`]).
+    pub fn eventually(&self, what: &str, f: impl FnMut() -> bool) {
+        self.eventually_within(WAIT, what, f)
+    }
+
+    /// Like [`Cluster::eventually`] with another bound.
+    pub fn eventually_within(&self, limit: Duration, what: &str, f: impl FnMut() -> bool) {
+        if let Err(waited) = poll_until(limit, f) {
+            panic!("timed out after {waited:?} waiting for {what}\n{}", self.diagnose());
+        }
+    }
+
+    /// Each running node's `INFO cluster`, `INFO replication` (members,
+    /// epoch, importing, unsettled, links) and the tail of its log: what a
+    /// failed wait prints, so a CI failure can be read from its output.
+    pub fn diagnose(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.nodes.len() {
+            let Some(s) = &self.nodes[i] else {
+                out.push_str(&format!("---- node{i}: not running\n"));
+                continue;
+            };
+            out.push_str(&format!("---- node{i} (pid {}, {})\n", s.pid(), s.addr));
+            for section in ["cluster", "replication"] {
+                match info_text(s, section) {
+                    Ok(text) => out.push_str(&text),
+                    Err(e) => out.push_str(&format!("INFO {section}: {e}\n")),
+                }
+            }
+            out.push_str(&format!("-- last log lines of node{i}:\n{}\n", s.log_tail(40)));
+        }
+        out
     }
 
     /// Peer links of node `i` that are up (INFO replication `peerN` lines).
@@ -514,6 +689,32 @@ pub fn local_keys(s: &Server) -> i64 {
     text.lines()
         .find_map(|l| l.strip_prefix("db0:keys="))
         .map_or(0, |rest| rest.split(',').next().unwrap_or("0").parse().expect("key count"))
+}
+
+/// INFO `section` of node `s` as text, without panicking (a node that
+/// does not answer within a few seconds gives an error): for diagnostics.
+pub fn info_text(s: &Server, section: &str) -> Result<String, String> {
+    let mut stream =
+        TcpStream::connect_timeout(&s.addr, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
+    let mut req = BytesMut::new();
+    command(&mut req, &["INFO", section]);
+    stream.write_all(&req).map_err(|e| format!("write: {e}"))?;
+    let mut buf = BytesMut::new();
+    loop {
+        match decode_frame(&buf, &Limits::default()) {
+            Ok(Some((Frame::Bulk(b), _))) => return Ok(String::from_utf8_lossy(&b).into_owned()),
+            Ok(Some((other, _))) => return Err(format!("reply {other:?}")),
+            Ok(None) => {}
+            Err(e) => return Err(format!("bad reply: {e:?}")),
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = stream.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("closed".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// A field of INFO `section` on node `s`.

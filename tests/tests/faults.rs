@@ -167,7 +167,7 @@ fn record(line: &str) {
 /// Waits until node `by` no longer lists node `gone` (it was declared
 /// Down and left the table).
 fn wait_down(c: &Cluster, by: &[usize], members: usize) {
-    Server::eventually("the others to declare the node down", || by.iter().all(|&i| c.known_nodes(i) == members));
+    c.eventually("the others to declare the node down", || by.iter().all(|&i| c.known_nodes(i) == members));
 }
 
 /// Waits for the cluster to settle after a fault ended at `since`; the

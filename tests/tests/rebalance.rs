@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use redis::Commands;
 use ringcache_protocol::key_slot;
 use ringcache_server::cluster::ring::{Member, SlotTable};
-use ringcache_tests::{Cluster, Server, info_field, local_keys};
+use ringcache_tests::{Cluster, Server, StopOnDrop, info_field, local_keys};
 
 /// A long replication timeout: a debug build moving 200 000 keys on two
 /// shared CPUs answers slowly, which is not what these tests are about.
@@ -97,7 +97,7 @@ fn expected_counts(members: &[&str], n: usize) -> HashMap<String, i64> {
 /// Waits until no node has copies pending, in flight or importing.
 fn wait_rebalanced(c: &Cluster) {
     let running: Vec<usize> = (0..c.nodes.len()).filter(|&i| c.nodes[i].is_some()).collect();
-    Server::eventually("rebalancing to finish", || {
+    c.eventually("rebalancing to finish", || {
         running.iter().all(|&i| {
             ["rebalance_slots_pending", "rebalance_slots_in_flight", "rebalance_slots_importing"]
                 .iter()
@@ -108,7 +108,7 @@ fn wait_rebalanced(c: &Cluster) {
 
 fn assert_placement(c: &Cluster, members: &[&str], n: usize) {
     let want = expected_counts(members, n);
-    Server::eventually("every key on exactly its owners", || {
+    c.eventually("every key on exactly its owners", || {
         (0..c.nodes.len()).filter(|&i| c.nodes[i].is_some()).all(|i| local_keys(c.node(i)) == want[&format!("node{i}")])
     });
 }
@@ -132,6 +132,7 @@ fn a_joining_node_takes_its_slots_without_a_miss() {
     let mut con = c.node(0).redis();
     let (misses, errors) = std::thread::scope(|s| {
         let reader = s.spawn(|| read_until(&mut con, KEYS, &stop));
+        let _stop = StopOnDrop(&stop);
         assert_eq!(c.add(), 3);
         c.wait_converged(4);
         wait_rebalanced(&c);
@@ -184,6 +185,7 @@ fn a_gracefully_stopped_node_hands_its_slots_over() {
     let mut leaving = c.nodes[3].take().expect("node3 runs");
     let (misses, errors) = std::thread::scope(|s| {
         let reader = s.spawn(|| read_until(&mut con, n, &stop));
+        let _stop = StopOnDrop(&stop);
         leaving.signal("TERM");
         let status = leaving.wait();
         assert!(status.success(), "the stopped node exits 0: {status:?}\n{}", leaving.log());
@@ -206,11 +208,11 @@ fn a_node_paused_past_down_catches_up_when_it_returns() {
     let n = 2000;
     let c = loaded_cluster(&args, 3, n);
     c.node(2).signal("STOP");
-    Server::eventually("node2 to be declared down", || (0..2).all(|i| c.known_nodes(i) == 2));
+    c.eventually("node2 to be declared down", || (0..2).all(|i| c.known_nodes(i) == 2));
     // Until the survivors have compared the slots whose owners changed, a
     // write straight to a primary may answer TRYAGAIN (it fetches the key
     // from its co-owners first), which this plain pipeline does not retry.
-    Server::eventually("the survivors to settle their slots", || {
+    c.eventually("the survivors to settle their slots", || {
         (0..2).all(|i| info_field(c.node(i), "cluster", "rebalance_slots_unsettled") == "0")
     });
     let mut con = c.node(0).redis();
@@ -227,7 +229,7 @@ fn a_node_paused_past_down_catches_up_when_it_returns() {
     wait_rebalanced(&c);
     let mut r = c.node(2).raw();
     assert_eq!(r.cmd(&["READONLY"]), ringcache_tests::reply::ok());
-    Server::eventually("node2 to agree with the others", || {
+    c.eventually("node2 to agree with the others", || {
         (0..n + 3000).step_by(7).all(|i| {
             let want =
                 if i < 500 { ringcache_tests::reply::null() } else { ringcache_tests::reply::bulk(&i.to_string()) };
@@ -268,7 +270,7 @@ fn anti_entropy_repairs_what_overflowing_hints_lost() {
     assert_eq!(c.known_nodes(0), 3, "node2 was never declared down");
     let mut r = c.node(2).raw();
     assert_eq!(r.cmd(&["READONLY"]), ringcache_tests::reply::ok());
-    Server::eventually("anti-entropy to bring node2 to agreement", || {
+    c.eventually("anti-entropy to bring node2 to agreement", || {
         added.iter().all(|&i| r.cmd(&["GET", &key(i)]) == ringcache_tests::reply::bulk(&i.to_string()))
             && deleted.iter().all(|&i| r.cmd(&["GET", &key(i)]) == ringcache_tests::reply::null())
     });
@@ -310,6 +312,7 @@ fn scaling_out_and_back_keeps_every_acknowledged_write() {
             }
             acked
         });
+        let _stop = StopOnDrop(&stop);
         for n in [3, 4] {
             assert_eq!(c.add(), n);
             c.wait_converged(n + 1);
@@ -368,11 +371,19 @@ fn incr_while_a_node_joins_never_starts_from_nothing() {
         pipe.set(format!("ctr:{i}"), 100).ignore();
     }
     let () = pipe.query(&mut con).unwrap();
+    let gave_up = AtomicBool::new(false);
     let retries = std::thread::scope(|s| {
         let incr = s.spawn(|| {
             let mut retries = 0;
             for i in 0..n {
+                let deadline = std::time::Instant::now() + ringcache_tests::WAIT;
                 loop {
+                    assert!(!gave_up.load(Relaxed), "the test body failed");
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "ctr:{i} kept failing for {:?}",
+                        ringcache_tests::WAIT
+                    );
                     match con.incr::<_, _, i64>(format!("ctr:{i}"), 1) {
                         Ok(v) => {
                             assert_eq!(v, 101, "ctr:{i} restarted from nothing");
@@ -388,6 +399,7 @@ fn incr_while_a_node_joins_never_starts_from_nothing() {
             }
             retries
         });
+        let _stop = StopOnDrop(&gave_up);
         assert_eq!(c.add(), 3);
         incr.join().unwrap()
     });

@@ -67,13 +67,13 @@ impl RedisServer {
         };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let port_s = port.to_string();
-        let spawned = Command::new("redis-server")
-            .args(["--port", &port_s, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port_s, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+            .stderr(Stdio::null());
+        let spawned = ringcache_tests::spawn_child(cmd);
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => panic!(

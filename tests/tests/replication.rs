@@ -9,7 +9,7 @@ use redis::Commands;
 use ringcache_protocol::Frame;
 use ringcache_server::cluster::replication::LinkKey;
 use ringcache_tests::reply::*;
-use ringcache_tests::{Cluster, Server, info_field, local_keys};
+use ringcache_tests::{Cluster, info_field, local_keys};
 
 /// Two seconds of suspicion so a loaded CI machine does not flap; a short
 /// replication timeout so that failure cases answer quickly.
@@ -55,7 +55,7 @@ fn keys_written_through_one_node_are_on_every_owner() {
     }
     // RF=3 on 3 nodes: each node holds every key itself, with the same
     // absolute expiry.
-    Server::eventually("every owner to hold every key", || (0..3).all(|n| local_keys(c.node(n)) == 10_100));
+    c.eventually("every owner to hold every key", || (0..3).all(|n| local_keys(c.node(n)) == 10_100));
     for i in 0..100 {
         let key = format!("ttl:{i}");
         let at: Vec<Frame> = (0..3).map(|n| local(&c, n, &[&["PEXPIRETIME", &key]]).remove(0)).collect();
@@ -116,7 +116,7 @@ fn concurrent_incrs_through_three_nodes_count_exactly() {
     for n in 0..3 {
         assert_eq!(c.node(n).raw().cmd(&["GET", "counter"]), bulk("2000"));
     }
-    Server::eventually("every owner to hold the final count", || {
+    c.eventually("every owner to hold the final count", || {
         (0..3).all(|n| local(&c, n, &[&["GET", "counter"]]) == vec![bulk("2000")])
     });
 }
@@ -127,7 +127,7 @@ fn a_delete_while_an_owner_is_paused_stays_deleted() {
     // A key whose primary is not node 2 (node 2 is an owner: RF=3).
     let key = c.key_where("del", |o| o[0] != 2);
     assert_eq!(c.node(0).raw().cmd(&["SET", &key, "old"]), ok());
-    Server::eventually("node 2 to hold the key", || local(&c, 2, &[&["GET", &key]]) == vec![bulk("old")]);
+    c.eventually("node 2 to hold the key", || local(&c, 2, &[&["GET", &key]]) == vec![bulk("old")]);
     c.node(2).signal("STOP");
     // W=2: the primary and the other replica acknowledge.
     assert_eq!(c.node(0).raw().cmd(&["DEL", &key]), int(1));
@@ -136,7 +136,7 @@ fn a_delete_while_an_owner_is_paused_stays_deleted() {
     // and keep the delete as a hint.
     std::thread::sleep(Duration::from_millis(1500));
     c.node(2).signal("CONT");
-    Server::eventually("the paused owner to learn of the delete", || local(&c, 2, &[&["GET", &key]]) == vec![null()]);
+    c.eventually("the paused owner to learn of the delete", || local(&c, 2, &[&["GET", &key]]) == vec![null()]);
     for n in 0..3 {
         assert_eq!(local(&c, n, &[&["EXISTS", &key]]), vec![int(0)], "node {n} brought the key back");
         assert_eq!(c.node(n).raw().cmd(&["GET", &key]), null());
@@ -155,7 +155,7 @@ fn a_paused_replica_receives_missed_writes_after_it_resumes() {
     }
     std::thread::sleep(Duration::from_millis(1500));
     c.node(2).signal("CONT");
-    Server::eventually("the resumed replica to hold every write", || {
+    c.eventually("the resumed replica to hold every write", || {
         let mut r = c.node(2).raw();
         assert_eq!(r.cmd(&["READONLY"]), ok());
         keys.iter().all(|k| r.cmd(&["GET", k]) == bulk("during the pause"))
@@ -232,7 +232,7 @@ fn write_quorum_of_three_with_an_owner_paused_fails_clearly() {
     c.wait_converged(3);
     let key = c.key_where("w3", |o| o[0] == 0);
     assert_eq!(c.node(0).raw().cmd(&["SET", &key, "before"]), ok());
-    Server::eventually("node 2 to hold the key", || local(&c, 2, &[&["GET", &key]]) == vec![bulk("before")]);
+    c.eventually("node 2 to hold the key", || local(&c, 2, &[&["GET", &key]]) == vec![bulk("before")]);
     c.node(2).signal("STOP");
     let reply = c.node(1).raw().cmd(&["SET", &key, "during"]);
     let Frame::Error(e) = &reply else { panic!("a write without its quorum succeeded: {reply:?}") };
@@ -246,7 +246,7 @@ fn write_quorum_of_three_with_an_owner_paused_fails_clearly() {
     let reply = c.node(0).raw().cmd(&["SET", &key, "again"]);
     assert!(reply.is_error(), "{reply:?}");
     c.node(2).signal("CONT");
-    Server::eventually("writes to succeed again", || c.node(0).raw().cmd(&["SET", &key, "after"]) == ok());
+    c.eventually("writes to succeed again", || c.node(0).raw().cmd(&["SET", &key, "after"]) == ok());
     let failures: u64 = info_field(c.node(0), "replication", "quorum_failures").parse().unwrap();
     assert!(failures >= 1);
 }
@@ -269,16 +269,14 @@ fn read_quorum_answers_the_newest_and_repairs_stale_owners() {
     let c = cluster(&["--read-quorum", "3"]);
     let key = c.key_where("rq", |o| o[0] == 0);
     assert_eq!(c.node(0).raw().cmd(&["SET", &key, "v1"]), ok());
-    Server::eventually("every owner to hold v1", || {
-        (0..3).all(|n| local(&c, n, &[&["GET", &key]]) == vec![bulk("v1")])
-    });
+    c.eventually("every owner to hold v1", || (0..3).all(|n| local(&c, n, &[&["GET", &key]]) == vec![bulk("v1")]));
     // A newer state that only node 2 received (as if the others missed it).
     let version = ((ringcache_server::net::unix_ms() + 60_000) << 22) | 1;
     assert_eq!(peer(&c, 2).cmd(&["RC.PUT", &key, &version.to_string(), "0", "v2"]), ok());
     // R=3: the primary asks every owner and answers the newest...
     assert_eq!(c.node(1).raw().cmd(&["GET", &key]), bulk("v2"));
     // ...and brings every owner to it.
-    Server::eventually("stale owners repaired", || (0..3).all(|n| local(&c, n, &[&["GET", &key]]) == vec![bulk("v2")]));
+    c.eventually("stale owners repaired", || (0..3).all(|n| local(&c, n, &[&["GET", &key]]) == vec![bulk("v2")]));
     let repairs: u64 = info_field(c.node(0), "replication", "read_repairs").parse().unwrap();
     assert!(repairs >= 1);
     // A replicated state older than what a node holds is ignored.
@@ -320,11 +318,10 @@ fn strangers_on_the_cluster_port_are_refused() {
 #[test]
 fn redis_benchmark_works_against_any_node() {
     let c = cluster(&[]);
-    let out = std::process::Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &c.node(1).port().to_string()])
-        .args(["-t", "set,get", "-n", "3000", "-r", "1000", "-P", "8", "-c", "4", "-q"])
-        .output()
-        .expect("redis-benchmark must be installed (redis-tools)");
+    let mut cmd = std::process::Command::new("redis-benchmark");
+    cmd.args(["-h", "127.0.0.1", "-p", &c.node(1).port().to_string()])
+        .args(["-t", "set,get", "-n", "3000", "-r", "1000", "-P", "8", "-c", "4", "-q"]);
+    let out = ringcache_tests::output_within(cmd, std::time::Duration::from_secs(120));
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("SET:") && text.contains("GET:"), "{text}");

@@ -114,24 +114,22 @@ fn redis_cli_and_pipe_mode() {
     let s = Server::start(&[]);
     let port = s.port().to_string();
     let cli = |args: &[&str]| {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port])
-            .args(args)
-            .output()
-            .expect("redis-cli must be installed (Debian package redis-tools; .ci/run installs it)");
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &port]).args(args);
+        let out = ringcache_tests::output_within(cmd, ringcache_tests::WAIT);
         assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(cli(&["set", "k", "v"]), "OK\n");
     assert_eq!(cli(&["get", "k"]), "v\n");
     assert_eq!(cli(&["ping"]), "PONG\n");
-    let mut child = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port, "--pipe"])
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", "127.0.0.1", "-p", &port, "--pipe"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("redis-cli");
+        .stderr(Stdio::piped());
+    let mut child =
+        ringcache_tests::spawn_child(cmd).expect("redis-cli (Debian package redis-tools; scripts/test.sh installs it)");
     {
         let mut stdin = child.stdin.take().unwrap();
         for i in 0..5000 {
