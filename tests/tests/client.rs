@@ -249,8 +249,11 @@ fn reads_go_to_replicas_when_asked() {
         }
         let after: Vec<u64> = (0..3).map(|i| gets_on(&c, i)).collect();
         let served: Vec<u64> = (0..3).map(|i| after[i] - before[i]).collect();
-        assert_eq!(served[owners[0]], 0, "the primary served replica reads: {served:?}");
-        assert_eq!(served.iter().sum::<u64>(), 30, "{served:?}");
+        // Each GET ran exactly once: a retry (MOVED after a table change,
+        // a lost connection) would show here; say which.
+        let why = || format!("{served:?}; client {:?}\n{}", client.stats(), c.diagnose());
+        assert_eq!(served[owners[0]], 0, "the primary served replica reads: {}", why());
+        assert_eq!(served.iter().sum::<u64>(), 30, "{}", why());
         // Writes still go to the primary, whatever the read preference.
         client.set("rf:key", "w").await.unwrap();
         assert_eq!(c.node(owners[0]).raw().cmd(&["GET", "rf:key"]), Frame::Bulk("w".into()));
