@@ -174,7 +174,7 @@ async fn differing_shards(shared: &Shared, t: &Topology) -> VecDeque<usize> {
 }
 
 /// The slots of `shard`, in the order `RC.DIGESTS` answers them.
-fn shard_slots(shard: usize) -> Vec<u16> {
+pub fn shard_slots(shard: usize) -> Vec<u16> {
     (0..SLOTS_PER_SHARD).map(|i| (i * SHARD_COUNT + shard) as u16).collect()
 }
 

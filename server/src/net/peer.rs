@@ -31,7 +31,7 @@ use super::unix_ms;
 use crate::cluster::replication::{LinkKey, ReadState, hex, parse_op, proof_eq};
 use crate::command::ConnState;
 use crate::shared::{ClientInfo, LocalStats, Shared};
-use crate::store::{SHARD_COUNT, SLOTS_PER_SHARD};
+use crate::store::SHARD_COUNT;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_CHUNK: usize = 64 * 1024;
@@ -274,7 +274,7 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
     } else if name.eq_ignore_ascii_case(b"RC.DIGESTS") && args.len() == 2 {
         match num::<usize>(args.get(1)).filter(|&s| s < SHARD_COUNT) {
             Some(shard) => {
-                let slots: Vec<u16> = (0..SLOTS_PER_SHARD).map(|i| (i * SHARD_COUNT + shard) as u16).collect();
+                let slots = super::antientropy::shard_slots(shard);
                 // The table first: the digests then cover every write this
                 // node applied under an older table.
                 let table = crate::cluster::membership::members_digest(&env.shared.topology());

@@ -965,25 +965,16 @@ impl Store {
         removed
     }
 
-    /// Digests of `slots`: for each, the XOR over its keys (expired ones
+    /// Digests of `slots` (of one shard): for each, the XOR over its keys (expired ones
     /// not yet removed included) and tombstones of [`digest_of`]. Equal
     /// contents give equal digests whatever the order they were written in
     /// (anti-entropy compares them between owners). Kept up to date by
     /// every write, so this reads one word per slot and hashes no key.
     pub fn slot_digests(&self, slots: &[u16]) -> Vec<u64> {
-        let mut out = vec![0; slots.len()];
-        let mut locked: Option<(usize, ShardGuard<'_>)> = None;
-        for (d, &slot) in out.iter_mut().zip(slots) {
-            let s = shard_of(slot);
-            if locked.as_ref().is_none_or(|(held, _)| *held != s) {
-                // One shard locked at a time: release before the next.
-                drop(locked.take());
-                locked = Some((s, self.lock(s)));
-            }
-            let g = &locked.as_ref().expect("locked").1;
-            *d = g.digests[slot_index(slot)] ^ g.tombs.digests[slot_index(slot)];
-        }
-        out
+        let Some(&first) = slots.first() else { return Vec::new() };
+        assert!(slots.iter().all(|&s| shard_of(s) == shard_of(first)), "slots of one shard only");
+        let g = self.lock(shard_of(first));
+        slots.iter().map(|&s| g.digests[slot_index(s)] ^ g.tombs.digests[slot_index(s)]).collect()
     }
 
     /// [`Store::slot_digests`] of every slot, indexed by slot.
