@@ -16,6 +16,14 @@
 //! [`LinkError::Closed`] (they may have run). Hints are replayed, oldest
 //! first, as soon as the link is up again, except those for slots the
 //! member no longer owns. Reconnects back off from 50 ms to 1 s.
+//!
+//! A link that has just started, or whose connection has just broken, is
+//! not yet "unreachable" for calls: while it has been failing to connect
+//! for less than the replication timeout, calls that arrive are held (at
+//! most `HELD_MAX`) and sent as soon as it connects, so a member that
+//! joined a moment ago or restarted its socket never shows as
+//! `-CLUSTERDOWN` to a client. A held call is refused (unsent) once it has
+//! waited the replication timeout; past that streak calls fail at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -53,6 +61,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const DRAIN_MSGS_MAX: usize = 256;
 /// Hints replayed per round, once fewer than this many requests wait.
 const REPLAY_BATCH: usize = 1024;
+/// Calls held at most while a link (re)connects.
+const HELD_MAX: usize = 1024;
 
 /// Why a link could not deliver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,8 +305,16 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
     let key = LinkKey::new(&config.cluster_name, config.cluster_secret.as_deref());
     let mut backoff = BACKOFF_MIN;
     let mut logged_down = false;
+    // Calls held while the link connects, with when each arrived; and
+    // since when the connection has been failing (None: never tried yet).
+    let mut held: VecDeque<(Instant, Msg)> = VecDeque::new();
+    let mut failing_since: Option<Instant> = None;
+    let hold = config.replication_timeout;
     loop {
         if shared.shutdown_requested.load(Relaxed) {
+            for (_, m) in held.drain(..) {
+                st.refuse(m);
+            }
             return;
         }
         let stream = match target(&shared, &name) {
@@ -311,7 +329,9 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
                 st.stats.connects.fetch_add(1, Relaxed);
                 st.stats.down.store(false, Relaxed);
                 st.stats.connected.store(true, Relaxed);
-                let why = session(&shared, &name, stream, &mut rx, &mut st, lane).await;
+                let held_now = std::mem::take(&mut held).into_iter().map(|(_, m)| m);
+                let why = session(&shared, &name, stream, held_now, &mut rx, &mut st, lane).await;
+                failing_since = Some(Instant::now());
                 st.stats.connected.store(false, Relaxed);
                 st.stats.down.store(true, Relaxed);
                 st.stats.inflight.store(0, Relaxed);
@@ -322,6 +342,7 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
                 }
             }
             Err(e) => {
+                failing_since.get_or_insert_with(Instant::now);
                 st.stats.down.store(true, Relaxed);
                 if !logged_down {
                     debug!(peer = %name, error = %e, "cannot reach peer");
@@ -329,16 +350,31 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
                 }
             }
         }
-        // Wait before the next attempt, refusing what arrives meanwhile.
+        // Wait before the next attempt: hold calls while the failure is
+        // young, refuse the rest (writes become hints).
         let until = Instant::now() + backoff;
         backoff = (backoff * 2).min(BACKOFF_MAX);
         loop {
+            let now = Instant::now();
+            while held.front().is_some_and(|(at, _)| *at + hold <= now) {
+                if let Some((_, m)) = held.pop_front() {
+                    st.refuse(m);
+                }
+            }
+            let young = failing_since.is_some_and(|t| now < t + hold);
+            let wake = held.front().map_or(until, |(at, _)| until.min(*at + hold));
             tokio::select! {
                 m = rx.recv() => match m {
+                    Some(m @ Msg::Call { .. }) if young && held.len() < HELD_MAX => held.push_back((now, m)),
                     Some(m) => st.refuse(m),
-                    None => return,
+                    None => {
+                        for (_, m) in held.drain(..) {
+                            st.refuse(m);
+                        }
+                        return;
+                    }
                 },
-                _ = tokio::time::sleep_until(until) => break,
+                _ = tokio::time::sleep_until(wake) => if wake == until { break },
             }
         }
     }
@@ -436,6 +472,7 @@ async fn session(
     shared: &Shared,
     name: &str,
     stream: TcpStream,
+    held: impl Iterator<Item = Msg>,
     rx: &mut mpsc::Receiver<Msg>,
     st: &mut State,
     lane: Lane,
@@ -457,6 +494,11 @@ async fn session(
         Lane::Forward => t * 3,
     }
     .max(REPLY_TIMEOUT_MIN);
+    // Calls held while connecting go first, in the order they came.
+    let mut o = Outbox { wbuf: &mut wbuf, pending: &mut pending, ops: &mut inflight_ops, bytes: &mut inflight_bytes };
+    for m in held {
+        o.take(m, st);
+    }
     let end = loop {
         // Replay hints when the link is not busy.
         if !st.hints.is_empty() && inflight_ops < REPLAY_BATCH {
