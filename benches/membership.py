@@ -77,7 +77,7 @@ class Cluster:
     def spawn(self, i):
         port, cport = self.ports[i]
         args = [self.binary, "--bind", "127.0.0.1", "--port", str(port), "--cluster-port", str(cport),
-                "--node-name", f"node{i}"] + self.extra
+                "--node-name", f"node{i}", "--cluster-secret", "bench-secret"] + self.extra
         for j, (_, seed) in enumerate(self.ports):
             if j != i:
                 args += ["--seed", f"127.0.0.1:{seed}"]

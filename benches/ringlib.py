@@ -38,7 +38,8 @@ def info(port: int, section: str) -> dict[str, str]:
 
 def node_argv(i: int, port: int, cport: int, seed_cports: list[int]) -> list[str]:
     """A ringcache node `node{i}` on `port`/`cport`, seeded with the others."""
-    argv = [str(BIN), "--port", str(port), "--cluster-port", str(cport), "--node-name", f"node{i}"]
+    argv = [str(BIN), "--port", str(port), "--cluster-port", str(cport), "--node-name", f"node{i}",
+            "--cluster-secret", "bench-secret"]
     for s in seed_cports:
         argv += ["--seed", f"127.0.0.1:{s}"]
     return argv

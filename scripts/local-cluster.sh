@@ -2,6 +2,8 @@
 # Starts a local ringcache cluster of N nodes (default 3) on 127.0.0.1:
 # client ports 7000, 7001, ... and cluster ports 17000, 17001, ...; each
 # node is seeded with every other. Logs go to ${RINGCACHE_CLUSTER_DIR:-/tmp/ringcache-cluster}.
+# Clustering needs a shared secret: the script makes one (kept in
+# $dir/cluster-secret, mode 600) unless RINGCACHE_CLUSTER_SECRET is set.
 # Ctrl-C (or SIGTERM) stops every node gracefully.
 #
 #   scripts/local-cluster.sh            # 3 nodes
@@ -13,6 +15,12 @@ shift || true
 base="${RINGCACHE_BASE_PORT:-7000}"
 dir="${RINGCACHE_CLUSTER_DIR:-/tmp/ringcache-cluster}"
 mkdir -p "$dir"
+if [ -z "${RINGCACHE_CLUSTER_SECRET:-}" ]; then
+  if [ ! -s "$dir/cluster-secret" ]; then
+    (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$dir/cluster-secret")
+  fi
+  export RINGCACHE_CLUSTER_SECRET_FILE="$dir/cluster-secret"
+fi
 cargo build --release -q -p ringcache-server
 bin=target/release/ringcache
 pids=()

@@ -586,6 +586,9 @@ impl Client {
     async fn check_epoch(&self) {
         self.inner.counters.epoch_checks.fetch_add(1, Relaxed);
         let r = self.routing();
+        if r.shards.is_empty() && r.source.is_some() && r.epoch.is_none() {
+            return; // a standalone server: no map to keep
+        }
         if let (Some(known), Some(addr)) = (r.epoch, r.source)
             && let Ok(c) = self.conn(addr).await
             && let Ok(info) = c.request(&["CLUSTER", "INFO"]).await
@@ -633,19 +636,31 @@ impl Client {
             let mut replies = replies.into_iter();
             let (Some(info), Some(slots)) = (replies.next(), replies.next()) else { continue };
             let epoch = info.reply().await.ok().as_ref().and_then(info_epoch);
-            match slots.reply().await {
+            let routing = match slots.reply().await {
                 Ok(Frame::Array(ranges)) => {
                     let mut routing = parse_slots(&ranges, addr, current + 1);
                     routing.epoch = epoch;
-                    let version = routing.version;
-                    *self.inner.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routing);
-                    self.inner.published.store(version, std::sync::atomic::Ordering::Release);
-                    self.inner.counters.refreshes.fetch_add(1, Relaxed);
-                    return Ok(());
+                    routing
                 }
-                Ok(other) => last = Error::Protocol(format!("CLUSTER SLOTS from {addr}: {other:?}")),
-                Err(e) => last = e,
-            }
+                // A standalone server (ringcache without a cluster secret,
+                // or a plain Redis): every key lives on it.
+                Ok(Frame::Error(e)) if e.windows(24).any(|w| w == b"cluster support disabled") => {
+                    parse_slots(&[], addr, current + 1)
+                }
+                Ok(other) => {
+                    last = Error::Protocol(format!("CLUSTER SLOTS from {addr}: {other:?}"));
+                    continue;
+                }
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let version = routing.version;
+            *self.inner.routing.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(routing);
+            self.inner.published.store(version, std::sync::atomic::Ordering::Release);
+            self.inner.counters.refreshes.fetch_add(1, Relaxed);
+            return Ok(());
         }
         Err(last)
     }

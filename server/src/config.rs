@@ -6,6 +6,7 @@
 //! "100mb"`, `maxmemory-policy = "allkeys-lru"`); unknown keys are errors,
 //! so a typo never silently falls back to a default.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,6 +15,11 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::store::Policy;
+
+/// The largest weight a node may have (also the bound on remote members).
+pub const WEIGHT_MAX: u32 = 64;
+/// The longest node name (also the bound on remote members).
+pub const NAME_MAX: usize = 255;
 
 /// Command-line flags. Every flag is optional here so that the file and the
 /// defaults can fill what is absent; see [`Config`] for the resolved values.
@@ -32,9 +38,15 @@ pub struct Flags {
     /// Cluster port (gossip UDP and peer TCP); default port + 10000.
     #[arg(long, env = "RINGCACHE_CLUSTER_PORT")]
     pub cluster_port: Option<u16>,
-    /// This node's name in the cluster; default bind:port.
+    /// This node's name in the cluster; default host name:port (unique per
+    /// host, stable across restarts with new addresses).
     #[arg(long, env = "RINGCACHE_NODE_NAME")]
     pub node_name: Option<String>,
+    /// The address this node gives other nodes and clients (CLUSTER SLOTS,
+    /// MOVED, gossip); default: the bind address, or when that is
+    /// unspecified (0.0.0.0, ::) the local address used to reach the seeds.
+    #[arg(long, env = "RINGCACHE_CLUSTER_ANNOUNCE_IP")]
+    pub cluster_announce_ip: Option<IpAddr>,
     /// Seed node HOST:PORT (repeatable; comma-separated in the environment).
     #[arg(long = "seed", env = "RINGCACHE_SEED", value_delimiter = ',')]
     pub seeds: Vec<String>,
@@ -69,9 +81,18 @@ pub struct Flags {
     /// Password clients must give with AUTH or HELLO.
     #[arg(long, env = "RINGCACHE_REQUIREPASS")]
     pub requirepass: Option<String>,
-    /// Shared secret authenticating cluster traffic.
+    /// Shared secret authenticating cluster traffic. Without one (here or
+    /// in --cluster-secret-file) the node is a standalone cache: no
+    /// cluster port, no seeds.
     #[arg(long, env = "RINGCACHE_CLUSTER_SECRET")]
     pub cluster_secret: Option<String>,
+    /// File holding the cluster secret (one line; e.g. a mounted Secret).
+    #[arg(long, env = "RINGCACHE_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// yes (default): without a password, refuse clients that are not on
+    /// loopback with -DENIED, as Redis; no: serve every address.
+    #[arg(long, env = "RINGCACHE_PROTECTED_MODE")]
+    pub protected_mode: Option<String>,
     /// Name of the cluster; nodes of other clusters are never admitted.
     #[arg(long, env = "RINGCACHE_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
@@ -90,6 +111,17 @@ pub struct Flags {
     /// HTTP port for /metrics, /health, /ready, /cluster (off if absent).
     #[arg(long, env = "RINGCACHE_ADMIN_PORT")]
     pub admin_port: Option<u16>,
+    /// Address the admin HTTP port listens on (default 127.0.0.1).
+    #[arg(long, env = "RINGCACHE_ADMIN_BIND")]
+    pub admin_bind: Option<String>,
+    /// Bearer token the admin HTTP port requires (`Authorization: Bearer
+    /// TOKEN`); without it /health and /ready give their status only.
+    #[arg(long, env = "RINGCACHE_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Resolve and validate the configuration, print it, and exit (0 if
+    /// valid) without binding anything.
+    #[arg(long)]
+    pub check_config: bool,
     /// Log format: text or json.
     #[arg(long, env = "RINGCACHE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -128,6 +160,11 @@ pub struct Flags {
     /// Most bytes of hints kept per unreachable owner (accepts 64mb, ...).
     #[arg(long, env = "RINGCACHE_HINTS_MAX_BYTES")]
     pub hints_max_bytes: Option<String>,
+    /// Replicated versions stamped more than this many ms ahead of this
+    /// node's clock are refused (and counted): a peer with a runaway clock
+    /// must not write values nothing can overwrite.
+    #[arg(long, env = "RINGCACHE_MAX_CLOCK_SKEW_MS")]
+    pub max_clock_skew_ms: Option<u64>,
     /// Seconds a deleted key's tombstone is kept.
     #[arg(long, env = "RINGCACHE_TOMBSTONE_GRACE")]
     pub tombstone_grace: Option<u64>,
@@ -156,6 +193,7 @@ struct FileConfig {
     port: Option<u16>,
     cluster_port: Option<u16>,
     node_name: Option<String>,
+    cluster_announce_ip: Option<IpAddr>,
     #[serde(alias = "seeds")]
     seed: Option<Vec<String>>,
     replicas: Option<u32>,
@@ -168,12 +206,16 @@ struct FileConfig {
     maxmemory_samples: Option<u32>,
     requirepass: Option<String>,
     cluster_secret: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
+    protected_mode: Option<String>,
     cluster_name: Option<String>,
     gossip_probe_period_ms: Option<u64>,
     gossip_probe_rtt_ms: Option<u64>,
     gossip_suspect_ms: Option<u64>,
     gossip_interval_ms: Option<u64>,
     admin_port: Option<u16>,
+    admin_bind: Option<String>,
+    admin_token: Option<String>,
     log_format: Option<String>,
     maxclients: Option<u32>,
     timeout: Option<u64>,
@@ -187,6 +229,7 @@ struct FileConfig {
     hints_max_keys: Option<u64>,
     hints_max_bytes: Option<Size>,
     tombstone_grace: Option<u64>,
+    max_clock_skew_ms: Option<u64>,
     rebalance_rate: Option<u64>,
     drain_timeout: Option<u64>,
     join_timeout_ms: Option<u64>,
@@ -246,6 +289,10 @@ pub struct Config {
     pub port: u16,
     pub cluster_port: u16,
     pub node_name: String,
+    /// Whether `node_name` is the default (host name:port): with `--port
+    /// 0` the port in it is filled in once bound.
+    pub node_name_default: bool,
+    pub cluster_announce_ip: Option<IpAddr>,
     pub seeds: Vec<String>,
     pub replicas: u32,
     pub write_quorum: u32,
@@ -256,10 +303,15 @@ pub struct Config {
     pub maxmemory_policy: Policy,
     pub maxmemory_samples: u32,
     pub requirepass: Option<String>,
+    /// Some: this node clusters (gossip, peer links, seeds); None: a
+    /// standalone cache with no cluster port.
     pub cluster_secret: Option<String>,
+    pub protected_mode: bool,
     pub cluster_name: String,
     pub gossip: GossipTiming,
     pub admin_port: Option<u16>,
+    pub admin_bind: String,
+    pub admin_token: Option<String>,
     pub log_format: LogFormat,
     pub maxclients: u32,
     pub timeout: Duration,
@@ -273,12 +325,15 @@ pub struct Config {
     pub hints_max_keys: u64,
     pub hints_max_bytes: u64,
     pub tombstone_grace: Duration,
+    pub max_clock_skew: Duration,
     pub rebalance_rate: u64,
     pub drain_timeout: Duration,
     /// How long a node with seeds refuses keys while no member answered.
     /// Zero: until one does.
     pub join_timeout: Duration,
     pub config_file: Option<PathBuf>,
+    /// `--check-config`: validate, print, exit.
+    pub check_config: bool,
 }
 
 impl Default for Config {
@@ -310,6 +365,44 @@ pub fn parse_memory(s: &str) -> Option<u64> {
 
 fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
     flag.or(file).unwrap_or(default)
+}
+
+/// `yes`/`no` (Redis's spelling; true/false too).
+fn yes_no(what: &str, v: String) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err(ConfigError::Invalid(what.into(), v)),
+    }
+}
+
+/// The cluster secret, given inline or in a file (not both); empty is none.
+fn secret(inline: Option<String>, file: Option<PathBuf>) -> Result<Option<String>, ConfigError> {
+    let inline = inline.filter(|s| !s.is_empty());
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Inconsistent(
+            "give the cluster secret once: --cluster-secret or --cluster-secret-file, not both".into(),
+        )),
+        (Some(s), None) => Ok(Some(s)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+            let s = text.trim_end_matches(['\r', '\n']).to_string();
+            if s.is_empty() {
+                return Err(ConfigError::Invalid("cluster-secret-file (empty)".into(), path.display().to_string()));
+            }
+            Ok(Some(s))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// This host's name (a container's or pod's own), for the default node
+/// name; `localhost` when the system has none.
+pub fn host_name() -> String {
+    let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    let name = from_kernel.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_default();
+    let name = name.trim();
+    if name.is_empty() { "localhost".into() } else { name.to_string() }
 }
 
 impl Config {
@@ -345,7 +438,8 @@ impl Config {
                 ConfigError::Inconsistent(format!("port {port} + 10000 is not a port: set --cluster-port"))
             })?,
         };
-        let node_name = pick(flags.node_name, file.node_name, format!("{bind}:{port}"));
+        let node_name_default = flags.node_name.is_none() && file.node_name.is_none();
+        let node_name = pick(flags.node_name, file.node_name, format!("{}:{port}", host_name()));
         let seeds = if flags.seeds.is_empty() { file.seed.unwrap_or_default() } else { flags.seeds };
         let policy_text = pick(flags.maxmemory_policy, file.maxmemory_policy, "noeviction".to_string());
         let maxmemory_policy =
@@ -372,6 +466,7 @@ impl Config {
             hints_max_keys: pick(flags.hints_max_keys, file.hints_max_keys, 100_000),
             hints_max_bytes: size(flags.hints_max_bytes, file.hints_max_bytes, "hints-max-bytes", 64 << 20)?,
             tombstone_grace: Duration::from_secs(pick(flags.tombstone_grace, file.tombstone_grace, 600)),
+            max_clock_skew: Duration::from_millis(pick(flags.max_clock_skew_ms, file.max_clock_skew_ms, 60_000)),
             rebalance_rate: pick(flags.rebalance_rate, file.rebalance_rate, 0),
             drain_timeout: Duration::from_secs(pick(flags.drain_timeout, file.drain_timeout, 30)),
             join_timeout: Duration::from_millis(pick(flags.join_timeout_ms, file.join_timeout_ms, 30_000)),
@@ -389,7 +484,15 @@ impl Config {
             maxmemory_policy,
             maxmemory_samples: pick(flags.maxmemory_samples, file.maxmemory_samples, 5),
             requirepass: flags.requirepass.or(file.requirepass).filter(|p| !p.is_empty()),
-            cluster_secret: flags.cluster_secret.or(file.cluster_secret).filter(|s| !s.is_empty()),
+            cluster_secret: secret(
+                flags.cluster_secret.or(file.cluster_secret),
+                flags.cluster_secret_file.or(file.cluster_secret_file),
+            )?,
+            protected_mode: yes_no("protected-mode", pick(flags.protected_mode, file.protected_mode, "yes".into()))?,
+            node_name_default,
+            cluster_announce_ip: flags.cluster_announce_ip.or(file.cluster_announce_ip),
+            admin_bind: pick(flags.admin_bind, file.admin_bind, "127.0.0.1".to_string()),
+            admin_token: flags.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
             cluster_name: pick(flags.cluster_name, file.cluster_name, "ringcache".to_string()),
             gossip: GossipTiming {
                 probe_period: Duration::from_millis(pick(
@@ -421,15 +524,55 @@ impl Config {
             threads: pick(flags.threads, file.threads, 0),
             shutdown_timeout: Duration::from_secs(pick(flags.shutdown_timeout, file.shutdown_timeout, 10)),
             config_file: flags.config,
+            check_config: flags.check_config,
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The resolved settings that shape a deployment, one per line, secrets
+    /// shown only as set or not (`--check-config`).
+    pub fn describe(&self) -> String {
+        let set = |o: &Option<String>| if o.is_some() { "(set)" } else { "(none)" };
+        let mode = if self.cluster_secret.is_some() { "cluster" } else { "standalone" };
+        let announce = self.cluster_announce_ip.map_or("(auto)".to_string(), |ip| ip.to_string());
+        format!(
+            "config ok\nmode = {mode}\nbind = {}\nport = {}\ncluster-port = {}\nnode-name = {}\n\
+             cluster-announce-ip = {announce}\nseeds = {:?}\ncluster-name = {}\ncluster-secret = {}\n\
+             requirepass = {}\nprotected-mode = {}\nreplicas = {}\nwrite-quorum = {}\nread-quorum = {}\n\
+             maxmemory = {}\nmaxmemory-policy = {:?}\nadmin = {}\nadmin-token = {}\n",
+            self.bind,
+            self.port,
+            self.cluster_port,
+            self.node_name,
+            self.seeds,
+            self.cluster_name,
+            set(&self.cluster_secret),
+            set(&self.requirepass),
+            if self.protected_mode { "yes" } else { "no" },
+            self.replicas,
+            self.write_quorum,
+            self.read_quorum,
+            self.maxmemory,
+            self.maxmemory_policy,
+            self.admin_port.map_or("(off)".to_string(), |p| format!("{}:{p}", self.admin_bind)),
+            set(&self.admin_token),
+        )
+    }
+
+    /// Whether this node clusters (it has a secret): otherwise it opens no
+    /// cluster port and is a standalone cache.
+    pub fn clustered(&self) -> bool {
+        self.cluster_secret.is_some()
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |what: &str, v: &dyn std::fmt::Display| Err(ConfigError::Invalid(what.into(), v.to_string()));
         if self.replicas == 0 {
             return bad("replicas", &self.replicas);
+        }
+        if self.max_clock_skew < Duration::from_secs(1) {
+            return bad("max-clock-skew-ms (at least 1000)", &self.max_clock_skew.as_millis());
         }
         if self.replication_timeout.is_zero() {
             return bad("replication-timeout-ms", &0);
@@ -449,7 +592,7 @@ impl Config {
         if self.vnodes == 0 || self.vnodes > 4096 {
             return bad("vnodes (1..=4096)", &self.vnodes);
         }
-        if self.weight == 0 || self.weight > 64 {
+        if self.weight == 0 || self.weight > WEIGHT_MAX {
             return bad("weight (1..=64)", &self.weight);
         }
         if self.maxmemory_samples == 0 || self.maxmemory_samples > 64 {
@@ -481,6 +624,22 @@ impl Config {
         if self.max_multibulk_len == 0 {
             return bad("max-multibulk-len", &self.max_multibulk_len);
         }
+        if !self.seeds.is_empty() && self.cluster_secret.is_none() {
+            return Err(ConfigError::Inconsistent(
+                "seeds are given but no cluster secret: every node of a cluster needs the same secret \
+                 (--cluster-secret, RINGCACHE_CLUSTER_SECRET or --cluster-secret-file; \
+                 make one with `openssl rand -hex 32`); without seeds and a secret the node runs standalone"
+                    .into(),
+            ));
+        }
+        if self.node_name.is_empty() || self.node_name.len() > NAME_MAX {
+            return bad("node-name (1 to 255 bytes)", &self.node_name);
+        }
+        if let Some(ip) = self.cluster_announce_ip
+            && (ip.is_unspecified() || ip.is_multicast())
+        {
+            return bad("cluster-announce-ip (an address others can reach)", &ip);
+        }
         Ok(())
     }
 }
@@ -508,7 +667,9 @@ mod tests {
         assert_eq!(c.bind, "127.0.0.1");
         assert_eq!(c.port, 6379);
         assert_eq!(c.cluster_port, 16379);
-        assert_eq!(c.node_name, "127.0.0.1:6379");
+        assert_eq!(c.node_name, format!("{}:6379", host_name()));
+        assert!(c.node_name_default && c.cluster_secret.is_none() && c.protected_mode);
+        assert_eq!(c.admin_bind, "127.0.0.1");
         assert_eq!((c.replicas, c.write_quorum, c.read_quorum, c.vnodes, c.weight), (3, 2, 1, 256, 1));
         assert_eq!(c.maxmemory_policy, Policy::NoEviction);
     }
@@ -520,7 +681,7 @@ mod tests {
         let path = dir.join("c.toml");
         std::fs::write(
             &path,
-            "port = 7000\nmaxmemory = \"10mb\"\nmaxmemory-policy = \"allkeys-lru\"\nseed = [\"a:1\"]\n",
+            "port = 7000\nmaxmemory = \"10mb\"\nmaxmemory-policy = \"allkeys-lru\"\nseed = [\"a:1\"]\ncluster-secret = \"s\"\n",
         )
         .unwrap();
         let flags = Flags { config: Some(path.clone()), port: Some(7001), ..Flags::default() };
@@ -533,6 +694,30 @@ mod tests {
         std::fs::write(&path, "prot = 1\n").unwrap();
         let err = Config::resolve(Flags { config: Some(path), ..Flags::default() }).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn clustering_needs_a_secret_given_once() {
+        let seeds = || vec!["a:1".to_string()];
+        let err = Config::resolve(Flags { seeds: seeds(), ..Flags::default() }).unwrap_err().to_string();
+        assert!(err.contains("no cluster secret") && err.contains("openssl rand"), "{err}");
+        let c =
+            Config::resolve(Flags { seeds: seeds(), cluster_secret: Some("s".into()), ..Flags::default() }).unwrap();
+        assert!(c.clustered());
+        let path = std::env::temp_dir().join(format!("ringcache-secret-test-{}", std::process::id()));
+        std::fs::write(&path, "from-file\n").unwrap();
+        let from_file = Flags { seeds: seeds(), cluster_secret_file: Some(path.clone()), ..Flags::default() };
+        assert_eq!(Config::resolve(from_file).unwrap().cluster_secret.as_deref(), Some("from-file"));
+        let both =
+            Flags { cluster_secret: Some("s".into()), cluster_secret_file: Some(path.clone()), ..Flags::default() };
+        assert!(Config::resolve(both).unwrap_err().to_string().contains("not both"));
+        std::fs::write(&path, "\n").unwrap();
+        assert!(Config::resolve(Flags { cluster_secret_file: Some(path.clone()), ..Flags::default() }).is_err());
+        let _ = std::fs::remove_file(path);
+        assert!(!Config::default().clustered(), "no secret: standalone");
+        assert!(Config::resolve(Flags { protected_mode: Some("maybe".into()), ..Flags::default() }).is_err());
+        let announce = Flags { cluster_announce_ip: Some("0.0.0.0".parse().unwrap()), ..Flags::default() };
+        assert!(Config::resolve(announce).is_err());
     }
 
     #[test]

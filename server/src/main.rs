@@ -14,6 +14,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if config.check_config {
+        print!("{}", config.describe());
+        return ExitCode::SUCCESS;
+    }
     let filter = EnvFilter::try_from_env("RINGCACHE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log_format {

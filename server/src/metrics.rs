@@ -163,6 +163,36 @@ impl Collector for NodeCollector {
         )?;
         counter(
             &mut e,
+            "ringcache_gossip_members_refused",
+            "Gossip packets refused for an invalid member record (weight, name, address).",
+            m.gossip_members_refused.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_gossip_name_conflicts",
+            "Times two live members were seen using one node name.",
+            m.gossip_name_conflicts.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_versions_refused",
+            "Replicated states refused: their version was too far ahead of this node's clock.",
+            m.versions_refused.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_clients_denied",
+            "Client connections refused by protected mode (no password, not loopback).",
+            m.clients_denied.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ringcache_admin_unauthorized",
+            "Admin HTTP requests refused for a missing or wrong bearer token.",
+            m.admin_unauthorized.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
             "ringcache_peer_rejected_connections",
             "Peer TCP connections refused (failed handshake, strangers).",
             m.peer_rejected.load(Relaxed),

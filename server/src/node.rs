@@ -1,7 +1,7 @@
 //! The composition root: builds a node's shared state, binds its sockets,
 //! starts its tasks, and runs the graceful shutdown.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -58,8 +58,39 @@ pub struct Node {
     pub shared: Arc<Shared>,
     clients: TcpListener,
     admin: Option<TcpListener>,
-    peers: TcpListener,
+    /// The cluster port's TCP side; None for a standalone node.
+    peers: Option<TcpListener>,
     gossip: Option<Gossip>,
+}
+
+/// The address other hosts and clients reach this node at:
+/// `--cluster-announce-ip`; else a specific bind address; else the local
+/// address this host uses to reach its first reachable seed; else its
+/// first non-loopback interface address; loopback only as the last resort
+/// (logged: other hosts cannot reach it).
+async fn announce_ip(config: &crate::config::Config, bound: IpAddr) -> IpAddr {
+    if let Some(ip) = config.cluster_announce_ip {
+        return ip;
+    }
+    if !bound.is_unspecified() {
+        return bound;
+    }
+    for seed in &config.seeds {
+        let Ok(found) = tokio::net::lookup_host(seed.as_str()).await else { continue };
+        for addr in found {
+            if let Some(ip) = crate::net::route_source(addr).await {
+                info!(%ip, %seed, "advertising the address this host reaches its seed from (set --cluster-announce-ip to choose)");
+                return ip;
+            }
+        }
+    }
+    if let Some(ip) = crate::net::first_interface_ip(bound.is_ipv6()) {
+        info!(%ip, "advertising this host's first non-loopback address (set --cluster-announce-ip to choose)");
+        return ip;
+    }
+    let ip = if bound.is_ipv6() { std::net::Ipv6Addr::LOCALHOST.into() } else { std::net::Ipv4Addr::LOCALHOST.into() };
+    warn!(%ip, "no non-loopback address found: advertising loopback, other hosts cannot reach this node; set --cluster-announce-ip");
+    ip
 }
 
 impl Node {
@@ -73,48 +104,55 @@ impl Node {
         let clients = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen for clients on {addr}"))?;
         let admin = match config.admin_port {
             Some(p) => {
-                let a = listen_addr(&config.bind, p);
+                let a = listen_addr(&config.admin_bind, p);
                 Some(TcpListener::bind(&a).await.with_context(|| format!("cannot listen for admin HTTP on {a}"))?)
             }
             None => None,
         };
         let mut config = config;
         let bound = clients.local_addr().context("client listener address")?;
-        let (gossip_socket, peers) = bind_cluster_port(&config.bind, config.cluster_port).await?;
-        let gossip_bound = gossip_socket.local_addr().context("gossip socket address")?;
-        config.cluster_port = gossip_bound.port();
-        // The default name is bind:port; with --port 0 the real port is only
-        // known now.
-        if config.node_name == format!("{}:0", config.bind) {
-            config.node_name = format!("{}:{}", config.bind, bound.port());
+        // The default name is host:port; with --port 0 the real port is
+        // only known now.
+        if config.node_name_default && config.port == 0 {
+            config.node_name = format!("{}:{}", crate::config::host_name(), bound.port());
         }
+        // What other hosts and clients are told (CLUSTER SLOTS, MOVED,
+        // gossip): never 0.0.0.0, and loopback only when nothing else is.
+        let ip = announce_ip(&config, bound.ip()).await;
+        let client_addr = SocketAddr::new(ip, bound.port());
         // Grows across restarts, so a restarted node wins over its old self.
         let generation = unix_ms();
-        let myself =
-            NodeInfo { generation, ..NodeInfo::new(&config.node_name, bound, config.cluster_port, config.weight) };
-        let topology = Topology::single(myself, config.replicas as usize, config.vnodes);
-        // Seen by peers: the address they can reach, even when bound to 0.0.0.0.
-        let advertised = |a: SocketAddr| {
-            if a.ip().is_unspecified() { SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port()) } else { a }
+        let (gossip, peers) = match &config.cluster_secret {
+            Some(secret) => {
+                let (gossip_socket, peers) = bind_cluster_port(&config.bind, config.cluster_port).await?;
+                config.cluster_port = gossip_socket.local_addr().context("gossip socket address")?.port();
+                let me = NodeIdentity {
+                    name: config.node_name.clone(),
+                    generation,
+                    gossip_addr: SocketAddr::new(ip, config.cluster_port),
+                    client_addr,
+                    weight: config.weight,
+                };
+                let gossip = Gossip {
+                    socket: gossip_socket,
+                    me,
+                    seeds: config.seeds.clone(),
+                    key: PacketKey::new(&config.cluster_name, Some(secret)),
+                    timing: config.gossip,
+                    seed_addrs: Vec::new(),
+                };
+                (Some(gossip), Some(peers))
+            }
+            None => (None, None),
         };
-        let me = NodeIdentity {
-            name: config.node_name.clone(),
+        let myself = NodeInfo {
             generation,
-            gossip_addr: advertised(gossip_bound),
-            client_addr: advertised(bound),
-            weight: config.weight,
+            ..NodeInfo::new(&config.node_name, client_addr, config.cluster_port, config.weight)
         };
-        let gossip = Gossip {
-            socket: gossip_socket,
-            me,
-            seeds: config.seeds.clone(),
-            key: PacketKey::new(&config.cluster_name, config.cluster_secret.as_deref()),
-            timing: config.gossip,
-            seed_addrs: Vec::new(),
-        };
+        let topology = Topology::single(myself, config.replicas as usize, config.vnodes);
         let shared = Arc::new(Shared::new(config, unix_ms(), topology));
         *shared.client_addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bound);
-        Ok(Node { shared, clients, admin, peers, gossip: Some(gossip) })
+        Ok(Node { shared, clients, admin, peers, gossip })
     }
 
     pub fn client_addr(&self) -> Option<SocketAddr> {
@@ -135,7 +173,8 @@ impl Node {
         // serves, so peers switch tables before its sockets close.
         let (leave_tx, leave_rx) = watch::channel(false);
         if let Some(addr) = self.client_addr() {
-            info!(%addr, node = %shared.config.node_name, "listening for clients");
+            let mode = if shared.config.clustered() { "cluster" } else { "standalone (no cluster secret)" };
+            info!(%addr, node = %shared.config.node_name, mode, "listening for clients");
         }
         if let Some(addr) = self.admin_addr() {
             info!(%addr, "admin HTTP listening");
@@ -154,9 +193,11 @@ impl Node {
         if let Some(admin) = self.admin {
             tasks.push(tokio::spawn(net::admin::accept_loop(shared.clone(), admin, stop_rx.clone())));
         }
-        tasks.push(tokio::spawn(net::peer::accept_loop(shared.clone(), self.peers, stop_rx.clone())));
-        tasks.push(tokio::spawn(net::rebalance::run(shared.clone(), stop_rx.clone())));
-        tasks.push(tokio::spawn(net::antientropy::run(shared.clone(), stop_rx.clone())));
+        if let Some(peers) = self.peers {
+            tasks.push(tokio::spawn(net::peer::accept_loop(shared.clone(), peers, stop_rx.clone())));
+            tasks.push(tokio::spawn(net::rebalance::run(shared.clone(), stop_rx.clone())));
+            tasks.push(tokio::spawn(net::antientropy::run(shared.clone(), stop_rx.clone())));
+        }
         tasks.push(tokio::spawn(expire_loop(shared.clone(), stop_rx.clone())));
 
         wait_for_stop(&shared).await;

@@ -27,6 +27,8 @@ pub struct Settings {
     pub client_query_buffer_limit: AtomicU64,
     pub max_multibulk_len: AtomicU32,
     pub requirepass: RwLock<Option<Arc<str>>>,
+    /// Refuse non-loopback clients while no password is set.
+    pub protected_mode: AtomicBool,
 }
 
 impl Settings {
@@ -38,6 +40,7 @@ impl Settings {
             client_query_buffer_limit: AtomicU64::new(c.client_query_buffer_limit),
             max_multibulk_len: AtomicU32::new(c.max_multibulk_len),
             requirepass: RwLock::new(c.requirepass.as_deref().map(Arc::from)),
+            protected_mode: AtomicBool::new(c.protected_mode),
         }
     }
 
@@ -98,6 +101,16 @@ pub struct Metrics {
     pub peer_rejected: AtomicU64,
     /// Stale owners sent the newest state after a quorum read.
     pub read_repairs: AtomicU64,
+    /// Gossip packets refused for an invalid member record (weight, name, address).
+    pub gossip_members_refused: AtomicU64,
+    /// Times two live members were seen using one node name.
+    pub gossip_name_conflicts: AtomicU64,
+    /// Replicated states refused: their version was too far ahead of this node's clock.
+    pub versions_refused: AtomicU64,
+    /// Client connections refused by protected mode (no password, not loopback).
+    pub clients_denied: AtomicU64,
+    /// Admin HTTP requests refused for a missing or wrong bearer token.
+    pub admin_unauthorized: AtomicU64,
 }
 
 impl Metrics {
@@ -120,6 +133,11 @@ impl Metrics {
             quorum_failures: AtomicU64::new(0),
             peer_rejected: AtomicU64::new(0),
             read_repairs: AtomicU64::new(0),
+            gossip_members_refused: AtomicU64::new(0),
+            gossip_name_conflicts: AtomicU64::new(0),
+            versions_refused: AtomicU64::new(0),
+            clients_denied: AtomicU64::new(0),
+            admin_unauthorized: AtomicU64::new(0),
         }
     }
 
@@ -397,6 +415,12 @@ pub struct Shared {
     /// with a member, by seeds that all name this node, or after
     /// `join_timeout` (then it serves alone, as a node with no seeds).
     pub awaiting_seed: AtomicBool,
+    /// Set when the join timeout passed with no seed answering: the node
+    /// serves its own keys alone and is not ready (`/ready` 503, CLUSTER
+    /// INFO `cluster_join_state:alone`) until a member answers.
+    pub running_alone: AtomicBool,
+    /// When `version_ok` last logged a refusal (unix ms).
+    last_skew_log_ms: AtomicU64,
     /// The current slot table and members, replaced whole on every change.
     topology: RwLock<Arc<Topology>>,
     /// Bumped on every `set_topology`; connections cache the topology and
@@ -452,8 +476,47 @@ impl Shared {
             antientropy: AntiEntropyStats::default(),
             wrote_alone: AtomicBool::new(false),
             awaiting_seed: AtomicBool::new(seeded),
+            running_alone: AtomicBool::new(false),
+            last_skew_log_ms: AtomicU64::new(0),
             topology: RwLock::new(Arc::new(topology)),
             topology_version: Padded(AtomicU64::new(1)),
+        }
+    }
+
+    /// Whether a replicated `version` may be applied: refused (counted,
+    /// logged at most every 10 s) when it is stamped more than
+    /// `max-clock-skew` ahead of this node's clock.
+    pub fn version_ok(&self, version: u64, now_ms: u64) -> bool {
+        let stamped = crate::store::version_parts(version).0;
+        let skew = self.config.max_clock_skew.as_millis() as u64;
+        if stamped <= now_ms.saturating_add(skew) {
+            return true;
+        }
+        let n = self.metrics.versions_refused.fetch_add(1, Relaxed) + 1;
+        let last = self.last_skew_log_ms.load(Relaxed);
+        if now_ms >= last + 10_000 && self.last_skew_log_ms.compare_exchange(last, now_ms, Relaxed, Relaxed).is_ok() {
+            tracing::warn!(
+                ahead_ms = stamped - now_ms,
+                max_ms = skew,
+                refused = n,
+                "refused a replicated write stamped too far in the future: check the clocks of the cluster's hosts (NTP)"
+            );
+        }
+        false
+    }
+
+    /// Where this node stands in joining its cluster: `standalone` (no
+    /// secret), `awaiting-seed`, `alone` (gave up waiting), or `joined`
+    /// (met a member, or the first node of its cluster).
+    pub fn join_state(&self) -> &'static str {
+        if !self.config.clustered() {
+            "standalone"
+        } else if self.awaiting_seed.load(Relaxed) {
+            "awaiting-seed"
+        } else if self.running_alone.load(Relaxed) {
+            "alone"
+        } else {
+            "joined"
         }
     }
 

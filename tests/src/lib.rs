@@ -34,6 +34,9 @@ pub use netns::Netns;
 
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
+/// The cluster secret test clusters share unless a test names its own
+/// (`--cluster-secret`): clustering needs one.
+pub const TEST_SECRET: &str = "ringcache-test-secret";
 
 /// The `ringcache` binary: `$RINGCACHE_BIN`, or the one cargo builds next
 /// to this test executable (`target/<profile>/ringcache`). A test package
@@ -250,10 +253,16 @@ impl Server {
 
     /// Like [`Server::spawn`], inside node `i`'s namespace of `net` when given.
     pub fn spawn_in(net: Option<(&Netns, usize)>, extra: &[&str], env: &[(&str, &str)]) -> Starting {
-        let mut cmd = match net {
+        let cmd = match net {
             Some((net, i)) => net.command(i, &binary()),
             None => Command::new(binary()),
         };
+        Self::spawn_cmd(cmd, extra, env)
+    }
+
+    /// Starts `cmd` (the binary, or a wrapper that execs it, such as
+    /// [`Netns::command_as_host`]) with `extra` and the harness's defaults.
+    pub fn spawn_cmd(mut cmd: Command, extra: &[&str], env: &[(&str, &str)]) -> Starting {
         if !extra.contains(&"--port") {
             cmd.args(["--port", "0"]);
         }
@@ -489,8 +498,21 @@ impl Cluster {
                 args.push(format!("{}:{seed}", self.host(j)));
             }
         }
+        if !self.extra.iter().any(|a| a == "--cluster-secret") {
+            args.extend(["--cluster-secret".into(), TEST_SECRET.into()]);
+        }
+        if self.net.is_some() {
+            // The test reaches namespaced nodes from another address; the
+            // network is the test's own.
+            args.extend(["--protected-mode".into(), "no".into()]);
+        }
         args.extend(self.extra.iter().cloned());
         args
+    }
+
+    /// The cluster secret the nodes were started with.
+    pub fn secret(&self) -> &str {
+        self.extra.iter().position(|a| a == "--cluster-secret").map_or(TEST_SECRET, |i| &self.extra[i + 1])
     }
 
     fn spawn(&self, i: usize) -> Starting {
@@ -649,10 +671,11 @@ impl Cluster {
     }
 
     /// A connection to node `i`'s cluster port, authenticated as a member
-    /// would be (default cluster name, no secret): for `RC.*` requests.
+    /// would be (default cluster name, the cluster's secret): for `RC.*`
+    /// requests.
     pub fn peer(&self, i: usize) -> Raw {
         use ringcache_server::cluster::replication::LinkKey;
-        let key = LinkKey::new("ringcache", None);
+        let key = LinkKey::new("ringcache", Some(self.secret()));
         let addr = SocketAddr::new(self.node(i).addr.ip(), self.ports[i].1);
         let mut r = Raw::connect(addr);
         let cn = "00112233445566778899aabbccddeeff";

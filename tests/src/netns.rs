@@ -24,6 +24,8 @@ pub struct Netns {
     prefix: String,
     subnet: u8,
     nodes: usize,
+    /// Each node's address (see [`Netns::readdress`]).
+    addrs: Vec<Ipv4Addr>,
 }
 
 fn run(args: &[&str]) -> Result<String, String> {
@@ -65,7 +67,7 @@ impl Netns {
             .map(|i| ((pid.wrapping_mul(7).wrapping_add(k).wrapping_add(i)) % 200 + 20) as u8)
             .find(|s| !used.contains(&format!("10.213.{s}.")))
             .expect("a free 10.213.x.0/24");
-        let net = Netns { prefix: format!("rcf-{pid}-{k}"), subnet, nodes: 0 };
+        let net = Netns { prefix: format!("rcf-{pid}-{k}"), subnet, nodes: 0, addrs: Vec::new() };
         let br = net.bridge_ns();
         must(&["ip", "netns", "add", &br]);
         must(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
@@ -99,9 +101,52 @@ impl Netns {
         format!("{}-n{i}", self.prefix)
     }
 
-    /// The address of node `i` (nodes 0..=199).
+    /// The address of node `i` (nodes 0..=99).
     pub fn ip(&self, i: usize) -> Ipv4Addr {
-        Ipv4Addr::new(10, 213, self.subnet, i as u8 + 1)
+        self.addrs[i]
+    }
+
+    /// The test's own address on the bridge.
+    pub fn host_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 213, self.subnet, 254)
+    }
+
+    /// Gives node `i` another address (as a pod that comes back on a new
+    /// IP); returns it. Processes in the namespace should be stopped first.
+    pub fn readdress(&mut self, i: usize) -> Ipv4Addr {
+        let (old, new) = (self.addrs[i], Ipv4Addr::new(10, 213, self.subnet, self.addrs[i].octets()[3] + 100));
+        let ns = self.ns(i);
+        must(&["ip", "-n", &ns, "addr", "del", &format!("{old}/24"), "dev", "eth0"]);
+        must(&["ip", "-n", &ns, "addr", "add", &format!("{new}/24"), "dev", "eth0"]);
+        self.addrs[i] = new;
+        new
+    }
+
+    /// Writes `/etc/hosts` as every node namespace sees it (`ip netns
+    /// exec` mounts `/etc/netns/<ns>/hosts` over it): loopback plus
+    /// `names[i]` for node `i`'s current address. Rewritten in place, so
+    /// processes already running see the change. Removed on drop.
+    pub fn write_hosts(&self, names: &[&str]) {
+        let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (i, name) in names.iter().enumerate() {
+            text.push_str(&format!("{} {name}\n", self.ip(i)));
+        }
+        for i in 0..self.nodes {
+            let dir = format!("/etc/netns/{}", self.ns(i));
+            std::fs::create_dir_all(&dir).expect("mkdir /etc/netns/<ns>");
+            std::fs::write(format!("{dir}/hosts"), &text).expect("write hosts");
+        }
+    }
+
+    /// Like [`Netns::command`], in a UTS namespace of its own whose host
+    /// name is `host` (as a container has): `program` and the arguments
+    /// added to the returned command run as `exec` of the shell.
+    pub fn command_as_host(&self, i: usize, host: &str, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(i), "unshare", "--uts", "--", "sh", "-c", "hostname \"$0\" && exec \"$@\""])
+            .arg(host)
+            .arg(program);
+        c
     }
 
     pub fn len(&self) -> usize {
@@ -120,6 +165,7 @@ impl Netns {
         must(&["ip", "netns", "add", &ns]);
         must(&["ip", "-n", &br, "link", "add", &leg, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
         must(&["ip", "-n", &br, "link", "set", &leg, "master", "br0", "up"]);
+        self.addrs.push(Ipv4Addr::new(10, 213, self.subnet, i as u8 + 1));
         must(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", self.ip(i)), "dev", "eth0"]);
         must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
@@ -195,6 +241,7 @@ impl Drop for Netns {
     fn drop(&mut self) {
         for i in 0..self.nodes {
             let _ = run(&["ip", "netns", "del", &self.ns(i)]);
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.ns(i)));
         }
         let _ = run(&["ip", "netns", "del", &self.bridge_ns()]);
     }
@@ -209,6 +256,7 @@ fn remove_stale() {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
         if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = run(&["ip", "netns", "del", name]);
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{name}"));
         }
     }
 }

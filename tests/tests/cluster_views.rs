@@ -3,12 +3,12 @@
 //! routes every key by CLUSTER SLOTS) storing and reading keys through it.
 
 use ringcache_protocol::Frame;
-use ringcache_tests::Server;
 use ringcache_tests::reply::*;
+use ringcache_tests::{Server, TEST_SECRET};
 
 #[test]
 fn cluster_of_one_views() {
-    let s = Server::start(&["--node-name", "alpha"]);
+    let s = Server::start(&["--node-name", "alpha", "--cluster-secret", TEST_SECRET]);
     let mut c = s.raw();
     let Frame::Bulk(id) = c.cmd(&["CLUSTER", "MYID"]) else { panic!("MYID") };
     assert_eq!(id.len(), 40);
@@ -55,7 +55,7 @@ fn cluster_of_one_views() {
 
 #[test]
 fn redis_rs_cluster_client_routes_through_cluster_slots() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--cluster-secret", TEST_SECRET]);
     ringcache_tests::redis_rs_cluster_roundtrip(&[s.addr], 1000);
     let mut plain = s.raw();
     assert_eq!(plain.cmd(&["DBSIZE"]), int(1000));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ringcache_protocol::Frame;
 use ringcache_tests::reply::*;
-use ringcache_tests::{Cluster, Server, cluster_info_field};
+use ringcache_tests::{Cluster, Server, TEST_SECRET, cluster_info_field};
 
 const CALM: &[&str] = &["--gossip-suspect-ms", "2000"];
 
@@ -89,9 +89,14 @@ fn nodes_without_the_secret_never_join() {
     let mut args =
         vec!["--node-name", "intruder", "--seed", &seeds[0], "--seed", &seeds[1], "--cluster-secret", "wrong"];
     let wrong = Server::start(&args);
-    args.truncate(6); // no secret at all
-    args[1] = "stranger";
-    let none = Server::start(&args);
+    // No secret at all: a node with seeds refuses to start, and says how.
+    args.truncate(6);
+    let mut cmd = std::process::Command::new(ringcache_tests::binary());
+    cmd.args(&args).args(["--port", "0"]);
+    let out = ringcache_tests::output_within(cmd, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "a node with seeds and no secret started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no cluster secret") && err.contains("--cluster-secret"), "{err}");
     let other_cluster = Server::start(&[
         "--node-name",
         "neighbour",
@@ -107,7 +112,7 @@ fn nodes_without_the_secret_never_join() {
     while start.elapsed() < Duration::from_secs(3) {
         assert_eq!(c.known_nodes(0), 2);
         assert_eq!(c.known_nodes(1), 2);
-        for s in [&wrong, &none, &other_cluster] {
+        for s in [&wrong, &other_cluster] {
             assert_eq!(cluster_info_field(&mut s.raw(), "cluster_known_nodes"), "1");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -254,6 +259,8 @@ fn a_seeded_node_serves_no_keys_before_it_meets_a_member() {
         "0",
         "--admin-port",
         "0",
+        "--cluster-secret",
+        TEST_SECRET,
     ]);
     let mut r = a.raw();
     for cmd in [&["SET", "k", "v"][..], &["GET", "k"], &["INCR", "n"], &["DEL", "k"]] {
@@ -267,7 +274,7 @@ fn a_seeded_node_serves_no_keys_before_it_meets_a_member() {
 
     // A node seeded with it joins: both serve, the first one included.
     let seed = format!("127.0.0.1:{cport}");
-    let b = Server::start(&["--seed", &seed]);
+    let b = Server::start(&["--seed", &seed, "--cluster-secret", TEST_SECRET]);
     // (TRYAGAIN, for a moment, while the two exchange their slots.)
     Server::eventually("the seeded node to serve keys once a member answered", || {
         a.raw().cmd(&["SET", "k", "v"]) == ok()
@@ -286,12 +293,36 @@ fn a_seeded_node_serves_no_keys_before_it_meets_a_member() {
 #[test]
 fn a_node_whose_seeds_never_answer_serves_alone_after_the_join_timeout() {
     let nobody = format!("127.0.0.1:{}", ringcache_tests::free_port());
-    let a = Server::start(&["--seed", &nobody, "--join-timeout-ms", "1000"]);
+    let a = Server::start(&[
+        "--seed",
+        &nobody,
+        "--join-timeout-ms",
+        "1000",
+        "--cluster-secret",
+        TEST_SECRET,
+        "--admin-port",
+        "0",
+    ]);
     Server::eventually("the node to serve alone after its join timeout", || a.raw().cmd(&["SET", "k", "v"]) == ok());
     assert!(a.log().contains("no seed answered within the join timeout"), "{}", a.log());
+    // It serves, but it is not what the operator asked for: not ready.
+    assert_eq!(cluster_info_field(&mut a.raw(), "cluster_join_state"), "alone");
+    let (status, body) = ringcache_tests::http_get(a.admin.expect("admin"), "/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("running alone"), "{body}");
 
     let (port, cport) = (ringcache_tests::free_port(), ringcache_tests::free_port());
     let me = format!("127.0.0.1:{cport}");
-    let alone = Server::start(&["--port", &port.to_string(), "--cluster-port", &cport.to_string(), "--seed", &me]);
-    assert_eq!(alone.raw().cmd(&["SET", "k", "v"]), ok(), "a node seeded only with itself serves at once");
+    let first = Server::start(&[
+        "--port",
+        &port.to_string(),
+        "--cluster-port",
+        &cport.to_string(),
+        "--seed",
+        &me,
+        "--cluster-secret",
+        TEST_SECRET,
+    ]);
+    assert_eq!(first.raw().cmd(&["SET", "k", "v"]), ok(), "a node seeded only with itself serves at once");
+    assert_eq!(cluster_info_field(&mut first.raw(), "cluster_join_state"), "joined");
 }

@@ -45,7 +45,7 @@ fn start(bin: &str, n: usize) -> (Vec<Node>, Vec<SocketAddr>) {
     for (i, (p, cp)) in ports.iter().enumerate() {
         let mut cmd = Command::new(bin);
         cmd.args(["--bind", "127.0.0.1", "--port", &p.to_string(), "--cluster-port", &cp.to_string()]);
-        cmd.args(["--node-name", &format!("n{i}")]);
+        cmd.args(["--node-name", &format!("n{i}"), "--cluster-secret", "bench-secret"]);
         for (j, (_, seed)) in ports.iter().enumerate() {
             if j != i {
                 cmd.args(["--seed", &format!("127.0.0.1:{seed}")]);

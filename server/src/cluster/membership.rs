@@ -13,11 +13,13 @@
 //! nothing depends on having seen an earlier broadcast.
 //!
 //! Packets: `MAGIC | MAC(16) | payload`, the MAC a keyed BLAKE3 hash of the
-//! payload under a key derived from the cluster name and, when set, the
-//! cluster secret. A packet from another cluster, or without the secret,
-//! fails the MAC and is dropped before foca sees it. Without a secret the
-//! key is derived from the (public) cluster name: this separates clusters
-//! sharing a network; it is not security.
+//! payload under a key derived from the cluster name and the cluster
+//! secret (a node without one does not gossip at all). A packet from
+//! another cluster, or without the secret, fails the MAC and is dropped
+//! before foca sees it; one that passes is decoded by [`CheckedCodec`],
+//! which refuses member records outside the bounds of
+//! [`NodeIdentity::check`] (a member with the secret is still not trusted
+//! to size this node's ring).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -53,6 +55,63 @@ impl NodeIdentity {
     pub fn is_seed_placeholder(&self) -> bool {
         self.generation == 0 && self.name.is_empty()
     }
+
+    /// Whether a member record from the wire is one this node may use: a
+    /// name of 1..=`NAME_MAX` printable bytes, a weight within the local
+    /// limit (each unit is `vnodes` ring tokens), and addresses another
+    /// host can reach. Records that fail are refused whole.
+    pub fn check(&self) -> Result<(), &'static str> {
+        use crate::config::{NAME_MAX, WEIGHT_MAX};
+        if self.is_seed_placeholder() {
+            return Ok(()); // an announce's destination, never a member
+        }
+        if self.name.is_empty() || self.name.len() > NAME_MAX {
+            return Err("name length");
+        }
+        if self.name.bytes().any(|b| b.is_ascii_control()) {
+            return Err("control character in name");
+        }
+        if self.weight == 0 || self.weight > WEIGHT_MAX {
+            return Err("weight out of range");
+        }
+        for a in [self.gossip_addr, self.client_addr] {
+            if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast() {
+                return Err("unreachable address");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Members that share a name with another live member at another gossip
+/// address (two nodes started with one `--node-name`, or one default name
+/// on two hosts with one host name): each pair once, the one that does not
+/// count (older generation, or not this node) first.
+pub fn name_conflicts<'a>(
+    me: &'a NodeIdentity,
+    members: &'a [NodeIdentity],
+) -> Vec<(&'a NodeIdentity, &'a NodeIdentity)> {
+    let mut newest: HashMap<&str, &NodeIdentity> = HashMap::new();
+    newest.insert(&me.name, me);
+    let mut out = Vec::new();
+    for m in members.iter().filter(|m| !m.is_seed_placeholder()) {
+        match newest.get(m.name.as_str()) {
+            Some(&old) if old.gossip_addr != m.gossip_addr => {
+                let keep_old = std::ptr::eq(old, me) || old.generation >= m.generation;
+                if keep_old {
+                    out.push((m, old));
+                } else {
+                    out.push((old, m));
+                    newest.insert(&m.name, m);
+                }
+            }
+            Some(_) => {}
+            None => {
+                newest.insert(&m.name, m);
+            }
+        }
+    }
+    out
 }
 
 impl foca::Identity for NodeIdentity {
@@ -68,6 +127,80 @@ impl foca::Identity for NodeIdentity {
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
         self.generation > adversary.generation
+    }
+}
+
+/// foca's postcard codec, refusing member records that fail
+/// [`NodeIdentity::check`] as they are decoded: a packet naming one is
+/// dropped whole before foca acts on it. `refused` counts them (shared
+/// with the driver, which reports it).
+#[derive(Debug, Default)]
+pub struct CheckedCodec {
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+use foca::PostcardCodec as Postcard;
+type PostcardError = <Postcard as foca::Codec<NodeIdentity>>::Error;
+
+/// Why [`CheckedCodec`] did not decode.
+#[derive(Debug)]
+pub enum CodecError {
+    Decode(PostcardError),
+    Refused(&'static str),
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecError::Decode(e) => write!(f, "{e}"),
+            CodecError::Refused(why) => write!(f, "member record refused: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+impl CheckedCodec {
+    fn admit(&self, id: &NodeIdentity) -> Result<(), CodecError> {
+        id.check().map_err(|why| {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            CodecError::Refused(why)
+        })
+    }
+}
+
+impl foca::Codec<NodeIdentity> for CheckedCodec {
+    type Error = CodecError;
+
+    fn encode_header(&mut self, h: &foca::Header<NodeIdentity>, buf: impl bytes::BufMut) -> Result<(), CodecError> {
+        Postcard.encode_header(h, buf).map_err(CodecError::Decode)
+    }
+
+    fn decode_header(&mut self, buf: impl bytes::Buf) -> Result<foca::Header<NodeIdentity>, CodecError> {
+        let h = Postcard.decode_header(buf).map_err(CodecError::Decode)?;
+        self.admit(&h.src)?;
+        if h.src.is_seed_placeholder() {
+            return Err(CodecError::Refused("anonymous sender"));
+        }
+        self.admit(&h.dst)?;
+        match &h.message {
+            foca::Message::PingReq { target: t, .. }
+            | foca::Message::IndirectPing { origin: t, .. }
+            | foca::Message::IndirectAck { target: t, .. }
+            | foca::Message::ForwardedAck { origin: t, .. } => self.admit(t)?,
+            _ => {}
+        }
+        Ok(h)
+    }
+
+    fn encode_member(&mut self, m: &foca::Member<NodeIdentity>, buf: impl bytes::BufMut) -> Result<(), CodecError> {
+        Postcard.encode_member(m, buf).map_err(CodecError::Decode)
+    }
+
+    fn decode_member(&mut self, buf: impl bytes::Buf) -> Result<foca::Member<NodeIdentity>, CodecError> {
+        let m = Postcard.decode_member(buf).map_err(CodecError::Decode)?;
+        self.admit(m.id())?;
+        Ok(m)
     }
 }
 
@@ -158,7 +291,9 @@ pub fn topology_of<'a>(
 ) -> Topology {
     let mut by_name: HashMap<&str, &NodeIdentity> = HashMap::new();
     for m in members.into_iter().chain(std::iter::once(me)) {
-        if m.is_seed_placeholder() {
+        // Records are checked as they are decoded; this is the last guard
+        // before ring tokens are built from a weight.
+        if m.is_seed_placeholder() || m.check().is_err() {
             continue;
         }
         let newer = by_name.get(m.name.as_str()).is_none_or(|old| old.generation < m.generation);
@@ -235,6 +370,34 @@ mod tests {
         assert_eq!(t.table.ranges(), t2.table.ranges());
         let t3 = topology_of(&me, &[id("c", 3, 1), id("b", 2, 3)], 3, 3, 16);
         assert_eq!(members_digest(&t), members_digest(&t3), "the same members in any order");
+    }
+
+    #[test]
+    fn remote_records_are_bounded() {
+        assert_eq!(id("a", 1, 1).check(), Ok(()));
+        assert!(NodeIdentity::seed("10.0.0.1:16379".parse().unwrap()).check().is_ok());
+        let huge = NodeIdentity { weight: u32::MAX, ..id("b", 2, 1) };
+        assert_eq!(huge.check(), Err("weight out of range"));
+        assert!(NodeIdentity { weight: 0, ..id("b", 2, 1) }.check().is_err());
+        assert!(NodeIdentity { name: "x".repeat(256), ..id("b", 2, 1) }.check().is_err());
+        assert!(NodeIdentity { name: "a\nb".into(), ..id("b", 2, 1) }.check().is_err());
+        assert!(NodeIdentity { client_addr: "0.0.0.0:6379".parse().unwrap(), ..id("b", 2, 1) }.check().is_err());
+        assert!(NodeIdentity { gossip_addr: "224.0.0.1:16379".parse().unwrap(), ..id("b", 2, 1) }.check().is_err());
+        // A record that slipped through anyway builds no tokens.
+        let t = topology_of(&id("a", 1, 1), &[huge], 1, 3, 16);
+        assert_eq!(t.nodes.len(), 1);
+    }
+
+    #[test]
+    fn one_name_at_two_addresses_is_a_conflict() {
+        let me = id("a", 1, 5);
+        assert!(name_conflicts(&me, &[id("b", 2, 1), id("b", 2, 2)]).is_empty(), "same address: a renewal");
+        let other_a = id("a", 7, 9);
+        let c = name_conflicts(&me, std::slice::from_ref(&other_a));
+        assert_eq!(c, vec![(&other_a, &me)], "this node keeps its name");
+        let (b1, b2) = (id("b", 2, 1), id("b", 3, 4));
+        let members = [b1.clone(), b2.clone()];
+        assert_eq!(name_conflicts(&me, &members), vec![(&b1, &b2)], "the newer generation counts");
     }
 
     #[test]

@@ -100,14 +100,19 @@ fn nodes_text(ctx: &Ctx<'_>, t: &Topology) -> String {
 }
 
 /// `joining`: started with seeds, none answered yet (keys are refused).
-fn info_text(t: &Topology, joining: bool) -> String {
+/// Redis's answer to cluster commands on a standalone server (a node with
+/// no cluster secret).
+const DISABLED: &str = "ERR This instance has cluster support disabled";
+
+fn info_text(t: &Topology, joining: bool, join_state: &str) -> String {
     let assigned = if t.table.replicas() > 0 { SLOT_COUNT } else { 0 };
     let size = (0..t.nodes.len() as u16).filter(|&m| !t.primary_ranges(m).is_empty()).count();
     format!(
         "cluster_state:{}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{assigned}\r\n\
          cluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:{}\r\ncluster_size:{size}\r\n\
          cluster_current_epoch:{}\r\ncluster_my_epoch:{}\r\ncluster_stats_messages_sent:0\r\n\
-         cluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n",
+         cluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n\
+         cluster_join_state:{join_state}\r\n",
         if assigned == SLOT_COUNT && !joining { "ok" } else { "fail" },
         t.nodes.len(),
         t.table.epoch,
@@ -136,6 +141,9 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let n = args.len();
     let arity =
         |want: usize| -> CmdResult { if n == want { Ok(()) } else { Err(CmdError::Arity(sub_name("cluster", sub))) } };
+    if !ctx.shared.config.clustered() && !eq_ic(sub, "HELP") {
+        return Err(CmdError::msg(DISABLED));
+    }
     if eq_ic(sub, "SLOTS") {
         arity(2)?;
         slots(ctx);
@@ -149,7 +157,7 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         ctx.out.verbatim(text.as_bytes());
     } else if eq_ic(sub, "INFO") {
         arity(2)?;
-        let text = info_text(&ctx.shared.topology(), ctx.shared.awaiting_seed.load(Relaxed));
+        let text = info_text(&ctx.shared.topology(), ctx.shared.awaiting_seed.load(Relaxed), ctx.shared.join_state());
         ctx.out.verbatim(text.as_bytes());
     } else if eq_ic(sub, "MYID") {
         arity(2)?;
@@ -207,6 +215,9 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 /// owns (as primary or replica) are answered here, as a Redis Cluster
 /// replica does; other requests are routed as usual.
 pub fn readonly(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    if !ctx.shared.config.clustered() {
+        return Err(CmdError::msg(DISABLED));
+    }
     ctx.conn.readonly = args.get(0).eq_ignore_ascii_case(b"READONLY");
     ctx.out.ok();
     Ok(())

@@ -164,7 +164,7 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             let port = s.client_addr.lock().ok().and_then(|a| a.map(|a| a.port())).unwrap_or(s.config.port);
             kv("redis_version", &REDIS_COMPAT_VERSION);
             kv("ringcache_version", &env!("CARGO_PKG_VERSION"));
-            kv("redis_mode", &"cluster");
+            kv("redis_mode", &if s.config.clustered() { "cluster" } else { "standalone" });
             kv("os", &format!("{} {}", std::env::consts::OS, std::env::consts::ARCH));
             kv("arch_bits", &(usize::BITS));
             kv("multiplexing_api", &"epoll");
@@ -211,6 +211,8 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("total_net_input_bytes", &m.net_input_bytes.load(Relaxed));
             kv("total_net_output_bytes", &m.net_output_bytes.load(Relaxed));
             kv("rejected_connections", &m.connections_rejected.load(Relaxed));
+            kv("clients_denied", &m.clients_denied.load(Relaxed));
+            kv("admin_unauthorized", &m.admin_unauthorized.load(Relaxed));
             kv("expired_keys", &store.stats.expired_keys.load(Relaxed));
             kv("evicted_keys", &store.stats.evicted_keys.load(Relaxed));
             kv("keyspace_hits", &m.keyspace_hits.load(Relaxed));
@@ -240,6 +242,7 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("tombstones", &store.tombstones());
             kv("tombstones_dropped", &store.stats.tombstones_dropped.load(Relaxed));
             kv("peer_rejected_connections", &m.peer_rejected.load(Relaxed));
+            kv("versions_refused", &m.versions_refused.load(Relaxed));
             let links = s.links.all();
             let sum = |f: &dyn Fn(&crate::net::link::LinkStats) -> u64| links.iter().map(|l| f(&l.stats)).sum::<u64>();
             kv("hints_pending", &sum(&|x| x.hints.load(Relaxed)));
@@ -291,12 +294,15 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
         }
         "cluster" => {
             let t = s.topology();
-            kv("cluster_enabled", &1);
+            kv("cluster_enabled", &u8::from(s.config.clustered()));
+            kv("cluster_join_state", &s.join_state());
             kv("cluster_name", &s.config.cluster_name);
             kv("cluster_known_nodes", &t.nodes.len());
             kv("cluster_epoch", &t.table.epoch);
             kv("cluster_members_digest", &format!("{:016x}", crate::cluster::membership::members_digest(&t)));
             kv("gossip_rejected_packets", &m.gossip_rejected.load(Relaxed));
+            kv("gossip_members_refused", &m.gossip_members_refused.load(Relaxed));
+            kv("gossip_name_conflicts", &m.gossip_name_conflicts.load(Relaxed));
             let r = &s.rebalance;
             kv("rebalance_slots_pending", &r.slots_pending.load(Relaxed));
             kv("rebalance_slots_in_flight", &r.slots_in_flight.load(Relaxed));
@@ -349,6 +355,7 @@ const PARAMS: &[(&str, bool)] = &[
     ("timeout", true),
     ("maxclients", true),
     ("requirepass", true),
+    ("protected-mode", true),
     ("proto-max-bulk-len", true),
     ("client-query-buffer-limit", true),
     ("max-multibulk-len", true),
@@ -362,6 +369,8 @@ const PARAMS: &[(&str, bool)] = &[
     ("vnodes", false),
     ("weight", false),
     ("admin-port", false),
+    ("admin-bind", false),
+    ("cluster-announce-ip", false),
     ("databases", false),
     ("save", false),
     ("appendonly", false),
@@ -379,6 +388,7 @@ fn param_value(s: &Shared, name: &str) -> String {
         "timeout" => s.settings.timeout_secs.load(Relaxed).to_string(),
         "maxclients" => s.settings.maxclients.load(Relaxed).to_string(),
         "requirepass" => s.settings.requirepass().map(|p| p.to_string()).unwrap_or_default(),
+        "protected-mode" => if s.settings.protected_mode.load(Relaxed) { "yes" } else { "no" }.to_string(),
         "proto-max-bulk-len" => s.settings.proto_max_bulk_len.load(Relaxed).to_string(),
         "client-query-buffer-limit" => s.settings.client_query_buffer_limit.load(Relaxed).to_string(),
         "max-multibulk-len" => s.settings.max_multibulk_len.load(Relaxed).to_string(),
@@ -392,10 +402,12 @@ fn param_value(s: &Shared, name: &str) -> String {
         "vnodes" => c.vnodes.to_string(),
         "weight" => c.weight.to_string(),
         "admin-port" => c.admin_port.map(|p| p.to_string()).unwrap_or_default(),
+        "admin-bind" => c.admin_bind.clone(),
+        "cluster-announce-ip" => s.topology().myself().client_addr.ip().to_string(),
         "databases" => "1".to_string(),
         "save" => String::new(),
         "appendonly" => "no".to_string(),
-        "cluster-enabled" => "yes".to_string(),
+        "cluster-enabled" => if c.clustered() { "yes" } else { "no" }.to_string(),
         _ => String::new(),
     }
 }
@@ -410,6 +422,7 @@ enum Change {
     Timeout(u64),
     Maxclients(u32),
     Requirepass(Option<Arc<str>>),
+    ProtectedMode(bool),
     ProtoMaxBulkLen(u64),
     QueryBufferLimit(u64),
     MaxMultibulkLen(u32),
@@ -436,6 +449,11 @@ fn parse_change(name: &str, value: &[u8]) -> Result<Change, CmdError> {
         "timeout" => Change::Timeout(number(0, i32::MAX as u64)?),
         "maxclients" => Change::Maxclients(number(1, 1_000_000)? as u32),
         "requirepass" => Change::Requirepass(Some(text).filter(|t| !t.is_empty()).map(Arc::from)),
+        "protected-mode" => match text.to_ascii_lowercase().as_str() {
+            "yes" => Change::ProtectedMode(true),
+            "no" => Change::ProtectedMode(false),
+            _ => return Err(failed("argument must be 'yes' or 'no'")),
+        },
         "proto-max-bulk-len" => {
             let n = memory()?;
             if n < 1024 {
@@ -475,6 +493,7 @@ fn apply_change(ctx: &mut Ctx<'_>, c: Change) {
         Change::Requirepass(p) => {
             *s.settings.requirepass.write().unwrap_or_else(std::sync::PoisonError::into_inner) = p;
         }
+        Change::ProtectedMode(on) => s.settings.protected_mode.store(on, Relaxed),
         Change::ProtoMaxBulkLen(n) => s.settings.proto_max_bulk_len.store(n, Relaxed),
         Change::QueryBufferLimit(n) => s.settings.client_query_buffer_limit.store(n, Relaxed),
         Change::MaxMultibulkLen(n) => s.settings.max_multibulk_len.store(n, Relaxed),

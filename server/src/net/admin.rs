@@ -3,8 +3,15 @@
 //! `/cluster` (JSON view of members and slot ranges).
 //!
 //! A deliberately small HTTP/1.1 server: GET only, one request per
-//! connection, request head bounded to 8 KiB and 5 s. Scrapers and probes
-//! need nothing more, and it saves a web framework's dependency tree.
+//! connection, request head bounded to 8 KiB and 5 s, at most
+//! `CONNS_MAX` connections at once. Scrapers and probes need nothing more,
+//! and it saves a web framework's dependency tree.
+//!
+//! Access: it listens on `--admin-bind` (loopback by default). With
+//! `--admin-token`, every endpoint wants `Authorization: Bearer TOKEN`;
+//! without it `/health` and `/ready` still answer their status code (with
+//! no detail, for probes) and everything else is 401. No endpoint reads or
+//! writes keys.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -20,8 +27,10 @@ use crate::shared::Shared;
 
 const HEAD_MAX: usize = 8 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNS_MAX: usize = 64;
 
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNS_MAX));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -29,9 +38,13 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdow
         };
         match accepted {
             Ok((stream, _)) => {
+                // Past the bound, a connection waits here (the kernel's
+                // backlog holds the rest).
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(HEAD_TIMEOUT, handle(&shared, stream)).await;
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -63,6 +76,19 @@ async fn handle(shared: &Arc<Shared>, mut stream: TcpStream) -> std::io::Result<
         return respond(&mut stream, 405, "text/plain", b"only GET\n").await;
     }
     let path = target.split('?').next().unwrap_or("");
+    let authorized = match &shared.config.admin_token {
+        None => true,
+        Some(token) => bearer(&head).is_some_and(|t| crate::cluster::replication::proof_eq(t, token.as_bytes())),
+    };
+    if !authorized {
+        shared.metrics.admin_unauthorized.fetch_add(1, Relaxed);
+        // Probes still learn the status, and nothing else.
+        return match path {
+            "/health" => respond(&mut stream, 200, "text/plain", b"").await,
+            "/ready" => respond(&mut stream, if ready(shared).is_ok() { 200 } else { 503 }, "text/plain", b"").await,
+            _ => respond(&mut stream, 401, "text/plain", b"admin token required (Authorization: Bearer ...)\n").await,
+        };
+    }
     match path {
         "/metrics" => {
             let body = metrics::render(shared);
@@ -70,18 +96,40 @@ async fn handle(shared: &Arc<Shared>, mut stream: TcpStream) -> std::io::Result<
                 .await
         }
         "/health" => respond(&mut stream, 200, "text/plain", b"ok\n").await,
-        "/ready" => {
-            if shared.shutdown_requested.load(Relaxed) {
-                respond(&mut stream, 503, "text/plain", b"shutting down\n").await
-            } else if shared.awaiting_seed.load(Relaxed) {
-                respond(&mut stream, 503, "text/plain", b"joining: no seed has answered yet\n").await
-            } else {
-                respond(&mut stream, 200, "text/plain", b"ready\n").await
-            }
-        }
+        "/ready" => match ready(shared) {
+            Ok(()) => respond(&mut stream, 200, "text/plain", b"ready\n").await,
+            Err(why) => respond(&mut stream, 503, "text/plain", why.as_bytes()).await,
+        },
         "/cluster" => respond(&mut stream, 200, "application/json", cluster_json(shared).as_bytes()).await,
         _ => respond(&mut stream, 404, "text/plain", b"not found\n").await,
     }
+}
+
+/// Whether the node should get traffic; why not otherwise.
+fn ready(shared: &Shared) -> Result<(), &'static str> {
+    if shared.shutdown_requested.load(Relaxed) {
+        return Err("shutting down\n");
+    }
+    match shared.join_state() {
+        "awaiting-seed" => Err("joining: no seed has answered yet\n"),
+        "alone" => Err("running alone: no seed answered within the join timeout; serving this node's keys only\n"),
+        _ => Ok(()),
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header in `head`.
+fn bearer(head: &[u8]) -> Option<&[u8]> {
+    head.split(|&c| c == b'\n').find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&c| c == b':')?;
+        let (name, value) = line.split_at(colon);
+        if !name.eq_ignore_ascii_case(b"authorization") {
+            return None;
+        }
+        let value = value[1..].trim_ascii();
+        let (scheme, token) = value.split_at(value.iter().position(|&c| c == b' ')?);
+        scheme.eq_ignore_ascii_case(b"bearer").then(|| token.trim_ascii())
+    })
 }
 
 fn json_str(s: &str) -> String {
@@ -131,6 +179,7 @@ async fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: 
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
+        401 => "Unauthorized",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",

@@ -351,7 +351,8 @@ async fn repair_slot(shared: &Shared, link: &Link, slot: u16) -> bool {
             complete = false;
             continue;
         };
-        let applied = shared.store.with_key(k, now, |key| state.apply_to(key));
+        let applied =
+            shared.version_ok(state.version(), now) && shared.store.with_key(k, now, |key| state.apply_to(key));
         fetched += u64::from(applied);
     }
     shared.antientropy.keys_repaired.fetch_add(pushed + fetched, Relaxed);

@@ -90,6 +90,22 @@ impl Batch {
     }
 }
 
+/// Redis's protected-mode refusal, adapted.
+const DENIED: &[u8] = b"-DENIED ringcache is running in protected mode because protected mode is enabled and no \
+password is set for the default user. In this mode connections are only accepted from the loopback interface. \
+If you want to connect from external computers, either set a password (--requirepass, or CONFIG SET requirepass \
+from loopback) or disable protected mode (--protected-mode no, or CONFIG SET protected-mode no from loopback) \
+after making sure the port is not reachable from untrusted networks.\r\n";
+
+/// Protected mode: no password and a client that is not on loopback.
+fn denied(shared: &Shared, ip: std::net::IpAddr) -> bool {
+    let loopback = match ip {
+        std::net::IpAddr::V4(a) => a.is_loopback(),
+        std::net::IpAddr::V6(a) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    };
+    !loopback && shared.settings.protected_mode.load(Relaxed) && shared.settings.requirepass().is_none()
+}
+
 /// Accepts clients until `shutdown` turns true.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -107,6 +123,15 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdow
             }
         };
         shared.metrics.connections_received.fetch_add(1, Relaxed);
+        if denied(&shared, addr.ip()) {
+            shared.metrics.clients_denied.fetch_add(1, Relaxed);
+            debug!(%addr, "protected mode: refused a client that is not on loopback");
+            tokio::spawn(async move {
+                let _ = stream.write_all(DENIED).await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let laddr = stream.local_addr().unwrap_or(addr);
         let max = shared.settings.maxclients.load(Relaxed) as usize;

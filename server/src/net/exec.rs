@@ -648,7 +648,7 @@ impl Exec {
             // the slot since (so its "unknown" would be a false miss).
             if newest.version() > local || r.through {
                 // This node was behind: catch up, then answer again.
-                if newest.version() > local {
+                if newest.version() > local && shared.version_ok(newest.version(), now_ms) {
                     shared.store.with_key(&key, now_ms, |k| newest.apply_to(k));
                     shared.metrics.read_repairs.fetch_add(1, Relaxed);
                 }
@@ -920,7 +920,10 @@ async fn fetch_moving_keys(shared: &Shared, keys: Vec<(Arc<str>, Vec<u8>)>, dead
         let Some(rx) = rx else { continue };
         let Ok(Ok(Ok(replies))) = timeout_at(deadline, rx).await else { continue };
         let Some(state) = replies.first().and_then(|raw| ReadState::parse(raw)) else { continue };
-        shared.store.with_key(&key, super::unix_ms(), |k| state.apply_to(k));
+        let now_ms = super::unix_ms();
+        if shared.version_ok(state.version(), now_ms) {
+            shared.store.with_key(&key, now_ms, |k| state.apply_to(k));
+        }
         if let Some(n) = missing.get_mut(&key) {
             *n -= 1;
         }

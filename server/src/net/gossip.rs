@@ -22,15 +22,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
+use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, Timer};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::cluster::membership::{NodeIdentity, PacketKey, SEAL_OVERHEAD, members_digest, topology_of};
+use crate::cluster::membership::{
+    CheckedCodec, NodeIdentity, PacketKey, SEAL_OVERHEAD, members_digest, name_conflicts, topology_of,
+};
 use crate::config::GossipTiming;
 use crate::shared::Shared;
 
@@ -38,8 +40,12 @@ const ANNOUNCE_PERIOD: Duration = Duration::from_millis(500);
 const PUBLISH_DELAY: Duration = Duration::from_millis(25);
 const PACKET_MAX: usize = 1400;
 const REJECT_LOG_PERIOD: Duration = Duration::from_secs(10);
+/// How long two live members may share a name before it is reported (a
+/// node that came back under a new address shares it with its old self
+/// until that is declared down).
+const CONFLICT_GRACE: Duration = Duration::from_secs(10);
 
-type Node = Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>;
+type Node = Foca<NodeIdentity, CheckedCodec, StdRng, NoCustomBroadcast>;
 
 /// foca's settings from ours.
 pub fn foca_config(t: &GossipTiming) -> foca::Config {
@@ -87,11 +93,21 @@ struct Driver {
     send_buf: Vec<u8>,
     rejected_since_log: u64,
     last_reject_log: Option<Instant>,
+    /// Member records the codec refused (shared with it), and how many of
+    /// them were reported already.
+    refused: Arc<std::sync::atomic::AtomicU64>,
+    refused_seen: u64,
+    last_refuse_log: Option<Instant>,
+    last_conflict_log: Option<Instant>,
+    /// Since when some name has had two live members.
+    conflict_since: Option<Instant>,
 }
 
 pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>) {
     let seed = xxhash_rust::xxh3::xxh3_64(format!("{:?}", g.me).as_bytes());
-    let foca = Foca::new(g.me.clone(), foca_config(&g.timing), StdRng::seed_from_u64(seed), PostcardCodec);
+    let codec = CheckedCodec::default();
+    let refused = codec.refused.clone();
+    let foca = Foca::new(g.me.clone(), foca_config(&g.timing), StdRng::seed_from_u64(seed), codec);
     let topology = shared.topology();
     let mut d = Driver {
         digest: members_digest(&topology),
@@ -110,6 +126,11 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
         send_buf: Vec::with_capacity(PACKET_MAX),
         rejected_since_log: 0,
         last_reject_log: None,
+        refused,
+        refused_seen: 0,
+        last_refuse_log: None,
+        last_conflict_log: None,
+        conflict_since: None,
     };
     let join_by = Instant::now() + d.shared.config.join_timeout;
     let mut announce = tokio::time::interval(ANNOUNCE_PERIOD);
@@ -127,13 +148,15 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
             _ = announce.tick() => {
                 let waited_out = !d.shared.config.join_timeout.is_zero() && Instant::now() >= join_by;
                 if waited_out && d.shared.awaiting_seed.swap(false, Relaxed) {
+                    d.shared.running_alone.store(true, Relaxed);
                     warn!(
                         seeds = ?d.seeds,
                         waited_ms = d.shared.config.join_timeout.as_millis() as u64,
                         "no seed answered within the join timeout: serving alone"
                     );
                 }
-                d.announce().await
+                d.announce().await;
+                d.report_conflicts();
             }
             _ = async { sleep_until(publish_at.expect("guarded")).await }, if publish_at.is_some() => d.publish(),
             _ = stop.changed() => {
@@ -150,6 +173,12 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
     }
 }
 
+/// Whether seed address `a` is this node's own cluster port (`mine`, or
+/// this port on loopback or the unspecified address).
+fn is_me(a: SocketAddr, mine: SocketAddr) -> bool {
+    a == mine || (a.port() == mine.port() && (a.ip().is_loopback() || a.ip().is_unspecified()))
+}
+
 /// The seeds' addresses, leaving out this node's own (`mine`), and
 /// whether every seed resolved.
 async fn resolve(seeds: &[String], mine: SocketAddr) -> (Vec<SocketAddr>, bool) {
@@ -157,7 +186,7 @@ async fn resolve(seeds: &[String], mine: SocketAddr) -> (Vec<SocketAddr>, bool) 
     let mut all = true;
     for s in seeds {
         match tokio::net::lookup_host(s.as_str()).await {
-            Ok(found) => addrs.extend(found.filter(|a| *a != mine)),
+            Ok(found) => addrs.extend(found.filter(|a| !is_me(*a, mine))),
             Err(e) => {
                 all = false;
                 warn!(seed = %s, error = %e, "cannot resolve seed")
@@ -181,16 +210,36 @@ impl Gossip {
 }
 
 impl Driver {
+    /// Resolves the seeds again; a seed that does not resolve now (DNS
+    /// down for a moment) keeps its last addresses.
     async fn resolve_seeds(&mut self) {
-        self.seed_addrs = resolve(&self.seeds, self.foca.identity().gossip_addr).await.0;
+        let (addrs, all) = resolve(&self.seeds, self.foca.identity().gossip_addr).await;
+        if all || self.seed_addrs.is_empty() {
+            self.seed_addrs = addrs;
+        } else {
+            self.seed_addrs.extend(addrs);
+            self.seed_addrs.sort();
+            self.seed_addrs.dedup();
+        }
     }
 
     fn packet(&mut self, packet: &[u8], from: SocketAddr) {
         match self.key.open(packet) {
             Ok(payload) => {
                 if let Err(e) = self.foca.handle_data(payload, &mut self.runtime) {
-                    self.shared.metrics.gossip_errors.fetch_add(1, Relaxed);
-                    debug!(%from, error = %e, "gossip packet not usable");
+                    let refused = self.refused.load(Relaxed);
+                    if refused > self.refused_seen {
+                        self.shared.metrics.gossip_members_refused.fetch_add(refused - self.refused_seen, Relaxed);
+                        self.refused_seen = refused;
+                        let now = Instant::now();
+                        if self.last_refuse_log.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_PERIOD) {
+                            warn!(%from, error = %e, refused, "refused a gossip packet with an invalid member record");
+                            self.last_refuse_log = Some(now);
+                        }
+                    } else {
+                        self.shared.metrics.gossip_errors.fetch_add(1, Relaxed);
+                        debug!(%from, error = %e, "gossip packet not usable");
+                    }
                 }
             }
             Err(why) => {
@@ -225,7 +274,9 @@ impl Driver {
     }
 
     async fn announce(&mut self) {
-        if self.seed_addrs.is_empty() && !self.seeds.is_empty() {
+        // Every time: a seed that is a host name may have moved (a pod
+        // restarted with a new address).
+        if !self.seeds.is_empty() {
             self.resolve_seeds().await;
         }
         let members: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().gossip_addr).collect();
@@ -306,6 +357,40 @@ impl Driver {
         if met {
             // Only now: until the table names a member, keys stay refused.
             self.shared.awaiting_seed.store(false, Relaxed);
+            self.shared.running_alone.store(false, Relaxed);
+        }
+    }
+
+    /// Two live members with one name: only one of them (this node, else
+    /// the newest generation) is in the table. A node restarted with a new
+    /// address looks like that until its old self is declared down, so
+    /// only a conflict that lasts `CONFLICT_GRACE` is counted and logged
+    /// (at a limited rate).
+    fn report_conflicts(&mut self) {
+        let me = self.foca.identity().clone();
+        let members: Vec<NodeIdentity> = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        let conflicts = name_conflicts(&me, &members);
+        let now = Instant::now();
+        if conflicts.is_empty() {
+            self.conflict_since = None;
+            return;
+        }
+        let since = *self.conflict_since.get_or_insert(now);
+        if now.duration_since(since) < CONFLICT_GRACE
+            || self.last_conflict_log.is_some_and(|t| now.duration_since(t) < REJECT_LOG_PERIOD)
+        {
+            return;
+        }
+        self.last_conflict_log = Some(now);
+        self.shared.metrics.gossip_name_conflicts.fetch_add(conflicts.len() as u64, Relaxed);
+        for (refused, kept) in conflicts {
+            error!(
+                name = %refused.name,
+                refused = %refused.gossip_addr,
+                kept = %kept.gossip_addr,
+                "two live nodes use one node name: the one at `refused` is left out of the table; \
+                 give each node a unique --node-name (the default is host name:port)"
+            );
         }
     }
 }

@@ -212,6 +212,9 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u
             // A replica honours maxmemory like any write: evict first, and
             // refuse (not acknowledged, so it does not count for the
             // quorum) when nothing can go.
+            Some(op) if !env.shared.version_ok(op.version, env.now_ms) => {
+                encode::error(&mut exec.out, b"ERR version too far ahead of this node's clock (not applied)");
+            }
             Some(op) if env.shared.store.make_room(env.now_ms).is_ok() => {
                 env.shared.store.with_key(op.key, env.now_ms, |k| k.apply(op.version, op.incoming));
                 exec.out.extend_from_slice(b"+OK\r\n");
