@@ -20,6 +20,9 @@
 //!
 //! Unsettled slots (owners changed) are compared shard by shard without
 //! the pause, and settle once every co-owner on the same table matched.
+//! Strays are left to the rebalance for `STRAY_GRACE` after a table change
+//! and never handled in unsettled rounds, which stay one digest request per
+//! co-owner per shard.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -45,6 +48,13 @@ const IDLE_PERIOD: Duration = Duration::from_secs(1);
 const ROUND_PERIOD: Duration = Duration::from_millis(30);
 /// Answers to a round's requests must come within this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after a table change slots this node lost are left to the
+/// rebalance (whose sender drops them with RC.DROPOK once the new owners
+/// confirmed their copies) before anti-entropy hands them off itself.
+/// Without it, every unsettled round after a join also pushed each lost
+/// slot to its new primary, one call per slot, doubling the transfer and
+/// keeping slots unsettled for tens of seconds on a loaded node.
+const STRAY_GRACE: Duration = Duration::from_secs(10);
 
 type Versions = HashMap<Vec<u8>, u64>;
 
@@ -64,6 +74,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut progress = true;
     // Shards whose sums differed, compared slot by slot one per round.
     let mut backlog: VecDeque<usize> = VecDeque::new();
+    // The table's epoch, and since when it has been the table.
+    let mut table = (0u64, tokio::time::Instant::now());
     loop {
         // Unsettled slots (owners changed) are compared first, and without
         // the pause while that settles some (writes to them fetch first
@@ -83,6 +95,9 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
         }
         let t = shared.topology();
+        if t.table.epoch != table.0 {
+            table = (t.table.epoch, tokio::time::Instant::now());
+        }
         if shared.rebalance.importing() > 0 {
             progress = false;
             continue;
@@ -103,17 +118,18 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             {
                 shard = next;
             }
-            round(&shared, shard).await;
+            round(&shared, shard, false).await;
             progress = shared.rebalance.unsettled() < before;
             shard = (shard + 1) % SHARD_COUNT;
             continue;
         }
         progress = true;
+        let strays = table.1.elapsed() >= STRAY_GRACE;
         if backlog.is_empty() {
-            backlog = differing_shards(&shared, &t).await;
+            backlog = differing_shards(&shared, &t, strays).await;
         }
         if let Some(s) = backlog.pop_front() {
-            round(&shared, s).await;
+            round(&shared, s, strays).await;
         }
     }
 }
@@ -135,7 +151,7 @@ pub fn shard_sums(t: &Topology, digests: &[u64], primary: u16, other: u16) -> Ve
 /// The shards to compare slot by slot: those holding a slot this node
 /// does not own (a stray copy), and those whose sums differ from a
 /// co-owner's (every shard shared with it, if its table differs).
-async fn differing_shards(shared: &Shared, t: &Topology) -> VecDeque<usize> {
+async fn differing_shards(shared: &Shared, t: &Topology, strays: bool) -> VecDeque<usize> {
     let digests = shared.store.all_slot_digests();
     let mut differ = [false; SHARD_COUNT];
     let mut peers = BTreeSet::new();
@@ -143,7 +159,11 @@ async fn differing_shards(shared: &Shared, t: &Topology) -> VecDeque<usize> {
         let owners = t.table.owners(slot);
         if owners.first() == Some(&t.me) {
             peers.extend(owners[1..].iter().copied());
-        } else if digests[usize::from(slot)] != 0 && !owners.contains(&t.me) && !shared.rebalance.is_sending(slot) {
+        } else if strays
+            && digests[usize::from(slot)] != 0
+            && !owners.contains(&t.me)
+            && !shared.rebalance.is_sending(slot)
+        {
             differ[usize::from(slot) % SHARD_COUNT] = true;
         }
     }
@@ -178,7 +198,10 @@ pub fn shard_slots(shard: usize) -> Vec<u16> {
     (0..SLOTS_PER_SHARD).map(|i| (i * SHARD_COUNT + shard) as u16).collect()
 }
 
-async fn round(shared: &Shared, shard: usize) {
+/// Compares `shard` with the co-owners of the slots this node is primary
+/// for (settling what agrees); with `strays`, also hands slots held here
+/// but no longer owned to their primary.
+async fn round(shared: &Shared, shard: usize, strays: bool) {
     let t = shared.topology();
     let generation = shared.rebalance.unsettle_gen();
     let slots = shard_slots(shard);
@@ -202,7 +225,7 @@ async fn round(shared: &Shared, shard: usize) {
     // views that disagreed when a partition healed named different
     // senders): handed to their primary, then deleted.
     let strays: Vec<usize> = (0..slots.len())
-        .filter(|&i| !t.table.owners(slots[i]).contains(&t.me) && !shared.rebalance.is_sending(slots[i]))
+        .filter(|&i| strays && !t.table.owners(slots[i]).contains(&t.me) && !shared.rebalance.is_sending(slots[i]))
         .collect();
     let settle = |unanswered: &[usize]| {
         for (i, &n) in unanswered.iter().enumerate() {
