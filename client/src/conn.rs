@@ -63,9 +63,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 pub type Connecting<'a> = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>> + Send + 'a>>;
 
 /// Opens the stream to a node. The default (no connector) is plain TCP
-/// with `TCP_NODELAY`; implement this to wrap the TCP stream in TLS, or to
-/// connect through anything else. ringcache servers do not speak TLS yet:
-/// this is where it will plug in.
+/// with `TCP_NODELAY`; [`crate::TlsConnector`] is TLS; implement this to
+/// connect through anything else.
 ///
 /// ```
 /// use std::net::SocketAddr;

@@ -64,6 +64,7 @@
 mod conn;
 mod error;
 mod pipeline;
+mod tls;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -80,6 +81,7 @@ use conn::{Conn, Handshake, Pending};
 pub use conn::{Connecting, Connector, Protocol, Stream};
 pub use error::{Error, Result};
 pub use pipeline::Pipeline;
+pub use tls::TlsConnector;
 
 /// Which owner of a slot answers reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,8 +122,8 @@ pub struct Options {
     /// smaller batches. More help when one connection's server-side
     /// thread is the bottleneck.
     pub connections_per_node: usize,
-    /// Opens the stream to each node; `None` is plain TCP. This is where
-    /// TLS plugs in (ringcache servers do not speak TLS yet).
+    /// Opens the stream to each node; `None` is plain TCP,
+    /// [`TlsConnector`] is TLS (a server's `--tls-port`).
     pub connector: Option<Arc<dyn Connector>>,
 }
 

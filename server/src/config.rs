@@ -118,6 +118,23 @@ pub struct Flags {
     /// TOKEN`); without it /health and /ready give their status only.
     #[arg(long, env = "RINGCACHE_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// TLS port for clients (off if absent); needs --tls-cert-file and
+    /// --tls-key-file.
+    #[arg(long, env = "RINGCACHE_TLS_PORT")]
+    pub tls_port: Option<u16>,
+    /// The server's certificate chain (PEM).
+    #[arg(long, env = "RINGCACHE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, env = "RINGCACHE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA certificates that client certificates must chain to (PEM).
+    #[arg(long, env = "RINGCACHE_TLS_CA_CERT_FILE")]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// yes (default, as Redis): clients must present a certificate signed
+    /// by the CA; optional: checked if presented; no: not asked for.
+    #[arg(long, env = "RINGCACHE_TLS_AUTH_CLIENTS")]
+    pub tls_auth_clients: Option<String>,
     /// Resolve and validate the configuration, print it, and exit (0 if
     /// valid) without binding anything.
     #[arg(long)]
@@ -216,6 +233,11 @@ struct FileConfig {
     admin_port: Option<u16>,
     admin_bind: Option<String>,
     admin_token: Option<String>,
+    tls_port: Option<u16>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_ca_cert_file: Option<PathBuf>,
+    tls_auth_clients: Option<String>,
     log_format: Option<String>,
     maxclients: Option<u32>,
     timeout: Option<u64>,
@@ -261,6 +283,14 @@ pub struct GossipTiming {
     pub probe_rtt: Duration,
     pub suspect: Duration,
     pub interval: Duration,
+}
+
+/// Whether TLS clients must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsAuthClients {
+    Yes,
+    No,
+    Optional,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +342,11 @@ pub struct Config {
     pub admin_port: Option<u16>,
     pub admin_bind: String,
     pub admin_token: Option<String>,
+    pub tls_port: Option<u16>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_ca_cert_file: Option<PathBuf>,
+    pub tls_auth_clients: TlsAuthClients,
     pub log_format: LogFormat,
     pub maxclients: u32,
     pub timeout: Duration,
@@ -493,6 +528,19 @@ impl Config {
             cluster_announce_ip: flags.cluster_announce_ip.or(file.cluster_announce_ip),
             admin_bind: pick(flags.admin_bind, file.admin_bind, "127.0.0.1".to_string()),
             admin_token: flags.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
+            tls_port: flags.tls_port.or(file.tls_port),
+            tls_cert_file: flags.tls_cert_file.or(file.tls_cert_file),
+            tls_key_file: flags.tls_key_file.or(file.tls_key_file),
+            tls_ca_cert_file: flags.tls_ca_cert_file.or(file.tls_ca_cert_file),
+            tls_auth_clients: {
+                let text = pick(flags.tls_auth_clients, file.tls_auth_clients, "yes".to_string());
+                match text.to_ascii_lowercase().as_str() {
+                    "yes" => TlsAuthClients::Yes,
+                    "no" => TlsAuthClients::No,
+                    "optional" => TlsAuthClients::Optional,
+                    _ => return Err(ConfigError::Invalid("tls-auth-clients (yes, no, optional)".into(), text)),
+                }
+            },
             cluster_name: pick(flags.cluster_name, file.cluster_name, "ringcache".to_string()),
             gossip: GossipTiming {
                 probe_period: Duration::from_millis(pick(
@@ -540,7 +588,7 @@ impl Config {
             "config ok\nmode = {mode}\nbind = {}\nport = {}\ncluster-port = {}\nnode-name = {}\n\
              cluster-announce-ip = {announce}\nseeds = {:?}\ncluster-name = {}\ncluster-secret = {}\n\
              requirepass = {}\nprotected-mode = {}\nreplicas = {}\nwrite-quorum = {}\nread-quorum = {}\n\
-             maxmemory = {}\nmaxmemory-policy = {:?}\nadmin = {}\nadmin-token = {}\n",
+             maxmemory = {}\nmaxmemory-policy = {:?}\nadmin = {}\nadmin-token = {}\ntls-port = {}\n",
             self.bind,
             self.port,
             self.cluster_port,
@@ -557,6 +605,7 @@ impl Config {
             self.maxmemory_policy,
             self.admin_port.map_or("(off)".to_string(), |p| format!("{}:{p}", self.admin_bind)),
             set(&self.admin_token),
+            self.tls_port.map_or("(off)".to_string(), |p| format!("{p} (clients: {:?})", self.tls_auth_clients)),
         )
     }
 
@@ -634,6 +683,18 @@ impl Config {
         }
         if self.node_name.is_empty() || self.node_name.len() > NAME_MAX {
             return bad("node-name (1 to 255 bytes)", &self.node_name);
+        }
+        if self.tls_port.is_some() {
+            if self.tls_cert_file.is_none() || self.tls_key_file.is_none() {
+                return Err(ConfigError::Inconsistent("tls-port needs --tls-cert-file and --tls-key-file".into()));
+            }
+            if self.tls_auth_clients != TlsAuthClients::No && self.tls_ca_cert_file.is_none() {
+                return Err(ConfigError::Inconsistent(
+                    "tls-auth-clients yes/optional (the default is yes) needs --tls-ca-cert-file; \
+                     or set --tls-auth-clients no"
+                        .into(),
+                ));
+            }
         }
         if let Some(ip) = self.cluster_announce_ip
             && (ip.is_unspecified() || ip.is_multicast())

@@ -193,6 +193,12 @@ impl Collector for NodeCollector {
         )?;
         counter(
             &mut e,
+            "ringcache_tls_handshake_failures",
+            "TLS client connections whose handshake failed or timed out.",
+            m.tls_handshake_failures.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
             "ringcache_peer_rejected_connections",
             "Peer TCP connections refused (failed handshake, strangers).",
             m.peer_rejected.load(Relaxed),

@@ -58,6 +58,8 @@ pub struct Node {
     pub shared: Arc<Shared>,
     clients: TcpListener,
     admin: Option<TcpListener>,
+    /// The TLS client port and its certificates.
+    tls: Option<(TcpListener, Arc<net::tls::Tls>)>,
     /// The cluster port's TCP side; None for a standalone node.
     peers: Option<TcpListener>,
     gossip: Option<Gossip>,
@@ -109,6 +111,15 @@ impl Node {
             }
             None => None,
         };
+        let tls = match net::tls::TlsFiles::of(&config) {
+            Some(files) => {
+                let tls = net::tls::Tls::load(files).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+                let a = listen_addr(&config.bind, config.tls_port.unwrap_or(0));
+                let l = TcpListener::bind(&a).await.with_context(|| format!("cannot listen for TLS clients on {a}"))?;
+                Some((l, Arc::new(tls)))
+            }
+            None => None,
+        };
         let mut config = config;
         let bound = clients.local_addr().context("client listener address")?;
         // The default name is host:port; with --port 0 the real port is
@@ -152,7 +163,7 @@ impl Node {
         let topology = Topology::single(myself, config.replicas as usize, config.vnodes);
         let shared = Arc::new(Shared::new(config, unix_ms(), topology));
         *shared.client_addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bound);
-        Ok(Node { shared, clients, admin, peers, gossip })
+        Ok(Node { shared, clients, admin, tls, peers, gossip })
     }
 
     pub fn client_addr(&self) -> Option<SocketAddr> {
@@ -189,7 +200,15 @@ impl Node {
             info!(addr = %g.me.gossip_addr, cluster = %shared.config.cluster_name, seeds = ?g.seeds, "gossip listening");
             gossip_task = Some(tokio::spawn(net::gossip::run(shared.clone(), g, leave_rx)));
         }
-        let mut tasks = vec![tokio::spawn(net::client::accept_loop(shared.clone(), self.clients, stop_rx.clone()))];
+        let mut tasks =
+            vec![tokio::spawn(net::client::accept_loop(shared.clone(), self.clients, stop_rx.clone(), None))];
+        if let Some((listener, tls)) = self.tls {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, auth_clients = ?shared.config.tls_auth_clients, "listening for TLS clients");
+            }
+            tasks.push(tokio::spawn(net::tls::watch_files(tls.clone(), stop_rx.clone())));
+            tasks.push(tokio::spawn(net::client::accept_loop(shared.clone(), listener, stop_rx.clone(), Some(tls))));
+        }
         if let Some(admin) = self.admin {
             tasks.push(tokio::spawn(net::admin::accept_loop(shared.clone(), admin, stop_rx.clone())));
         }

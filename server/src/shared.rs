@@ -111,6 +111,9 @@ pub struct Metrics {
     pub clients_denied: AtomicU64,
     /// Admin HTTP requests refused for a missing or wrong bearer token.
     pub admin_unauthorized: AtomicU64,
+    /// TLS client connections whose handshake failed or timed out
+    /// (plain text on the TLS port, an untrusted client certificate).
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -138,6 +141,7 @@ impl Metrics {
             versions_refused: AtomicU64::new(0),
             clients_denied: AtomicU64::new(0),
             admin_unauthorized: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
         }
     }
 

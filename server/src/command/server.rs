@@ -213,6 +213,7 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("rejected_connections", &m.connections_rejected.load(Relaxed));
             kv("clients_denied", &m.clients_denied.load(Relaxed));
             kv("admin_unauthorized", &m.admin_unauthorized.load(Relaxed));
+            kv("tls_handshake_failures", &m.tls_handshake_failures.load(Relaxed));
             kv("expired_keys", &store.stats.expired_keys.load(Relaxed));
             kv("evicted_keys", &store.stats.evicted_keys.load(Relaxed));
             kv("keyspace_hits", &m.keyspace_hits.load(Relaxed));

@@ -15,8 +15,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
 use ringcache_protocol::{Args, RequestParser, encode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -106,8 +106,18 @@ fn denied(shared: &Shared, ip: std::net::IpAddr) -> bool {
     !loopback && shared.settings.protected_mode.load(Relaxed) && shared.settings.requirepass().is_none()
 }
 
-/// Accepts clients until `shutdown` turns true.
-pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+/// How long a TLS client has to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts clients until `shutdown` turns true; with `tls`, each
+/// connection completes a TLS handshake first (bounded by
+/// `TLS_HANDSHAKE_TIMEOUT`, and counted against maxclients meanwhile).
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<super::tls::Tls>>,
+) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -144,13 +154,27 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdow
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
             let id = info.id;
             debug!(id, %addr, "client connected");
             // Unregisters even if serving panics, so a bug cannot use up
             // maxclients one connection at a time.
             let _registered = Registered(&shared, id);
-            serve(&shared, stream, info, shutdown).await;
+            match acceptor {
+                None => serve(&shared, stream, info, shutdown).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve(&shared, tls, info, shutdown).await,
+                    Ok(Err(e)) => {
+                        shared.metrics.tls_handshake_failures.fetch_add(1, Relaxed);
+                        debug!(id, %addr, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        shared.metrics.tls_handshake_failures.fetch_add(1, Relaxed);
+                        debug!(id, %addr, "TLS handshake timed out");
+                    }
+                },
+            }
             debug!(id, %addr, "client disconnected");
         });
     }
@@ -169,7 +193,12 @@ enum Read {
     Closed,
 }
 
-async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mut shutdown: watch::Receiver<bool>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    mut stream: S,
+    info: Arc<ClientInfo>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut conn = ConnState::new(info.clone(), shared.settings.requirepass().is_some());
     let mut parser = RequestParser::new();
     let mut input = BytesMut::with_capacity(READ_CHUNK);
@@ -187,12 +216,8 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
         let timeout = shared.settings.timeout();
         // After shutdown a connection drains what its client already sent
         // (replies and all), then closes.
-        let drain = |stream: &TcpStream, input: &mut BytesMut| match stream.try_read_buf(input) {
-            Ok(n) if n > 0 => Read::Data(n),
-            _ => Read::Closed,
-        };
         let read = if *shutdown.borrow() {
-            drain(&stream, &mut input)
+            drain(&mut stream, &mut input).await
         } else {
             tokio::select! {
                 biased;
@@ -201,7 +226,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
                     Ok(n) => Read::Data(n),
                 },
                 _ = info.kill.notified() => Read::Closed,
-                _ = shutdown.changed() => drain(&stream, &mut input),
+                _ = shutdown.changed() => drain(&mut stream, &mut input).await,
                 _ = async {
                     match timeout {
                         Some(t) => tokio::time::sleep(t).await,
@@ -301,16 +326,31 @@ async fn serve(shared: &Shared, mut stream: TcpStream, info: Arc<ClientInfo>, mu
     let _ = stream.shutdown().await;
 }
 
+/// What the client already sent, without waiting for more (one poll of a
+/// read: a zero timeout polls its future once before it expires).
+async fn drain<S: AsyncRead + Unpin>(stream: &mut S, input: &mut BytesMut) -> Read {
+    match tokio::time::timeout(std::time::Duration::ZERO, stream.read_buf(input)).await {
+        Ok(Ok(n)) if n > 0 => Read::Data(n),
+        _ => Read::Closed,
+    }
+}
+
 /// The connection's output side, lent to [`run_request`].
-struct Io<'a> {
-    stream: &'a mut TcpStream,
+struct Io<'a, S> {
+    stream: &'a mut S,
     exec: &'a mut Exec,
     stats: &'a mut LocalStats,
 }
 
 /// Runs one request and writes out the replies if they passed
 /// `OUT_FLUSH_BYTES`. False: the connection must close (QUIT, a failed write).
-async fn run_request(shared: &Shared, conn: &mut ConnState, io: Io<'_>, now_ms: u64, args: Args<'_>) -> bool {
+async fn run_request<S: AsyncWrite + Unpin>(
+    shared: &Shared,
+    conn: &mut ConnState,
+    io: Io<'_, S>,
+    now_ms: u64,
+    args: Args<'_>,
+) -> bool {
     let mut env = Env { shared, conn, stats: io.stats, now_ms };
     io.exec.run(&mut env, args);
     if conn.quit {
@@ -321,10 +361,10 @@ async fn run_request(shared: &Shared, conn: &mut ConnState, io: Io<'_>, now_ms: 
 
 /// Waits for the batch's pending replies (forwards, quorums), then writes
 /// every reply so far.
-async fn write_out(
+async fn write_out<S: AsyncWrite + Unpin>(
     shared: &Shared,
     stats: &mut LocalStats,
-    stream: &mut TcpStream,
+    stream: &mut S,
     exec: &mut Exec,
 ) -> std::io::Result<()> {
     exec.finish(shared).await;
@@ -334,5 +374,7 @@ async fn write_out(
     stats.output_bytes += exec.out.len() as u64;
     let r = stream.write_all(&exec.out).await;
     exec.out.clear();
-    r
+    r?;
+    // TLS buffers records; a TcpStream's flush is a no-op.
+    stream.flush().await
 }

@@ -13,6 +13,7 @@ pub mod gossip;
 pub mod link;
 pub mod peer;
 pub mod rebalance;
+pub mod tls;
 
 /// Unix time in ms: the one clock read of the request path (once a batch).
 pub fn unix_ms() -> u64 {
