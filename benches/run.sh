@@ -11,7 +11,7 @@ cargo build --release -p ringcache-server
 python3 benches/compare.py --out "$out"
 python3 benches/membership.py | tee "$out/membership.txt"
 python3 benches/replication.py --out "$out"
-python3 benches/rebalance.py --rates 0,50000 | tee "$out/rebalance.md, $out/tls.md"
+python3 benches/rebalance.py --rates 0,50000 | tee "$out/rebalance.md"
 python3 benches/tls.py | tee "$out/tls.md"
 cargo bench -p ringcache-benches 2>&1 | grep -E '^[a-z_0-9/]+|time:|thrpt:' | tee "$out/criterion.txt"
 echo "wrote $out/summary.md, $out/results.json, $out/throughput-by-pipeline.svg, $out/membership.txt, $out/criterion.txt, $out/replication.md, $out/rebalance.md, $out/tls.md"
