@@ -135,6 +135,11 @@ pub struct Flags {
     /// by the CA; optional: checked if presented; no: not asked for.
     #[arg(long, env = "RINGCACHE_TLS_AUTH_CLIENTS")]
     pub tls_auth_clients: Option<String>,
+    /// yes: peer links between nodes use mutual TLS with the same
+    /// certificate, key and CA files (each node's certificate must name
+    /// its advertised address).
+    #[arg(long, env = "RINGCACHE_TLS_CLUSTER")]
+    pub tls_cluster: Option<String>,
     /// Resolve and validate the configuration, print it, and exit (0 if
     /// valid) without binding anything.
     #[arg(long)]
@@ -238,6 +243,7 @@ struct FileConfig {
     tls_key_file: Option<PathBuf>,
     tls_ca_cert_file: Option<PathBuf>,
     tls_auth_clients: Option<String>,
+    tls_cluster: Option<String>,
     log_format: Option<String>,
     maxclients: Option<u32>,
     timeout: Option<u64>,
@@ -347,6 +353,7 @@ pub struct Config {
     pub tls_key_file: Option<PathBuf>,
     pub tls_ca_cert_file: Option<PathBuf>,
     pub tls_auth_clients: TlsAuthClients,
+    pub tls_cluster: bool,
     pub log_format: LogFormat,
     pub maxclients: u32,
     pub timeout: Duration,
@@ -532,6 +539,7 @@ impl Config {
             tls_cert_file: flags.tls_cert_file.or(file.tls_cert_file),
             tls_key_file: flags.tls_key_file.or(file.tls_key_file),
             tls_ca_cert_file: flags.tls_ca_cert_file.or(file.tls_ca_cert_file),
+            tls_cluster: yes_no("tls-cluster", pick(flags.tls_cluster, file.tls_cluster, "no".into()))?,
             tls_auth_clients: {
                 let text = pick(flags.tls_auth_clients, file.tls_auth_clients, "yes".to_string());
                 match text.to_ascii_lowercase().as_str() {
@@ -695,6 +703,13 @@ impl Config {
                         .into(),
                 ));
             }
+        }
+        if self.tls_cluster
+            && (self.tls_cert_file.is_none() || self.tls_key_file.is_none() || self.tls_ca_cert_file.is_none())
+        {
+            return Err(ConfigError::Inconsistent(
+                "tls-cluster needs --tls-cert-file, --tls-key-file and --tls-ca-cert-file".into(),
+            ));
         }
         if let Some(ip) = self.cluster_announce_ip
             && (ip.is_unspecified() || ip.is_multicast())

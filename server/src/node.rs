@@ -161,7 +161,11 @@ impl Node {
             ..NodeInfo::new(&config.node_name, client_addr, config.cluster_port, config.weight)
         };
         let topology = Topology::single(myself, config.replicas as usize, config.vnodes);
+        let cluster_tls = net::tls::ClusterTls::load(&config).map_err(|e| anyhow::anyhow!("cluster TLS: {e}"))?;
         let shared = Arc::new(Shared::new(config, unix_ms(), topology));
+        if let Some(c) = cluster_tls {
+            let _ = shared.cluster_tls.set(c);
+        }
         *shared.client_addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bound);
         Ok(Node { shared, clients, admin, tls, peers, gossip })
     }

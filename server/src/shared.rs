@@ -423,6 +423,8 @@ pub struct Shared {
     /// serves its own keys alone and is not ready (`/ready` 503, CLUSTER
     /// INFO `cluster_join_state:alone`) until a member answers.
     pub running_alone: AtomicBool,
+    /// Mutual TLS for peer links (`--tls-cluster yes`), set once at start.
+    pub cluster_tls: std::sync::OnceLock<crate::net::tls::ClusterTls>,
     /// When `version_ok` last logged a refusal (unix ms).
     last_skew_log_ms: AtomicU64,
     /// The current slot table and members, replaced whole on every change.
@@ -481,6 +483,7 @@ impl Shared {
             wrote_alone: AtomicBool::new(false),
             awaiting_seed: AtomicBool::new(seeded),
             running_alone: AtomicBool::new(false),
+            cluster_tls: std::sync::OnceLock::new(),
             last_skew_log_ms: AtomicU64::new(0),
             topology: RwLock::new(Arc::new(topology)),
             topology_version: Padded(AtomicU64::new(1)),

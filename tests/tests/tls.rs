@@ -235,3 +235,45 @@ fn a_rotated_certificate_is_served_without_a_restart() {
     assert!(served_subject(&pki, tls_port).contains("ringcache rotated server"));
     assert_eq!(s.raw().cmd(&["PING"]), ringcache_tests::reply::simple("PONG"));
 }
+
+/// `--tls-cluster yes`: peer links are mutual TLS with each node's
+/// certificate; a 3-node cluster forms and replicates over them, and a
+/// plain-text peer on the cluster port gets nothing.
+#[test]
+fn a_tls_cluster_forms_and_replicates() {
+    let pki = Pki::new("cluster");
+    pki.issue("node", "serverAuth,clientAuth", "/CN=ringcache test node");
+    let (cert, key, ca) = (pki.path("node.crt"), pki.path("node.key"), pki.path("ca.crt"));
+    let args = [
+        "--tls-cluster",
+        "yes",
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--gossip-suspect-ms",
+        "2000",
+    ];
+    let c = ringcache_tests::Cluster::start(3, &args);
+    c.wait_converged(3);
+    for i in 0..100 {
+        assert_eq!(c.node(i % 3).raw().cmd(&["SET", &format!("k{i}"), "v"]), ringcache_tests::reply::ok());
+    }
+    // Every key on every owner (RF=3 on 3 nodes): replicated over TLS.
+    // (READONLY: each node answers from its own copy.)
+    let holds_all = |n: usize| {
+        let mut r = c.node(n).raw();
+        r.cmd(&["READONLY"]);
+        (0..100).all(|i| r.cmd(&["GET", &format!("k{i}")]) == ringcache_tests::reply::bulk("v"))
+    };
+    c.eventually("every owner to hold every key", || (0..3).all(holds_all));
+    // The cluster port speaks only TLS: a plain RC.HELLO gets no answer.
+    let mut plain = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], c.ports[0].1)), WAIT).unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    plain.write_all(b"*3\r\n$8\r\nRC.HELLO\r\n$1\r\nx\r\n$2\r\nab\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!got.starts_with(b"*2"), "a plain-text peer got a handshake reply");
+}

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use ringcache_protocol::{Frame, Limits, decode_frame, encode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep, timeout};
@@ -318,7 +318,7 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
             return;
         }
         let stream = match target(&shared, &name) {
-            Some(addr) => connect(&key, &shared.config.node_name, addr).await,
+            Some(addr) => connect(&key, &shared.config.node_name, addr, shared.cluster_tls.get()).await,
             None => Err("not a member".to_string()),
         };
         match stream {
@@ -330,7 +330,16 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
                 st.stats.down.store(false, Relaxed);
                 st.stats.connected.store(true, Relaxed);
                 let held_now = std::mem::take(&mut held).into_iter().map(|(_, m)| m);
-                let why = session(&shared, &name, stream, held_now, &mut rx, &mut st, lane).await;
+                let why = match stream {
+                    PeerStream::Tcp(s) => {
+                        let (rd, wr) = s.into_split();
+                        session(&shared, &name, rd, wr, held_now, &mut rx, &mut st, lane).await
+                    }
+                    PeerStream::Tls(s) => {
+                        let (rd, wr) = tokio::io::split(*s);
+                        session(&shared, &name, rd, wr, held_now, &mut rx, &mut st, lane).await
+                    }
+                };
                 failing_since = Some(Instant::now());
                 st.stats.connected.store(false, Relaxed);
                 st.stats.down.store(true, Relaxed);
@@ -395,7 +404,7 @@ pub(crate) fn nonce() -> [u8; NONCE_LEN] {
 }
 
 /// Reads one reply frame (handshake only; small limits).
-async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, String> {
+async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Result<Frame, String> {
     let limits = Limits { bulk_len_max: 4096, multibulk_len_max: 16, ..Limits::default() };
     loop {
         if let Some((f, n)) = decode_frame(buf, &limits).map_err(|e| e.to_string())? {
@@ -411,21 +420,54 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame,
     }
 }
 
-/// Connects and proves both sides know the cluster key (see
+/// A connected peer link: plain TCP, or mutual TLS (`--tls-cluster`).
+enum PeerStream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects (with TLS when `tls`: the peer's certificate must name `addr`)
+/// and proves both sides know the cluster key (see
 /// `cluster::replication::LinkKey`).
-pub async fn connect(key: &LinkKey, me: &str, addr: SocketAddr) -> Result<TcpStream, String> {
-    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+async fn connect(
+    key: &LinkKey,
+    me: &str,
+    addr: SocketAddr,
+    tls: Option<&super::tls::ClusterTls>,
+) -> Result<PeerStream, String> {
+    let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => {
+            let mut s = tcp;
+            handshake(&mut s, key, me).await?;
+            Ok(PeerStream::Tcp(s))
+        }
+        Some(tls) => {
+            let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+            let mut s = timeout(HANDSHAKE_TIMEOUT, tls.connector.connect(name, tcp))
+                .await
+                .map_err(|_| "TLS handshake timed out".to_string())?
+                .map_err(|e| format!("TLS: {e}"))?;
+            handshake(&mut s, key, me).await?;
+            Ok(PeerStream::Tls(Box::new(s)))
+        }
+    }
+}
+
+/// The connecting side of the cluster-key handshake.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, key: &LinkKey, me: &str) -> Result<(), String> {
     let hs = async {
         let cn = hex(&nonce());
         let mut out = BytesMut::new();
         encode::command(&mut out, &[&b"RC.HELLO"[..], me.as_bytes(), cn.as_bytes()]);
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
         let mut buf = BytesMut::new();
-        let (sn, proof) = match read_frame(&mut stream, &mut buf).await? {
+        let (sn, proof) = match read_frame(stream, &mut buf).await? {
             Frame::Array(items) => match items.as_slice() {
                 [Frame::Bulk(sn), Frame::Bulk(p)] => (sn.clone(), p.clone()),
                 _ => return Err("unexpected handshake reply".to_string()),
@@ -440,14 +482,14 @@ pub async fn connect(key: &LinkKey, me: &str, addr: SocketAddr) -> Result<TcpStr
         let mine = key.client_proof(&sn, cn.as_bytes());
         encode::command(&mut out, &[&b"RC.AUTH"[..], mine.as_bytes()]);
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
-        match read_frame(&mut stream, &mut buf).await? {
+        stream.flush().await.map_err(|e| e.to_string())?;
+        match read_frame(stream, &mut buf).await? {
             Frame::Simple(s) if &s[..] == b"OK" => Ok(()),
             Frame::Error(e) => Err(String::from_utf8_lossy(&e).into_owned()),
             _ => Err("unexpected handshake reply".to_string()),
         }
     };
-    timeout(HANDSHAKE_TIMEOUT, hs).await.map_err(|_| "handshake timed out".to_string())??;
-    Ok(stream)
+    timeout(HANDSHAKE_TIMEOUT, hs).await.map_err(|_| "handshake timed out".to_string())?
 }
 
 enum End {
@@ -468,16 +510,17 @@ struct Pending {
     what: Waiting,
 }
 
-async fn session(
+#[allow(clippy::too_many_arguments)]
+async fn session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     shared: &Shared,
     name: &str,
-    stream: TcpStream,
+    mut rd: R,
+    mut wr: W,
     held: impl Iterator<Item = Msg>,
     rx: &mut mpsc::Receiver<Msg>,
     st: &mut State,
     lane: Lane,
 ) -> End {
-    let (mut rd, mut wr) = stream.into_split();
     let mut wbuf = BytesMut::new();
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -543,7 +586,13 @@ async fn session(
                 }
             },
             w = wr.write(&wbuf[..wbuf.len().min(WRITE_CHUNK_MAX)]), if !wbuf.is_empty() => match w {
-                Ok(n) => wbuf.advance(n),
+                Ok(n) => {
+                    wbuf.advance(n);
+                    // TLS buffers records until flushed (TCP: a no-op).
+                    if wbuf.is_empty() && let Err(e) = wr.flush().await {
+                        break End::Broken(e.to_string());
+                    }
+                }
                 Err(e) => break End::Broken(e.to_string()),
             },
             _ = async {

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ringcache_protocol::{Args, Limits, RequestParser, SLOT_COUNT, Version, encode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
@@ -57,20 +57,43 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdow
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            serve(shared, stream, addr, shutdown).await;
+            let laddr = stream.local_addr().unwrap_or(addr);
+            let Some(tls) = shared.cluster_tls.get().cloned() else {
+                return serve(shared, stream, addr, laddr, shutdown).await;
+            };
+            // Mutual TLS: a certificate signed by the cluster's CA that
+            // names the address the member connects from.
+            let accepted = timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
+            match accepted {
+                Ok(Ok(s)) if super::tls::names_address(s.get_ref().1.peer_certificates(), addr.ip()) => {
+                    serve(shared, s, addr, laddr, shutdown).await
+                }
+                Ok(Ok(_)) => {
+                    shared.metrics.peer_rejected.fetch_add(1, Relaxed);
+                    info!(%addr, "refused a peer connection: its certificate does not name its address");
+                }
+                Ok(Err(e)) => {
+                    shared.metrics.peer_rejected.fetch_add(1, Relaxed);
+                    info!(%addr, error = %e, "refused a peer connection: TLS handshake failed");
+                }
+                Err(_) => {
+                    shared.metrics.peer_rejected.fetch_add(1, Relaxed);
+                    info!(%addr, "refused a peer connection: TLS handshake timed out");
+                }
+            }
         });
     }
 }
 
 /// Runs the accepting side of the handshake; the peer's name on success.
-async fn handshake(
-    stream: &mut TcpStream,
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     key: &LinkKey,
     input: &mut BytesMut,
     parser: &mut RequestParser,
 ) -> Result<String, &'static str> {
     let limits = Limits::default();
-    let mut next = async |stream: &mut TcpStream, input: &mut BytesMut| -> Result<Vec<Vec<u8>>, &'static str> {
+    let mut next = async |stream: &mut S, input: &mut BytesMut| -> Result<Vec<Vec<u8>>, &'static str> {
         loop {
             // Unauthenticated limits: small bulks, few arguments.
             match parser.parse(input, &limits, false) {
@@ -94,6 +117,7 @@ async fn handshake(
     let hello = next(stream, input).await?;
     if hello.len() != 3 || !hello[0].eq_ignore_ascii_case(b"RC.HELLO") || hello[2].len() > 64 {
         let _ = stream.write_all(b"-NOAUTH peer authentication required\r\n").await;
+        let _ = stream.flush().await;
         return Err("not a peer handshake");
     }
     let sn = hex(&nonce());
@@ -102,19 +126,28 @@ async fn handshake(
     encode::bulk(&mut out, sn.as_bytes());
     encode::bulk(&mut out, key.server_proof(&hello[2], sn.as_bytes()).as_bytes());
     stream.write_all(&out).await.map_err(|_| "write failed")?;
+    stream.flush().await.map_err(|_| "write failed")?;
     let auth = next(stream, input).await?;
     let ok = auth.len() == 2
         && auth[0].eq_ignore_ascii_case(b"RC.AUTH")
         && proof_eq(&auth[1], key.client_proof(sn.as_bytes(), &hello[2]).as_bytes());
     if !ok {
         let _ = stream.write_all(b"-ERR peer authentication failed\r\n").await;
+        let _ = stream.flush().await;
         return Err("wrong proof (another cluster or secret)");
     }
     stream.write_all(b"+OK\r\n").await.map_err(|_| "write failed")?;
+    stream.flush().await.map_err(|_| "write failed")?;
     Ok(String::from_utf8_lossy(&hello[1]).into_owned())
 }
 
-async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    addr: SocketAddr,
+    laddr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let key = LinkKey::new(&shared.config.cluster_name, shared.config.cluster_secret.as_deref());
     let mut input = BytesMut::with_capacity(4096);
     let mut parser = RequestParser::new();
@@ -132,7 +165,6 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, mut
         }
     };
     debug!(%addr, %peer, "peer connected");
-    let laddr = stream.local_addr().unwrap_or(addr);
     let mut conn = ConnState::new(Arc::new(ClientInfo::new(0, addr, laddr, unix_ms())), false);
     conn.peer = true;
     let mut exec = Exec::new(READ_CHUNK);
@@ -188,7 +220,10 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr, mut
         }
         exec.finish(&shared).await;
         stats.output_bytes += exec.out.len() as u64;
-        let written = stream.write_all(&exec.out).await;
+        let written = match stream.write_all(&exec.out).await {
+            Ok(()) => stream.flush().await,
+            Err(e) => Err(e),
+        };
         exec.out.clear();
         stats.flush(&shared.metrics);
         if close || written.is_err() {

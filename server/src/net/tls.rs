@@ -1,4 +1,5 @@
-//! TLS for clients (rustls, no OpenSSL), with Redis's flag names:
+//! TLS for clients and (with `--tls-cluster yes`) for peer links (rustls,
+//! no OpenSSL), with Redis's flag names:
 //! `--tls-port`, `--tls-cert-file`, `--tls-key-file`, `--tls-ca-cert-file`,
 //! `--tls-auth-clients yes|no|optional`.
 //!
@@ -181,4 +182,53 @@ pub async fn watch_files(tls: Arc<Tls>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Mutual TLS for peer links (`--tls-cluster yes`): every node presents
+/// its certificate (the `--tls-cert-file`/`--tls-key-file` pair) and
+/// accepts only certificates signed by `--tls-ca-cert-file` that name the
+/// address the other side connects from or to. Loaded once at start.
+#[derive(Clone)]
+pub struct ClusterTls {
+    pub connector: tokio_rustls::TlsConnector,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterTls(..)")
+    }
+}
+
+impl ClusterTls {
+    pub fn load(config: &Config) -> Result<Option<ClusterTls>, String> {
+        let (Some(cert), Some(key), Some(ca)) = (&config.tls_cert_file, &config.tls_key_file, &config.tls_ca_cert_file)
+        else {
+            return Ok(None);
+        };
+        if !config.tls_cluster {
+            return Ok(None);
+        }
+        let files =
+            TlsFiles { cert: cert.clone(), key: key.clone(), ca: Some(ca.clone()), auth_clients: TlsAuthClients::Yes };
+        let server = server_config(&files)?;
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots(ca)?)
+            .with_client_auth_cert(certs(cert)?, self::key(key)?)
+            .map_err(|e| format!("certificate and key do not go together: {e}"))?;
+        Ok(Some(ClusterTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+            acceptor: tokio_rustls::TlsAcceptor::from(server),
+        }))
+    }
+}
+
+/// Whether the first of `certs` (already verified against the CA) names
+/// `ip`: a member may only speak for the address it connects from.
+pub fn names_address(certs: Option<&[CertificateDer<'_>]>, ip: std::net::IpAddr) -> bool {
+    let Some(first) = certs.and_then(|c| c.first()) else { return false };
+    let Ok(cert) = webpki::EndEntityCert::try_from(first) else { return false };
+    cert.verify_is_valid_for_subject_name(&rustls_pki_types::ServerName::IpAddress(ip.into())).is_ok()
 }
