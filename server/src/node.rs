@@ -163,9 +163,7 @@ impl Node {
         let topology = Topology::single(myself, config.replicas as usize, config.vnodes);
         let cluster_tls = net::tls::ClusterTls::load(&config).map_err(|e| anyhow::anyhow!("cluster TLS: {e}"))?;
         let shared = Arc::new(Shared::new(config, unix_ms(), topology));
-        if let Some(c) = cluster_tls {
-            let _ = shared.cluster_tls.set(c);
-        }
+        *shared.cluster_tls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = cluster_tls;
         *shared.client_addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bound);
         Ok(Node { shared, clients, admin, tls, peers, gossip })
     }
@@ -206,11 +204,14 @@ impl Node {
         }
         let mut tasks =
             vec![tokio::spawn(net::client::accept_loop(shared.clone(), self.clients, stop_rx.clone(), None))];
+        let client_tls = self.tls.as_ref().map(|(_, tls)| tls.clone());
+        if client_tls.is_some() || shared.config.tls_cluster {
+            tasks.push(tokio::spawn(net::tls::watch_files(shared.clone(), client_tls, stop_rx.clone())));
+        }
         if let Some((listener, tls)) = self.tls {
             if let Ok(addr) = listener.local_addr() {
                 info!(%addr, auth_clients = ?shared.config.tls_auth_clients, "listening for TLS clients");
             }
-            tasks.push(tokio::spawn(net::tls::watch_files(tls.clone(), stop_rx.clone())));
             tasks.push(tokio::spawn(net::client::accept_loop(shared.clone(), listener, stop_rx.clone(), Some(tls))));
         }
         if let Some(admin) = self.admin {

@@ -423,8 +423,9 @@ pub struct Shared {
     /// serves its own keys alone and is not ready (`/ready` 503, CLUSTER
     /// INFO `cluster_join_state:alone`) until a member answers.
     pub running_alone: AtomicBool,
-    /// Mutual TLS for peer links (`--tls-cluster yes`), set once at start.
-    pub cluster_tls: std::sync::OnceLock<crate::net::tls::ClusterTls>,
+    /// Mutual TLS for peer links (`--tls-cluster yes`), replaced whole when
+    /// its files change (`net::tls::watch_files`).
+    pub cluster_tls: RwLock<Option<crate::net::tls::ClusterTls>>,
     /// When `version_ok` last logged a refusal (unix ms).
     last_skew_log_ms: AtomicU64,
     /// The current slot table and members, replaced whole on every change.
@@ -483,11 +484,16 @@ impl Shared {
             wrote_alone: AtomicBool::new(false),
             awaiting_seed: AtomicBool::new(seeded),
             running_alone: AtomicBool::new(false),
-            cluster_tls: std::sync::OnceLock::new(),
+            cluster_tls: RwLock::new(None),
             last_skew_log_ms: AtomicU64::new(0),
             topology: RwLock::new(Arc::new(topology)),
             topology_version: Padded(AtomicU64::new(1)),
         }
+    }
+
+    /// The peer-link TLS in force (`--tls-cluster`), if any.
+    pub fn cluster_tls(&self) -> Option<crate::net::tls::ClusterTls> {
+        self.cluster_tls.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Whether a replicated `version` may be applied: refused (counted,

@@ -269,6 +269,12 @@ fn a_tls_cluster_forms_and_replicates() {
         (0..100).all(|i| r.cmd(&["GET", &format!("k{i}")]) == ringcache_tests::reply::bulk("v"))
     };
     c.eventually("every owner to hold every key", || (0..3).all(holds_all));
+    // SIGHUP reloads the peer-link certificates too.
+    c.node(0).signal("HUP");
+    c.eventually("the peer-link reload to be logged", || {
+        c.node(0).log().contains("peer-link TLS certificates reloaded")
+    });
+    assert_eq!(c.node(1).raw().cmd(&["SET", "after-hup", "v"]), ringcache_tests::reply::ok());
     // The cluster port speaks only TLS: a plain RC.HELLO gets no answer.
     let mut plain = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], c.ports[0].1)), WAIT).unwrap();
     plain.set_read_timeout(Some(WAIT)).unwrap();

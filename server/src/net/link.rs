@@ -318,7 +318,7 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
             return;
         }
         let stream = match target(&shared, &name) {
-            Some(addr) => connect(&key, &shared.config.node_name, addr, shared.cluster_tls.get()).await,
+            Some(addr) => connect(&key, &shared.config.node_name, addr, shared.cluster_tls().as_ref()).await,
             None => Err("not a member".to_string()),
         };
         match stream {

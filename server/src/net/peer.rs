@@ -58,7 +58,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdow
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let laddr = stream.local_addr().unwrap_or(addr);
-            let Some(tls) = shared.cluster_tls.get().cloned() else {
+            let Some(tls) = shared.cluster_tls() else {
                 return serve(shared, stream, addr, laddr, shutdown).await;
             };
             // Mutual TLS: a certificate signed by the cluster's CA that

@@ -43,6 +43,19 @@ impl TlsFiles {
         })
     }
 
+    /// The files of `--tls-cluster` (the same certificate, key and CA).
+    pub fn of_cluster(config: &Config) -> Option<TlsFiles> {
+        if !config.tls_cluster {
+            return None;
+        }
+        Some(TlsFiles {
+            cert: config.tls_cert_file.clone()?,
+            key: config.tls_key_file.clone()?,
+            ca: config.tls_ca_cert_file.clone(),
+            auth_clients: TlsAuthClients::Yes,
+        })
+    }
+
     fn paths(&self) -> Vec<&Path> {
         let mut v = vec![self.cert.as_path(), self.key.as_path()];
         v.extend(self.ca.as_deref());
@@ -156,12 +169,20 @@ impl Tls {
     }
 }
 
-/// Reloads on SIGHUP and when a file's modification time moves.
-pub async fn watch_files(tls: Arc<Tls>, mut stop: watch::Receiver<bool>) {
+/// Reloads on SIGHUP and when a file's modification time moves: the
+/// client port's configuration, and the peer links' (`--tls-cluster`;
+/// links already up keep their session, new ones use the new files).
+pub async fn watch_files(
+    shared: Arc<crate::shared::Shared>,
+    client: Option<Arc<Tls>>,
+    mut stop: watch::Receiver<bool>,
+) {
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let cluster_files = TlsFiles::of_cluster(&shared.config);
+    let mut cluster_stamps = cluster_files.as_ref().map(stamps);
     loop {
         #[cfg(unix)]
         let hangup = async {
@@ -172,14 +193,31 @@ pub async fn watch_files(tls: Arc<Tls>, mut stop: watch::Receiver<bool>) {
         };
         #[cfg(not(unix))]
         let hangup = std::future::pending::<Option<()>>();
-        tokio::select! {
-            _ = tick.tick() => {
-                if tls.changed() {
-                    tls.reload("file changed");
+        let why = tokio::select! {
+            _ = tick.tick() => "file changed",
+            _ = hangup => "SIGHUP",
+            _ = stop.changed() => return,
+        };
+        let forced = why == "SIGHUP";
+        if let Some(tls) = &client
+            && (forced || tls.changed())
+        {
+            tls.reload(why);
+        }
+        if let Some(files) = &cluster_files {
+            let now = stamps(files);
+            if forced || cluster_stamps.as_ref() != Some(&now) {
+                cluster_stamps = Some(now);
+                match ClusterTls::load(&shared.config) {
+                    Ok(c) => {
+                        *shared.cluster_tls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = c;
+                        info!(why, "peer-link TLS certificates reloaded");
+                    }
+                    Err(e) => {
+                        warn!(why, error = %e, "peer-link TLS reload failed: still using the previous certificates")
+                    }
                 }
             }
-            _ = hangup => { tls.reload("SIGHUP"); }
-            _ = stop.changed() => return,
         }
     }
 }
@@ -187,7 +225,7 @@ pub async fn watch_files(tls: Arc<Tls>, mut stop: watch::Receiver<bool>) {
 /// Mutual TLS for peer links (`--tls-cluster yes`): every node presents
 /// its certificate (the `--tls-cert-file`/`--tls-key-file` pair) and
 /// accepts only certificates signed by `--tls-ca-cert-file` that name the
-/// address the other side connects from or to. Loaded once at start.
+/// address the other side connects from or to.
 #[derive(Clone)]
 pub struct ClusterTls {
     pub connector: tokio_rustls::TlsConnector,
@@ -202,15 +240,8 @@ impl std::fmt::Debug for ClusterTls {
 
 impl ClusterTls {
     pub fn load(config: &Config) -> Result<Option<ClusterTls>, String> {
-        let (Some(cert), Some(key), Some(ca)) = (&config.tls_cert_file, &config.tls_key_file, &config.tls_ca_cert_file)
-        else {
-            return Ok(None);
-        };
-        if !config.tls_cluster {
-            return Ok(None);
-        }
-        let files =
-            TlsFiles { cert: cert.clone(), key: key.clone(), ca: Some(ca.clone()), auth_clients: TlsAuthClients::Yes };
+        let Some(files) = TlsFiles::of_cluster(config) else { return Ok(None) };
+        let (cert, key, ca) = (&files.cert, &files.key, files.ca.as_deref().ok_or("tls-cluster needs a CA file")?);
         let server = server_config(&files)?;
         let client = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
