@@ -309,6 +309,15 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits (bounded) until the log has a line containing `needle`: the
+    /// log is read from the process's stderr by another thread, so a line
+    /// the node wrote before the state the test saw may not be here yet.
+    pub fn wait_log(&self, needle: &str) {
+        if poll_until(WAIT, || self.log().contains(needle)).is_err() {
+            panic!("no log line containing {needle:?}:\n{}", self.log());
+        }
+    }
+
     pub fn raw(&self) -> Raw {
         Raw::connect(self.addr)
     }

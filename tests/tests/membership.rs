@@ -52,7 +52,8 @@ fn killed_node_is_dropped_and_rejoins_when_restarted() {
     c.wait_converged(5);
     // Same name, same id, same placement; a newer generation on the wire.
     assert_eq!(c.node(2).raw().cmd(&["CLUSTER", "MYID"]), id_before);
-    assert!(c.node(0).log().contains("member renewed its identity") || c.node(0).log().contains("member up"));
+    let seen = |l: String| l.contains("member renewed its identity") || l.contains("member up");
+    c.eventually("node0 to log the restarted member", || seen(c.node(0).log()));
 }
 
 #[test]
@@ -119,7 +120,7 @@ fn nodes_without_the_secret_never_join() {
     }
     let rejected: u64 = info_field(c.node(0), "gossip_rejected_packets").parse().unwrap();
     assert!(rejected > 0, "no packets were rejected");
-    assert!(c.node(0).log().contains("dropping gossip packets"));
+    c.node(0).wait_log("dropping gossip packets");
 }
 
 #[test]
@@ -304,9 +305,7 @@ fn a_node_whose_seeds_never_answer_serves_alone_after_the_join_timeout() {
         "0",
     ]);
     Server::eventually("the node to serve alone after its join timeout", || a.raw().cmd(&["SET", "k", "v"]) == ok());
-    Server::eventually("the join timeout to be logged", || {
-        a.log().contains("no seed answered within the join timeout")
-    });
+    a.wait_log("no seed answered within the join timeout");
     // It serves, but it is not what the operator asked for: not ready.
     assert_eq!(cluster_info_field(&mut a.raw(), "cluster_join_state"), "alone");
     let (status, body) = ringcache_tests::http_get(a.admin.expect("admin"), "/ready");

@@ -189,7 +189,7 @@ fn a_gracefully_stopped_node_hands_its_slots_over() {
         leaving.signal("TERM");
         let status = leaving.wait();
         assert!(status.success(), "the stopped node exits 0: {status:?}\n{}", leaving.log());
-        assert!(leaving.log().contains("drain finished"), "{}", leaving.log());
+        leaving.wait_log("drain finished");
         c.wait_converged(3);
         wait_rebalanced(&c);
         stop.store(true, Relaxed);

@@ -100,7 +100,7 @@ fn a_member_record_with_an_oversized_weight_is_refused() {
     });
     assert_eq!(cluster_info_field(&mut c.node(0).raw(), "cluster_known_nodes"), "2");
     // (The log is read from the process's stderr by another thread.)
-    c.eventually("the refusal to be logged", || c.node(0).log().contains("invalid member record"));
+    c.node(0).wait_log("invalid member record");
 }
 
 #[test]

@@ -275,7 +275,7 @@ fn sigterm_finishes_replies_and_exits_zero() {
     }
     assert!(c.is_closed());
     assert!(s.wait().success(), "{}", s.log());
-    assert!(s.log().contains("stopped"));
+    s.wait_log("stopped");
 }
 
 #[test]

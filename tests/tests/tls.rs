@@ -153,7 +153,7 @@ fn tls_clients_round_trip_and_plain_text_is_refused() {
     let pki = Pki::new("roundtrip");
     let tls_port = free_port();
     let s = start(&pki, tls_port, "yes");
-    Server::eventually("the TLS port to be logged", || s.log().contains("listening for TLS clients"));
+    s.wait_log("listening for TLS clients");
 
     // redis-cli --tls with a client certificate.
     assert_eq!(redis_cli_tls(&pki, tls_port, true, &["SET", "k", "over-tls"]), (true, "OK".to_string()));
@@ -227,11 +227,11 @@ fn a_rotated_certificate_is_served_without_a_restart() {
     if poll_until(Duration::from_secs(20), rotated).is_err() {
         panic!("the rotated certificate is not served: {}\n{}", served_subject(&pki, tls_port), s.log());
     }
-    assert!(s.log().contains("TLS certificates reloaded"), "{}", s.log());
+    s.wait_log("TLS certificates reloaded");
     // A broken file keeps the previous certificate.
     std::fs::write(pki.dir.join("server.crt"), "not a certificate").unwrap();
     s.signal("HUP");
-    Server::eventually("the failed reload to be logged", || s.log().contains("TLS reload failed"));
+    s.wait_log("TLS reload failed");
     assert!(served_subject(&pki, tls_port).contains("ringcache rotated server"));
     assert_eq!(s.raw().cmd(&["PING"]), ringcache_tests::reply::simple("PONG"));
 }
