@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use ringcache_tests::{Server, WAIT, free_port, info_field, output_within, poll_until};
 
+/// The key options of every `openssl req` here: a new P-256 key, unencrypted.
+const NEW_EC_KEY: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, in
 /// a directory removed on drop.
 struct Pki {
@@ -31,30 +34,10 @@ impl Pki {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let p = Pki { dir };
-        openssl(
-            &p.dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=ringcache test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
+        let ca = ["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=ringcache test CA"];
+        let ca_ext =
+            ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"];
+        openssl(&p.dir, &[&["req", "-x509"], NEW_EC_KEY, &ca, &ca_ext].concat());
         p.issue("server", "serverAuth", "/CN=ringcache test server");
         p.issue("client", "clientAuth", "/CN=ringcache test client");
         p
@@ -69,23 +52,7 @@ impl Pki {
         std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
         let (key, csr, crt, extf) =
             (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                subject,
-            ],
-        );
+        openssl(&self.dir, &[&["req"], NEW_EC_KEY, &["-keyout", &key, "-out", &csr, "-subj", subject]].concat());
         openssl(
             &self.dir,
             &[
