@@ -422,7 +422,27 @@ impl<'a> Args<'a> {
     pub fn byte_len(&self) -> usize {
         self.iter().map(<[u8]>::len).sum()
     }
+
+    /// The arguments after the first `n` (none if there are fewer).
+    pub fn skip(&self, n: usize) -> Args<'a> {
+        match self.0 {
+            ArgsInner::Ranges { buf, ranges } => {
+                Args(ArgsInner::Ranges { buf, ranges: &ranges[n.min(ranges.len())..] })
+            }
+            ArgsInner::Owned(v) => Args(ArgsInner::Owned(&v[n.min(v.len())..])),
+            ArgsInner::Slices(v) => Args(ArgsInner::Slices(&v[n.min(v.len())..])),
+        }
+    }
 }
+
+/// Equal when they hold the same arguments, however they are stored.
+impl PartialEq for Args<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Args<'_> {}
 
 #[cfg(test)]
 mod tests {

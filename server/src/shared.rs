@@ -99,6 +99,8 @@ pub struct Metrics {
     pub quorum_failures: AtomicU64,
     /// Peer connections refused: failed handshake, strangers.
     pub peer_rejected: AtomicU64,
+    /// Requests from authenticated peers that could not be decoded.
+    pub peer_malformed: AtomicU64,
     /// Stale owners sent the newest state after a quorum read.
     pub read_repairs: AtomicU64,
     /// Gossip packets refused for an invalid member record (weight, name, address).
@@ -135,6 +137,7 @@ impl Metrics {
             forwards_expired: AtomicU64::new(0),
             quorum_failures: AtomicU64::new(0),
             peer_rejected: AtomicU64::new(0),
+            peer_malformed: AtomicU64::new(0),
             read_repairs: AtomicU64::new(0),
             gossip_members_refused: AtomicU64::new(0),
             gossip_name_conflicts: AtomicU64::new(0),

@@ -7,7 +7,7 @@
 //! `store::Store` (driven with simulated `now_ms`, so versions, tombstones
 //! and `KeyRef::apply` are the production code), replicates writes as the
 //! real `RC.PUT`/`RC.DEL` requests (encoded by `replication`, parsed back with
-//! the protocol's `RequestParser` and `parse_op`), plans slot copies with
+//! the protocol's `RequestParser` and the typed peer protocol), plans slot copies with
 //! `rebalance::plan`/`sender`, and runs anti-entropy over the store's slot
 //! digests. The IO shells (`net/`) are modelled here in a few lines each:
 //! what they do on a table change, on a write, on a copy, on a digest

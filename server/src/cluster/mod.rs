@@ -12,6 +12,9 @@
 //!   puts and deletes, reads for quorum reads), the peer-link handshake,
 //!   bounded hint queues and quorum arithmetic.
 //!
+//! - [`protocol`]: the peer protocol, every request and reply between
+//!   members as types with one encoder, one decoder and one set of limits.
+//!
 //! - [`rebalance`]: which slot copies a node sends, and to whom, when the
 //!   slot table changes; which slots it may drop.
 //!
@@ -19,6 +22,7 @@
 //! `store::ShardInner`).
 
 pub mod membership;
+pub mod protocol;
 pub mod rebalance;
 pub mod replication;
 pub mod ring;

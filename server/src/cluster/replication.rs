@@ -3,36 +3,26 @@
 //! and the quorum arithmetic. No sockets, no clock: the link and connection
 //! tasks in `net/` move these bytes and decide when.
 //!
-//! Wire format (RESP arrays of bulk strings on the cluster port's TCP side):
-//! - `RC.PUT key version expiry_ms value` (expiry 0 = none) and
-//!   `RC.DEL key version`: apply if newer; the answer is `+OK` either way.
-//! - `RC.READ key`: `*3 :version :expiry_ms $value`, `*1 :version` for a
-//!   tombstone, or a null array when the key is unknown.
-//! - `RC.FWD 2|3 mode deadline_ms table command args...`: run a client's
-//!   command here as its primary, answering in that RESP version, unless
-//!   this node's clock is past the sender's deadline (then `-TIMEOUT ...
-//!   (not run)`: the sender has given up; assumes the members' clocks
-//!   agree, as versions do) or its members digest is not `table` (then
-//!   `-TRYAGAIN`: the views differ for a moment).
-//! - `RC.DBSIZE`, `RC.KEYS pattern`, `RC.SCAN cursor args...`, `RC.FLUSHALL`:
-//!   the node's share of a cluster-wide command (its primary slots).
+//! The wire form of every message is in [`super::protocol`].
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use ringcache_protocol::{Args, Frame, encode, parse_i64};
+use ringcache_protocol::{Args, Frame, encode};
+
+use super::protocol::{Kind, Reply, Request};
 
 use crate::store::{Entry, Incoming, KeyRef};
 
 /// Encodes the request that gives a replica `entry` (a live key).
 pub fn encode_put(buf: &mut BytesMut, entry: &Entry) {
-    let (v, e) = (itoa(entry.version()), itoa(entry.expiry_ms().unwrap_or(0)));
-    encode::command(buf, &[&b"RC.PUT"[..], entry.key(), v.as_bytes(), e.as_bytes(), entry.value()]);
+    Request::Put { key: entry.key(), version: entry.version(), expiry_ms: entry.expiry_ms(), value: entry.value() }
+        .encode(buf);
 }
 
 /// Encodes the request that tells a replica `key` was deleted at `version`.
 pub fn encode_del(buf: &mut BytesMut, key: &[u8], version: u64) {
-    encode::command(buf, &[&b"RC.DEL"[..], key, itoa(version).as_bytes()]);
+    Request::Del { key, version }.encode(buf);
 }
 
 /// Encodes the request that gives another owner what `k` holds here: its
@@ -45,14 +35,6 @@ pub fn encode_current(buf: &mut BytesMut, k: &KeyRef<'_>) {
     }
 }
 
-fn itoa(n: u64) -> String {
-    n.to_string()
-}
-
-fn arg_u64(a: &[u8]) -> Option<u64> {
-    parse_i64(a).and_then(|n| u64::try_from(n).ok())
-}
-
 /// A replicated state: key, version and what to do.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Op<'a> {
@@ -61,18 +43,22 @@ pub struct Op<'a> {
     pub incoming: Incoming<'a>,
 }
 
-/// Parses `RC.PUT` / `RC.DEL` (the name already matched by the caller).
+impl<'a> Op<'a> {
+    /// The state an `RC.PUT` or `RC.DEL` carries; None for other requests.
+    pub fn of(req: &Request<'a>) -> Option<Op<'a>> {
+        match *req {
+            Request::Put { key, version, expiry_ms, value } => {
+                Some(Op { key, version, incoming: Incoming::Put { value, expiry_ms } })
+            }
+            Request::Del { key, version } => Some(Op { key, version, incoming: Incoming::Delete }),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes `RC.PUT` / `RC.DEL` (None for anything else or malformed).
 pub fn parse_op<'a>(args: &Args<'a>) -> Option<Op<'a>> {
-    let name = args.get(0);
-    if name.eq_ignore_ascii_case(b"RC.PUT") && args.len() == 5 {
-        let expiry = arg_u64(args.get(3))?;
-        let incoming = Incoming::Put { value: args.get(4), expiry_ms: (expiry != 0).then_some(expiry) };
-        return Some(Op { key: args.get(1), version: arg_u64(args.get(2))?, incoming });
-    }
-    if name.eq_ignore_ascii_case(b"RC.DEL") && args.len() == 3 {
-        return Some(Op { key: args.get(1), version: arg_u64(args.get(2))?, incoming: Incoming::Delete });
-    }
-    None
+    Op::of(&Request::decode(*args).ok()?)
 }
 
 /// A key's state as an owner reports it to a reader (`RC.READ`).
@@ -108,10 +94,10 @@ impl ReadState {
         }
     }
 
-    /// Decodes a raw `RC.READ` reply.
+    /// Decodes a raw `RC.READ` reply (None for an error or a bad shape).
     pub fn parse(raw: &[u8]) -> Option<ReadState> {
-        match ringcache_protocol::decode_frame(raw, &ringcache_protocol::Limits::default()) {
-            Ok(Some((f, _))) => ReadState::decode(&f),
+        match Reply::parse(Kind::Read, raw) {
+            Reply::State(s) => Some(s),
             _ => None,
         }
     }
@@ -140,8 +126,9 @@ impl ReadState {
     }
 
     pub fn decode(frame: &Frame) -> Option<ReadState> {
+        // u64s travel as the same 64 bits in a RESP integer.
         let int = |f: &Frame| match f {
-            Frame::Integer(n) => u64::try_from(*n).ok(),
+            Frame::Integer(n) => Some(*n as u64),
             _ => None,
         };
         match frame {
@@ -164,8 +151,7 @@ impl ReadState {
             ReadState::Unknown => {}
             ReadState::Deleted { version } => encode_del(buf, key, *version),
             ReadState::Live { version, expiry_ms, value } => {
-                let (v, e) = (itoa(*version), itoa(expiry_ms.unwrap_or(0)));
-                encode::command(buf, &[&b"RC.PUT"[..], key, v.as_bytes(), e.as_bytes(), value]);
+                Request::Put { key, version: *version, expiry_ms: *expiry_ms, value }.encode(buf)
             }
         }
     }

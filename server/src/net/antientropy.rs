@@ -31,12 +31,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ringcache_protocol::{Frame, Limits, SLOT_COUNT, decode_frame, encode};
+use ringcache_protocol::SLOT_COUNT;
 use tokio::sync::watch;
 
 use super::link::{Link, Msg};
 use crate::cluster::membership::members_digest;
-use crate::cluster::replication::{ReadState, encode_del, encode_put};
+use crate::cluster::protocol::{Reply, Request};
+use crate::cluster::replication::{encode_del, encode_put};
 use crate::cluster::topology::Topology;
 use crate::shared::Shared;
 use crate::store::{SHARD_COUNT, SLOTS_PER_SHARD};
@@ -172,12 +173,12 @@ async fn differing_shards(shared: &Shared, t: &Topology, strays: bool) -> VecDeq
     for peer in peers {
         let Some(link) = shared.links.get(&t.nodes[usize::from(peer)].name) else { continue };
         shared.antientropy.sum_checks.fetch_add(1, Relaxed);
-        let Some(theirs) = call_ints(&link, &[b"RC.SUMS", me]).await else { continue };
-        if theirs.len() != SHARD_COUNT + 1 {
+        let Some((theirs, their_table)) = call_digests(&link, &Request::Sums { asker: me }).await else { continue };
+        if theirs.len() != SHARD_COUNT {
             continue;
         }
         let mine = shard_sums(t, &digests, t.me, peer);
-        let same_table = theirs[SHARD_COUNT] as u64 == table;
+        let same_table = their_table == table;
         for s in 0..SHARD_COUNT {
             // Another table: compare every shared shard slot by slot.
             let shared_shard = !same_table
@@ -185,7 +186,7 @@ async fn differing_shards(shared: &Shared, t: &Topology, strays: bool) -> VecDeq
                     let owners = t.table.owners(slot);
                     owners.first() == Some(&t.me) && owners[1..].contains(&peer)
                 });
-            if shared_shard || (same_table && theirs[s] as u64 != mine[s]) {
+            if shared_shard || (same_table && theirs[s] != mine[s]) {
                 differ[s] = true;
             }
         }
@@ -248,17 +249,19 @@ async fn round(shared: &Shared, shard: usize, strays: bool) {
     }
     for (peer, idx) in peers {
         let Some(link) = shared.links.get(&t.nodes[usize::from(peer)].name) else { continue };
-        let Some(theirs) = call_ints(&link, &[b"RC.DIGESTS", shard.to_string().as_bytes()]).await else { continue };
-        if theirs.len() != slots.len() + 1 {
+        let Some((theirs, their_table)) = call_digests(&link, &Request::Digests { shard: shard as u16 }).await else {
+            continue;
+        };
+        if theirs.len() != slots.len() {
             continue;
         }
         // A peer on another table may still take writes for these slots
         // without this node (it is primary there): comparing with it
         // repairs, but settles nothing.
-        let same_table = theirs[slots.len()] as u64 == members_digest(&t);
+        let same_table = their_table == members_digest(&t);
         for i in idx {
             shared.antientropy.slots_compared.fetch_add(1, Relaxed);
-            if theirs[i] as u64 != mine[i] {
+            if theirs[i] != mine[i] {
                 shared.antientropy.slots_differing.fetch_add(1, Relaxed);
                 if !repair_slot(shared, &link, slots[i]).await {
                     continue;
@@ -272,22 +275,28 @@ async fn round(shared: &Shared, shard: usize, strays: bool) {
     settle(&unanswered);
 }
 
-/// Sends one request and returns the integers of the array it answers.
-async fn call_ints(link: &Link, args: &[&[u8]]) -> Option<Vec<i64>> {
-    match call(link, args).await? {
-        Frame::Array(items) => {
-            items.into_iter().map(|f| if let Frame::Integer(n) = f { Some(n) } else { None }).collect()
-        }
+/// Sends one request and returns its typed reply (None: no answer in
+/// time, or the link failed).
+async fn call(link: &Link, req: &Request<'_>) -> Option<Reply> {
+    let replies = tokio::time::timeout(CALL_TIMEOUT, link.call(req.to_bytes(), 1)).await.ok()?.ok()?;
+    Some(Reply::parse(req.kind(), replies.first()?))
+}
+
+/// The digests `req` (`RC.SUMS` or `RC.DIGESTS`) answers, and the members
+/// digest they were taken under.
+async fn call_digests(link: &Link, req: &Request<'_>) -> Option<(Vec<u64>, u64)> {
+    match call(link, req).await? {
+        Reply::Digests { digests, table } => Some((digests, table)),
         _ => None,
     }
 }
 
-async fn call(link: &Link, args: &[&[u8]]) -> Option<Frame> {
-    let mut req = BytesMut::new();
-    encode::command(&mut req, args);
-    let replies = tokio::time::timeout(CALL_TIMEOUT, link.call(req.freeze(), 1)).await.ok()?.ok()?;
-    let limits = Limits { bulk_len_max: 1 << 30, multibulk_len_max: 1 << 24, ..Limits::default() };
-    decode_frame(replies.first()?, &limits).ok()?.map(|(f, _)| f)
+/// The keys and versions a member holds of `slot`.
+async fn key_versions(link: &Link, slot: u16) -> Option<HashMap<Bytes, u64>> {
+    match call(link, &Request::KeyVersions { slot }).await? {
+        Reply::KeyVersions(list) => Some(list.into_iter().collect()),
+        _ => None,
+    }
 }
 
 /// Brings this node and `link`'s member to the newer version of every key
@@ -296,8 +305,7 @@ async fn call(link: &Link, args: &[&[u8]]) -> Option<Frame> {
 /// of it that is newer there; once the primary has everything at least as
 /// new, deletes the slot here (if it is still not ours).
 async fn hand_off(shared: &Shared, link: &Link, slot: u16) {
-    let Some(Frame::Array(list)) = call(link, &[b"RC.KEYVERS", slot.to_string().as_bytes()]).await else { return };
-    let theirs = versions_of(&list);
+    let Some(theirs) = key_versions(link, slot).await else { return };
     let push = newer_here(shared, slot, &theirs).0;
     if push.is_empty() {
         let t = shared.topology();
@@ -309,16 +317,6 @@ async fn hand_off(shared: &Shared, link: &Link, slot: u16) {
     }
     shared.antientropy.keys_repaired.fetch_add(push.len() as u64, Relaxed);
     link.send(Msg::Repl { ops: push, done: None }).await;
-}
-
-fn versions_of(list: &[Frame]) -> HashMap<Bytes, u64> {
-    let mut theirs = HashMap::new();
-    for pair in list.chunks(2) {
-        if let [Frame::Bulk(k), Frame::Integer(v)] = pair {
-            theirs.insert(k.clone(), *v as u64);
-        }
-    }
-    theirs
 }
 
 /// The replicated writes of what this node holds of `slot` that is newer
@@ -353,10 +351,9 @@ fn newer_here(shared: &Shared, slot: u16, theirs: &HashMap<Bytes, u64>) -> (Vec<
 /// Whether every newer key there was fetched (this node now holds the
 /// newest of both).
 async fn repair_slot(shared: &Shared, link: &Link, slot: u16) -> bool {
-    let Some(Frame::Array(list)) = call(link, &[b"RC.KEYVERS", slot.to_string().as_bytes()]).await else {
+    let Some(theirs) = key_versions(link, slot).await else {
         return false;
     };
-    let theirs = versions_of(&list);
     let now = super::unix_ms();
     // Newer here (or missing there): send as replicated writes.
     let (push, mine) = newer_here(shared, slot, &theirs);
@@ -370,7 +367,7 @@ async fn repair_slot(shared: &Shared, link: &Link, slot: u16) -> bool {
     let mut fetched = 0u64;
     let mut complete = true;
     for k in wanted {
-        let Some(state) = call(link, &[b"RC.READ", k]).await.and_then(|f| ReadState::decode(&f)) else {
+        let Some(Reply::State(state)) = call(link, &Request::Read { key: k }).await else {
             complete = false;
             continue;
         };

@@ -23,11 +23,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
-use ringcache_protocol::{Args, Frame, Limits, Version, decode_frame, encode, key_slot};
+use ringcache_protocol::{Args, Frame, Version, decode_frame, encode, key_slot};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use super::link::{Ack, Link, LinkError, Msg};
+use crate::cluster::protocol::{ForwardHead, Kind, Reply as PeerReply, Request, encode_forward_head};
 use crate::cluster::replication::{ReadState, encode_current, quorum};
 use crate::cluster::topology::Topology;
 use crate::command::plan::{Combine, Part, Plan, SCAN_MEMBER_SHIFT, plan};
@@ -143,14 +144,36 @@ impl Peers {
     }
 }
 
+/// How a forwarded command runs at the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// As the primary of its key.
+    Primary,
+    /// That member's share of a cluster-wide command.
+    Share,
+}
+
 /// A forwarded request kept for sending again after `-TRYAGAIN`: to the
 /// slot's primary in the table of that moment (or the same member, for a
 /// cluster-wide command's share).
 #[derive(Debug, Clone)]
 struct Resend {
-    req: Bytes,
+    head: ForwardHead,
+    /// The command's arguments, encoded (the request's tail).
+    body: Bytes,
+    argc: usize,
     slot: Option<u16>,
     link: Link,
+}
+
+impl Resend {
+    /// The request again, under the table digest `table`.
+    fn request(&self, table: u64) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.body.len() + 64);
+        encode_forward_head(&mut b, &ForwardHead { table, ..self.head }, self.argc);
+        b.extend_from_slice(&self.body);
+        b.freeze()
+    }
 }
 
 /// A split command's parts.
@@ -278,7 +301,7 @@ impl Exec {
             }
             Plan::Forward(m) => {
                 env.shared.metrics.forwarded.fetch_add(1, Relaxed);
-                let c = self.forward(env, &t, m, args.iter(), b"p");
+                let c = self.forward(env, &t, m, args.iter(), Mode::Primary);
                 self.defer(c);
             }
             Plan::Split { combine, parts, step } => {
@@ -292,7 +315,7 @@ impl Exec {
                     let c = if m == t.me {
                         self.part(|x| x.share_here(env, args))
                     } else {
-                        self.forward(env, &t, m, args.iter(), b"s")
+                        self.forward(env, &t, m, args.iter(), Mode::Share)
                     };
                     chunks.push(c);
                 }
@@ -315,7 +338,7 @@ impl Exec {
                 let part = if member == t.me {
                     self.part(|x| x.share_here(env, Args::from_slices(&sub)))
                 } else {
-                    self.forward(env, &t, member, sub.iter().copied(), b"s")
+                    self.forward(env, &t, member, sub.iter().copied(), Mode::Share)
                 };
                 let v = env.conn.resp;
                 self.defer(Chunk::Gather {
@@ -369,18 +392,31 @@ impl Exec {
         t: &Topology,
         m: u16,
         args: impl Iterator<Item = &'b [u8]>,
-        mode: &'static [u8],
+        share: Mode,
     ) -> Chunk {
         let link = self.peers.get(env.shared, t, m).1.cloned();
-        let v: &[u8] = if env.conn.resp == Version::Resp3 { b"3" } else { b"2" };
-        let mut req = BytesMut::new();
-        let deadline = (env.now_ms + 2 * env.shared.config.replication_timeout.as_millis() as u64).to_string();
-        let table = format!("{:016x}", t.digest);
-        let head: [&[u8]; 5] = [b"RC.FWD", v, mode, deadline.as_bytes(), table.as_bytes()];
-        let all: Vec<&[u8]> = head.into_iter().chain(args.map(|a| -> &[u8] { a })).collect();
-        encode::command(&mut req, &all);
-        let slot = (mode == b"p" && all.len() > 6).then(|| key_slot(all[6]));
-        let req = req.freeze();
+        let head = ForwardHead {
+            resp3: env.conn.resp == Version::Resp3,
+            share: share == Mode::Share,
+            deadline_ms: env.now_ms + 2 * env.shared.config.replication_timeout.as_millis() as u64,
+            table: t.digest,
+        };
+        let mut body = BytesMut::new();
+        let mut argc = 0;
+        let mut first_key = None;
+        for a in args {
+            if argc == 1 {
+                first_key = Some(key_slot(a));
+            }
+            encode::bulk(&mut body, a);
+            argc += 1;
+        }
+        let slot = if share == Mode::Primary { first_key } else { None };
+        let resend = link.as_ref().map(|link| Resend { head, body: body.freeze(), argc, slot, link: link.clone() });
+        let req = match &resend {
+            Some(r) => r.request(t.digest),
+            None => Bytes::new(),
+        };
         let answer = match &link {
             Some(link) => match link.try_call(req.clone(), 1, true) {
                 Ok(rx) => Answer::Waiting(rx),
@@ -388,7 +424,7 @@ impl Exec {
             },
             None => Answer::Unreachable,
         };
-        self.push_answer(answer, link.map(|link| Resend { req, slot, link }));
+        self.push_answer(answer, resend);
         Chunk::Forward(self.answers.len() - 1)
     }
 
@@ -404,7 +440,7 @@ impl Exec {
             let c = if p.member == t.me {
                 self.part(|x| x.local(env, spec, Args::from_slices(&sub), t))
             } else {
-                self.forward(env, t, p.member, sub.iter().copied(), b"p")
+                self.forward(env, t, p.member, sub.iter().copied(), Mode::Primary)
             };
             chunks.push(c);
         }
@@ -582,9 +618,7 @@ impl Exec {
         let start = self.out.len();
         self.run_here(env, args);
         let end = self.out.len();
-        let mut req = BytesMut::new();
-        encode::command(&mut req, &[&b"RC.READ"[..], args.get(1)]);
-        let req = req.freeze();
+        let req = Request::Read { key: args.get(1) }.to_bytes();
         let mut asked = Vec::new();
         for (name, link) in owners {
             let answer = match link.map(|l| l.try_call(req.clone(), 1, false)) {
@@ -732,7 +766,7 @@ impl Exec {
             // client never sees the transition.
             let again: Vec<usize> = (0..self.answers.len())
                 .filter(|&i| {
-                    matches!(&self.answers[i], Answer::Replies(r) if r.first().is_some_and(|b| b.starts_with(b"-TRYAGAIN")))
+                    matches!(&self.answers[i], Answer::Replies(r) if r.first().is_some_and(|b| refused_for_now(b)))
                         && self.resend.get(i).is_some_and(Option::is_some)
                 })
                 .collect();
@@ -753,8 +787,7 @@ impl Exec {
                     }
                     None => Some(r.link.clone()),
                 };
-                let req = with_table(&r.req, t.digest);
-                if let Some(Ok(rx)) = link.map(|l| l.try_call(req, 1, true)) {
+                if let Some(Ok(rx)) = link.map(|l| l.try_call(r.request(t.digest), 1, true)) {
                     self.answers[i] = Answer::Waiting(rx);
                 }
             }
@@ -867,8 +900,8 @@ impl Exec {
             }
             Chunk::Gather { parts, combine, v, order } => {
                 let mut frames = Vec::with_capacity(parts.len());
-                // Replies of trusted peers and of this node: no limits.
-                let limits = Limits { bulk_len_max: usize::MAX, multibulk_len_max: usize::MAX, ..Limits::default() };
+                // Replies of authenticated peers and of this node.
+                let limits = crate::cluster::protocol::REPLY_LIMITS;
                 for p in parts {
                     let mut buf = BytesMut::new();
                     self.emit(p, &mut buf, acked, shared);
@@ -883,23 +916,10 @@ impl Exec {
     }
 }
 
-/// `req` (an `RC.FWD`) with its table digest replaced by `digest` (the
-/// fifth element, 16 hex digits): a retry follows this node's table of now.
-fn with_table(req: &Bytes, digest: u64) -> Bytes {
-    // Header: *N, then $6 RC.FWD, $1 v, $1 mode, $k deadline, $16 table.
-    let mut at = 0;
-    for _ in 0..10 {
-        match req[at..].iter().position(|&b| b == b'\n') {
-            Some(i) => at += i + 1,
-            None => return req.clone(),
-        }
-    }
-    if req.len() < at + 16 {
-        return req.clone();
-    }
-    let mut b = BytesMut::from(&req[..]);
-    b[at..at + 16].copy_from_slice(format!("{digest:016x}").as_bytes());
-    b.freeze()
+/// A forwarded request's raw reply that refused it for the moment
+/// (`-TRYAGAIN`: the primary's view is moving): it did not run.
+fn refused_for_now(raw: &[u8]) -> bool {
+    raw.first() == Some(&b'-') && matches!(PeerReply::parse(Kind::Forward, raw), PeerReply::Error(e) if e.retryable())
 }
 
 /// Brings keys here from the members named with them (the previous owner
@@ -910,9 +930,8 @@ async fn fetch_moving_keys(shared: &Shared, keys: Vec<(Arc<str>, Vec<u8>)>, dead
     let mut waits = Vec::with_capacity(keys.len());
     let mut missing: HashMap<Vec<u8>, usize> = HashMap::new();
     for (from, key) in keys {
-        let mut req = BytesMut::new();
-        encode::command(&mut req, &[&b"RC.READ"[..], &key]);
-        let rx = shared.links.get(&from).and_then(|l| l.try_call(req.freeze(), 1, false).ok());
+        let req = Request::Read { key: &key }.to_bytes();
+        let rx = shared.links.get(&from).and_then(|l| l.try_call(req, 1, false).ok());
         *missing.entry(key.clone()).or_default() += 1;
         waits.push((key, rx));
     }
@@ -995,15 +1014,28 @@ mod tests {
 
     #[test]
     fn a_retried_forward_carries_the_table_of_now() {
-        let mut req = BytesMut::new();
-        let old = format!("{:016x}", 0xdead_beef_u64);
-        encode::command(&mut req, &[&b"RC.FWD"[..], b"2", b"p", b"1795431954344", old.as_bytes(), b"SET", b"k", b"v"]);
-        let patched = with_table(&req.freeze(), 0x0123_4567_89ab_cdef);
-        let mut want = BytesMut::new();
-        encode::command(
-            &mut want,
-            &[&b"RC.FWD"[..], b"2", b"p", b"1795431954344", b"0123456789abcdef", b"SET", b"k", b"v"],
-        );
-        assert_eq!(patched, want.freeze());
+        let head = ForwardHead { resp3: false, share: false, deadline_ms: 1_795_431_954_344, table: 0xdead_beef };
+        let mut body = BytesMut::new();
+        for a in [&b"SET"[..], b"k", b"v"] {
+            encode::bulk(&mut body, a);
+        }
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let link = Link::for_test("m", tx);
+        let r = Resend { head, body: body.freeze(), argc: 3, slot: None, link };
+        let patched = r.request(0x0123_4567_89ab_cdef);
+        let want = Request::Forward {
+            head: ForwardHead { table: 0x0123_4567_89ab_cdef, ..head },
+            command: Args::from_slices(&[b"SET", b"k", b"v"]),
+        }
+        .to_bytes();
+        assert_eq!(patched, want);
+    }
+
+    #[test]
+    fn only_a_tryagain_is_sent_again() {
+        assert!(refused_for_now(b"-TRYAGAIN the forwarding node's table differs from this node's\r\n"));
+        assert!(refused_for_now(b"-TRYAGAIN this key is moving to this node; retry\r\n"));
+        assert!(!refused_for_now(b"-TIMEOUT forwarded request expired before it ran (not run)\r\n"));
+        assert!(!refused_for_now(b"+OK\r\n"));
     }
 }

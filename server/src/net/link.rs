@@ -32,13 +32,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use ringcache_protocol::{Frame, Limits, decode_frame, encode};
+use ringcache_protocol::{Limits, decode_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep, timeout};
 use tracing::{debug, info, warn};
 
+use crate::cluster::protocol::{self, Kind, PeerError, Reply, Request};
 use crate::cluster::replication::{Hints, LinkKey, NONCE_LEN, hex, proof_eq};
 use crate::cluster::topology::Topology;
 use crate::shared::Shared;
@@ -141,6 +142,12 @@ enum Lane {
 }
 
 impl Link {
+    /// A link whose both lanes feed `tx` (no task behind it).
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str, tx: mpsc::Sender<Msg>) -> Link {
+        Link { name: name.into(), tx: tx.clone(), fwd: tx, stats: Arc::default() }
+    }
+
     pub fn connected(&self) -> bool {
         self.stats.connected.load(Relaxed)
     }
@@ -403,15 +410,14 @@ pub(crate) fn nonce() -> [u8; NONCE_LEN] {
     b
 }
 
-/// Reads one reply frame (handshake only; small limits).
-async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Result<Frame, String> {
-    let limits = Limits { bulk_len_max: 4096, multibulk_len_max: 16, ..Limits::default() };
+/// Reads one reply frame of the handshake, as a reply to `kind`.
+async fn read_reply<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, kind: Kind) -> Result<Reply, String> {
     loop {
-        if let Some((f, n)) = decode_frame(buf, &limits).map_err(|e| e.to_string())? {
+        if let Some((f, n)) = decode_frame(buf, &protocol::HANDSHAKE_LIMITS).map_err(|e| e.to_string())? {
             buf.advance(n);
-            return Ok(f);
+            return Ok(Reply::decode(kind, &f));
         }
-        if buf.len() > 8192 {
+        if buf.len() > protocol::HANDSHAKE_BYTES_MAX {
             return Err("handshake reply too long".into());
         }
         if stream.read_buf(buf).await.map_err(|e| e.to_string())? == 0 {
@@ -460,19 +466,17 @@ async fn connect(
 
 /// The connecting side of the cluster-key handshake.
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, key: &LinkKey, me: &str) -> Result<(), String> {
+    let refused = |e: PeerError| String::from_utf8_lossy(&e.text()).into_owned();
     let hs = async {
         let cn = hex(&nonce());
         let mut out = BytesMut::new();
-        encode::command(&mut out, &[&b"RC.HELLO"[..], me.as_bytes(), cn.as_bytes()]);
+        Request::Hello { name: me.as_bytes(), nonce: cn.as_bytes() }.encode(&mut out);
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
         stream.flush().await.map_err(|e| e.to_string())?;
         let mut buf = BytesMut::new();
-        let (sn, proof) = match read_frame(stream, &mut buf).await? {
-            Frame::Array(items) => match items.as_slice() {
-                [Frame::Bulk(sn), Frame::Bulk(p)] => (sn.clone(), p.clone()),
-                _ => return Err("unexpected handshake reply".to_string()),
-            },
-            Frame::Error(e) => return Err(String::from_utf8_lossy(&e).into_owned()),
+        let (sn, proof) = match read_reply(stream, &mut buf, Kind::Hello).await? {
+            Reply::Challenge { nonce, proof } => (nonce, proof),
+            Reply::Error(e) => return Err(refused(e)),
             _ => return Err("unexpected handshake reply".to_string()),
         };
         if !proof_eq(&proof, key.server_proof(cn.as_bytes(), &sn).as_bytes()) {
@@ -480,12 +484,12 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, key: &Link
         }
         out.clear();
         let mine = key.client_proof(&sn, cn.as_bytes());
-        encode::command(&mut out, &[&b"RC.AUTH"[..], mine.as_bytes()]);
+        Request::Auth { proof: mine.as_bytes() }.encode(&mut out);
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
         stream.flush().await.map_err(|e| e.to_string())?;
-        match read_frame(stream, &mut buf).await? {
-            Frame::Simple(s) if &s[..] == b"OK" => Ok(()),
-            Frame::Error(e) => Err(String::from_utf8_lossy(&e).into_owned()),
+        match read_reply(stream, &mut buf, Kind::Auth).await? {
+            Reply::Ok => Ok(()),
+            Reply::Error(e) => Err(refused(e)),
             _ => Err("unexpected handshake reply".to_string()),
         }
     };
@@ -526,7 +530,7 @@ async fn session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut inflight_ops = 0usize;
     let mut inflight_bytes = 0usize;
-    let limits = Limits { bulk_len_max: 1 << 30, multibulk_len_max: 1 << 24, ..Limits::default() };
+    let limits = protocol::REPLY_LIMITS;
     // A replica answers replicated writes at once: silence for twice the
     // replication timeout means it is paused or gone. A forwarded request
     // may itself wait up to the timeout for its quorum, so that lane

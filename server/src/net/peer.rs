@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ringcache_protocol::{Args, Limits, RequestParser, SLOT_COUNT, Version, encode};
+use ringcache_protocol::{Args, RequestParser, Version, encode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,7 +28,8 @@ use tracing::{debug, info, warn};
 use super::exec::{Env, Exec};
 use super::link::nonce;
 use super::unix_ms;
-use crate::cluster::replication::{LinkKey, ReadState, hex, parse_op, proof_eq};
+use crate::cluster::protocol::{self, PeerError, Reply, Request};
+use crate::cluster::replication::{LinkKey, Op, ReadState, hex, proof_eq};
 use crate::command::ConnState;
 use crate::shared::{ClientInfo, LocalStats, Shared};
 use crate::store::SHARD_COUNT;
@@ -92,11 +93,10 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     input: &mut BytesMut,
     parser: &mut RequestParser,
 ) -> Result<String, &'static str> {
-    let limits = Limits::default();
+    // Unauthenticated: small arguments, few of them, few bytes in all.
     let mut next = async |stream: &mut S, input: &mut BytesMut| -> Result<Vec<Vec<u8>>, &'static str> {
         loop {
-            // Unauthenticated limits: small bulks, few arguments.
-            match parser.parse(input, &limits, false) {
+            match parser.parse(input, &protocol::HANDSHAKE_LIMITS, false) {
                 Ok(true) => {
                     let args: Vec<Vec<u8>> = parser.args(input).iter().map(<[u8]>::to_vec).collect();
                     parser.compact(input);
@@ -105,7 +105,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(false) => {}
                 Err(_) => return Err("protocol error"),
             }
-            if input.len() > 4096 {
+            if input.len() > protocol::HANDSHAKE_BYTES_MAX {
                 return Err("handshake too long");
             }
             input.reserve(1024);
@@ -115,22 +115,22 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let hello = next(stream, input).await?;
-    if hello.len() != 3 || !hello[0].eq_ignore_ascii_case(b"RC.HELLO") || hello[2].len() > 64 {
+    let hello_args: Vec<&[u8]> = hello.iter().map(Vec::as_slice).collect();
+    let Ok(Request::Hello { name, nonce: client_nonce }) = Request::decode(Args::from_slices(&hello_args)) else {
         let _ = stream.write_all(b"-NOAUTH peer authentication required\r\n").await;
         let _ = stream.flush().await;
         return Err("not a peer handshake");
-    }
+    };
     let sn = hex(&nonce());
+    let proof = key.server_proof(client_nonce, sn.as_bytes());
     let mut out = BytesMut::new();
-    encode::array_header(&mut out, 2);
-    encode::bulk(&mut out, sn.as_bytes());
-    encode::bulk(&mut out, key.server_proof(&hello[2], sn.as_bytes()).as_bytes());
+    Reply::Challenge { nonce: sn.clone().into(), proof: proof.into() }.encode(&mut out);
     stream.write_all(&out).await.map_err(|_| "write failed")?;
     stream.flush().await.map_err(|_| "write failed")?;
     let auth = next(stream, input).await?;
-    let ok = auth.len() == 2
-        && auth[0].eq_ignore_ascii_case(b"RC.AUTH")
-        && proof_eq(&auth[1], key.client_proof(sn.as_bytes(), &hello[2]).as_bytes());
+    let auth_args: Vec<&[u8]> = auth.iter().map(Vec::as_slice).collect();
+    let ok = matches!(Request::decode(Args::from_slices(&auth_args)),
+        Ok(Request::Auth { proof }) if proof_eq(proof, key.client_proof(sn.as_bytes(), client_nonce).as_bytes()));
     if !ok {
         let _ = stream.write_all(b"-ERR peer authentication failed\r\n").await;
         let _ = stream.flush().await;
@@ -138,7 +138,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     }
     stream.write_all(b"+OK\r\n").await.map_err(|_| "write failed")?;
     stream.flush().await.map_err(|_| "write failed")?;
-    Ok(String::from_utf8_lossy(&hello[1]).into_owned())
+    Ok(String::from_utf8_lossy(name).into_owned())
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
@@ -169,7 +169,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     conn.peer = true;
     let mut exec = Exec::new(READ_CHUNK);
     let mut stats = LocalStats::default();
-    let limits = Limits { bulk_len_max: 512 << 20, multibulk_len_max: 1 << 20, ..Limits::default() };
     // Set when a batch stopped at BATCH_MAX with requests left in `input`:
     // run those before reading more (a read could wait forever).
     let mut more = false;
@@ -194,10 +193,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let mut close = false;
         let mut done = 0;
         loop {
-            match parser.parse(&input, &limits, true) {
+            match parser.parse(&input, &protocol::LIMITS, true) {
                 Ok(true) => {
                     let mut env = Env { shared: &shared, conn: &mut conn, stats: &mut stats, now_ms };
-                    handle(&mut exec, &mut env, &parser, &input);
+                    handle(&mut exec, &mut env, parser.args(&input));
                     done += 1;
                     if done >= BATCH_MAX {
                         // Bound the batch: answer these, then parse on.
@@ -234,141 +233,92 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     debug!(%addr, %peer, "peer disconnected");
 }
 
-/// A decimal argument of a peer request.
-fn num<T: std::str::FromStr>(a: &[u8]) -> Option<T> {
-    std::str::from_utf8(a).ok()?.parse().ok()
-}
-
-fn handle(exec: &mut Exec, env: &mut Env<'_>, parser: &RequestParser, input: &[u8]) {
-    let args = parser.args(input);
-    let name = args.get(0);
-    if name.eq_ignore_ascii_case(b"RC.PUT") || name.eq_ignore_ascii_case(b"RC.DEL") {
-        match parse_op(&args) {
-            // A replica honours maxmemory like any write: evict first, and
-            // refuse (not acknowledged, so it does not count for the
-            // quorum) when nothing can go.
-            Some(op) if !env.shared.version_ok(op.version, env.now_ms) => {
-                encode::error(&mut exec.out, b"ERR version too far ahead of this node's clock (not applied)");
-            }
-            Some(op) if env.shared.store.make_room(env.now_ms).is_ok() => {
+/// Runs one request of an authenticated peer, its reply into `exec.out`.
+fn handle(exec: &mut Exec, env: &mut Env<'_>, args: Args<'_>) {
+    let req = match Request::decode(args) {
+        Ok(r) => r,
+        Err(e) => {
+            env.shared.metrics.peer_malformed.fetch_add(1, Relaxed);
+            return e.encode(&mut exec.out);
+        }
+    };
+    let reply = match req {
+        Request::Put { .. } | Request::Del { .. } => {
+            let op = Op::of(&req).expect("a put or a delete");
+            if !env.shared.version_ok(op.version, env.now_ms) {
+                Reply::Error(PeerError::VersionAhead)
+            } else if env.shared.store.make_room(env.now_ms).is_ok() {
+                // A replica honours maxmemory like any write: evict first,
+                // and refuse (not acknowledged, so it does not count for
+                // the quorum) when nothing can go.
                 env.shared.store.with_key(op.key, env.now_ms, |k| k.apply(op.version, op.incoming));
-                exec.out.extend_from_slice(b"+OK\r\n");
+                Reply::Ok
+            } else {
+                Reply::Error(PeerError::OutOfMemory)
             }
-            Some(_) => encode::error(&mut exec.out, b"OOM command not allowed when used memory > 'maxmemory'."),
-            None => encode::error(&mut exec.out, b"ERR malformed replication request"),
         }
-    } else if name.eq_ignore_ascii_case(b"RC.READ") && args.len() == 2 {
-        let state = env.shared.store.with_key(args.get(1), env.now_ms, |k| ReadState::of(k));
-        state.encode(&mut exec.out);
-    } else if name.eq_ignore_ascii_case(b"RC.FWD") && args.len() >= 6 {
-        let (Some(ranges), Some(deadline), Some(table)) =
-            (parser.ranges(), num::<u64>(args.get(3)), hex_u64(args.get(4)))
-        else {
-            encode::error(&mut exec.out, b"ERR malformed forwarded request");
+        Request::Read { key } => Reply::State(env.shared.store.with_key(key, env.now_ms, |k| ReadState::of(k))),
+        Request::Forward { head, command } => {
+            if env.now_ms > head.deadline_ms {
+                // The forwarding node has answered -TIMEOUT already: running
+                // it now could undo writes acknowledged since.
+                env.shared.metrics.forwards_expired.fetch_add(1, Relaxed);
+                Reply::Error(PeerError::Expired)
+            } else if head.table != env.shared.topology().digest {
+                // The sender routed by another member set: both views are
+                // still converging (the sender retries shortly).
+                Reply::Error(PeerError::TableDiffers)
+            } else {
+                env.conn.resp = if head.resp3 { Version::Resp3 } else { Version::Resp2 };
+                env.conn.share = head.share;
+                exec.run(env, command);
+                env.conn.share = false;
+                return;
+            }
+        }
+        Request::SlotDone { slot } => {
+            env.shared.rebalance.import_done(slot);
+            Reply::Ok
+        }
+        // The sender's copy is confirmed, but this former owner may hold
+        // writes the sender never had (views that disagreed across a
+        // partition): anti-entropy hands the slot to its primary, newer
+        // keys included, before deleting it here.
+        Request::DropOk { .. } => Reply::Ok,
+        Request::Sending { to, table, slots } => {
+            let to = String::from_utf8_lossy(to);
+            Reply::Flags(env.shared.rebalance.sending(&to, table, &slots))
+        }
+        Request::Digests { shard } => {
+            let slots = super::antientropy::shard_slots(usize::from(shard));
+            // The table first: the digests then cover every write this
+            // node applied under an older table.
+            let table = crate::cluster::membership::members_digest(&env.shared.topology());
+            protocol::encode_digests(&mut exec.out, &env.shared.store.slot_digests(&slots), table);
             return;
-        };
-        if env.now_ms > deadline {
-            // The forwarding node has answered -TIMEOUT already: running
-            // it now could undo writes acknowledged since.
-            env.shared.metrics.forwards_expired.fetch_add(1, Relaxed);
-            encode::error(&mut exec.out, b"TIMEOUT forwarded request expired before it ran (not run)");
-            return;
         }
-        if table != env.shared.topology().digest {
-            // The sender routed by another member set: both views are
-            // still converging (the sender retries shortly).
-            encode::error(&mut exec.out, b"TRYAGAIN the forwarding node's table differs from this node's");
-            return;
+        Request::Sums { asker } => {
+            // Per shard, the XOR of the digests of the slots the asker is
+            // primary for and this node co-owns; then the members digest.
+            // An asker this table does not know gets zeros (its table
+            // differs).
+            let t = env.shared.topology();
+            let asker = String::from_utf8_lossy(asker);
+            let digests = match t.nodes.iter().position(|n| n.name == asker) {
+                Some(i) => super::antientropy::shard_sums(&t, &env.shared.store.all_slot_digests(), i as u16, t.me),
+                None => vec![0; SHARD_COUNT],
+            };
+            Reply::Digests { digests, table: crate::cluster::membership::members_digest(&t) }
         }
-        env.conn.resp = if args.get(1) == b"3" { Version::Resp3 } else { Version::Resp2 };
-        env.conn.share = args.get(2) == b"s";
-        exec.run(env, Args::from_ranges(input, &ranges[5..]));
-        env.conn.share = false;
-    } else if (name.eq_ignore_ascii_case(b"RC.SLOTDONE") || name.eq_ignore_ascii_case(b"RC.DROPOK")) && args.len() == 2
-    {
-        match num::<u16>(args.get(1)).filter(|&s| s < SLOT_COUNT) {
-            Some(slot) if name.eq_ignore_ascii_case(b"RC.SLOTDONE") => {
-                env.shared.rebalance.import_done(slot);
-                exec.out.extend_from_slice(b"+OK\r\n");
-            }
-            Some(_) => {
-                // The sender's copy is confirmed, but this former owner may
-                // hold writes the sender never had (views that disagreed
-                // across a partition): anti-entropy hands the slot to its
-                // primary, newer keys included, before deleting it here.
-                exec.out.extend_from_slice(b"+OK\r\n");
-            }
-            None => encode::error(&mut exec.out, b"ERR invalid slot"),
+        Request::KeyVersions { slot } => {
+            let list = std::cell::RefCell::new(Vec::new());
+            let add = |k: &[u8], v: u64| list.borrow_mut().push((bytes::Bytes::copy_from_slice(k), v));
+            env.shared.store.visit_slot(slot, env.now_ms, |e| add(e.key(), e.version()), |k, v| add(k, v));
+            Reply::KeyVersions(list.into_inner())
         }
-    } else if name.eq_ignore_ascii_case(b"RC.SENDING") && args.len() >= 3 && args.len() <= 3 + 4096 {
-        let to = String::from_utf8_lossy(args.get(1)).into_owned();
-        let table = num::<u64>(args.get(2)).unwrap_or(0);
-        let slots: Vec<u16> = args.iter().skip(3).map(|a| num::<u16>(a).unwrap_or(u16::MAX)).collect();
-        let flags = env.shared.rebalance.sending(&to, table, &slots);
-        encode::array_header(&mut exec.out, flags.len());
-        for f in flags {
-            encode::integer(&mut exec.out, i64::from(f));
-        }
-    } else if name.eq_ignore_ascii_case(b"RC.DIGESTS") && args.len() == 2 {
-        match num::<usize>(args.get(1)).filter(|&s| s < SHARD_COUNT) {
-            Some(shard) => {
-                let slots = super::antientropy::shard_slots(shard);
-                // The table first: the digests then cover every write this
-                // node applied under an older table.
-                let table = crate::cluster::membership::members_digest(&env.shared.topology());
-                let digests = env.shared.store.slot_digests(&slots);
-                encode::array_header(&mut exec.out, digests.len() + 1);
-                for d in digests {
-                    encode::integer(&mut exec.out, d as i64);
-                }
-                encode::integer(&mut exec.out, table as i64);
-            }
-            None => encode::error(&mut exec.out, b"ERR invalid shard"),
-        }
-    } else if name.eq_ignore_ascii_case(b"RC.SUMS") && args.len() == 2 {
-        // Per shard, the XOR of the digests of the slots the asker is
-        // primary for and this node co-owns; then the members digest. An
-        // asker this table does not know gets zeros (its table differs).
-        let t = env.shared.topology();
-        let asker = String::from_utf8_lossy(args.get(1));
-        let sums = match t.nodes.iter().position(|n| n.name == asker) {
-            Some(i) => super::antientropy::shard_sums(&t, &env.shared.store.all_slot_digests(), i as u16, t.me),
-            None => vec![0; SHARD_COUNT],
-        };
-        encode::array_header(&mut exec.out, sums.len() + 1);
-        for d in sums {
-            encode::integer(&mut exec.out, d as i64);
-        }
-        encode::integer(&mut exec.out, crate::cluster::membership::members_digest(&t) as i64);
-    } else if name.eq_ignore_ascii_case(b"RC.KEYVERS") && args.len() == 2 {
-        match num::<u16>(args.get(1)).filter(|&s| s < SLOT_COUNT) {
-            Some(slot) => {
-                let body = std::cell::RefCell::new((BytesMut::new(), 0usize));
-                let add = |k: &[u8], v: u64| {
-                    let (b, n) = &mut *body.borrow_mut();
-                    encode::bulk(b, k);
-                    encode::integer(b, v as i64);
-                    *n += 2;
-                };
-                env.shared.store.visit_slot(slot, env.now_ms, |e| add(e.key(), e.version()), |k, v| add(k, v));
-                let (body, n) = body.into_inner();
-                encode::array_header(&mut exec.out, n);
-                exec.out.extend_from_slice(&body);
-            }
-            None => encode::error(&mut exec.out, b"ERR invalid slot"),
-        }
-    } else if name.eq_ignore_ascii_case(b"RC.PING") {
-        exec.out.extend_from_slice(b"+PONG\r\n");
-    } else {
-        let text = format!("ERR unknown peer command '{}'", String::from_utf8_lossy(&name[..name.len().min(64)]));
-        encode::error(&mut exec.out, text.as_bytes());
-    }
-}
-
-/// A 16-hex-digit u64 (`RC.FWD`'s table digest).
-fn hex_u64(b: &[u8]) -> Option<u64> {
-    if b.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok()
+        Request::Ping => Reply::Pong,
+        // Only valid before the handshake ended.
+        Request::Hello { .. } | Request::Auth { .. } => Reply::Error(PeerError::Malformed("wrong number of arguments")),
+    };
+    reply.encode(&mut exec.out);
 }

@@ -25,12 +25,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ringcache_protocol::{SLOT_COUNT, encode};
+use ringcache_protocol::SLOT_COUNT;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::link::{Ack, LinkError, Msg};
 use crate::cluster::membership::members_digest;
+use crate::cluster::protocol::{Kind, Reply, Request};
 use crate::cluster::rebalance::{plan, sender};
 use crate::cluster::replication::{encode_del, encode_put};
 use crate::cluster::topology::Topology;
@@ -533,25 +534,13 @@ async fn pull_check(shared: &Shared, me: &str, table: u64) {
             }
             continue;
         };
-        let mut req = BytesMut::new();
-        let texts: Vec<String> = slots.iter().map(u16::to_string).collect();
-        let table = table.to_string();
-        let args: Vec<&[u8]> = [&b"RC.SENDING"[..], me.as_bytes(), table.as_bytes()]
-            .into_iter()
-            .chain(texts.iter().map(|t| t.as_bytes()))
-            .collect();
-        encode::command(&mut req, &args);
-        let Ok(Ok(replies)) = tokio::time::timeout(CONFIRM_TIMEOUT, link.call(req.freeze(), 1)).await else {
+        let req = Request::Sending { to: me.as_bytes(), table, slots: slots.clone() };
+        let Ok(Ok(replies)) = tokio::time::timeout(CONFIRM_TIMEOUT, link.call(req.to_bytes(), 1)).await else {
             continue;
         };
-        let limits = ringcache_protocol::Limits::default();
-        let Some(raw) = replies.first() else { continue };
-        let Ok(Some((ringcache_protocol::Frame::Array(flags), _))) = ringcache_protocol::decode_frame(raw, &limits)
-        else {
-            continue;
-        };
-        for (slot, f) in slots.iter().zip(flags) {
-            if f == ringcache_protocol::Frame::Integer(0) {
+        let Some(Reply::Flags(flags)) = replies.first().map(|raw| Reply::parse(Kind::Sending, raw)) else { continue };
+        for (slot, sending) in slots.iter().zip(flags) {
+            if !sending {
                 shared.rebalance.import_abandoned(*slot);
             }
         }
@@ -628,9 +617,7 @@ async fn start_copy(shared: &Shared, job: &Job, slot_ops: Vec<BytesMut>, flying:
         chunks.last_mut().expect("one chunk").push((job.slot, op));
     }
     let bytes: usize = chunks.iter().flatten().map(|(_, b)| b.len()).sum();
-    let mut done_req = BytesMut::new();
-    encode::command(&mut done_req, &[&b"RC.SLOTDONE"[..], job.slot.to_string().as_bytes()]);
-    let done_req = done_req.freeze();
+    let done_req = Request::SlotDone { slot: job.slot }.to_bytes();
     let mut waits = Vec::new();
     for target in &job.to {
         let Some(link) = shared.links.get(target) else { continue };
@@ -661,7 +648,7 @@ async fn settle(f: InFlight) -> Result<Job, (Job, &'static str)> {
             ok &= chunk_ok;
         }
         match tokio::time::timeout_at(deadline, call).await {
-            Ok(Ok(Ok(r))) if ok && r.first().is_some_and(|b| b.starts_with(b"+OK")) => {}
+            Ok(Ok(Ok(r))) if ok && r.first().is_some_and(|b| Reply::parse(Kind::SlotDone, b) == Reply::Ok) => {}
             _ => failed.push(target),
         }
     }
@@ -681,9 +668,7 @@ async fn drop_lost_slot(shared: &Shared, slot: u16, mine: bool, losers: &[String
     if mine {
         drop_ok(shared, slot);
     }
-    let mut req = BytesMut::new();
-    encode::command(&mut req, &[&b"RC.DROPOK"[..], slot.to_string().as_bytes()]);
-    let req = req.freeze();
+    let req = Request::DropOk { slot }.to_bytes();
     for l in losers {
         if let Some(link) = shared.links.get(l) {
             // Sent like a replicated write: no one waits for the answer,
