@@ -1,9 +1,12 @@
-//! Prometheus exposition of the node's counters, through the
-//! `prometheus-client` crate's encoder. The counters themselves are plain
-//! atomics updated on the request path; a [`Collector`] reads them only when
-//! `/metrics` is scraped, so scraping costs the request path nothing.
+//! The node's numbers: one table ([`STATS`], and [`PEER_STATS`] per peer
+//! link) that feeds both INFO and the Prometheus exposition of `/metrics`
+//! (through the `prometheus-client` crate's encoder). The counters
+//! themselves are plain atomics updated on the request path; both readers
+//! load them only when asked, so reporting costs the request path nothing.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 use prometheus_client::collector::Collector;
@@ -13,7 +16,440 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::command::COMMANDS;
+use crate::net::link::LinkStats;
 use crate::shared::Shared;
+
+/// Whether a number only grows (a counter) or goes up and down (a gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    Counter,
+    Gauge,
+}
+
+/// One number the node reports, under one INFO name and one metric name.
+#[derive(Debug)]
+pub struct Stat {
+    /// INFO section it is listed in (lowercase).
+    pub section: &'static str,
+    /// INFO field (Redis's name where Redis has the field).
+    pub info: &'static str,
+    /// Metric name after `ringcache_` (counters gain `_total`).
+    pub prom: &'static str,
+    pub help: &'static str,
+    pub kind: Type,
+    pub read: fn(&Shared) -> u64,
+}
+
+const fn c(
+    section: &'static str,
+    info: &'static str,
+    prom: &'static str,
+    help: &'static str,
+    read: fn(&Shared) -> u64,
+) -> Stat {
+    Stat { section, info, prom, help, kind: Type::Counter, read }
+}
+
+const fn g(
+    section: &'static str,
+    info: &'static str,
+    prom: &'static str,
+    help: &'static str,
+    read: fn(&Shared) -> u64,
+) -> Stat {
+    Stat { section, info, prom, help, kind: Type::Gauge, read }
+}
+
+fn links_sum(s: &Shared, f: fn(&LinkStats) -> &AtomicU64) -> u64 {
+    s.links.all().iter().map(|l| f(&l.stats).load(Relaxed)).sum()
+}
+
+/// Every node-wide number, in INFO's order within each section.
+pub static STATS: &[Stat] = &[
+    g("server", "uptime_in_seconds", "uptime_seconds", "Seconds since the node started.", |s| {
+        crate::net::unix_ms().saturating_sub(s.started_ms) / 1000
+    }),
+    g("clients", "connected_clients", "connected_clients", "Client connections open now.", |s| {
+        s.clients.connected() as u64
+    }),
+    g(
+        "memory",
+        "used_memory",
+        "used_memory_bytes",
+        "Bytes used by keys, values and tables (the maxmemory measure).",
+        |s| s.store.used_memory() as u64,
+    ),
+    g("memory", "used_memory_rss", "resident_memory_bytes", "Resident set size of the process.", |_| {
+        crate::process::rss_bytes() as u64
+    }),
+    g("memory", "maxmemory", "maxmemory_bytes", "Configured maxmemory (0 = no limit).", |s| s.store.maxmemory() as u64),
+    c("stats", "total_connections_received", "connections_received", "Client connections accepted.", |s| {
+        s.metrics.connections_received.load(Relaxed)
+    }),
+    c("stats", "total_commands_processed", "commands_processed", "Commands run (all commands).", |s| {
+        s.metrics.total_commands()
+    }),
+    c("stats", "total_net_input_bytes", "net_input_bytes", "Bytes read from clients.", |s| {
+        s.metrics.net_input_bytes.load(Relaxed)
+    }),
+    c("stats", "total_net_output_bytes", "net_output_bytes", "Bytes written to clients.", |s| {
+        s.metrics.net_output_bytes.load(Relaxed)
+    }),
+    c("stats", "rejected_connections", "connections_rejected", "Client connections refused at maxclients.", |s| {
+        s.metrics.connections_rejected.load(Relaxed)
+    }),
+    c(
+        "stats",
+        "clients_denied",
+        "clients_denied",
+        "Client connections refused by protected mode (no password, not loopback).",
+        |s| s.metrics.clients_denied.load(Relaxed),
+    ),
+    c(
+        "stats",
+        "admin_unauthorized",
+        "admin_unauthorized",
+        "Admin HTTP requests refused for a missing or wrong bearer token.",
+        |s| s.metrics.admin_unauthorized.load(Relaxed),
+    ),
+    c(
+        "stats",
+        "tls_handshake_failures",
+        "tls_handshake_failures",
+        "TLS client connections whose handshake failed or timed out.",
+        |s| s.metrics.tls_handshake_failures.load(Relaxed),
+    ),
+    c("stats", "expired_keys", "expired_keys", "Keys deleted because their TTL passed.", |s| {
+        s.store.stats.expired_keys.load(Relaxed)
+    }),
+    c("stats", "evicted_keys", "evicted_keys", "Keys evicted to stay under maxmemory.", |s| {
+        s.store.stats.evicted_keys.load(Relaxed)
+    }),
+    c("stats", "keyspace_hits", "keyspace_hits", "Key lookups that found a key.", |s| {
+        s.metrics.keyspace_hits.load(Relaxed)
+    }),
+    c("stats", "keyspace_misses", "keyspace_misses", "Key lookups that found nothing.", |s| {
+        s.metrics.keyspace_misses.load(Relaxed)
+    }),
+    c("stats", "total_error_replies", "error_replies", "Commands answered with an error (failed or refused).", |s| {
+        s.metrics.commands.iter().map(|c| c.failed.load(Relaxed) + c.rejected.load(Relaxed)).sum()
+    }),
+    c("stats", "unknown_commands", "unknown_commands", "Requests naming no known command.", |s| {
+        s.metrics.unknown_commands.load(Relaxed)
+    }),
+    c(
+        "stats",
+        "protocol_errors",
+        "protocol_errors",
+        "Connections closed for malformed input or a full query buffer.",
+        |s| s.metrics.protocol_errors.load(Relaxed),
+    ),
+    c(
+        "replication",
+        "forwarded_requests",
+        "forwarded_requests",
+        "Requests sent to another member to run (forwarded, or parts of a split command).",
+        |s| s.metrics.forwarded.load(Relaxed),
+    ),
+    c(
+        "replication",
+        "forwards_expired",
+        "forwards_expired",
+        "Forwarded requests that arrived after their sender's deadline and were not run.",
+        |s| s.metrics.forwards_expired.load(Relaxed),
+    ),
+    c(
+        "replication",
+        "quorum_failures",
+        "quorum_failures",
+        "Writes refused for lack of reachable owners or not acknowledged by the write quorum in time.",
+        |s| s.metrics.quorum_failures.load(Relaxed),
+    ),
+    c(
+        "replication",
+        "read_repairs",
+        "read_repairs",
+        "Owners sent the newest state of a key after a quorum read found them stale.",
+        |s| s.metrics.read_repairs.load(Relaxed),
+    ),
+    c(
+        "replication",
+        "replicated_applied",
+        "replicated_applied",
+        "Replicated key states applied (newer than what this node held).",
+        |s| s.store.stats.applied.load(Relaxed),
+    ),
+    c(
+        "replication",
+        "replicated_stale",
+        "replicated_stale",
+        "Replicated key states ignored (this node held a newer version).",
+        |s| s.store.stats.stale.load(Relaxed),
+    ),
+    g("replication", "tombstones", "tombstones", "Deleted keys remembered for the grace period.", |s| {
+        s.store.tombstones() as u64
+    }),
+    c(
+        "replication",
+        "tombstones_dropped",
+        "tombstones_dropped",
+        "Tombstones forgotten before their grace ended (per-shard bound).",
+        |s| s.store.stats.tombstones_dropped.load(Relaxed),
+    ),
+    c(
+        "replication",
+        "peer_rejected_connections",
+        "peer_rejected_connections",
+        "Peer TCP connections refused (failed handshake, strangers).",
+        |s| s.metrics.peer_rejected.load(Relaxed),
+    ),
+    c(
+        "replication",
+        "peer_malformed_requests",
+        "peer_malformed_requests",
+        "Requests from authenticated peers that could not be decoded (answered with an error).",
+        |s| s.metrics.peer_malformed.load(Relaxed),
+    ),
+    c(
+        "replication",
+        "versions_refused",
+        "versions_refused",
+        "Replicated states refused: their version was too far ahead of this node's clock.",
+        |s| s.metrics.versions_refused.load(Relaxed),
+    ),
+    g(
+        "replication",
+        "hints_pending",
+        "hints_pending",
+        "Replicated writes kept for unreachable owners, all peers.",
+        |s| links_sum(s, |x| &x.hints),
+    ),
+    c("replication", "hints_stored", "hints_stored", "Hints stored, all peers.", |s| links_sum(s, |x| &x.hints_stored)),
+    c("replication", "hints_replayed", "hints_replayed", "Hints replayed, all peers.", |s| {
+        links_sum(s, |x| &x.hints_replayed)
+    }),
+    c(
+        "replication",
+        "hints_dropped",
+        "hints_dropped",
+        "Hints dropped (bounds, or slots the peer no longer owns), all peers.",
+        |s| links_sum(s, |x| &x.hints_dropped),
+    ),
+    g(
+        "cluster",
+        "cluster_known_nodes",
+        "cluster_members",
+        "Members in this node's slot table (itself included).",
+        |s| s.topology().nodes.len() as u64,
+    ),
+    g("cluster", "cluster_epoch", "cluster_epoch", "Epoch of this node's slot table.", |s| s.topology().table.epoch),
+    c(
+        "cluster",
+        "gossip_rejected_packets",
+        "gossip_rejected_packets",
+        "Gossip packets dropped: other cluster, wrong or missing secret, garbage.",
+        |s| s.metrics.gossip_rejected.load(Relaxed),
+    ),
+    c("cluster", "gossip_errors", "gossip_errors", "Authenticated gossip packets the protocol could not use.", |s| {
+        s.metrics.gossip_errors.load(Relaxed)
+    }),
+    c(
+        "cluster",
+        "gossip_members_refused",
+        "gossip_members_refused",
+        "Gossip packets refused for an invalid member record (weight, name, address).",
+        |s| s.metrics.gossip_members_refused.load(Relaxed),
+    ),
+    c(
+        "cluster",
+        "gossip_name_conflicts",
+        "gossip_name_conflicts",
+        "Times two live members were seen using one node name.",
+        |s| s.metrics.gossip_name_conflicts.load(Relaxed),
+    ),
+    c("cluster", "topology_changes", "topology_changes", "Membership changes that produced a new slot table.", |s| {
+        s.metrics.topology_changes.load(Relaxed)
+    }),
+    g("cluster", "rebalance_slots_pending", "rebalance_slots_pending", "Slot copies waiting to start.", |s| {
+        s.rebalance.slots_pending.load(Relaxed) as u64
+    }),
+    g(
+        "cluster",
+        "rebalance_slots_in_flight",
+        "rebalance_slots_in_flight",
+        "Slot copies sent and not yet confirmed.",
+        |s| s.rebalance.slots_in_flight.load(Relaxed) as u64,
+    ),
+    g(
+        "cluster",
+        "rebalance_slots_importing",
+        "rebalance_slots_importing",
+        "Slots this node is still receiving.",
+        |s| s.rebalance.importing() as u64,
+    ),
+    c("cluster", "rebalance_slots_sent", "rebalance_slots_sent", "Slot copies sent and confirmed.", |s| {
+        s.rebalance.slots_sent.load(Relaxed)
+    }),
+    c("cluster", "rebalance_slots_received", "rebalance_slots_received", "Slot copies received completely.", |s| {
+        s.rebalance.slots_received.load(Relaxed)
+    }),
+    c(
+        "cluster",
+        "rebalance_slots_dropped",
+        "rebalance_slots_dropped",
+        "Slots deleted here after their new owners confirmed them.",
+        |s| s.rebalance.slots_dropped.load(Relaxed),
+    ),
+    c("cluster", "rebalance_keys_moved", "rebalance_keys_moved", "Keys sent in slot copies.", |s| {
+        s.rebalance.keys_moved.load(Relaxed)
+    }),
+    c("cluster", "rebalance_bytes_moved", "rebalance_bytes_moved", "Bytes sent in slot copies.", |s| {
+        s.rebalance.bytes_moved.load(Relaxed)
+    }),
+    c(
+        "cluster",
+        "rebalance_transfer_errors",
+        "rebalance_transfer_errors",
+        "Slot copies that failed and were retried.",
+        |s| s.rebalance.transfer_errors.load(Relaxed),
+    ),
+    c(
+        "cluster",
+        "rebalance_read_through",
+        "rebalance_read_through",
+        "Reads of importing slots answered by the previous owner.",
+        |s| s.rebalance.read_through.load(Relaxed),
+    ),
+    g(
+        "cluster",
+        "rebalance_slots_unsettled",
+        "rebalance_slots_unsettled",
+        "Slots whose owners changed and that anti-entropy has not compared since.",
+        |s| s.rebalance.unsettled() as u64,
+    ),
+    c(
+        "cluster",
+        "rebalance_settle_fetches",
+        "rebalance_settle_fetches",
+        "Writes to slots whose owners changed that fetched their key from the co-owners first.",
+        |s| s.rebalance.settle_fetches.load(Relaxed),
+    ),
+    c(
+        "cluster",
+        "rebalance_slots_handed_off",
+        "rebalance_slots_handed_off",
+        "Slots held here without being owned, handed to their primary by anti-entropy and deleted.",
+        |s| s.rebalance.slots_handed_off.load(Relaxed),
+    ),
+    c("cluster", "rebalance_rounds", "rebalance_rounds", "Slot-table changes the rebalance planned for.", |s| {
+        s.rebalance.rebalances.load(Relaxed)
+    }),
+    g(
+        "cluster",
+        "rebalance_last_ms",
+        "rebalance_last_ms",
+        "Duration of the last rebalance that finished, in ms.",
+        |s| s.rebalance.last_ms.load(Relaxed),
+    ),
+    c("cluster", "antientropy_sum_checks", "antientropy_sum_checks", "Per-peer shard-sum comparisons made.", |s| {
+        s.antientropy.sum_checks.load(Relaxed)
+    }),
+    c("cluster", "antientropy_rounds", "antientropy_rounds", "Shards compared slot by slot.", |s| {
+        s.antientropy.rounds.load(Relaxed)
+    }),
+    c(
+        "cluster",
+        "antientropy_slots_compared",
+        "antientropy_slots_compared",
+        "Slot digests compared with a co-owner.",
+        |s| s.antientropy.slots_compared.load(Relaxed),
+    ),
+    c(
+        "cluster",
+        "antientropy_slots_differing",
+        "antientropy_slots_differing",
+        "Slot digests that differed from a co-owner's.",
+        |s| s.antientropy.slots_differing.load(Relaxed),
+    ),
+    c(
+        "cluster",
+        "antientropy_keys_repaired",
+        "antientropy_keys_repaired",
+        "Keys sent or fetched by anti-entropy repair.",
+        |s| s.antientropy.keys_repaired.load(Relaxed),
+    ),
+    g("keyspace", "", "keys", "Keys held by this node.", |s| s.store.len() as u64),
+    g("keyspace", "", "keys_with_expiry", "Keys with a TTL held by this node.", |s| s.store.volatile_len() as u64),
+];
+
+/// One number per peer link (INFO's `peerN:` lines, labelled metrics).
+#[derive(Debug)]
+pub struct PeerStat {
+    pub info: &'static str,
+    pub prom: &'static str,
+    pub help: &'static str,
+    pub kind: Type,
+    /// Reads the link's stats at unix ms `now`.
+    pub read: fn(&LinkStats, u64) -> u64,
+}
+
+const fn pc(info: &'static str, prom: &'static str, help: &'static str, read: fn(&LinkStats, u64) -> u64) -> PeerStat {
+    PeerStat { info, prom, help, kind: Type::Counter, read }
+}
+
+const fn pg(info: &'static str, prom: &'static str, help: &'static str, read: fn(&LinkStats, u64) -> u64) -> PeerStat {
+    PeerStat { info, prom, help, kind: Type::Gauge, read }
+}
+
+/// Every per-link number, in the order INFO lists them.
+pub static PEER_STATS: &[PeerStat] = &[
+    pg("connected", "peer_connected", "1 if the link to the peer is up.", |x, _| u64::from(x.connected.load(Relaxed))),
+    pg(
+        "inflight",
+        "peer_inflight",
+        "Requests sent to the peer and not yet answered (replication queue depth).",
+        |x, _| x.inflight.load(Relaxed),
+    ),
+    pg(
+        "lag_ms",
+        "peer_lag_ms",
+        "Age of the oldest unanswered request to the peer (replication lag).",
+        |x, now| match x.oldest_ms.load(Relaxed) {
+            0 => 0,
+            oldest => now.saturating_sub(oldest),
+        },
+    ),
+    pg("hints", "peer_hints", "Replicated writes kept for the peer until it is reachable.", |x, _| {
+        x.hints.load(Relaxed)
+    }),
+    pg("hint_bytes", "peer_hint_bytes", "Bytes of hints kept for the peer.", |x, _| x.hint_bytes.load(Relaxed)),
+    pc("hints_stored", "peer_hints_stored", "Hints stored for the peer.", |x, _| x.hints_stored.load(Relaxed)),
+    pc("hints_replayed", "peer_hints_replayed", "Hints replayed to the peer.", |x, _| x.hints_replayed.load(Relaxed)),
+    pc("hints_dropped", "peer_hints_dropped", "Hints dropped (bounds, or slots the peer no longer owns).", |x, _| {
+        x.hints_dropped.load(Relaxed)
+    }),
+    pc("ops_sent", "peer_replicated_ops", "Replicated writes sent to the peer.", |x, _| x.ops_sent.load(Relaxed)),
+    pc("calls_sent", "peer_calls", "Requests other than replicated writes sent to the peer.", |x, _| {
+        x.calls_sent.load(Relaxed)
+    }),
+    pc("connects", "peer_connects", "Connections made to the peer.", |x, _| x.connects.load(Relaxed)),
+];
+
+/// Writes INFO `section`'s numbers from the table as `field:value` lines.
+pub fn info_rows(s: &Shared, section: &str, now_ms: u64, kv: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
+    for st in STATS.iter().filter(|st| st.section == section && !st.info.is_empty()) {
+        kv(st.info, &(st.read)(s));
+    }
+    if section == "replication" {
+        for (i, l) in s.links.all().iter().enumerate() {
+            let mut line = format!("name={},state={}", l.name, if l.connected() { "up" } else { "down" });
+            for st in PEER_STATS.iter().filter(|st| st.info != "connected") {
+                let _ = write!(line, ",{}={}", st.info, (st.read)(&l.stats, now_ms));
+            }
+            kv(&format!("peer{i}"), &line);
+        }
+    }
+}
 
 /// Reads a node's counters at scrape time.
 #[derive(Debug)]
@@ -53,291 +489,32 @@ impl Collector for NodeCollector {
                 }
             }
         }
-        counter(&mut e, "ringcache_keyspace_hits", "Key lookups that found a key.", m.keyspace_hits.load(Relaxed))?;
-        counter(
-            &mut e,
-            "ringcache_keyspace_misses",
-            "Key lookups that found nothing.",
-            m.keyspace_misses.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_expired_keys",
-            "Keys deleted because their TTL passed.",
-            s.store.stats.expired_keys.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_evicted_keys",
-            "Keys evicted to stay under maxmemory.",
-            s.store.stats.evicted_keys.load(Relaxed),
-        )?;
-        gauge(&mut e, "ringcache_keys", "Keys held by this node.", s.store.len() as i64)?;
-        gauge(
-            &mut e,
-            "ringcache_keys_with_expiry",
-            "Keys with a TTL held by this node.",
-            s.store.volatile_len() as i64,
-        )?;
-        gauge(
-            &mut e,
-            "ringcache_used_memory_bytes",
-            "Bytes used by keys, values and tables (the maxmemory measure).",
-            s.store.used_memory() as i64,
-        )?;
-        gauge(&mut e, "ringcache_maxmemory_bytes", "Configured maxmemory (0 = no limit).", s.store.maxmemory() as i64)?;
-        gauge(
-            &mut e,
-            "ringcache_resident_memory_bytes",
-            "Resident set size of the process.",
-            crate::process::rss_bytes() as i64,
-        )?;
-        gauge(&mut e, "ringcache_connected_clients", "Client connections open now.", s.clients.connected() as i64)?;
-        counter(
-            &mut e,
-            "ringcache_connections_received",
-            "Client connections accepted.",
-            m.connections_received.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_connections_rejected",
-            "Client connections refused at maxclients.",
-            m.connections_rejected.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_protocol_errors",
-            "Connections closed for malformed input or a full query buffer.",
-            m.protocol_errors.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_unknown_commands",
-            "Requests naming no known command.",
-            m.unknown_commands.load(Relaxed),
-        )?;
-        counter(&mut e, "ringcache_net_input_bytes", "Bytes read from clients.", m.net_input_bytes.load(Relaxed))?;
-        counter(&mut e, "ringcache_net_output_bytes", "Bytes written to clients.", m.net_output_bytes.load(Relaxed))?;
-        counter(
-            &mut e,
-            "ringcache_gossip_rejected_packets",
-            "Gossip packets dropped: other cluster, wrong or missing secret, garbage.",
-            m.gossip_rejected.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_gossip_errors",
-            "Authenticated gossip packets the protocol could not use.",
-            m.gossip_errors.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_topology_changes",
-            "Membership changes that produced a new slot table.",
-            m.topology_changes.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_forwarded_requests",
-            "Requests sent to another member to run (forwarded, or parts of a split command).",
-            m.forwarded.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_forwards_expired",
-            "Forwarded requests that arrived after their sender's deadline and were not run.",
-            m.forwards_expired.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_quorum_failures",
-            "Writes refused for lack of reachable owners or not acknowledged by the write quorum in time.",
-            m.quorum_failures.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_read_repairs",
-            "Owners sent the newest state of a key after a quorum read found them stale.",
-            m.read_repairs.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_gossip_members_refused",
-            "Gossip packets refused for an invalid member record (weight, name, address).",
-            m.gossip_members_refused.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_gossip_name_conflicts",
-            "Times two live members were seen using one node name.",
-            m.gossip_name_conflicts.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_versions_refused",
-            "Replicated states refused: their version was too far ahead of this node's clock.",
-            m.versions_refused.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_clients_denied",
-            "Client connections refused by protected mode (no password, not loopback).",
-            m.clients_denied.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_admin_unauthorized",
-            "Admin HTTP requests refused for a missing or wrong bearer token.",
-            m.admin_unauthorized.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_tls_handshake_failures",
-            "TLS client connections whose handshake failed or timed out.",
-            m.tls_handshake_failures.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_peer_rejected_connections",
-            "Peer TCP connections refused (failed handshake, strangers).",
-            m.peer_rejected.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_replicated_applied",
-            "Replicated key states applied (newer than what this node held).",
-            s.store.stats.applied.load(Relaxed),
-        )?;
-        counter(
-            &mut e,
-            "ringcache_replicated_stale",
-            "Replicated key states ignored (this node held a newer version).",
-            s.store.stats.stale.load(Relaxed),
-        )?;
-        let r = &s.rebalance;
-        gauge(
-            &mut e,
-            "ringcache_rebalance_slots_pending",
-            "Slot copies waiting to start.",
-            r.slots_pending.load(Relaxed) as i64,
-        )?;
-        gauge(
-            &mut e,
-            "ringcache_rebalance_slots_in_flight",
-            "Slot copies sent and not yet confirmed.",
-            r.slots_in_flight.load(Relaxed) as i64,
-        )?;
-        gauge(
-            &mut e,
-            "ringcache_rebalance_slots_importing",
-            "Slots this node is still receiving.",
-            r.importing() as i64,
-        )?;
-        for (name, help, v) in [
-            ("ringcache_rebalance_slots_sent", "Slot copies sent and confirmed.", &r.slots_sent),
-            ("ringcache_rebalance_slots_received", "Slot copies received completely.", &r.slots_received),
-            (
-                "ringcache_rebalance_slots_dropped",
-                "Slots deleted here after their new owners confirmed them.",
-                &r.slots_dropped,
-            ),
-            ("ringcache_rebalance_keys_moved", "Keys sent in slot copies.", &r.keys_moved),
-            ("ringcache_rebalance_bytes_moved", "Bytes sent in slot copies.", &r.bytes_moved),
-            ("ringcache_rebalance_transfer_errors", "Slot copies that failed and were retried.", &r.transfer_errors),
-            (
-                "ringcache_rebalance_read_through",
-                "Reads of importing slots answered by the previous owner.",
-                &r.read_through,
-            ),
-            (
-                "ringcache_rebalance_slots_handed_off",
-                "Slots held here without being owned, handed to their primary by anti-entropy and deleted.",
-                &r.slots_handed_off,
-            ),
-            (
-                "ringcache_rebalance_settle_fetches",
-                "Writes to slots whose owners changed that fetched their key from the co-owners first.",
-                &r.settle_fetches,
-            ),
-        ] {
-            counter(&mut e, name, help, v.load(Relaxed))?;
+        for st in STATS {
+            let name = format!("ringcache_{}", st.prom);
+            let v = (st.read)(s);
+            match st.kind {
+                Type::Counter => counter(&mut e, &name, st.help, v)?,
+                Type::Gauge => gauge(&mut e, &name, st.help, v as i64)?,
+            }
         }
-        gauge(
-            &mut e,
-            "ringcache_rebalance_slots_unsettled",
-            "Slots whose owners changed and that anti-entropy has not compared since.",
-            r.unsettled() as i64,
-        )?;
-        gauge(
-            &mut e,
-            "ringcache_tombstones",
-            "Deleted keys remembered for the grace period.",
-            s.store.tombstones() as i64,
-        )?;
         let links = s.links.all();
-        type Field = fn(&crate::net::link::LinkStats) -> u64;
-        let per_peer: [(&str, &str, bool, Field); 8] = [
-            ("ringcache_peer_connected", "1 if the link to the peer is up.", false, |x| {
-                x.connected.load(Relaxed) as u64
-            }),
-            (
-                "ringcache_peer_inflight",
-                "Requests sent to the peer and not yet answered (replication queue depth).",
-                false,
-                |x| x.inflight.load(Relaxed),
-            ),
-            ("ringcache_peer_hints", "Replicated writes kept for the peer until it is reachable.", false, |x| {
-                x.hints.load(Relaxed)
-            }),
-            ("ringcache_peer_hint_bytes", "Bytes of hints kept for the peer.", false, |x| x.hint_bytes.load(Relaxed)),
-            ("ringcache_peer_hints_stored", "Hints stored for the peer.", true, |x| x.hints_stored.load(Relaxed)),
-            ("ringcache_peer_hints_replayed", "Hints replayed to the peer.", true, |x| x.hints_replayed.load(Relaxed)),
-            ("ringcache_peer_hints_dropped", "Hints dropped (bounds, or slots the peer no longer owns).", true, |x| {
-                x.hints_dropped.load(Relaxed)
-            }),
-            ("ringcache_peer_replicated_ops", "Replicated writes sent to the peer.", true, |x| {
-                x.ops_sent.load(Relaxed)
-            }),
-        ];
-        for (name, help, is_counter, f) in per_peer {
-            let kind = if is_counter {
-                prometheus_client::metrics::MetricType::Counter
-            } else {
-                prometheus_client::metrics::MetricType::Gauge
+        let now = crate::net::unix_ms();
+        for st in PEER_STATS {
+            let kind = match st.kind {
+                Type::Counter => prometheus_client::metrics::MetricType::Counter,
+                Type::Gauge => prometheus_client::metrics::MetricType::Gauge,
             };
-            let mut family = e.encode_descriptor(name, help, None, kind)?;
+            let name = format!("ringcache_{}", st.prom);
+            let mut family = e.encode_descriptor(&name, st.help, None, kind)?;
             for l in &links {
                 let labels = [("peer", &*l.name)];
-                if is_counter {
-                    ConstCounter::new(f(&l.stats)).encode(family.encode_family(&labels)?)?;
-                } else {
-                    ConstGauge::new(f(&l.stats) as i64).encode(family.encode_family(&labels)?)?;
+                let v = (st.read)(&l.stats, now);
+                match st.kind {
+                    Type::Counter => ConstCounter::new(v).encode(family.encode_family(&labels)?)?,
+                    Type::Gauge => ConstGauge::new(v as i64).encode(family.encode_family(&labels)?)?,
                 }
             }
         }
-        let now = crate::net::unix_ms();
-        let mut family = e.encode_descriptor(
-            "ringcache_peer_lag_ms",
-            "Age of the oldest unanswered request to the peer (replication lag).",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for l in &links {
-            let oldest = l.stats.oldest_ms.load(Relaxed);
-            let lag = if oldest == 0 { 0 } else { now.saturating_sub(oldest) };
-            ConstGauge::new(lag as i64).encode(family.encode_family(&[("peer", &*l.name)])?)?;
-        }
-        let t = s.topology();
-        gauge(
-            &mut e,
-            "ringcache_cluster_members",
-            "Members in this node's slot table (itself included).",
-            t.nodes.len() as i64,
-        )?;
-        gauge(&mut e, "ringcache_cluster_epoch", "Epoch of this node's slot table.", t.table.epoch as i64)?;
-        let uptime = crate::net::unix_ms().saturating_sub(s.started_ms) / 1000;
-        gauge(&mut e, "ringcache_uptime_seconds", "Seconds since the node started.", uptime as i64)?;
         Ok(())
     }
 }
@@ -351,4 +528,26 @@ pub fn render(shared: &Arc<Shared>) -> String {
         out.clear();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One name per number in each place, and names Prometheus accepts.
+    #[test]
+    fn every_number_has_one_name_in_each_place() {
+        let mut prom = std::collections::HashSet::new();
+        let mut info = std::collections::HashSet::new();
+        for st in STATS {
+            assert!(prom.insert(st.prom), "metric {} twice", st.prom);
+            assert!(st.info.is_empty() || info.insert(st.info), "INFO field {} twice", st.info);
+            assert!(st.prom.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{}", st.prom);
+            assert!(!st.help.is_empty());
+        }
+        for st in PEER_STATS {
+            assert!(prom.insert(st.prom), "metric {} twice", st.prom);
+            assert!(st.prom.starts_with("peer_"));
+        }
+    }
 }

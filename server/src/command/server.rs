@@ -173,14 +173,12 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("node_name", &s.config.node_name);
             kv("tcp_port", &port);
             kv("server_time_usec", &(now_ms * 1000));
-            kv("uptime_in_seconds", &uptime);
             kv("uptime_in_days", &(uptime / 86400));
             kv("hz", &10);
             kv("executable", &std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default());
             kv("config_file", &s.config.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
         }
         "clients" => {
-            kv("connected_clients", &s.clients.connected());
             kv("maxclients", &s.settings.maxclients.load(Relaxed));
             kv("blocked_clients", &0);
         }
@@ -188,12 +186,9 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             let used = store.used_memory();
             let rss = rss_bytes();
             let max = store.maxmemory();
-            kv("used_memory", &used);
             kv("used_memory_human", &human_bytes(used));
-            kv("used_memory_rss", &rss);
             kv("used_memory_rss_human", &human_bytes(rss));
             kv("used_memory_dataset", &used);
-            kv("maxmemory", &max);
             kv("maxmemory_human", &human_bytes(max));
             kv("maxmemory_policy", &store.policy());
             kv("mem_fragmentation_ratio", &format!("{:.2}", if used > 0 { rss as f64 / used as f64 } else { 0.0 }));
@@ -205,26 +200,7 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("rdb_bgsave_in_progress", &0);
             kv("aof_enabled", &0);
         }
-        "stats" => {
-            kv("total_connections_received", &m.connections_received.load(Relaxed));
-            kv("total_commands_processed", &m.total_commands());
-            kv("total_net_input_bytes", &m.net_input_bytes.load(Relaxed));
-            kv("total_net_output_bytes", &m.net_output_bytes.load(Relaxed));
-            kv("rejected_connections", &m.connections_rejected.load(Relaxed));
-            kv("clients_denied", &m.clients_denied.load(Relaxed));
-            kv("admin_unauthorized", &m.admin_unauthorized.load(Relaxed));
-            kv("tls_handshake_failures", &m.tls_handshake_failures.load(Relaxed));
-            kv("expired_keys", &store.stats.expired_keys.load(Relaxed));
-            kv("evicted_keys", &store.stats.evicted_keys.load(Relaxed));
-            kv("keyspace_hits", &m.keyspace_hits.load(Relaxed));
-            kv("keyspace_misses", &m.keyspace_misses.load(Relaxed));
-            kv(
-                "total_error_replies",
-                &m.commands.iter().map(|c| c.failed.load(Relaxed) + c.rejected.load(Relaxed)).sum::<u64>(),
-            );
-            kv("unknown_commands", &m.unknown_commands.load(Relaxed));
-            kv("protocol_errors", &m.protocol_errors.load(Relaxed));
-        }
+        "stats" => {}
         "replication" => {
             // Every node is a primary for some slots and a replica for
             // others; the peer lines show each link's state.
@@ -234,45 +210,6 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("replicas", &c.replicas);
             kv("write_quorum", &c.write_quorum);
             kv("read_quorum", &c.read_quorum);
-            kv("forwarded_requests", &m.forwarded.load(Relaxed));
-            kv("forwards_expired", &m.forwards_expired.load(Relaxed));
-            kv("quorum_failures", &m.quorum_failures.load(Relaxed));
-            kv("read_repairs", &m.read_repairs.load(Relaxed));
-            kv("replicated_applied", &store.stats.applied.load(Relaxed));
-            kv("replicated_stale", &store.stats.stale.load(Relaxed));
-            kv("tombstones", &store.tombstones());
-            kv("tombstones_dropped", &store.stats.tombstones_dropped.load(Relaxed));
-            kv("peer_rejected_connections", &m.peer_rejected.load(Relaxed));
-            kv("versions_refused", &m.versions_refused.load(Relaxed));
-            let links = s.links.all();
-            let sum = |f: &dyn Fn(&crate::net::link::LinkStats) -> u64| links.iter().map(|l| f(&l.stats)).sum::<u64>();
-            kv("hints_pending", &sum(&|x| x.hints.load(Relaxed)));
-            kv("hints_stored", &sum(&|x| x.hints_stored.load(Relaxed)));
-            kv("hints_replayed", &sum(&|x| x.hints_replayed.load(Relaxed)));
-            kv("hints_dropped", &sum(&|x| x.hints_dropped.load(Relaxed)));
-            for (i, l) in links.iter().enumerate() {
-                let x = &l.stats;
-                let oldest = x.oldest_ms.load(Relaxed);
-                let lag = if oldest == 0 { 0 } else { now_ms.saturating_sub(oldest) };
-                kv(
-                    &format!("peer{i}"),
-                    &format!(
-                        "name={},state={},inflight={},lag_ms={lag},hints={},hint_bytes={},hints_stored={},\
-                         hints_replayed={},hints_dropped={},ops_sent={},calls_sent={},connects={}",
-                        l.name,
-                        if l.connected() { "up" } else { "down" },
-                        x.inflight.load(Relaxed),
-                        x.hints.load(Relaxed),
-                        x.hint_bytes.load(Relaxed),
-                        x.hints_stored.load(Relaxed),
-                        x.hints_replayed.load(Relaxed),
-                        x.hints_dropped.load(Relaxed),
-                        x.ops_sent.load(Relaxed),
-                        x.calls_sent.load(Relaxed),
-                        x.connects.load(Relaxed),
-                    ),
-                );
-            }
         }
         "cpu" => {
             let (user, sys) = cpu_seconds();
@@ -298,34 +235,7 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
             kv("cluster_enabled", &u8::from(s.config.clustered()));
             kv("cluster_join_state", &s.join_state());
             kv("cluster_name", &s.config.cluster_name);
-            kv("cluster_known_nodes", &t.nodes.len());
-            kv("cluster_epoch", &t.table.epoch);
             kv("cluster_members_digest", &format!("{:016x}", crate::cluster::membership::members_digest(&t)));
-            kv("gossip_rejected_packets", &m.gossip_rejected.load(Relaxed));
-            kv("gossip_members_refused", &m.gossip_members_refused.load(Relaxed));
-            kv("gossip_name_conflicts", &m.gossip_name_conflicts.load(Relaxed));
-            let r = &s.rebalance;
-            kv("rebalance_slots_pending", &r.slots_pending.load(Relaxed));
-            kv("rebalance_slots_in_flight", &r.slots_in_flight.load(Relaxed));
-            kv("rebalance_slots_importing", &r.importing());
-            kv("rebalance_slots_sent", &r.slots_sent.load(Relaxed));
-            kv("rebalance_slots_received", &r.slots_received.load(Relaxed));
-            kv("rebalance_slots_dropped", &r.slots_dropped.load(Relaxed));
-            kv("rebalance_keys_moved", &r.keys_moved.load(Relaxed));
-            kv("rebalance_bytes_moved", &r.bytes_moved.load(Relaxed));
-            kv("rebalance_transfer_errors", &r.transfer_errors.load(Relaxed));
-            kv("rebalance_read_through", &r.read_through.load(Relaxed));
-            kv("rebalance_slots_unsettled", &r.unsettled());
-            kv("rebalance_settle_fetches", &r.settle_fetches.load(Relaxed));
-            kv("rebalance_slots_handed_off", &r.slots_handed_off.load(Relaxed));
-            kv("rebalance_rounds", &r.rebalances.load(Relaxed));
-            kv("rebalance_last_ms", &r.last_ms.load(Relaxed));
-            let ae = &s.antientropy;
-            kv("antientropy_sum_checks", &ae.sum_checks.load(Relaxed));
-            kv("antientropy_rounds", &ae.rounds.load(Relaxed));
-            kv("antientropy_slots_compared", &ae.slots_compared.load(Relaxed));
-            kv("antientropy_slots_differing", &ae.slots_differing.load(Relaxed));
-            kv("antientropy_keys_repaired", &ae.keys_repaired.load(Relaxed));
         }
         "keyspace" => {
             let keys = store.len();
@@ -335,6 +245,8 @@ fn write_section(o: &mut String, s: &Shared, now_ms: u64, section: &str) {
         }
         _ => {}
     }
+    // The numbers: one table feeds INFO and /metrics.
+    crate::metrics::info_rows(s, section, now_ms, &mut kv);
 }
 
 pub fn info(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
