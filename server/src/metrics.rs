@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::command::COMMANDS;
-use crate::net::link::LinkStats;
+use crate::peers::LinkStats;
 use crate::shared::Shared;
 
 /// Whether a number only grows (a counter) or goes up and down (a gauge).
@@ -67,7 +67,7 @@ fn links_sum(s: &Shared, f: fn(&LinkStats) -> &AtomicU64) -> u64 {
 /// Every node-wide number, in INFO's order within each section.
 pub static STATS: &[Stat] = &[
     g("server", "uptime_in_seconds", "uptime_seconds", "Seconds since the node started.", |s| {
-        crate::net::unix_ms().saturating_sub(s.started_ms) / 1000
+        crate::process::unix_ms().saturating_sub(s.started_ms) / 1000
     }),
     g("clients", "connected_clients", "connected_clients", "Client connections open now.", |s| {
         s.clients.connected() as u64
@@ -77,12 +77,12 @@ pub static STATS: &[Stat] = &[
         "used_memory",
         "used_memory_bytes",
         "Bytes used by keys, values and tables (the maxmemory measure).",
-        |s| s.store.used_memory() as u64,
+        |s| s.store.used_memory(),
     ),
     g("memory", "used_memory_rss", "resident_memory_bytes", "Resident set size of the process.", |_| {
-        crate::process::rss_bytes() as u64
+        crate::process::rss_bytes()
     }),
-    g("memory", "maxmemory", "maxmemory_bytes", "Configured maxmemory (0 = no limit).", |s| s.store.maxmemory() as u64),
+    g("memory", "maxmemory", "maxmemory_bytes", "Configured maxmemory (0 = no limit).", |s| s.store.maxmemory()),
     c("stats", "total_connections_received", "connections_received", "Client connections accepted.", |s| {
         s.metrics.connections_received.load(Relaxed)
     }),
@@ -271,14 +271,14 @@ pub static STATS: &[Stat] = &[
         s.metrics.topology_changes.load(Relaxed)
     }),
     g("cluster", "rebalance_slots_pending", "rebalance_slots_pending", "Slot copies waiting to start.", |s| {
-        s.rebalance.slots_pending.load(Relaxed) as u64
+        s.rebalance.slots_pending.load(Relaxed)
     }),
     g(
         "cluster",
         "rebalance_slots_in_flight",
         "rebalance_slots_in_flight",
         "Slot copies sent and not yet confirmed.",
-        |s| s.rebalance.slots_in_flight.load(Relaxed) as u64,
+        |s| s.rebalance.slots_in_flight.load(Relaxed),
     ),
     g(
         "cluster",
@@ -498,7 +498,7 @@ impl Collector for NodeCollector {
             }
         }
         let links = s.links.all();
-        let now = crate::net::unix_ms();
+        let now = crate::process::unix_ms();
         for st in PEER_STATS {
             let kind = match st.kind {
                 Type::Counter => prometheus_client::metrics::MetricType::Counter,

@@ -59,7 +59,7 @@ pub struct Node {
     clients: TcpListener,
     admin: Option<TcpListener>,
     /// The TLS client port and its certificates.
-    tls: Option<(TcpListener, Arc<net::tls::Tls>)>,
+    tls: Option<(TcpListener, Arc<crate::tls::Tls>)>,
     /// The cluster port's TCP side; None for a standalone node.
     peers: Option<TcpListener>,
     gossip: Option<Gossip>,
@@ -111,9 +111,9 @@ impl Node {
             }
             None => None,
         };
-        let tls = match net::tls::TlsFiles::of(&config) {
+        let tls = match crate::tls::TlsFiles::of(&config) {
             Some(files) => {
-                let tls = net::tls::Tls::load(files).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+                let tls = crate::tls::Tls::load(files).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
                 let a = listen_addr(&config.bind, config.tls_port.unwrap_or(0));
                 let l = TcpListener::bind(&a).await.with_context(|| format!("cannot listen for TLS clients on {a}"))?;
                 Some((l, Arc::new(tls)))
@@ -161,7 +161,7 @@ impl Node {
             ..NodeInfo::new(&config.node_name, client_addr, config.cluster_port, config.weight)
         };
         let topology = Topology::single(myself, config.replicas as usize, config.vnodes);
-        let cluster_tls = net::tls::ClusterTls::load(&config).map_err(|e| anyhow::anyhow!("cluster TLS: {e}"))?;
+        let cluster_tls = crate::tls::ClusterTls::load(&config).map_err(|e| anyhow::anyhow!("cluster TLS: {e}"))?;
         let shared = Arc::new(Shared::new(config, unix_ms(), topology));
         *shared.cluster_tls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = cluster_tls;
         *shared.client_addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bound);
@@ -206,7 +206,9 @@ impl Node {
             vec![tokio::spawn(net::client::accept_loop(shared.clone(), self.clients, stop_rx.clone(), None))];
         let client_tls = self.tls.as_ref().map(|(_, tls)| tls.clone());
         if client_tls.is_some() || shared.config.tls_cluster {
-            tasks.push(tokio::spawn(net::tls::watch_files(shared.clone(), client_tls, stop_rx.clone())));
+            let config = Arc::new(shared.config.clone());
+            let cluster = shared.cluster_tls.clone();
+            tasks.push(tokio::spawn(crate::tls::watch_files(config, cluster, client_tls, stop_rx.clone())));
         }
         if let Some((listener, tls)) = self.tls {
             if let Ok(addr) = listener.local_addr() {

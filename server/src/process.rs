@@ -1,5 +1,11 @@
-//! Facts about this process from /proc (Linux): resident memory and CPU
-//! time. Elsewhere these read as 0 rather than failing.
+//! Facts about this process: the wall clock, and from /proc (Linux)
+//! resident memory and CPU time (elsewhere these read as 0 rather than
+//! failing).
+
+/// Unix time in ms: the one clock read of the request path (once a batch).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Resident set size in bytes (`VmRSS`).
 pub fn rss_bytes() -> u64 {

@@ -10,12 +10,12 @@ use std::time::Duration;
 use ringcache_protocol::Limits;
 use tokio::sync::Notify;
 
+use crate::cluster::antientropy::AntiEntropyStats;
 use crate::cluster::topology::Topology;
+use crate::cluster::transfer::RebalanceState;
 use crate::command::COMMANDS;
 use crate::config::Config;
-use crate::net::antientropy::AntiEntropyStats;
-use crate::net::link::Links;
-use crate::net::rebalance::RebalanceState;
+use crate::peers::Links;
 use crate::store::Store;
 
 /// Settings that CONFIG SET may change while the node runs.
@@ -412,6 +412,9 @@ pub struct Shared {
     pub rebalance: RebalanceState,
     /// Anti-entropy progress counters.
     pub antientropy: AntiEntropyStats,
+    /// Wakes anti-entropy early: slots were marked unsettled or the table
+    /// changed.
+    pub antientropy_wake: Notify,
     /// A client write ran while this node was alone in its table: its data
     /// is its own, so when others join it sends rather than receives.
     pub wrote_alone: AtomicBool,
@@ -427,8 +430,8 @@ pub struct Shared {
     /// INFO `cluster_join_state:alone`) until a member answers.
     pub running_alone: AtomicBool,
     /// Mutual TLS for peer links (`--tls-cluster yes`), replaced whole when
-    /// its files change (`net::tls::watch_files`).
-    pub cluster_tls: RwLock<Option<crate::net::tls::ClusterTls>>,
+    /// its files change (`tls::watch_files`).
+    pub cluster_tls: Arc<RwLock<Option<crate::tls::ClusterTls>>>,
     /// When `version_ok` last logged a refusal (unix ms).
     last_skew_log_ms: AtomicU64,
     /// The current slot table and members, replaced whole on every change.
@@ -484,10 +487,11 @@ impl Shared {
             links: Links::default(),
             rebalance: RebalanceState::default(),
             antientropy: AntiEntropyStats::default(),
+            antientropy_wake: Notify::new(),
             wrote_alone: AtomicBool::new(false),
             awaiting_seed: AtomicBool::new(seeded),
             running_alone: AtomicBool::new(false),
-            cluster_tls: RwLock::new(None),
+            cluster_tls: Arc::default(),
             last_skew_log_ms: AtomicU64::new(0),
             topology: RwLock::new(Arc::new(topology)),
             topology_version: Padded(AtomicU64::new(1)),
@@ -495,7 +499,7 @@ impl Shared {
     }
 
     /// The peer-link TLS in force (`--tls-cluster`), if any.
-    pub fn cluster_tls(&self) -> Option<crate::net::tls::ClusterTls> {
+    pub fn cluster_tls(&self) -> Option<crate::tls::ClusterTls> {
         self.cluster_tls.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
@@ -548,7 +552,13 @@ impl Shared {
         *self.topology.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(t);
         self.topology_version.0.fetch_add(1, Relaxed);
         self.topology_changed.notify_one();
-        self.rebalance.wake.notify_one();
+        self.antientropy_wake.notify_one();
+    }
+
+    /// Marks `slots` unsettled and wakes anti-entropy to compare them.
+    pub fn unsettle(&self, slots: impl IntoIterator<Item = u16>) {
+        self.rebalance.unsettle(slots);
+        self.antientropy_wake.notify_one();
     }
 
     pub fn request_shutdown(&self) {

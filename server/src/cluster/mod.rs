@@ -21,12 +21,14 @@
 //! Write versions are hybrid logical clocks kept per store shard (see
 //! `store::ShardInner`).
 
+pub mod antientropy;
 pub mod membership;
 pub mod protocol;
 pub mod rebalance;
 pub mod replication;
 pub mod ring;
 pub mod topology;
+pub mod transfer;
 
 #[cfg(test)]
 mod tests {

@@ -349,10 +349,10 @@ impl PeerError {
         if let Some(e) = known.into_iter().find(|e| e.text().as_ref() == text) {
             return e;
         }
-        if let Some(what) = text.strip_prefix(b"ERR malformed peer request (").and_then(|t| t.strip_suffix(b")")) {
-            if let Some(w) = MALFORMED.iter().find(|w| w.as_bytes() == what) {
-                return PeerError::Malformed(w);
-            }
+        if let Some(what) = text.strip_prefix(b"ERR malformed peer request (").and_then(|t| t.strip_suffix(b")"))
+            && let Some(w) = MALFORMED.iter().find(|w| w.as_bytes() == what)
+        {
+            return PeerError::Malformed(w);
         }
         // One line, as the encoder writes it (a RESP3 blob error may span lines).
         let line: Vec<u8> = text.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }).collect();

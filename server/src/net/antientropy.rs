@@ -27,20 +27,21 @@
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ringcache_protocol::SLOT_COUNT;
 use tokio::sync::watch;
 
-use super::link::{Link, Msg};
+use crate::cluster::antientropy::{shard_slots, shard_sums};
 use crate::cluster::membership::members_digest;
 use crate::cluster::protocol::{Reply, Request};
 use crate::cluster::replication::{encode_del, encode_put};
 use crate::cluster::topology::Topology;
+use crate::peers::{Link, Msg};
 use crate::shared::Shared;
-use crate::store::{SHARD_COUNT, SLOTS_PER_SHARD};
+use crate::store::SHARD_COUNT;
 
 /// A converged cluster compares shard sums this often.
 const IDLE_PERIOD: Duration = Duration::from_secs(1);
@@ -58,17 +59,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const STRAY_GRACE: Duration = Duration::from_secs(10);
 
 type Versions = HashMap<Vec<u8>, u64>;
-
-/// Progress counters (INFO cluster, /metrics).
-#[derive(Debug, Default)]
-pub struct AntiEntropyStats {
-    /// Shard-sum comparisons (one request per co-owner each).
-    pub sum_checks: AtomicU64,
-    pub rounds: AtomicU64,
-    pub slots_compared: AtomicU64,
-    pub slots_differing: AtomicU64,
-    pub keys_repaired: AtomicU64,
-}
 
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut shard = 0usize;
@@ -91,7 +81,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             let pause = if unsettled > 0 || !backlog.is_empty() { ROUND_PERIOD } else { IDLE_PERIOD };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = shared.rebalance.wake.notified() => {}
+                _ = shared.antientropy_wake.notified() => {}
                 _ = stop.changed() => return,
             }
         }
@@ -133,20 +123,6 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             round(&shared, s, strays).await;
         }
     }
-}
-
-/// Per store shard: the XOR of the digests of the slots whose primary is
-/// member `primary` and that member `other` also owns (what `RC.SUMS`
-/// answers, and what the asker compares it with).
-pub fn shard_sums(t: &Topology, digests: &[u64], primary: u16, other: u16) -> Vec<u64> {
-    let mut sums = vec![0u64; SHARD_COUNT];
-    for slot in 0..SLOT_COUNT {
-        let owners = t.table.owners(slot);
-        if owners.first() == Some(&primary) && owners[1..].contains(&other) {
-            sums[usize::from(slot) % SHARD_COUNT] ^= digests[usize::from(slot)];
-        }
-    }
-    sums
 }
 
 /// The shards to compare slot by slot: those holding a slot this node
@@ -192,11 +168,6 @@ async fn differing_shards(shared: &Shared, t: &Topology, strays: bool) -> VecDeq
         }
     }
     (0..SHARD_COUNT).filter(|&s| differ[s]).collect()
-}
-
-/// The slots of `shard`, in the order `RC.DIGESTS` answers them.
-pub fn shard_slots(shard: usize) -> Vec<u16> {
-    (0..SLOTS_PER_SHARD).map(|i| (i * SHARD_COUNT + shard) as u16).collect()
 }
 
 /// Compares `shard` with the co-owners of the slots this node is primary

@@ -116,7 +116,7 @@ pub async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
-    tls: Option<Arc<super::tls::Tls>>,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) {
     loop {
         let accepted = tokio::select! {

@@ -27,13 +27,13 @@ use ringcache_protocol::{Args, Frame, Version, decode_frame, encode, key_slot};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
-use super::link::{Ack, Link, LinkError, Msg};
 use crate::cluster::protocol::{ForwardHead, Kind, Reply as PeerReply, Request, encode_forward_head};
 use crate::cluster::replication::{ReadState, encode_current, quorum};
 use crate::cluster::topology::Topology;
 use crate::command::plan::{Combine, Part, Plan, SCAN_MEMBER_SHIFT, plan};
 use crate::command::{self, ConnState, Ctx, Reply, Spec};
 use crate::config::Redirect;
+use crate::peers::{Ack, Link, LinkError, Msg};
 use crate::shared::{ClientInfo, LocalStats, Outcome, Shared};
 
 const UNSPECIFIED: std::net::SocketAddr =

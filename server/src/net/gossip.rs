@@ -315,13 +315,13 @@ impl Driver {
                     // The others moved on without this node: any slot may
                     // have newer writes elsewhere.
                     warn!("this node was declared down");
-                    self.shared.rebalance.unsettle(0..ringcache_protocol::SLOT_COUNT);
+                    self.shared.unsettle(0..ringcache_protocol::SLOT_COUNT);
                 }
                 OwnedNotification::Rejoin(id) => {
                     // Declared down (foca renewed the identity without a
                     // Defunct first): as above.
                     info!(identity = ?id, "rejoined under a new generation");
-                    self.shared.rebalance.unsettle(0..ringcache_protocol::SLOT_COUNT);
+                    self.shared.unsettle(0..ringcache_protocol::SLOT_COUNT);
                 }
             }
             // Debounce: a burst of changes (a node joining a big cluster,
@@ -350,7 +350,7 @@ impl Driver {
         if topology.nodes.len() > 1 {
             self.shared.store.set_keep_tombstones(true);
         }
-        self.shared.links.sync(&self.shared, &topology);
+        super::link::sync(&self.shared, &topology);
         super::rebalance::before_publish(&self.shared, &topology);
         let met = topology.nodes.len() > 1;
         self.shared.set_topology(topology);

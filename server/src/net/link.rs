@@ -25,10 +25,10 @@
 //! `-CLUSTERDOWN` to a client. A held call is refused (unsent) once it has
 //! waited the replication timeout; past that streak calls fail at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -42,6 +42,7 @@ use tracing::{debug, info, warn};
 use crate::cluster::protocol::{self, Kind, PeerError, Reply, Request};
 use crate::cluster::replication::{Hints, LinkKey, NONCE_LEN, hex, proof_eq};
 use crate::cluster::topology::Topology;
+use crate::peers::{Ack, Link, LinkError, LinkStats, Msg};
 use crate::shared::Shared;
 
 const CHANNEL_MSGS: usize = 4096;
@@ -65,75 +66,6 @@ const REPLAY_BATCH: usize = 1024;
 /// Calls held at most while a link (re)connects.
 const HELD_MAX: usize = 1024;
 
-/// Why a link could not deliver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkError {
-    /// Not connected (or too busy): the request was never sent.
-    Unreachable,
-    /// The connection broke after the request was sent: it may have run.
-    Closed,
-}
-
-/// What a link is asked to do.
-#[derive(Debug)]
-pub enum Msg {
-    /// Replicated writes, each `(slot, encoded RC.PUT/RC.DEL)`. `done`, if
-    /// given, learns whether every one was acknowledged.
-    Repl { ops: Vec<(u16, Bytes)>, done: Option<Ack> },
-    /// `count` requests encoded in `req`; `done` gets their raw replies.
-    Call { req: Bytes, count: usize, done: oneshot::Sender<Result<Vec<Bytes>, LinkError>> },
-}
-
-/// Where a link reports whether a group of replicated writes was
-/// acknowledged: one channel per batch collects every owner's answer, so
-/// the batch can stop waiting as soon as its quorums are met.
-#[derive(Debug)]
-pub struct Ack {
-    pub tx: mpsc::UnboundedSender<(usize, bool)>,
-    pub id: usize,
-}
-
-impl Ack {
-    pub fn send(self, ok: bool) {
-        let _ = self.tx.send((self.id, ok));
-    }
-}
-
-/// What the rest of the node sees of a link.
-#[derive(Debug, Default)]
-pub struct LinkStats {
-    pub connected: AtomicBool,
-    /// The last connection attempt failed (and none succeeded since).
-    pub down: AtomicBool,
-    /// Requests sent and not yet answered.
-    pub inflight: AtomicU64,
-    /// Unix ms at which the oldest unanswered request was sent (0: none).
-    pub oldest_ms: AtomicU64,
-    pub hints: AtomicU64,
-    pub hint_bytes: AtomicU64,
-    pub hints_stored: AtomicU64,
-    pub hints_replayed: AtomicU64,
-    pub hints_dropped: AtomicU64,
-    pub ops_sent: AtomicU64,
-    pub calls_sent: AtomicU64,
-    pub connects: AtomicU64,
-}
-
-/// A handle on one member's link: two connections ("lanes"). The
-/// replication lane carries replicated writes, reads and transfer control,
-/// which the peer answers at once; the forward lane carries forwarded
-/// commands, which the peer may hold while they wait for their own quorum.
-/// Apart, a forwarded write waiting for a quorum can never hold up the
-/// acknowledgements that quorum needs (two nodes forwarding to each other
-/// would otherwise wait on each other until the timeout).
-#[derive(Debug, Clone)]
-pub struct Link {
-    pub name: Arc<str>,
-    tx: mpsc::Sender<Msg>,
-    fwd: mpsc::Sender<Msg>,
-    pub stats: Arc<LinkStats>,
-}
-
 /// Which of a link's two connections a task drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lane {
@@ -141,124 +73,22 @@ enum Lane {
     Forward,
 }
 
-impl Link {
-    /// A link whose both lanes feed `tx` (no task behind it).
-    #[cfg(test)]
-    pub(crate) fn for_test(name: &str, tx: mpsc::Sender<Msg>) -> Link {
-        Link { name: name.into(), tx: tx.clone(), fwd: tx, stats: Arc::default() }
-    }
-
-    pub fn connected(&self) -> bool {
-        self.stats.connected.load(Relaxed)
-    }
-
-    /// Connected, or still making its first connection: what the write
-    /// quorum counts (a member that just joined is reachable before its
-    /// link is up; one whose connection attempt failed is not).
-    pub fn reachable(&self) -> bool {
-        !self.stats.down.load(Relaxed)
-    }
-
-    /// Queues `msg`, waiting while the channel is full (backpressure); a
-    /// link whose task is gone answers as unreachable.
-    pub async fn send(&self, msg: Msg) {
-        if let Err(mpsc::error::SendError(msg)) = self.tx.send(msg).await {
-            fail(msg, LinkError::Unreachable);
+/// Starts a link to every member of `t` that has none. Links to former
+/// members stay: they keep their hints (dropped at replay if the slots
+/// moved) and reconnect if the member comes back.
+pub fn sync(shared: &Arc<Shared>, t: &Topology) {
+    for (i, n) in t.nodes.iter().enumerate() {
+        if i == usize::from(t.me) {
+            continue;
         }
-    }
-
-    /// Queues `count` requests without waiting; fails at once (unsent) if
-    /// the queue is full. A link that is connecting answers when the
-    /// attempt ends; one that is down refuses them unsent. `forward`: on
-    /// the forward lane (RC.FWD), else on the replication lane.
-    pub fn try_call(
-        &self,
-        req: Bytes,
-        count: usize,
-        forward: bool,
-    ) -> Result<oneshot::Receiver<Result<Vec<Bytes>, LinkError>>, LinkError> {
-        let (done, rx) = oneshot::channel();
-        let tx = if forward { &self.fwd } else { &self.tx };
-        tx.try_send(Msg::Call { req, count, done }).map_err(|_| LinkError::Unreachable)?;
-        Ok(rx)
-    }
-
-    /// Queues replicated writes without waiting. False: the queue is full
-    /// (the caller counts them as dropped hints).
-    pub fn try_replicate(&self, ops: Vec<(u16, Bytes)>, done: Option<Ack>) -> bool {
-        match self.tx.try_send(Msg::Repl { ops, done }) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
-                let n = if let Msg::Repl { ops, done } = m {
-                    if let Some(d) = done {
-                        d.send(false);
-                    }
-                    ops.len()
-                } else {
-                    0
-                };
-                self.stats.hints_dropped.fetch_add(n as u64, Relaxed);
-                false
-            }
-        }
-    }
-
-    /// Sends `count` requests and waits for their raw replies.
-    pub async fn call(&self, req: Bytes, count: usize) -> Result<Vec<Bytes>, LinkError> {
-        let (done, rx) = oneshot::channel();
-        self.send(Msg::Call { req, count, done }).await;
-        rx.await.unwrap_or(Err(LinkError::Closed))
-    }
-}
-
-fn fail(msg: Msg, e: LinkError) {
-    match msg {
-        Msg::Repl { done, .. } => {
-            if let Some(d) = done {
-                d.send(false);
-            }
-        }
-        Msg::Call { done, .. } => {
-            let _ = done.send(Err(e));
-        }
-    }
-}
-
-/// Every link of this node, by member name.
-#[derive(Debug, Default)]
-pub struct Links {
-    map: RwLock<HashMap<Arc<str>, Link>>,
-}
-
-impl Links {
-    pub fn get(&self, name: &str) -> Option<Link> {
-        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
-    }
-
-    pub fn all(&self) -> Vec<Link> {
-        let mut v: Vec<Link> =
-            self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    }
-
-    /// Starts a link to every member of `t` that has none. Links to former
-    /// members stay: they keep their hints (dropped at replay if the slots
-    /// moved) and reconnect if the member comes back.
-    pub fn sync(&self, shared: &Arc<Shared>, t: &Topology) {
-        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (i, n) in t.nodes.iter().enumerate() {
-            if i == usize::from(t.me) || map.contains_key(n.name.as_str()) {
-                continue;
-            }
+        shared.links.get_or_insert(n.name.as_str(), |name| {
             let (tx, rx) = mpsc::channel(CHANNEL_MSGS);
             let (fwd, fwd_rx) = mpsc::channel(CHANNEL_MSGS);
-            let name: Arc<str> = n.name.as_str().into();
             let link = Link { name: name.clone(), tx, fwd, stats: Arc::default() };
             tokio::spawn(run(shared.clone(), name.clone(), rx, link.stats.clone(), Lane::Repl));
-            tokio::spawn(run(shared.clone(), name.clone(), fwd_rx, Arc::default(), Lane::Forward));
-            map.insert(name, link);
-        }
+            tokio::spawn(run(shared.clone(), name, fwd_rx, Arc::default(), Lane::Forward));
+            link
+        });
     }
 }
 
@@ -439,7 +269,7 @@ async fn connect(
     key: &LinkKey,
     me: &str,
     addr: SocketAddr,
-    tls: Option<&super::tls::ClusterTls>,
+    tls: Option<&crate::tls::ClusterTls>,
 ) -> Result<PeerStream, String> {
     let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await

@@ -13,12 +13,8 @@ pub mod gossip;
 pub mod link;
 pub mod peer;
 pub mod rebalance;
-pub mod tls;
 
-/// Unix time in ms: the one clock read of the request path (once a batch).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::process::unix_ms;
 
 /// The local address this host sends from to reach `to` (a UDP "connect"
 /// only asks the routing table; nothing is sent). None without a route.

@@ -66,7 +66,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdow
             // names the address the member connects from.
             let accepted = timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
             match accepted {
-                Ok(Ok(s)) if super::tls::names_address(s.get_ref().1.peer_certificates(), addr.ip()) => {
+                Ok(Ok(s)) if crate::tls::names_address(s.get_ref().1.peer_certificates(), addr.ip()) => {
                     serve(shared, s, addr, laddr, shutdown).await
                 }
                 Ok(Ok(_)) => {
@@ -290,7 +290,7 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, args: Args<'_>) {
             Reply::Flags(env.shared.rebalance.sending(&to, table, &slots))
         }
         Request::Digests { shard } => {
-            let slots = super::antientropy::shard_slots(usize::from(shard));
+            let slots = crate::cluster::antientropy::shard_slots(usize::from(shard));
             // The table first: the digests then cover every write this
             // node applied under an older table.
             let table = crate::cluster::membership::members_digest(&env.shared.topology());
@@ -305,7 +305,9 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, args: Args<'_>) {
             let t = env.shared.topology();
             let asker = String::from_utf8_lossy(asker);
             let digests = match t.nodes.iter().position(|n| n.name == asker) {
-                Some(i) => super::antientropy::shard_sums(&t, &env.shared.store.all_slot_digests(), i as u16, t.me),
+                Some(i) => {
+                    crate::cluster::antientropy::shard_sums(&t, &env.shared.store.all_slot_digests(), i as u16, t.me)
+                }
                 None => vec![0; SHARD_COUNT],
             };
             Reply::Digests { digests, table: crate::cluster::membership::members_digest(&t) }

@@ -173,7 +173,8 @@ impl Tls {
 /// client port's configuration, and the peer links' (`--tls-cluster`;
 /// links already up keep their session, new ones use the new files).
 pub async fn watch_files(
-    shared: Arc<crate::shared::Shared>,
+    config: Arc<Config>,
+    cluster: Arc<RwLock<Option<ClusterTls>>>,
     client: Option<Arc<Tls>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -181,7 +182,7 @@ pub async fn watch_files(
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let cluster_files = TlsFiles::of_cluster(&shared.config);
+    let cluster_files = TlsFiles::of_cluster(&config);
     let mut cluster_stamps = cluster_files.as_ref().map(stamps);
     loop {
         #[cfg(unix)]
@@ -208,9 +209,9 @@ pub async fn watch_files(
             let now = stamps(files);
             if forced || cluster_stamps.as_ref() != Some(&now) {
                 cluster_stamps = Some(now);
-                match ClusterTls::load(&shared.config) {
+                match ClusterTls::load(&config) {
                     Ok(c) => {
-                        *shared.cluster_tls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = c;
+                        *cluster.write().unwrap_or_else(std::sync::PoisonError::into_inner) = c;
                         info!(why, "peer-link TLS certificates reloaded");
                     }
                     Err(e) => {

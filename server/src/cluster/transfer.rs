@@ -1,0 +1,263 @@
+//! What a node knows about slots in motion: the slots it is importing
+//! (and from whom), the copies it still has to confirm, the slots whose
+//! owners changed and that anti-entropy has not settled since, and the
+//! keys a write already fetched. Shared by the request path (read-through,
+//! the write fetch), the peer handlers (`RC.SLOTDONE`, `RC.SENDING`) and
+//! the rebalance and anti-entropy tasks; no clocks, no IO.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ringcache_protocol::SLOT_COUNT;
+
+use super::rebalance::sender;
+use super::topology::Topology;
+
+/// Keys remembered as fetched for writes while importing.
+const CHECKED_MAX: usize = 1 << 20;
+
+/// What the node shows of rebalancing (INFO, /metrics) and what requests
+/// consult (read-through while importing).
+#[derive(Debug)]
+pub struct RebalanceState {
+    /// Slot → the member sending it to this node.
+    importing: RwLock<HashMap<u16, Arc<str>>>,
+    importing_n: AtomicUsize,
+    /// Set while this node has not yet joined a cluster with all its
+    /// slots received (it starts so: data lives in memory only).
+    pub joining: AtomicBool,
+    /// Slots received while joining (not awaited again).
+    pub received: Mutex<HashSet<u16>>,
+    /// (slot, member) copies this node still has to confirm: what a
+    /// receiver asking `RC.SENDING` learns.
+    pub outgoing: Mutex<HashSet<(u16, Arc<str>)>>,
+    /// Members digest of the last table the rebalance task planned for.
+    pub planned: AtomicU64,
+    /// Keys of importing (or unsettled) slots already fetched from their
+    /// previous owner (or co-owners) for a write, found or not; forgotten
+    /// when the imports end or owners change again.
+    checked: Mutex<HashSet<Vec<u8>>>,
+    /// Slots whose owners changed (or all of them, after this node was
+    /// declared down) and that anti-entropy has not compared with every
+    /// co-owner since: a co-owner may hold writes this node missed, so a
+    /// write here first fetches its key's newest state (one bit a slot).
+    unsettled: Box<[AtomicU64]>,
+    unsettled_n: AtomicUsize,
+    /// Grows at every marking: a comparison that started before a marking
+    /// settles nothing.
+    unsettle_gen: AtomicU64,
+    pub slots_pending: AtomicU64,
+    pub slots_in_flight: AtomicU64,
+    pub slots_sent: AtomicU64,
+    pub slots_received: AtomicU64,
+    pub slots_dropped: AtomicU64,
+    pub keys_moved: AtomicU64,
+    pub bytes_moved: AtomicU64,
+    pub transfer_errors: AtomicU64,
+    pub read_through: AtomicU64,
+    /// Writes that fetched their key from co-owners first (unsettled slot).
+    pub settle_fetches: AtomicU64,
+    /// Slots this node held without owning them, handed to their primary
+    /// by anti-entropy and then deleted here.
+    pub slots_handed_off: AtomicU64,
+    pub rebalances: AtomicU64,
+    /// Duration of the last rebalance that finished (ms).
+    pub last_ms: AtomicU64,
+}
+
+impl Default for RebalanceState {
+    fn default() -> Self {
+        RebalanceState {
+            importing: RwLock::default(),
+            importing_n: AtomicUsize::new(0),
+            joining: AtomicBool::new(true),
+            received: Mutex::default(),
+            outgoing: Mutex::default(),
+            checked: Mutex::default(),
+            unsettled: (0..SLOT_COUNT / 64).map(|_| AtomicU64::new(0)).collect(),
+            unsettled_n: AtomicUsize::new(0),
+            unsettle_gen: AtomicU64::new(0),
+            planned: AtomicU64::new(0),
+            slots_pending: AtomicU64::new(0),
+            slots_in_flight: AtomicU64::new(0),
+            slots_sent: AtomicU64::new(0),
+            slots_received: AtomicU64::new(0),
+            slots_dropped: AtomicU64::new(0),
+            keys_moved: AtomicU64::new(0),
+            bytes_moved: AtomicU64::new(0),
+            transfer_errors: AtomicU64::new(0),
+            read_through: AtomicU64::new(0),
+            settle_fetches: AtomicU64::new(0),
+            slots_handed_off: AtomicU64::new(0),
+            rebalances: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl RebalanceState {
+    /// Whether a write already fetched `key` from its importing slot's
+    /// previous owner.
+    pub fn checked(&self, key: &[u8]) -> bool {
+        lock(&self.checked).contains(key)
+    }
+
+    pub fn mark_checked(&self, key: Vec<u8>) {
+        let mut c = lock(&self.checked);
+        if c.len() >= CHECKED_MAX {
+            c.clear(); // bounded: a key fetched again costs one round trip
+        }
+        c.insert(key);
+    }
+
+    /// Whether this node still has a copy of `slot` to send (and confirm).
+    pub fn is_sending(&self, slot: u16) -> bool {
+        lock(&self.outgoing).iter().any(|(s, _)| *s == slot)
+    }
+
+    /// Marks `slots` unsettled (see the field).
+    pub fn unsettle(&self, slots: impl IntoIterator<Item = u16>) {
+        self.unsettle_gen.fetch_add(1, Relaxed);
+        lock(&self.checked).clear();
+        for slot in slots {
+            let bit = 1u64 << (slot % 64);
+            if self.unsettled[usize::from(slot / 64)].fetch_or(bit, Relaxed) & bit == 0 {
+                self.unsettled_n.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    pub fn is_unsettled(&self, slot: u16) -> bool {
+        self.unsettled_n.load(Relaxed) > 0
+            && self.unsettled[usize::from(slot / 64)].load(Relaxed) & (1 << (slot % 64)) != 0
+    }
+
+    pub fn unsettled(&self) -> usize {
+        self.unsettled_n.load(Relaxed)
+    }
+
+    /// The marking generation, read before a comparison starts.
+    pub fn unsettle_gen(&self) -> u64 {
+        self.unsettle_gen.load(Relaxed)
+    }
+
+    /// Settles `slot` if nothing was marked since `generation`.
+    pub fn settle(&self, slot: u16, generation: u64) {
+        if self.unsettle_gen.load(Relaxed) != generation {
+            return;
+        }
+        let bit = 1u64 << (slot % 64);
+        if self.unsettled[usize::from(slot / 64)].fetch_and(!bit, Relaxed) & bit != 0 {
+            self.unsettled_n.fetch_sub(1, Relaxed);
+        }
+    }
+
+    pub fn imports_ended(&self) {
+        lock(&self.checked).clear();
+    }
+
+    /// `RC.SENDING`: which of `slots` this node still has to copy to `to`,
+    /// asked by a node whose table has members digest `table`. Until this
+    /// node has planned for that same table it cannot tell: all "yes".
+    pub fn sending(&self, to: &str, table: u64, slots: &[u16]) -> Vec<bool> {
+        if self.planned.load(Relaxed) != table {
+            return vec![true; slots.len()];
+        }
+        let out = lock(&self.outgoing);
+        let to: Arc<str> = to.into();
+        slots.iter().map(|&s| out.contains(&(s, to.clone()))).collect()
+    }
+
+    /// The importing slots grouped by sender, at most `max` per sender.
+    pub fn imports_by_sender(&self, max: usize) -> HashMap<Arc<str>, Vec<u16>> {
+        let m = self.importing.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut by: HashMap<Arc<str>, Vec<u16>> = HashMap::new();
+        for (&slot, from) in m.iter() {
+            let v = by.entry(from.clone()).or_default();
+            if v.len() < max {
+                v.push(slot);
+            }
+        }
+        by
+    }
+
+    /// The member `slot` is being received from, if it is still coming.
+    pub fn importing_from(&self, slot: u16) -> Option<Arc<str>> {
+        if self.importing_n.load(Relaxed) == 0 {
+            return None;
+        }
+        self.importing.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&slot).cloned()
+    }
+
+    pub fn importing(&self) -> usize {
+        self.importing_n.load(Relaxed)
+    }
+
+    /// `RC.SLOTDONE`: the sender finished copying `slot` here.
+    pub fn import_done(&self, slot: u16) {
+        let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.remove(&slot).is_some() {
+            self.slots_received.fetch_add(1, Relaxed);
+        }
+        if self.joining.load(Relaxed) {
+            lock(&self.received).insert(slot);
+        }
+        self.importing_n.store(m.len(), Relaxed);
+        if m.is_empty() {
+            self.imports_ended();
+        }
+    }
+
+    /// The sender has nothing (more) to copy for `slot`.
+    pub fn import_abandoned(&self, slot: u16) {
+        let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.remove(&slot);
+        self.importing_n.store(m.len(), Relaxed);
+        if m.is_empty() {
+            self.imports_ended();
+        }
+    }
+
+    /// Stops waiting for every slot still importing.
+    pub fn clear_imports(&self) -> usize {
+        let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.len();
+        m.clear();
+        self.importing_n.store(0, Relaxed);
+        self.imports_ended();
+        n
+    }
+
+    /// Recomputes what this node imports after a change from `old` to `new`.
+    pub fn expect_imports(&self, old: &Topology, new: &Topology) {
+        let me = new.myself().name.as_str();
+        let joining = self.joining.load(Relaxed);
+        let received = lock(&self.received);
+        let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if joining {
+            // While joining, each table is planned afresh from the cluster
+            // without this node: the senders may have changed.
+            m.clear();
+        }
+        // Slots no longer owned here are not awaited any more.
+        m.retain(|&slot, _| new.table.owners(slot).contains(&new.me));
+        for slot in 0..ringcache_protocol::SLOT_COUNT {
+            let now_owner = new.table.owners(slot).contains(&new.me);
+            let was_owner = old.table.owns(me, slot);
+            if now_owner
+                && !was_owner
+                && !(joining && received.contains(&slot))
+                && let Some(from) = sender(&old.table, &new.table, slot)
+                && from != me
+            {
+                m.insert(slot, from.into());
+            }
+        }
+        self.importing_n.store(m.len(), Relaxed);
+    }
+}
