@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -11,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::cluster::lifecycle::{Event, Phase};
 use crate::cluster::membership::{NodeIdentity, PacketKey};
 use crate::cluster::topology::{NodeInfo, Topology};
 use crate::config::Config;
@@ -195,8 +195,9 @@ impl Node {
         let mut gossip_task = None;
         if let Some(mut g) = self.gossip {
             // Decided before the first client is accepted.
-            if g.resolve_seeds().await && shared.awaiting_seed.load(Relaxed) {
-                shared.awaiting_seed.store(false, Relaxed);
+            if g.resolve_seeds().await
+                && shared.lifecycle.on(Event::SeedsAreMe) == (Phase::AwaitingSeed, Phase::Joining)
+            {
                 info!("every seed names this node: serving alone until others join");
             }
             info!(addr = %g.me.gossip_addr, cluster = %shared.config.cluster_name, seeds = ?g.seeds, "gossip listening");
@@ -227,6 +228,7 @@ impl Node {
         tasks.push(tokio::spawn(expire_loop(shared.clone(), stop_rx.clone())));
 
         wait_for_stop(&shared).await;
+        shared.lifecycle.on(Event::Shutdown);
         // Hand this node's slots over while still serving and a member.
         net::rebalance::drain(&shared, Instant::now() + shared.config.drain_timeout).await;
         let _ = leave_tx.send(true);
@@ -234,7 +236,7 @@ impl Node {
             // Let the leave spread: requests routed here meanwhile are served.
             tokio::time::sleep(LEAVE_GRACE).await;
         }
-        shared.shutdown_requested.store(true, Relaxed);
+        shared.lifecycle.on(Event::Drained);
         info!(clients = shared.clients.connected(), "shutting down: no new connections, finishing open ones");
         let _ = stop_tx.send(true);
         let deadline = Instant::now() + shared.config.shutdown_timeout;

@@ -11,6 +11,7 @@ use ringcache_protocol::Limits;
 use tokio::sync::Notify;
 
 use crate::cluster::antientropy::AntiEntropyStats;
+use crate::cluster::lifecycle::{Lifecycle, Phase};
 use crate::cluster::topology::Topology;
 use crate::cluster::transfer::RebalanceState;
 use crate::command::COMMANDS;
@@ -398,8 +399,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub started_ms: u64,
     pub run_id: String,
-    /// Set by SHUTDOWN; the node's main task waits on `shutdown`.
-    pub shutdown_requested: AtomicBool,
+    /// Signalled by SHUTDOWN; the node's main task waits on it.
     pub shutdown: Notify,
     /// Signalled at every table change (the rebalance task waits on it).
     pub topology_changed: Notify,
@@ -415,20 +415,8 @@ pub struct Shared {
     /// Wakes anti-entropy early: slots were marked unsettled or the table
     /// changed.
     pub antientropy_wake: Notify,
-    /// A client write ran while this node was alone in its table: its data
-    /// is its own, so when others join it sends rather than receives.
-    pub wrote_alone: AtomicBool,
-    /// Set from start while this node, started with seeds, has not yet
-    /// been in a table with another member: it holds none of the
-    /// cluster's data, so it refuses keys rather than answer (or count
-    /// INCRs) from an empty store. Cleared for good by the first table
-    /// with a member, by seeds that all name this node, or after
-    /// `join_timeout` (then it serves alone, as a node with no seeds).
-    pub awaiting_seed: AtomicBool,
-    /// Set when the join timeout passed with no seed answering: the node
-    /// serves its own keys alone and is not ready (`/ready` 503, CLUSTER
-    /// INFO `cluster_join_state:alone`) until a member answers.
-    pub running_alone: AtomicBool,
+    /// This node's phase in its cluster (see `cluster::lifecycle`).
+    pub lifecycle: Lifecycle,
     /// Mutual TLS for peer links (`--tls-cluster yes`), replaced whole when
     /// its files change (`tls::watch_files`).
     pub cluster_tls: Arc<RwLock<Option<crate::tls::ClusterTls>>>,
@@ -480,7 +468,6 @@ impl Shared {
             metrics: Metrics::new(),
             started_ms: now_ms,
             run_id,
-            shutdown_requested: AtomicBool::new(false),
             shutdown: Notify::new(),
             topology_changed: Notify::new(),
             client_addr: Mutex::new(None),
@@ -488,9 +475,7 @@ impl Shared {
             rebalance: RebalanceState::default(),
             antientropy: AntiEntropyStats::default(),
             antientropy_wake: Notify::new(),
-            wrote_alone: AtomicBool::new(false),
-            awaiting_seed: AtomicBool::new(seeded),
-            running_alone: AtomicBool::new(false),
+            lifecycle: Lifecycle::new(seeded),
             cluster_tls: Arc::default(),
             last_skew_log_ms: AtomicU64::new(0),
             topology: RwLock::new(Arc::new(topology)),
@@ -526,17 +511,19 @@ impl Shared {
     }
 
     /// Where this node stands in joining its cluster: `standalone` (no
-    /// secret), `awaiting-seed`, `alone` (gave up waiting), or `joined`
-    /// (met a member, or the first node of its cluster).
+    /// secret), `awaiting-seed`, `alone` (gave up waiting), `joined`
+    /// (met a member, or the first node of its cluster), or `leaving`
+    /// (draining or stopped).
     pub fn join_state(&self) -> &'static str {
         if !self.config.clustered() {
             "standalone"
-        } else if self.awaiting_seed.load(Relaxed) {
-            "awaiting-seed"
-        } else if self.running_alone.load(Relaxed) {
-            "alone"
         } else {
-            "joined"
+            match self.lifecycle.phase() {
+                Phase::AwaitingSeed => "awaiting-seed",
+                Phase::Alone => "alone",
+                Phase::Joining | Phase::Serving => "joined",
+                Phase::Draining | Phase::Left => "leaving",
+            }
         }
     }
 
@@ -562,7 +549,6 @@ impl Shared {
     }
 
     pub fn request_shutdown(&self) {
-        self.shutdown_requested.store(true, Relaxed);
         self.shutdown.notify_one();
     }
 }

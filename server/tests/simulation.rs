@@ -40,6 +40,7 @@ use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, Post
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ringcache_protocol::{Limits, RequestParser, SLOT_COUNT, key_slot};
+use ringcache_server::cluster::lifecycle::{Event, Lifecycle, Phase};
 use ringcache_server::cluster::membership::{NodeIdentity, PacketKey, members_digest, topology_of};
 use ringcache_server::cluster::rebalance::{Plan, Send, plan, sender};
 use ringcache_server::cluster::replication::{ReadState, encode_current, encode_del, encode_put, parse_op, quorum};
@@ -241,8 +242,8 @@ struct Node {
     /// Gossip packets sent since the last quiet period began (diagnostics).
     packets_sent: u64,
     // Rebalancing (the shell's state).
-    joining: bool,
-    wrote_alone: bool,
+    /// The real lifecycle machine (`cluster::lifecycle`).
+    phase: Lifecycle,
     imports: BTreeMap<u16, String>,
     received: BTreeSet<u16>,
     planned: u64,
@@ -283,8 +284,7 @@ impl Node {
             epoch: 1,
             publish_pending: false,
             packets_sent: 0,
-            joining: true,
-            wrote_alone: false,
+            phase: Lifecycle::new(true),
             imports: BTreeMap::new(),
             received: BTreeSet::new(),
             planned: 0,
@@ -599,8 +599,7 @@ impl Sim {
         n.topo = Rc::new(topo);
         n.epoch = 1;
         n.publish_pending = false;
-        n.joining = true;
-        n.wrote_alone = false;
+        n.phase = Lifecycle::new(true);
         n.imports.clear();
         n.received.clear();
         n.planned = 0;
@@ -731,12 +730,13 @@ impl Sim {
         let n = &mut self.nodes[i];
         // before_publish
         let last = n.topo.clone();
-        if last.nodes.len() == 1 && new.nodes.len() > 1 && n.wrote_alone {
-            n.joining = false;
-        }
-        let old = effective_old(n, &last, &new, replicas);
-        expect_imports(n, &old, &new, replicas);
+        let newcomer = n.phase.plans_as_newcomer(last.nodes.len() == 1);
+        let old = effective_old(n, newcomer, &last, &new, replicas);
+        expect_imports(n, newcomer, &old, &new, replicas);
         n.topo = new.clone();
+        if new.nodes.len() > 1 {
+            n.phase.met();
+        }
         n.changed_at = self.now;
         // The rebalance task plans for the new table.
         let me = n.name.clone();
@@ -749,7 +749,7 @@ impl Sim {
         for (k, s) in sends.iter().enumerate() {
             by_slot[usize::from(s.slot)] = Some(k);
         }
-        let established = !n.joining;
+        let established = !newcomer;
         // New members, and members back under a new generation (restarted
         // before they were declared down): as net/rebalance.rs.
         let is_new =
@@ -821,8 +821,8 @@ impl Sim {
 
     fn check_joining(&mut self, i: usize) {
         let n = &mut self.nodes[i];
-        if n.joining && n.topo.nodes.len() > 1 && n.imports.is_empty() {
-            n.joining = false;
+        if n.phase.phase() == Phase::Joining && n.topo.nodes.len() > 1 && n.imports.is_empty() {
+            n.phase.on(Event::SlotsArrived);
             n.received.clear();
         }
     }
@@ -1024,7 +1024,7 @@ impl Sim {
         });
         let Some((req, version, value)) = done else { return };
         if n.topo.nodes.len() == 1 {
-            n.wrote_alone = true;
+            n.phase.wrote_alone();
         }
         let owners: Vec<usize> =
             n.topo.table.owners(slot).iter().map(|&o| index_of(&n.topo.table.members[usize::from(o)].name)).collect();
@@ -1235,7 +1235,7 @@ impl Sim {
                 let n = &mut self.nodes[to];
                 for slot in slots {
                     n.imports.remove(&slot);
-                    if n.joining {
+                    if n.phase.phase().newcomer() {
                         n.received.insert(slot);
                     }
                 }
@@ -1587,8 +1587,8 @@ impl Sim {
 }
 
 /// The table to plan from (`net::rebalance::effective_old`).
-fn effective_old(n: &Node, last: &Rc<Topology>, now: &Topology, replicas: usize) -> Rc<Topology> {
-    if n.joining && now.nodes.len() > 1 { without(now, &n.name, replicas) } else { last.clone() }
+fn effective_old(n: &Node, newcomer: bool, last: &Rc<Topology>, now: &Topology, replicas: usize) -> Rc<Topology> {
+    if newcomer && now.nodes.len() > 1 { without(now, &n.name, replicas) } else { last.clone() }
 }
 
 /// `net::rebalance::without`: the topology of `t`'s members but `name`.
@@ -1600,8 +1600,8 @@ fn without(t: &Topology, name: &str, replicas: usize) -> Rc<Topology> {
 }
 
 /// `RebalanceState::expect_imports`.
-fn expect_imports(n: &mut Node, old: &Topology, new: &Topology, replicas: usize) {
-    if n.joining {
+fn expect_imports(n: &mut Node, joining: bool, old: &Topology, new: &Topology, replicas: usize) {
+    if joining {
         n.imports.clear();
     }
     n.imports.retain(|&slot, _| new.table.owners(slot).contains(&new.me));
@@ -1628,7 +1628,7 @@ fn expect_imports(n: &mut Node, old: &Topology, new: &Topology, replicas: usize)
     )
     .0;
     for (slot, from) in candidates.iter() {
-        if !(n.joining && n.received.contains(slot)) {
+        if !(joining && n.received.contains(slot)) {
             n.imports.insert(*slot, from.clone());
         }
     }

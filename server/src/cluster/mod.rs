@@ -12,6 +12,9 @@
 //!   puts and deletes, reads for quorum reads), the peer-link handshake,
 //!   bounded hint queues and quorum arithmetic.
 //!
+//! - [`lifecycle`]: a node's phase (awaiting a seed, alone, joining,
+//!   serving, draining, left) and the events that move it, forward only.
+//!
 //! - [`protocol`]: the peer protocol, every request and reply between
 //!   members as types with one encoder, one decoder and one set of limits.
 //!
@@ -22,6 +25,7 @@
 //! `store::ShardInner`).
 
 pub mod antientropy;
+pub mod lifecycle;
 pub mod membership;
 pub mod protocol;
 pub mod rebalance;

@@ -6,7 +6,7 @@
 //! the rebalance and anti-entropy tasks; no clocks, no IO.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ringcache_protocol::SLOT_COUNT;
@@ -24,9 +24,6 @@ pub struct RebalanceState {
     /// Slot → the member sending it to this node.
     importing: RwLock<HashMap<u16, Arc<str>>>,
     importing_n: AtomicUsize,
-    /// Set while this node has not yet joined a cluster with all its
-    /// slots received (it starts so: data lives in memory only).
-    pub joining: AtomicBool,
     /// Slots received while joining (not awaited again).
     pub received: Mutex<HashSet<u16>>,
     /// (slot, member) copies this node still has to confirm: what a
@@ -71,7 +68,6 @@ impl Default for RebalanceState {
         RebalanceState {
             importing: RwLock::default(),
             importing_n: AtomicUsize::new(0),
-            joining: AtomicBool::new(true),
             received: Mutex::default(),
             outgoing: Mutex::default(),
             checked: Mutex::default(),
@@ -198,13 +194,14 @@ impl RebalanceState {
         self.importing_n.load(Relaxed)
     }
 
-    /// `RC.SLOTDONE`: the sender finished copying `slot` here.
-    pub fn import_done(&self, slot: u16) {
+    /// `RC.SLOTDONE`: the sender finished copying `slot` here. `joining`:
+    /// this node is still a newcomer (`Phase::newcomer`).
+    pub fn import_done(&self, slot: u16, joining: bool) {
         let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if m.remove(&slot).is_some() {
             self.slots_received.fetch_add(1, Relaxed);
         }
-        if self.joining.load(Relaxed) {
+        if joining {
             lock(&self.received).insert(slot);
         }
         self.importing_n.store(m.len(), Relaxed);
@@ -233,10 +230,10 @@ impl RebalanceState {
         n
     }
 
-    /// Recomputes what this node imports after a change from `old` to `new`.
-    pub fn expect_imports(&self, old: &Topology, new: &Topology) {
+    /// Recomputes what this node imports after a change from `old` to
+    /// `new`; `joining`: this node is still a newcomer.
+    pub fn expect_imports(&self, old: &Topology, new: &Topology, joining: bool) {
         let me = new.myself().name.as_str();
-        let joining = self.joining.load(Relaxed);
         let received = lock(&self.received);
         let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if joining {

@@ -7,7 +7,6 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 
 use ringcache_protocol::{Args, SLOT_COUNT, key_slot};
 
@@ -157,7 +156,11 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         ctx.out.verbatim(text.as_bytes());
     } else if eq_ic(sub, "INFO") {
         arity(2)?;
-        let text = info_text(&ctx.shared.topology(), ctx.shared.awaiting_seed.load(Relaxed), ctx.shared.join_state());
+        let text = info_text(
+            &ctx.shared.topology(),
+            ctx.shared.lifecycle.phase() == crate::cluster::lifecycle::Phase::AwaitingSeed,
+            ctx.shared.join_state(),
+        );
         ctx.out.verbatim(text.as_bytes());
     } else if eq_ic(sub, "MYID") {
         arity(2)?;

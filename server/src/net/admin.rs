@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::cluster::lifecycle::Phase;
 use crate::metrics;
 use crate::shared::Shared;
 
@@ -107,7 +108,7 @@ async fn handle(shared: &Arc<Shared>, mut stream: TcpStream) -> std::io::Result<
 
 /// Whether the node should get traffic; why not otherwise.
 fn ready(shared: &Shared) -> Result<(), &'static str> {
-    if shared.shutdown_requested.load(Relaxed) {
+    if shared.lifecycle.phase() >= Phase::Draining {
         return Err("shutting down\n");
     }
     match shared.join_state() {

@@ -27,6 +27,7 @@ use ringcache_protocol::{Args, Frame, Version, decode_frame, encode, key_slot};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
+use crate::cluster::lifecycle::Phase;
 use crate::cluster::protocol::{ForwardHead, Kind, Reply as PeerReply, Request, encode_forward_head};
 use crate::cluster::replication::{ReadState, encode_current, quorum};
 use crate::cluster::topology::Topology;
@@ -256,7 +257,7 @@ impl Exec {
     /// Runs one request: here, or wherever its plan says.
     pub fn run(&mut self, env: &mut Env<'_>, args: Args<'_>) {
         if env.conn.topology(env.shared).nodes.len() < 2 {
-            let awaiting = env.shared.awaiting_seed.load(Relaxed);
+            let awaiting = env.shared.lifecycle.phase() == Phase::AwaitingSeed;
             if (env.conn.peer || awaiting)
                 && let Some(spec) = command::precheck(env.conn, env.shared, args)
                 && spec.first_key > 0
@@ -273,8 +274,8 @@ impl Exec {
                 return;
             }
             let ran = self.execute_here(env, args);
-            if ran.is_some_and(|spec| spec.write) && !env.conn.peer && !env.shared.wrote_alone.load(Relaxed) {
-                env.shared.wrote_alone.store(true, Relaxed);
+            if ran.is_some_and(|spec| spec.write) && !env.conn.peer {
+                env.shared.lifecycle.wrote_alone();
             }
             return;
         }

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, error, info, warn};
 
+use crate::cluster::lifecycle::{Event, Phase};
 use crate::cluster::membership::{
     CheckedCodec, NodeIdentity, PacketKey, SEAL_OVERHEAD, members_digest, name_conflicts, topology_of,
 };
@@ -147,8 +148,7 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
             _ = async { sleep_until(next_timer.expect("guarded")).await }, if next_timer.is_some() => d.due_timers(),
             _ = announce.tick() => {
                 let waited_out = !d.shared.config.join_timeout.is_zero() && Instant::now() >= join_by;
-                if waited_out && d.shared.awaiting_seed.swap(false, Relaxed) {
-                    d.shared.running_alone.store(true, Relaxed);
+                if waited_out && d.shared.lifecycle.on(Event::JoinTimeout) == (Phase::AwaitingSeed, Phase::Alone) {
                     warn!(
                         seeds = ?d.seeds,
                         waited_ms = d.shared.config.join_timeout.as_millis() as u64,
@@ -356,8 +356,7 @@ impl Driver {
         self.shared.set_topology(topology);
         if met {
             // Only now: until the table names a member, keys stay refused.
-            self.shared.awaiting_seed.store(false, Relaxed);
-            self.shared.running_alone.store(false, Relaxed);
+            self.shared.lifecycle.met();
         }
     }
 

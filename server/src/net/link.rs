@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep, timeout};
 use tracing::{debug, info, warn};
 
+use crate::cluster::lifecycle::Phase;
 use crate::cluster::protocol::{self, Kind, PeerError, Reply, Request};
 use crate::cluster::replication::{Hints, LinkKey, NONCE_LEN, hex, proof_eq};
 use crate::cluster::topology::Topology;
@@ -148,7 +149,7 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
     let mut failing_since: Option<Instant> = None;
     let hold = config.replication_timeout;
     loop {
-        if shared.shutdown_requested.load(Relaxed) {
+        if shared.lifecycle.phase() == Phase::Left {
             for (_, m) in held.drain(..) {
                 st.refuse(m);
             }

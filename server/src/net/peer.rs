@@ -277,7 +277,7 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, args: Args<'_>) {
             }
         }
         Request::SlotDone { slot } => {
-            env.shared.rebalance.import_done(slot);
+            env.shared.rebalance.import_done(slot, env.shared.lifecycle.phase().newcomer());
             Reply::Ok
         }
         // The sender's copy is confirmed, but this former owner may hold

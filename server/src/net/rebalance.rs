@@ -29,6 +29,7 @@ use ringcache_protocol::SLOT_COUNT;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use crate::cluster::lifecycle::{Event, Phase};
 use crate::cluster::membership::members_digest;
 use crate::cluster::protocol::{Kind, Reply, Request};
 use crate::cluster::rebalance::{plan, sender};
@@ -132,7 +133,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 // an empty copy is then the truth, and the joiner stops
                 // waiting.
                 // (A node that is joining itself has nothing to give.)
-                let established = !shared.rebalance.joining.load(Relaxed);
+                let established = !newcomer(&shared, &last);
                 let is_new = |n: &&crate::cluster::topology::NodeInfo| {
                     last.nodes.iter().find(|o| o.name == n.name).is_none_or(|o| o.generation != n.generation)
                 };
@@ -174,10 +175,10 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
         }
         let r = &shared.rebalance;
-        if r.joining.load(Relaxed) && last.nodes.len() > 1 && r.importing() == 0 {
+        if shared.lifecycle.phase() == Phase::Joining && last.nodes.len() > 1 && r.importing() == 0 {
             // Every slot arrived: from now on table changes are planned
             // from the previous table like any member's.
-            r.joining.store(false, Relaxed);
+            shared.lifecycle.on(Event::SlotsArrived);
             lock(&r.received).clear();
         }
         if r.importing() > 0 && changed_at.elapsed() > PULL_AFTER && last_pull.elapsed() > PULL_EVERY {
@@ -426,11 +427,17 @@ async fn drop_lost_slot(shared: &Shared, slot: u16, mine: bool, losers: &[String
     }
 }
 
+/// Whether this node plans from `last` as a newcomer (see
+/// `Lifecycle::plans_as_newcomer`).
+fn newcomer(shared: &Shared, last: &Topology) -> bool {
+    shared.lifecycle.plans_as_newcomer(last.nodes.len() == 1)
+}
+
 /// The table to plan a change from: `last`, except for a node that starts
 /// empty and joins, which holds nothing whatever its first one-member table
 /// said: it plans as if the cluster before it were the others alone.
 fn effective_old(shared: &Shared, last: &Arc<Topology>, now: &Topology) -> Arc<Topology> {
-    if shared.rebalance.joining.load(Relaxed) && now.nodes.len() > 1 {
+    if newcomer(shared, last) && now.nodes.len() > 1 {
         Arc::new(without(now, &now.myself().name, shared.config.replicas as usize, shared.config.vnodes))
     } else {
         last.clone()
@@ -442,13 +449,8 @@ fn effective_old(shared: &Shared, last: &Arc<Topology>, now: &Topology) -> Arc<T
 /// table already read through.
 pub fn before_publish(shared: &Shared, now: &Topology) {
     let last = shared.topology();
-    if last.nodes.len() == 1 && now.nodes.len() > 1 && shared.wrote_alone.load(Relaxed) {
-        // It served writes alone: it is a source for its slots, not a
-        // newcomer (decided before any peer traffic can blur it).
-        shared.rebalance.joining.store(false, Relaxed);
-    }
     let old = effective_old(shared, &last, now);
-    shared.rebalance.expect_imports(&old, now);
+    shared.rebalance.expect_imports(&old, now, newcomer(shared, &last));
     // Slots whose owners changed: a co-owner may hold writes this node
     // has not seen (it was primary meanwhile, or accepted writes on the
     // other side of a partition).
