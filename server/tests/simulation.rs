@@ -41,7 +41,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ringcache_protocol::{Limits, RequestParser, SLOT_COUNT, key_slot};
 use ringcache_server::cluster::lifecycle::{Event, Lifecycle, Phase};
-use ringcache_server::cluster::membership::{NodeIdentity, PacketKey, members_digest, topology_of};
+use ringcache_server::cluster::membership::{
+    NodeIdentity, PacketKey, announce_targets, connected_after, members_digest, topology_of,
+};
 use ringcache_server::cluster::rebalance::{Plan, Send, plan, sender};
 use ringcache_server::cluster::replication::{ReadState, encode_current, encode_del, encode_put, parse_op, quorum};
 use ringcache_server::cluster::topology::{NodeInfo, Topology};
@@ -244,6 +246,10 @@ struct Node {
     // Rebalancing (the shell's state).
     /// The real lifecycle machine (`cluster::lifecycle`).
     phase: Lifecycle,
+    /// Announce ticks so far and whether foca is connected
+    /// (`membership::announce_targets`, `connected_after`).
+    announce_tick: u64,
+    connected: bool,
     imports: BTreeMap<u16, String>,
     received: BTreeSet<u16>,
     planned: u64,
@@ -285,6 +291,8 @@ impl Node {
             publish_pending: false,
             packets_sent: 0,
             phase: Lifecycle::new(true),
+            announce_tick: 0,
+            connected: false,
             imports: BTreeMap::new(),
             received: BTreeSet::new(),
             planned: 0,
@@ -592,6 +600,7 @@ impl Sim {
         let rng = StdRng::seed_from_u64(self.rng.next());
         n.foca = Some(Foca::new(me.clone(), foca_config(&timing()), rng, PostcardCodec));
         n.rt = AccumulatingRuntime::new();
+        n.connected = false;
         n.store = Store::new();
         n.store.set_node_id(xxhash_rust::xxh3::xxh3_64(n.name.as_bytes()));
         let topo = topology_of(&me, &[], 1, RF, VNODES);
@@ -659,6 +668,7 @@ impl Sim {
         }
         let mut notes = Vec::new();
         while let Some(note) = n.rt.to_notify() {
+            n.connected = connected_after(n.connected, &note);
             notes.push(note);
         }
         let life = n.life;
@@ -692,11 +702,16 @@ impl Sim {
         if self.sabotage == Sabotage::NoAnnounce {
             return;
         }
-        let members: Vec<SocketAddr> = foca.iter_members().map(|m| m.id().gossip_addr).collect();
-        for &addr in &self.seeds {
-            if addr != n.gossip_addr && !members.contains(&addr) {
-                let _ = foca.announce(NodeIdentity::seed(addr), &mut n.rt);
-            }
+        // What net::gossip's driver does on its announce tick.
+        let active: Vec<SocketAddr> = foca.iter_members().map(|m| m.id().gossip_addr).collect();
+        let down: Vec<SocketAddr> = foca
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Down)
+            .map(|m| m.id().gossip_addr)
+            .collect();
+        n.announce_tick += 1;
+        for addr in announce_targets(n.gossip_addr, &self.seeds, &active, &down, n.connected, n.announce_tick) {
+            let _ = foca.announce(NodeIdentity::seed(addr), &mut n.rt);
         }
         let life = n.life;
         self.drain(i);
@@ -1379,6 +1394,16 @@ impl Sim {
         self.loss = 0.0;
         self.msg_loss = 0.0;
         self.log("quiet period: partitions healed, no faults, no writes".into());
+        // Operators keep the seeds up: a seed that crashed comes back (as
+        // an empty newcomer). Without a live seed a node that never met a
+        // live member (it started while every seed was down) cannot be
+        // found by anyone, so membership could not converge.
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            if n.started && !n.up && self.seeds.contains(&n.gossip_addr) {
+                self.start(i);
+            }
+        }
         let start = self.now;
         for n in &mut self.nodes {
             n.packets_sent = 0;

@@ -313,6 +313,61 @@ pub fn topology_of<'a>(
     Topology::new(epoch, nodes, &me.name, replicas, vnodes)
 }
 
+/// Other addresses announced to per tick while foca is not connected.
+pub const OTHER_ANNOUNCES_PER_TICK: usize = 2;
+
+/// Whether foca is connected (has an active member that answered this
+/// identity) after `note`; `was` before it. foca starts disconnected, is
+/// connected from `Active`, and not from `Idle` (no member left) or an
+/// identity change (`Defunct`, `Rejoin`: messages to the old identity are
+/// dropped, and foca schedules no timer until a member reaches the new one).
+pub fn connected_after<T>(was: bool, note: &foca::OwnedNotification<T>) -> bool {
+    use foca::OwnedNotification as N;
+    match note {
+        N::Active => true,
+        N::Idle | N::Defunct | N::Rejoin(_) => false,
+        _ => was,
+    }
+}
+
+/// Where the gossip driver announces this node on one announce tick
+/// (`tick` counts them). Connected: every seed that is not an active
+/// member. Not connected: every seed, and up to
+/// [`OTHER_ANNOUNCES_PER_TICK`] other addresses of members it knows, active
+/// or down, taking turns (an announce is accepted by address, whatever
+/// identity the receiver now has).
+///
+/// foca reaches down members itself only while connected, and after an
+/// identity change it sends nothing until a member answers the new
+/// identity; without the second rule two nodes that lost each other while
+/// their seeds were gone, or that renewed their identities at the same
+/// moment (each then addressing the other's old one), never met again.
+pub fn announce_targets(
+    me: SocketAddr,
+    seeds: &[SocketAddr],
+    active: &[SocketAddr],
+    down: &[SocketAddr],
+    connected: bool,
+    tick: u64,
+) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> =
+        seeds.iter().copied().filter(|a| *a != me && !(connected && active.contains(a))).collect();
+    out.sort();
+    out.dedup();
+    if !connected {
+        let mut others: Vec<SocketAddr> =
+            active.iter().chain(down).copied().filter(|a| *a != me && !out.contains(a)).collect();
+        others.sort();
+        others.dedup();
+        if !others.is_empty() {
+            let start = (tick as usize) % others.len();
+            let take = OTHER_ANNOUNCES_PER_TICK.min(others.len());
+            out.extend((0..take).map(|k| others[(start + k) % others.len()]));
+        }
+    }
+    out
+}
+
 /// A digest of a member set (names, addresses and generations): equal on
 /// every node that sees the same cluster, so tests and operators can tell
 /// that nodes agree without comparing lists.
@@ -409,5 +464,35 @@ mod tests {
         assert!(b.win_addr_conflict(&a));
         assert!(!a.win_addr_conflict(&b));
         assert_eq!(a.addr(), b.addr());
+    }
+
+    #[test]
+    fn a_disconnected_node_announces_to_every_address_it_knows_in_turn() {
+        let a = |n: u8| SocketAddr::from(([10, 0, 0, n], 17000));
+        let me = a(1);
+        // Connected: seeds that are not members (foca reaches the rest).
+        assert_eq!(announce_targets(me, &[a(2), a(3), me], &[a(3)], &[a(4)], true, 0), vec![a(2)]);
+        // Not connected: every seed, then two other known addresses per
+        // tick, active or down, taking turns.
+        let down = [a(5), a(4), me];
+        assert_eq!(announce_targets(me, &[a(2)], &[a(6)], &down, false, 0), vec![a(2), a(4), a(5)]);
+        assert_eq!(announce_targets(me, &[a(2)], &[a(6)], &down, false, 1), vec![a(2), a(5), a(6)]);
+        assert_eq!(announce_targets(me, &[a(2)], &[a(6)], &down, false, 2), vec![a(2), a(6), a(4)]);
+        // A seed that is an active member under an old identity: still
+        // announced to while not connected.
+        assert_eq!(announce_targets(me, &[a(2)], &[a(2)], &[], false, 0), vec![a(2)]);
+        assert_eq!(announce_targets(me, &[], &[], &[], false, 7), Vec::<SocketAddr>::new());
+    }
+
+    #[test]
+    fn connected_follows_foca_notifications() {
+        use foca::OwnedNotification as N;
+        let id = NodeIdentity::seed(SocketAddr::from(([10, 0, 0, 1], 1)));
+        assert!(connected_after(false, &N::<NodeIdentity>::Active));
+        assert!(!connected_after(true, &N::<NodeIdentity>::Idle));
+        assert!(!connected_after(true, &N::Rejoin(id.clone())));
+        assert!(!connected_after(true, &N::<NodeIdentity>::Defunct));
+        assert!(connected_after(true, &N::MemberUp(id.clone())));
+        assert!(!connected_after(false, &N::MemberDown(id)));
     }
 }

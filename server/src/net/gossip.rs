@@ -32,7 +32,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::cluster::lifecycle::{Event, Phase};
 use crate::cluster::membership::{
-    CheckedCodec, NodeIdentity, PacketKey, SEAL_OVERHEAD, members_digest, name_conflicts, topology_of,
+    CheckedCodec, NodeIdentity, PacketKey, SEAL_OVERHEAD, announce_targets, connected_after, members_digest,
+    name_conflicts, topology_of,
 };
 use crate::config::GossipTiming;
 use crate::shared::Shared;
@@ -88,6 +89,10 @@ struct Driver {
     timer_seq: u64,
     seeds: Vec<String>,
     seed_addrs: Vec<SocketAddr>,
+    /// Announce ticks so far (known addresses take turns while not
+    /// connected), and whether foca is connected (`connected_after`).
+    announce_tick: u64,
+    connected: bool,
     publish_at: Option<Instant>,
     epoch: u64,
     digest: u64,
@@ -123,6 +128,8 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
         leaving: false,
         seeds: g.seeds,
         seed_addrs: g.seed_addrs,
+        announce_tick: 0,
+        connected: false,
         publish_at: None,
         send_buf: Vec::with_capacity(PACKET_MAX),
         rejected_since_log: 0,
@@ -279,11 +286,17 @@ impl Driver {
         if !self.seeds.is_empty() {
             self.resolve_seeds().await;
         }
-        let members: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().gossip_addr).collect();
-        for addr in self.seed_addrs.clone() {
-            if !members.contains(&addr) {
-                let _ = self.foca.announce(NodeIdentity::seed(addr), &mut self.runtime);
-            }
+        let me = self.foca.identity().gossip_addr;
+        let active: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().gossip_addr).collect();
+        let down: Vec<SocketAddr> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Down)
+            .map(|m| m.id().gossip_addr)
+            .collect();
+        self.announce_tick += 1;
+        for addr in announce_targets(me, &self.seed_addrs, &active, &down, self.connected, self.announce_tick) {
+            let _ = self.foca.announce(NodeIdentity::seed(addr), &mut self.runtime);
         }
     }
 
@@ -302,6 +315,7 @@ impl Driver {
             self.timers.push(Reverse((now + after, self.timer_seq, timer)));
         }
         while let Some(n) = self.runtime.to_notify() {
+            self.connected = connected_after(self.connected, &n);
             match &n {
                 OwnedNotification::MemberUp(m) => info!(member = ?m, "member up"),
                 OwnedNotification::MemberDown(m) => info!(member = ?m, "member down"),
