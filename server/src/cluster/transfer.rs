@@ -210,9 +210,14 @@ impl RebalanceState {
         }
     }
 
-    /// The sender has nothing (more) to copy for `slot`.
-    pub fn import_abandoned(&self, slot: u16) {
+    /// `from` has nothing (more) to copy for `slot`. Nothing changes if
+    /// the slot is awaited from another member by now (a newer table
+    /// named another sender while the answer was on its way).
+    pub fn import_abandoned(&self, slot: u16, from: &str) {
         let mut m = self.importing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.get(&slot).is_none_or(|f| &**f != from) {
+            return;
+        }
         m.remove(&slot);
         self.importing_n.store(m.len(), Relaxed);
         if m.is_empty() {
@@ -241,7 +246,11 @@ impl RebalanceState {
             // without this node: the senders may have changed.
             m.clear();
         }
-        // Slots no longer owned here are not awaited any more.
+        // Slots no longer owned here are not awaited any more. A sender
+        // that left the table is still awaited: a node that drains sends
+        // its slots and leaves before they all landed, and answers
+        // (read-through, fetches) until it stops; `RC.SENDING`, or its
+        // link going down, releases them (`net::rebalance::pull_check`).
         m.retain(|&slot, _| new.table.owners(slot).contains(&new.me));
         for slot in 0..ringcache_protocol::SLOT_COUNT {
             let now_owner = new.table.owners(slot).contains(&new.me);
@@ -256,5 +265,53 @@ impl RebalanceState {
             }
         }
         self.importing_n.store(m.len(), Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::topology::NodeInfo;
+
+    fn topo(names: &[&str], me: &str) -> Topology {
+        let nodes = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeInfo::new(n, std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)), 17000, 1))
+            .collect();
+        Topology::new(1, nodes, me, 3, 16)
+    }
+
+    /// Slots `me` awaits when it joins `a, b` (as a newcomer).
+    fn joined(r: &RebalanceState) -> Topology {
+        let old = topo(&["a", "b"], "a");
+        let new = topo(&["a", "b", "me"], "me");
+        r.expect_imports(&old, &new, true);
+        new
+    }
+
+    #[test]
+    fn a_sender_that_drains_is_still_awaited() {
+        let r = RebalanceState::default();
+        let _ = joined(&r);
+        let from_b = r.imports_by_sender(usize::MAX).get("b").map_or(0, Vec::len);
+        assert!(from_b > 0, "b sends some slots");
+        // b leaves (drains) before its copies came: the slots this node
+        // still owns stay awaited from it while it answers.
+        let after_leave = topo(&["a", "me"], "me");
+        r.expect_imports(&topo(&["a", "b", "me"], "me"), &after_leave, false);
+        assert!(r.imports_by_sender(usize::MAX).get("b").is_some_and(|v| !v.is_empty()));
+    }
+
+    #[test]
+    fn an_answer_from_a_former_sender_releases_nothing() {
+        let r = RebalanceState::default();
+        let _ = joined(&r);
+        let (from, slots) = r.imports_by_sender(usize::MAX).into_iter().next().expect("some import");
+        let other = if &*from == "a" { "b" } else { "a" };
+        r.import_abandoned(slots[0], other);
+        assert_eq!(r.importing_from(slots[0]).as_deref(), Some(&*from));
+        r.import_abandoned(slots[0], &from);
+        assert_eq!(r.importing_from(slots[0]), None);
     }
 }

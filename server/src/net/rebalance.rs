@@ -277,9 +277,13 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 /// differed when they were planned, or the copy was lost with a node).
 async fn pull_check(shared: &Shared, me: &str, table: u64) {
     for (from, slots) in shared.rebalance.imports_by_sender(PULL_SLOTS_MAX) {
-        let Some(link) = shared.links.get(&from) else {
+        // A sender that is no longer a member and cannot be reached will
+        // not send (links to former members stay, so a link alone proves
+        // nothing; one that drains is still reachable until it stops).
+        let member = shared.topology().nodes.iter().any(|n| n.name == *from);
+        let Some(link) = shared.links.get(&from).filter(|l| member || l.reachable()) else {
             for s in slots {
-                shared.rebalance.import_abandoned(s);
+                shared.rebalance.import_abandoned(s, &from);
             }
             continue;
         };
@@ -290,7 +294,7 @@ async fn pull_check(shared: &Shared, me: &str, table: u64) {
         let Some(Reply::Flags(flags)) = replies.first().map(|raw| Reply::parse(Kind::Sending, raw)) else { continue };
         for (slot, sending) in slots.iter().zip(flags) {
             if !sending {
-                shared.rebalance.import_abandoned(*slot);
+                shared.rebalance.import_abandoned(*slot, &from);
             }
         }
     }
