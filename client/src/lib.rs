@@ -43,8 +43,8 @@
 //!   ([`Client::stats`] counts reloads, checks and MOVED replies).
 //! - `connector`: the stream each connection runs over is any
 //!   `AsyncRead + AsyncWrite` ([`Stream`]) opened by a [`Connector`]; plain
-//!   TCP by default. This is where TLS plugs in; ringcache servers do not
-//!   speak TLS yet, and this crate ships no TLS implementation.
+//!   TCP by default; [`TlsConnector`] speaks TLS (rustls) to a server's
+//!   `--tls-port`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -61,9 +61,12 @@
 //! assert_eq!(opts.refresh_every, Duration::from_secs(1));
 //! ```
 
+mod commands;
 mod conn;
 mod error;
 mod pipeline;
+mod retry;
+mod routing;
 mod tls;
 
 use std::cell::{Cell, RefCell};
@@ -71,16 +74,18 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 pub use ringcache_protocol as protocol;
-use ringcache_protocol::{Frame, SLOT_COUNT, key_slot};
+use ringcache_protocol::Frame;
 
+pub use commands::Ttl;
 use conn::{Conn, Handshake, Pending};
 pub use conn::{Connecting, Connector, Protocol, Stream};
 pub use error::{Error, Result};
 pub use pipeline::Pipeline;
+use retry::{Outcome, Retry, classify, is_moved};
+use routing::{Routing, info_epoch, parse_slots, read_only};
 pub use tls::TlsConnector;
 
 /// Which owner of a slot answers reads.
@@ -159,45 +164,6 @@ impl Default for Options {
             connector: None,
         }
     }
-}
-
-/// Where each slot's owners are.
-struct Routing {
-    /// Grows with every refresh: a task that saw an older map knows someone
-    /// refreshed since and need not ask the cluster again.
-    version: u64,
-    /// The node the map came from, and its epoch (`cluster_current_epoch`)
-    /// read just before the map, if it told it. Epochs are counted by each
-    /// node for itself, so only that node's epoch is compared with it.
-    source: Option<SocketAddr>,
-    epoch: Option<u64>,
-    /// Each slot's shard (index into `shards`; `NO_SHARD` if uncovered):
-    /// 32 KiB, so lookups stay in cache.
-    slot_shard: Vec<u16>,
-    shards: Vec<Shard>,
-    nodes: Vec<SocketAddr>,
-}
-
-const NO_SHARD: u16 = u16::MAX;
-
-/// The owners of a slot range, as indices into `Routing::nodes`.
-struct Shard {
-    primary: usize,
-    /// The other owners (replicas), as CLUSTER SLOTS lists them.
-    replicas: Vec<usize>,
-}
-
-impl Routing {
-    fn shard(&self, key: &[u8]) -> Option<&Shard> {
-        self.shards.get(usize::from(*self.slot_shard.get(usize::from(key_slot(key)))?))
-    }
-}
-
-/// Commands that only read, which [`ReadFrom`] may send to a replica.
-fn read_only(name: &[u8]) -> bool {
-    const READS: &[&str] =
-        &["GET", "MGET", "EXISTS", "TTL", "PTTL", "STRLEN", "GETRANGE", "TYPE", "EXPIRETIME", "PEXPIRETIME"];
-    READS.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Counters of what the client did, for tests and monitoring.
@@ -284,124 +250,6 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-/// The TTL of a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ttl {
-    Missing,
-    Persistent,
-    Expires(Duration),
-}
-
-/// Commands that may be sent again when the connection broke after
-/// sending: running them twice leaves the same state.
-fn idempotent(name: &[u8]) -> bool {
-    const SAFE: &[&str] = &[
-        "GET",
-        "MGET",
-        "EXISTS",
-        "TTL",
-        "PTTL",
-        "STRLEN",
-        "GETRANGE",
-        "TYPE",
-        "PING",
-        "ECHO",
-        "DBSIZE",
-        "SET",
-        "MSET",
-        "DEL",
-        "UNLINK",
-        "PERSIST",
-        "PEXPIREAT",
-        "EXPIREAT",
-        "CLUSTER",
-        "INFO",
-        "KEYS",
-        "SCAN",
-        "TOUCH",
-    ];
-    SAFE.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(name))
-}
-
-/// The key a raw command is routed by (its first key), if it has one.
-fn routing_key<A: AsRef<[u8]>>(args: &[A]) -> Option<&[u8]> {
-    const KEYLESS: &[&str] = &[
-        "PING",
-        "ECHO",
-        "INFO",
-        "DBSIZE",
-        "KEYS",
-        "SCAN",
-        "FLUSHALL",
-        "FLUSHDB",
-        "CLUSTER",
-        "COMMAND",
-        "CONFIG",
-        "CLIENT",
-        "HELLO",
-        "AUTH",
-        "SELECT",
-        "TIME",
-        "RANDOMKEY",
-        "READONLY",
-        "READWRITE",
-    ];
-    let name = args.first()?.as_ref();
-    if KEYLESS.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(name)) {
-        return None;
-    }
-    args.get(1).map(AsRef::as_ref)
-}
-
-fn server_error(frame: &Frame) -> Option<String> {
-    match frame {
-        Frame::Error(e) | Frame::BlobError(e) => Some(String::from_utf8_lossy(e).into_owned()),
-        _ => None,
-    }
-}
-
-/// What one try of a command came to.
-enum Outcome {
-    Done(Result<Frame>),
-    /// Safe to try again (after a refresh when `moved`).
-    Retry(Error),
-}
-
-/// Sorts a reply (or a failure to get one) into done or retryable.
-fn classify(reply: Result<Frame>, name: &[u8]) -> Outcome {
-    match reply {
-        Ok(frame) => match server_error(&frame) {
-            // MOVED and TRYAGAIN mean the command did not run here.
-            Some(e) if e.starts_with("MOVED ") || e.starts_with("TRYAGAIN") || e.starts_with("CLUSTERDOWN") => {
-                Outcome::Retry(Error::NotSent(e))
-            }
-            Some(e) => Outcome::Done(Err(Error::Server(e))),
-            None => Outcome::Done(Ok(frame)),
-        },
-        Err(e) if e.not_sent() || (matches!(e, Error::Unknown(_)) && idempotent(name)) => Outcome::Retry(e),
-        Err(e) => Outcome::Done(Err(e)),
-    }
-}
-
-fn is_moved(e: &Error) -> bool {
-    matches!(e, Error::NotSent(m) if m.starts_with("MOVED "))
-}
-
-/// The text of a bulk or verbatim reply (RESP2 / RESP3 forms of one text).
-fn text(frame: &Frame) -> Option<&[u8]> {
-    match frame {
-        Frame::Bulk(b) | Frame::Simple(b) => Some(b),
-        Frame::Verbatim { text, .. } => Some(text),
-        _ => None,
-    }
-}
-
-/// `cluster_current_epoch` out of a CLUSTER INFO reply.
-fn info_epoch(frame: &Frame) -> Option<u64> {
-    let t = std::str::from_utf8(text(frame)?).ok()?;
-    t.lines().find_map(|l| l.strip_prefix("cluster_current_epoch:")).and_then(|v| v.trim().parse().ok())
-}
-
 thread_local! {
     /// Turns for spreading requests over a node's connections; per thread,
     /// so no cache line bounces between threads.
@@ -422,34 +270,6 @@ fn conn_turn(want: usize) -> usize {
         t.set(v);
         v % want
     })
-}
-
-/// Retry pacing of one call: started lazily, so the common path reads no
-/// clock.
-struct Retry {
-    started: Option<Instant>,
-    backoff: Duration,
-    attempts: u32,
-}
-
-impl Retry {
-    fn new(opts: &Options) -> Self {
-        Retry { started: None, backoff: opts.backoff_min, attempts: 0 }
-    }
-
-    /// After a failed try: the error to give up with once past the
-    /// deadline, else waits (unless `moved`, where the refresh is the cure).
-    async fn wait(&mut self, opts: &Options, last: Error) -> Result<()> {
-        let started = *self.started.get_or_insert_with(Instant::now);
-        if started.elapsed() >= opts.deadline {
-            return Err(Error::Deadline { attempts: self.attempts, elapsed: started.elapsed(), last: Box::new(last) });
-        }
-        if !is_moved(&last) {
-            tokio::time::sleep(self.backoff.min(opts.deadline.saturating_sub(started.elapsed()))).await;
-            self.backoff = (self.backoff * 2).min(opts.backoff_max);
-        }
-        Ok(())
-    }
 }
 
 impl Client {
@@ -748,7 +568,6 @@ impl Client {
     async fn run<A: AsRef<[u8]>>(&self, key: Option<&[u8]>, args: &[A]) -> Result<Frame> {
         let mut retry = Retry::new(&self.inner.opts);
         let read = self.replica_read(args);
-        let name = args.first().map_or(&b""[..], AsRef::as_ref);
         loop {
             retry.attempts += 1;
             let (seen, sent) = self.send_cached(key, read, args);
@@ -761,259 +580,19 @@ impl Client {
                 },
                 Sent::Slow(None) => Err(Error::NotSent("no node known".into())),
             };
-            match classify(reply, name) {
+            match classify(reply, args) {
                 Outcome::Done(r) => return r,
                 Outcome::Retry(last) => self.before_retry(&mut retry, seen, last).await?,
             }
         }
     }
-
-    /// A pipeline: commands queued here are sent together, one batch per
-    /// node, when [`Pipeline::execute`] runs.
-    pub fn pipeline(&self) -> Pipeline {
-        Pipeline::new(self.clone())
-    }
-
-    /// Sends any command, routed by its first key (or to any node for
-    /// keyless commands). Error replies become [`Error::Server`].
-    pub async fn cmd<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Frame> {
-        self.run(routing_key(args), args).await
-    }
-
-    pub async fn ping(&self) -> Result<()> {
-        self.run(None, &["PING"]).await.map(|_| ())
-    }
-
-    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
-        let k = key.as_ref();
-        bulk_opt(self.run(Some(k), &[b"GET".as_slice(), k]).await?)
-    }
-
-    pub async fn set(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
-        let k = key.as_ref();
-        self.run(Some(k), &[b"SET".as_slice(), k, value.as_ref()]).await.map(|_| ())
-    }
-
-    /// SET with a TTL (PX).
-    pub async fn set_ex(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, ttl: Duration) -> Result<()> {
-        let k = key.as_ref();
-        let ms = ttl.as_millis().max(1).to_string();
-        self.run(Some(k), &[b"SET".as_slice(), k, value.as_ref(), b"PX", ms.as_bytes()]).await.map(|_| ())
-    }
-
-    /// SET NX: true if the key was set.
-    pub async fn set_nx(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<bool> {
-        let k = key.as_ref();
-        Ok(!matches!(self.run(Some(k), &[b"SET".as_slice(), k, value.as_ref(), b"NX"]).await?, Frame::Null))
-    }
-
-    pub async fn getdel(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
-        let k = key.as_ref();
-        bulk_opt(self.run(Some(k), &[b"GETDEL".as_slice(), k]).await?)
-    }
-
-    pub async fn incr_by(&self, key: impl AsRef<[u8]>, by: i64) -> Result<i64> {
-        let k = key.as_ref();
-        int(self.run(Some(k), &[b"INCRBY".as_slice(), k, by.to_string().as_bytes()]).await?)
-    }
-
-    /// INCRBYFLOAT; the new value (a bulk string in RESP2, and in RESP3 a
-    /// bulk or a double, both read).
-    pub async fn incr_by_float(&self, key: impl AsRef<[u8]>, by: f64) -> Result<f64> {
-        let k = key.as_ref();
-        float(self.run(Some(k), &[b"INCRBYFLOAT".as_slice(), k, by.to_string().as_bytes()]).await?)
-    }
-
-    pub async fn append(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64> {
-        let k = key.as_ref();
-        int(self.run(Some(k), &[b"APPEND".as_slice(), k, value.as_ref()]).await?).map(|n| n as u64)
-    }
-
-    pub async fn strlen(&self, key: impl AsRef<[u8]>) -> Result<u64> {
-        let k = key.as_ref();
-        int(self.run(Some(k), &[b"STRLEN".as_slice(), k]).await?).map(|n| n as u64)
-    }
-
-    /// Sets a TTL; false if the key does not exist.
-    pub async fn expire(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Result<bool> {
-        let k = key.as_ref();
-        let ms = ttl.as_millis().to_string();
-        int(self.run(Some(k), &[b"PEXPIRE".as_slice(), k, ms.as_bytes()]).await?).map(|n| n == 1)
-    }
-
-    pub async fn persist(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        let k = key.as_ref();
-        int(self.run(Some(k), &[b"PERSIST".as_slice(), k]).await?).map(|n| n == 1)
-    }
-
-    pub async fn ttl(&self, key: impl AsRef<[u8]>) -> Result<Ttl> {
-        let k = key.as_ref();
-        Ok(match int(self.run(Some(k), &[b"PTTL".as_slice(), k]).await?)? {
-            -2 => Ttl::Missing,
-            -1 => Ttl::Persistent,
-            ms => Ttl::Expires(Duration::from_millis(ms.max(0) as u64)),
-        })
-    }
-
-    /// Keys grouped by slot, each group with the positions it came from.
-    fn by_slot<K: AsRef<[u8]>>(keys: &[K]) -> Vec<Vec<usize>> {
-        let mut groups: HashMap<u16, Vec<usize>> = HashMap::new();
-        for (i, k) in keys.iter().enumerate() {
-            groups.entry(key_slot(k.as_ref())).or_default().push(i);
-        }
-        let mut out: Vec<Vec<usize>> = groups.into_values().collect();
-        out.sort();
-        out
-    }
-
-    /// MGET over any keys: split by slot, sent concurrently, answered in order.
-    pub async fn mget<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
-        let mut out = vec![None; keys.len()];
-        let mut tasks = tokio::task::JoinSet::new();
-        for group in Self::by_slot(keys) {
-            let mut args: Vec<Bytes> = vec![Bytes::from_static(b"MGET")];
-            args.extend(group.iter().map(|&i| Bytes::copy_from_slice(keys[i].as_ref())));
-            let c = self.clone();
-            tasks.spawn(async move { (group, c.run(Some(&args[1].clone()), &args).await) });
-        }
-        while let Some(done) = tasks.join_next().await {
-            let (group, reply) = done.map_err(|e| Error::Protocol(format!("task: {e}")))?;
-            let Frame::Array(items) = reply? else { return Err(Error::Protocol("MGET reply is not an array".into())) };
-            for (&i, item) in group.iter().zip(items) {
-                out[i] = bulk_opt(item)?;
-            }
-        }
-        Ok(out)
-    }
-
-    /// MSET over any keys: split by slot (atomic within a slot only).
-    pub async fn mset<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, pairs: &[(K, V)]) -> Result<()> {
-        let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| k.as_ref()).collect();
-        let mut tasks = tokio::task::JoinSet::new();
-        for group in Self::by_slot(&keys) {
-            let mut args: Vec<Bytes> = vec![Bytes::from_static(b"MSET")];
-            for &i in &group {
-                args.push(Bytes::copy_from_slice(pairs[i].0.as_ref()));
-                args.push(Bytes::copy_from_slice(pairs[i].1.as_ref()));
-            }
-            let c = self.clone();
-            tasks.spawn(async move { c.run(Some(&args[1].clone()), &args).await });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.map_err(|e| Error::Protocol(format!("task: {e}")))??;
-        }
-        Ok(())
-    }
-
-    async fn count_by_slot<K: AsRef<[u8]>>(&self, name: &'static [u8], keys: &[K]) -> Result<u64> {
-        let mut tasks = tokio::task::JoinSet::new();
-        for group in Self::by_slot(keys) {
-            let mut args: Vec<Bytes> = vec![Bytes::from_static(name)];
-            args.extend(group.iter().map(|&i| Bytes::copy_from_slice(keys[i].as_ref())));
-            let c = self.clone();
-            tasks.spawn(async move { c.run(Some(&args[1].clone()), &args).await });
-        }
-        let mut total = 0;
-        while let Some(done) = tasks.join_next().await {
-            total += int(done.map_err(|e| Error::Protocol(format!("task: {e}")))??)? as u64;
-        }
-        Ok(total)
-    }
-
-    /// DEL over any keys; the number deleted.
-    pub async fn del<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
-        self.count_by_slot(b"DEL", keys).await
-    }
-
-    /// EXISTS over any keys; how many exist (duplicates count).
-    pub async fn exists<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
-        self.count_by_slot(b"EXISTS", keys).await
-    }
-
-    /// Keys in the whole cluster, each counted once (any node answers
-    /// for the cluster: it asks every primary for its share).
-    pub async fn dbsize(&self) -> Result<u64> {
-        Ok(int(self.run(None, &["DBSIZE"]).await?)? as u64)
-    }
-}
-
-fn bulk_opt(f: Frame) -> Result<Option<Bytes>> {
-    match f {
-        Frame::Bulk(b) => Ok(Some(b)),
-        Frame::Null => Ok(None),
-        other => Err(Error::Protocol(format!("expected a bulk string, got {other:?}"))),
-    }
-}
-
-fn float(f: Frame) -> Result<f64> {
-    match &f {
-        Frame::Double(d) => Ok(*d),
-        other => text(other)
-            .and_then(|t| std::str::from_utf8(t).ok())
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| Error::Protocol(format!("expected a number, got {f:?}"))),
-    }
-}
-
-fn int(f: Frame) -> Result<i64> {
-    match f {
-        Frame::Integer(n) => Ok(n),
-        other => Err(Error::Protocol(format!("expected an integer, got {other:?}"))),
-    }
-}
-
-/// CLUSTER SLOTS → primaries by slot. Node entries are `[ip, port, ...]`.
-/// A CLUSTER SLOTS node entry: `[ip, port, id, ...]`.
-fn node_addr(node: &Frame) -> Option<SocketAddr> {
-    let Frame::Array(node) = node else { return None };
-    let (Some(ip), Some(Frame::Integer(port))) = (node.first().and_then(Frame::as_bytes), node.get(1)) else {
-        return None;
-    };
-    format!("{}:{port}", String::from_utf8_lossy(ip)).parse::<SocketAddr>().ok()
-}
-
-fn parse_slots(ranges: &[Frame], via: SocketAddr, version: u64) -> Routing {
-    let mut slot_shard = vec![NO_SHARD; usize::from(SLOT_COUNT)];
-    let mut shards = Vec::new();
-    let mut nodes: Vec<SocketAddr> = Vec::new();
-    let mut index = |n: SocketAddr| match nodes.iter().position(|&m| m == n) {
-        Some(i) => i,
-        None => {
-            nodes.push(n);
-            nodes.len() - 1
-        }
-    };
-    for r in ranges {
-        let Frame::Array(parts) = r else { continue };
-        let (Some(Frame::Integer(a)), Some(Frame::Integer(b)), Some(addr)) =
-            (parts.first(), parts.get(1), parts.get(2).and_then(node_addr))
-        else {
-            continue;
-        };
-        let primary = index(addr);
-        let replicas: Vec<usize> = parts[3..].iter().filter_map(node_addr).map(&mut index).collect();
-        // Ranges with the same owners share one shard entry.
-        let shard = match shards.iter().position(|s: &Shard| s.primary == primary && s.replicas == replicas) {
-            Some(i) => i,
-            None => {
-                shards.push(Shard { primary, replicas });
-                shards.len() - 1
-            }
-        };
-        let Ok(shard) = u16::try_from(shard) else { continue };
-        for s in (*a).max(0)..=(*b).min(i64::from(SLOT_COUNT) - 1) {
-            slot_shard[s as usize] = shard;
-        }
-    }
-    if nodes.is_empty() {
-        nodes.push(via);
-    }
-    Routing { version, source: Some(via), epoch: None, slot_shard, shards, nodes }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::float;
+    use ringcache_protocol::key_slot;
 
     fn node(port: i64) -> Frame {
         Frame::Array(vec![Frame::Bulk("127.0.0.1".into()), Frame::Integer(port), Frame::Bulk("id".into())])
@@ -1048,13 +627,23 @@ mod tests {
 
     #[test]
     fn retries_only_what_is_safe() {
-        let retry = |r: Result<Frame>, name: &[u8]| matches!(classify(r, name), Outcome::Retry(_));
-        assert!(retry(Ok(Frame::Error("MOVED 1 127.0.0.1:7000".into())), b"INCR"));
-        assert!(retry(Ok(Frame::Error("TRYAGAIN busy".into())), b"INCR"));
-        assert!(!retry(Ok(Frame::Error("ERR no".into())), b"GET"));
-        assert!(retry(Err(Error::NotSent("x".into())), b"INCR"));
-        assert!(retry(Err(Error::Unknown("x".into())), b"GET"));
-        assert!(!retry(Err(Error::Unknown("x".into())), b"INCR"));
+        let retry = |r: Result<Frame>, args: &[&str]| matches!(classify(r, args), Outcome::Retry(_));
+        let lost = || Err(Error::Unknown("x".into()));
+        assert!(retry(Ok(Frame::Error("MOVED 1 127.0.0.1:7000".into())), &["INCR", "k"]));
+        assert!(retry(Ok(Frame::Error("TRYAGAIN busy".into())), &["INCR", "k"]));
+        assert!(!retry(Ok(Frame::Error("ERR no".into())), &["GET", "k"]));
+        assert!(retry(Err(Error::NotSent("x".into())), &["INCR", "k"]));
+        assert!(retry(lost(), &["GET", "k"]));
+        assert!(!retry(lost(), &["INCR", "k"]));
+        // Sent and lost: only what answers the same the second time.
+        assert!(retry(lost(), &["SET", "k", "v"]));
+        assert!(retry(lost(), &["set", "k", "v", "PX", "100", "XX"]));
+        assert!(!retry(lost(), &["SET", "k", "v", "NX"]));
+        assert!(!retry(lost(), &["SET", "k", "v", "px", "100", "get"]));
+        assert!(!retry(lost(), &["DEL", "k"]));
+        assert!(!retry(lost(), &["PERSIST", "k"]));
+        // A value spelled like an option is a value.
+        assert!(retry(lost(), &["SET", "k", "NX"]));
         assert!(matches!(float(Frame::Double(1.5)), Ok(f) if f == 1.5));
         assert!(matches!(float(Frame::Bulk("2.25".into())), Ok(f) if f == 2.25));
     }

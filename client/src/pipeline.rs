@@ -8,7 +8,9 @@ use bytes::Bytes;
 use ringcache_protocol::Frame;
 
 use crate::conn::{Conn, Pending};
-use crate::{Client, Error, Outcome, Result, Retry, classify, routing_key};
+use crate::retry::{Outcome, Retry, classify};
+use crate::routing::routing_key;
+use crate::{Client, Error, Result};
 
 /// Commands queued to run together; built by [`Client::pipeline`].
 ///
@@ -142,7 +144,7 @@ impl Pipeline {
                     Ok(p) => p.reply().await,
                     Err(e) => Err(e),
                 };
-                match classify(reply, &self.cmds[i][0]) {
+                match classify(reply, &self.cmds[i]) {
                     Outcome::Done(r) => results[i] = Some(r),
                     Outcome::Retry(e) => {
                         again.push(i);
