@@ -310,7 +310,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             close = true;
         }
         let written = write_out(shared, &mut stats, &mut stream, &mut exec).await;
-        stats.flush(&shared.metrics);
         info.last_ms.store(now_ms, Relaxed);
         if close || written.is_err() || info.killed.load(Relaxed) {
             break;
@@ -368,6 +367,9 @@ async fn write_out<S: AsyncWrite + Unpin>(
     exec: &mut Exec,
 ) -> std::io::Result<()> {
     exec.finish(shared).await;
+    // Counted before the replies leave: a client that sees an answer and
+    // then asks INFO finds its command counted.
+    stats.flush(&shared.metrics);
     if exec.out.is_empty() {
         return Ok(());
     }

@@ -219,12 +219,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
         exec.finish(&shared).await;
         stats.output_bytes += exec.out.len() as u64;
+        // Counted before the replies leave (see net::client::write_out).
+        stats.flush(&shared.metrics);
         let written = match stream.write_all(&exec.out).await {
             Ok(()) => stream.flush().await,
             Err(e) => Err(e),
         };
         exec.out.clear();
-        stats.flush(&shared.metrics);
         if close || written.is_err() {
             break;
         }
