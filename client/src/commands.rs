@@ -14,8 +14,11 @@ use crate::{Client, Error, Pipeline, Result};
 /// The TTL of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ttl {
+    /// No such key.
     Missing,
+    /// The key has no TTL.
     Persistent,
+    /// The key expires after this long.
     Expires(Duration),
 }
 
@@ -32,15 +35,18 @@ impl Client {
         self.run(routing_key(args), args).await
     }
 
+    /// PING any node.
     pub async fn ping(&self) -> Result<()> {
         self.run(None, &["PING"]).await.map(|_| ())
     }
 
+    /// GET: the value, or None for a missing key.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         let k = key.as_ref();
         bulk_opt(self.run(Some(k), &[b"GET".as_slice(), k]).await?)
     }
 
+    /// SET without options.
     pub async fn set(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let k = key.as_ref();
         self.run(Some(k), &[b"SET".as_slice(), k, value.as_ref()]).await.map(|_| ())
@@ -59,11 +65,13 @@ impl Client {
         Ok(!matches!(self.run(Some(k), &[b"SET".as_slice(), k, value.as_ref(), b"NX"]).await?, Frame::Null))
     }
 
+    /// GETDEL: the value it deleted, if any.
     pub async fn getdel(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         let k = key.as_ref();
         bulk_opt(self.run(Some(k), &[b"GETDEL".as_slice(), k]).await?)
     }
 
+    /// INCRBY: the new value.
     pub async fn incr_by(&self, key: impl AsRef<[u8]>, by: i64) -> Result<i64> {
         let k = key.as_ref();
         int(self.run(Some(k), &[b"INCRBY".as_slice(), k, by.to_string().as_bytes()]).await?)
@@ -76,11 +84,13 @@ impl Client {
         float(self.run(Some(k), &[b"INCRBYFLOAT".as_slice(), k, by.to_string().as_bytes()]).await?)
     }
 
+    /// APPEND: the new length.
     pub async fn append(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64> {
         let k = key.as_ref();
         int(self.run(Some(k), &[b"APPEND".as_slice(), k, value.as_ref()]).await?).map(|n| n as u64)
     }
 
+    /// STRLEN (0 for a missing key).
     pub async fn strlen(&self, key: impl AsRef<[u8]>) -> Result<u64> {
         let k = key.as_ref();
         int(self.run(Some(k), &[b"STRLEN".as_slice(), k]).await?).map(|n| n as u64)
@@ -93,11 +103,13 @@ impl Client {
         int(self.run(Some(k), &[b"PEXPIRE".as_slice(), k, ms.as_bytes()]).await?).map(|n| n == 1)
     }
 
+    /// PERSIST: whether a TTL was removed.
     pub async fn persist(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let k = key.as_ref();
         int(self.run(Some(k), &[b"PERSIST".as_slice(), k]).await?).map(|n| n == 1)
     }
 
+    /// PTTL as a [`Ttl`].
     pub async fn ttl(&self, key: impl AsRef<[u8]>) -> Result<Ttl> {
         let k = key.as_ref();
         Ok(match int(self.run(Some(k), &[b"PTTL".as_slice(), k]).await?)? {

@@ -93,6 +93,7 @@ pub type Connecting<'a> = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn St
 /// # let _ = opts;
 /// ```
 pub trait Connector: Send + Sync + 'static {
+    /// Opens a stream to `addr` (a node's client port).
     fn connect(&self, addr: SocketAddr) -> Connecting<'_>;
 }
 

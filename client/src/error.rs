@@ -18,7 +18,14 @@ pub enum Error {
     Unknown(String),
     /// Retries ran out of time.
     #[error("gave up after {attempts} attempts in {elapsed:?}: {last}")]
-    Deadline { attempts: u32, elapsed: Duration, last: Box<Error> },
+    Deadline {
+        /// Tries made.
+        attempts: u32,
+        /// Time spent since the first.
+        elapsed: Duration,
+        /// Why the last one failed.
+        last: Box<Error>,
+    },
     /// No node could tell where slots live.
     #[error("no topology: {0}")]
     NoTopology(String),
@@ -34,4 +41,5 @@ impl Error {
     }
 }
 
+/// The result of a client call.
 pub type Result<T> = std::result::Result<T, Error>;

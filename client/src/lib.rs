@@ -61,6 +61,8 @@
 //! assert_eq!(opts.refresh_every, Duration::from_secs(1));
 //! ```
 
+#![deny(missing_docs)]
+
 mod commands;
 mod conn;
 mod error;
@@ -104,11 +106,15 @@ pub enum ReadFrom {
 /// Client settings.
 #[derive(Clone)]
 pub struct Options {
+    /// Sent with `AUTH` (inside `HELLO 3`, or alone under RESP2).
     pub password: Option<String>,
+    /// How long one TCP (and TLS) connection attempt may take.
     pub connect_timeout: Duration,
     /// Overall deadline of one call, retries included.
     pub deadline: Duration,
+    /// The first pause between retries; it doubles after each.
     pub backoff_min: Duration,
+    /// The longest pause between retries.
     pub backoff_max: Duration,
     /// Where reads go. Anything but `Primary` sends READONLY on every
     /// connection, so replicas answer reads from their own copy.
@@ -180,6 +186,7 @@ pub struct Stats {
     /// The node the current slot map came from, and its epoch then (if it
     /// reports one); the background check asks that node.
     pub source: Option<SocketAddr>,
+    /// See `source`.
     pub epoch: Option<u64>,
 }
 
@@ -278,6 +285,8 @@ impl Client {
         Client::with_options(seeds, Options::default()).await
     }
 
+    /// Connects to the first seed (`host:port`) that answers, with
+    /// `opts`, and loads the slot map from it.
     pub async fn with_options<S: Into<String>>(seeds: impl IntoIterator<Item = S>, opts: Options) -> Result<Client> {
         let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
         if seeds.is_empty() {

@@ -52,11 +52,13 @@ impl Pipeline {
         self
     }
 
+    /// Queues GET.
     pub fn get(&mut self, key: impl AsRef<[u8]>) -> &mut Self {
         self.cmds.push(vec![Bytes::from_static(b"GET"), arg(key)]);
         self
     }
 
+    /// Queues SET.
     pub fn set(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> &mut Self {
         self.cmds.push(vec![Bytes::from_static(b"SET"), arg(key), arg(value)]);
         self
@@ -69,6 +71,7 @@ impl Pipeline {
         self
     }
 
+    /// Queues INCRBY.
     pub fn incr_by(&mut self, key: impl AsRef<[u8]>, by: i64) -> &mut Self {
         self.cmds.push(vec![Bytes::from_static(b"INCRBY"), arg(key), arg(by.to_string())]);
         self
@@ -80,15 +83,18 @@ impl Pipeline {
         self
     }
 
+    /// Queues PEXPIRE.
     pub fn expire(&mut self, key: impl AsRef<[u8]>, ttl: Duration) -> &mut Self {
         self.cmds.push(vec![Bytes::from_static(b"PEXPIRE"), arg(key), arg(ttl.as_millis().to_string())]);
         self
     }
 
+    /// Commands queued.
     pub fn len(&self) -> usize {
         self.cmds.len()
     }
 
+    /// Nothing queued.
     pub fn is_empty(&self) -> bool {
         self.cmds.is_empty()
     }

@@ -52,11 +52,13 @@ pub fn error(buf: &mut BytesMut, text: &[u8]) {
     buf.put_slice(b"\r\n");
 }
 
+/// `:n`.
 #[inline]
 pub fn integer(buf: &mut BytesMut, n: i64) {
     header(buf, b':', n);
 }
 
+/// `$len` and the bytes.
 #[inline]
 pub fn bulk(buf: &mut BytesMut, data: &[u8]) {
     buf.reserve(data.len() + 16);
@@ -82,6 +84,7 @@ pub fn null_array(buf: &mut BytesMut, v: Version) {
     }
 }
 
+/// `*n`: an array of `n` elements follows.
 #[inline]
 pub fn array_header(buf: &mut BytesMut, n: usize) {
     header(buf, b'*', n as i64);

@@ -8,18 +8,29 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProtocolError {
+    /// `*n` with n not a number or above the multibulk limit.
     InvalidMultibulkLength,
+    /// `$n` with n not a number or above the bulk limit.
     InvalidBulkLength,
+    /// More arguments than an unauthenticated connection may send.
     UnauthenticatedMultibulkLength,
+    /// A longer argument than an unauthenticated connection may send.
     UnauthenticatedBulkLength,
+    /// An argument of a multibulk request did not start with `$`.
     ExpectedDollar(u8),
+    /// A bulk string was not followed by CRLF.
     ExpectedCrlf,
+    /// An inline request longer than the inline limit.
     TooBigInlineRequest,
+    /// A `*` header line longer than the inline limit.
     TooBigMultibulkCountString,
+    /// A `$` header line longer than the inline limit.
     TooBigBulkCountString,
+    /// An inline request with an unclosed quote.
     UnbalancedQuotes,
     /// A reply frame (not a request) was malformed; the text says how.
     InvalidFrame(&'static str),
+    /// Aggregates nested deeper than the nesting limit.
     NestingTooDeep,
 }
 

@@ -33,12 +33,22 @@ pub enum Frame {
     /// `(3492890328409238509324850943850943825024385` (RESP3); bulk in RESP2.
     BigNumber(Bytes),
     /// `=15\r\ntxt:Some string` (RESP3); a bulk of the text in RESP2.
-    Verbatim { format: [u8; 3], text: Bytes },
+    Verbatim {
+        /// The three-letter format (`txt`, `mkd`).
+        format: [u8; 3],
+        /// The text after `format:`.
+        text: Bytes,
+    },
     /// `!21\r\nSYNTAX invalid syntax` (RESP3 blob error).
     BlobError(Bytes),
     /// `|n` attributes (RESP3) attached to the frame that follows them.
     /// RESP2 has no attributes: only the frame is encoded.
-    Attribute { attributes: Vec<(Frame, Frame)>, frame: Box<Frame> },
+    Attribute {
+        /// The attribute pairs.
+        attributes: Vec<(Frame, Frame)>,
+        /// The frame they describe.
+        frame: Box<Frame>,
+    },
 }
 
 impl Frame {

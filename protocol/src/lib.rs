@@ -16,6 +16,8 @@
 //! allocates memory in proportion to a length the peer announced before the
 //! bytes themselves have arrived. This crate knows nothing about tokio.
 
+#![deny(missing_docs)]
+
 pub mod decode;
 pub mod encode;
 pub mod error;
@@ -34,8 +36,10 @@ pub use slot::{SLOT_COUNT, key_slot};
 /// RESP protocol version spoken on a connection (HELLO 2 / HELLO 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Version {
+    /// RESP2, every connection's protocol until `HELLO 3`.
     #[default]
     Resp2,
+    /// RESP3: maps, sets, doubles, booleans, nulls and pushes as such.
     Resp3,
 }
 

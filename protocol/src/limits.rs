@@ -20,6 +20,7 @@ impl Limits {
     /// password is required: Redis allows such clients 10 arguments of at
     /// most 16 KiB, enough for AUTH and HELLO and nothing that costs memory.
     pub const UNAUTHENTICATED_MULTIBULK_MAX: usize = 10;
+    /// See [`Limits::UNAUTHENTICATED_MULTIBULK_MAX`].
     pub const UNAUTHENTICATED_BULK_MAX: usize = 16 * 1024;
 }
 

@@ -51,6 +51,7 @@ impl Default for RequestParser {
 }
 
 impl RequestParser {
+    /// A parser waiting for the first request.
     pub fn new() -> Self {
         RequestParser { state: State::Idle, pos: 0, start: 0, ranges: Vec::new(), inline: Vec::new(), is_inline: false }
     }
@@ -389,6 +390,7 @@ impl<'a> Args<'a> {
         Args(ArgsInner::Slices(args))
     }
 
+    /// How many arguments, the command name included.
     pub fn len(&self) -> usize {
         match self.0 {
             ArgsInner::Ranges { ranges, .. } => ranges.len(),
@@ -397,6 +399,7 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// No arguments at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -414,6 +417,7 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// The arguments in order, the command name first.
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
         (0..self.len()).map(move |i| self.get(i))
     }
