@@ -15,6 +15,7 @@
 //!
 //! `net` → `command` → `store`/`cluster` → `ringcache-protocol`.
 
+#[deny(missing_docs)]
 pub mod cluster;
 pub mod command;
 pub mod config;

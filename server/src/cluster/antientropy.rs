@@ -14,9 +14,13 @@ use crate::store::{SHARD_COUNT, SLOTS_PER_SHARD};
 pub struct AntiEntropyStats {
     /// Shard-sum comparisons (one request per co-owner each).
     pub sum_checks: AtomicU64,
+    /// Shards compared slot by slot.
     pub rounds: AtomicU64,
+    /// Slot digests compared with a co-owner.
     pub slots_compared: AtomicU64,
+    /// Slot digests that differed from a co-owner's.
     pub slots_differing: AtomicU64,
+    /// Keys sent or fetched by repair.
     pub keys_repaired: AtomicU64,
 }
 

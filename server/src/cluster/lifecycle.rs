@@ -71,7 +71,10 @@ pub enum Event {
     /// A table with another member was published. `wrote_alone`: a client
     /// write ran here while it was alone, so its data is its own and it is
     /// a source for its slots, not a newcomer.
-    Met { wrote_alone: bool },
+    Met {
+        /// See above.
+        wrote_alone: bool,
+    },
     /// In a table with others, every slot it awaited has arrived.
     SlotsArrived,
     /// SHUTDOWN, a signal, or a graceful leave.
@@ -114,6 +117,7 @@ impl Lifecycle {
         Lifecycle { phase: AtomicU8::new(start as u8), wrote_alone: AtomicBool::new(false) }
     }
 
+    /// The phase now.
     pub fn phase(&self) -> Phase {
         Phase::from_u8(self.phase.load(Relaxed))
     }
@@ -137,6 +141,7 @@ impl Lifecycle {
         }
     }
 
+    /// Whether a client write ran here while it was alone in its table.
     pub fn has_written_alone(&self) -> bool {
         self.wrote_alone.load(Relaxed)
     }

@@ -32,10 +32,15 @@ use super::topology::{NodeInfo, Topology};
 /// A member on the gossip wire.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeIdentity {
+    /// The node name (unique in its cluster).
     pub name: String,
+    /// Grows at every start and identity renewal: a restarted node is a new member.
     pub generation: u64,
+    /// Where its gossip (UDP) and peer links (TCP) listen.
     pub gossip_addr: SocketAddr,
+    /// Where clients reach it (the announced address and client port).
     pub client_addr: SocketAddr,
+    /// Its share of the ring (virtual nodes are weight × vnodes).
     pub weight: u32,
 }
 
@@ -52,6 +57,7 @@ impl NodeIdentity {
         NodeIdentity { name: String::new(), generation: 0, gossip_addr, client_addr: gossip_addr, weight: 0 }
     }
 
+    /// Whether this is the stand-in identity announced to a seed address.
     pub fn is_seed_placeholder(&self) -> bool {
         self.generation == 0 && self.name.is_empty()
     }
@@ -136,6 +142,7 @@ impl foca::Identity for NodeIdentity {
 /// with the driver, which reports it).
 #[derive(Debug, Default)]
 pub struct CheckedCodec {
+    /// Member records refused so far (shared with the driver, which reports them).
     pub refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -145,7 +152,9 @@ type PostcardError = <Postcard as foca::Codec<NodeIdentity>>::Error;
 /// Why [`CheckedCodec`] did not decode.
 #[derive(Debug)]
 pub enum CodecError {
+    /// The bytes are not a foca message.
     Decode(PostcardError),
+    /// A member record failed `NodeIdentity::check`; why.
     Refused(&'static str),
 }
 
@@ -212,7 +221,9 @@ pub const SEAL_OVERHEAD: usize = MAGIC.len() + MAC_LEN;
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejected {
+    /// Shorter than the magic and the MAC.
     TooShort,
+    /// Does not start with the ringcache magic.
     NotRingcache,
     /// Another cluster, or a wrong or missing secret.
     BadMac,
@@ -244,6 +255,7 @@ pub fn cluster_key(purpose: &str, cluster_name: &str, secret: Option<&str>) -> [
 }
 
 impl PacketKey {
+    /// The key of cluster `cluster_name` with `secret` (derived with BLAKE3).
     pub fn new(cluster_name: &str, secret: Option<&str>) -> Self {
         PacketKey { key: cluster_key("ringcache gossip packet v1", cluster_name, secret) }
     }

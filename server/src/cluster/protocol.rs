@@ -73,36 +73,115 @@ pub struct ForwardHead {
 /// One request of the peer protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
-    Hello { name: &'a [u8], nonce: &'a [u8] },
-    Auth { proof: &'a [u8] },
-    Put { key: &'a [u8], version: u64, expiry_ms: Option<u64>, value: &'a [u8] },
-    Del { key: &'a [u8], version: u64 },
-    Read { key: &'a [u8] },
-    Forward { head: ForwardHead, command: Args<'a> },
-    SlotDone { slot: u16 },
-    DropOk { slot: u16 },
-    Sending { to: &'a [u8], table: u64, slots: Vec<u16> },
-    Digests { shard: u16 },
-    Sums { asker: &'a [u8] },
-    KeyVersions { slot: u16 },
+    /// Opens the handshake: the connecting member's name and a fresh nonce.
+    Hello {
+        /// The connecting member's node name.
+        name: &'a [u8],
+        /// Its nonce (hex), at most [`NONCE_HEX_MAX`] bytes.
+        nonce: &'a [u8],
+    },
+    /// Ends the handshake: the connecting side's proof of the cluster key.
+    Auth {
+        /// MAC over both nonces (`LinkKey::client_proof`).
+        proof: &'a [u8],
+    },
+    /// A key's live state, applied if newer than the receiver's.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// Its version (hybrid logical clock and node id).
+        version: u64,
+        /// Unix ms it expires at, if it does.
+        expiry_ms: Option<u64>,
+        /// The value.
+        value: &'a [u8],
+    },
+    /// A key's deletion, applied (as a tombstone) if newer.
+    Del {
+        /// The key.
+        key: &'a [u8],
+        /// The deletion's version.
+        version: u64,
+    },
+    /// What the receiver holds of a key.
+    Read {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// A client command routed to the receiver to run.
+    Forward {
+        /// How and under which table it runs.
+        head: ForwardHead,
+        /// The command, its name first.
+        command: Args<'a>,
+    },
+    /// The sender finished copying `slot` to the receiver.
+    SlotDone {
+        /// The slot.
+        slot: u16,
+    },
+    /// The copies of `slot` were confirmed; a former owner may drop it.
+    DropOk {
+        /// The slot.
+        slot: u16,
+    },
+    /// Which of `slots` the receiver still has to copy to `to`.
+    Sending {
+        /// The asking member (the copies' target).
+        to: &'a [u8],
+        /// The asker's members digest.
+        table: u64,
+        /// The slots it still awaits from the receiver.
+        slots: Vec<u16>,
+    },
+    /// The digests of the slots of one store shard.
+    Digests {
+        /// The store shard (below `SHARD_COUNT`).
+        shard: u16,
+    },
+    /// Per shard, the XOR of the digests of the slots `asker` is primary
+    /// for and the receiver co-owns.
+    Sums {
+        /// The asking member's name.
+        asker: &'a [u8],
+    },
+    /// Every key and tombstone of a slot with its version.
+    KeyVersions {
+        /// The slot.
+        slot: u16,
+    },
+    /// Liveness check.
     Ping,
 }
 
 /// Which request a reply answers (what shape to decode it as).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// [`Request::Hello`].
     Hello,
+    /// [`Request::Auth`].
     Auth,
+    /// [`Request::Put`].
     Put,
+    /// [`Request::Del`].
     Del,
+    /// [`Request::Read`].
     Read,
+    /// [`Request::Forward`].
     Forward,
+    /// [`Request::SlotDone`].
     SlotDone,
+    /// [`Request::DropOk`].
     DropOk,
+    /// [`Request::Sending`].
     Sending,
+    /// [`Request::Digests`].
     Digests,
+    /// [`Request::Sums`].
     Sums,
+    /// [`Request::KeyVersions`].
     KeyVersions,
+    /// [`Request::Ping`].
     Ping,
 }
 
@@ -405,12 +484,22 @@ pub enum Reply {
     /// `+PONG`.
     Pong,
     /// The accepting side's nonce and its proof (`RC.HELLO`).
-    Challenge { nonce: Bytes, proof: Bytes },
+    Challenge {
+        /// The accepting side's nonce (hex).
+        nonce: Bytes,
+        /// Its proof over both nonces (`LinkKey::server_proof`).
+        proof: Bytes,
+    },
     /// A key's state (`RC.READ`).
     State(ReadState),
     /// Per-slot or per-shard digests and the members digest they were
     /// taken under (`RC.DIGESTS`, `RC.SUMS`).
-    Digests { digests: Vec<u64>, table: u64 },
+    Digests {
+        /// One per slot (or per shard), in the order asked.
+        digests: Vec<u64>,
+        /// The members digest of the replier's table when it took them.
+        table: u64,
+    },
     /// Per asked slot, whether a copy is still coming (`RC.SENDING`).
     Flags(Vec<bool>),
     /// A slot's keys and tombstones with their versions (`RC.KEYVERS`).

@@ -17,13 +17,16 @@ use ringcache_protocol::SLOT_COUNT;
 /// One slot to copy from this node to `to` (member names of the new table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Send {
+    /// The slot to copy.
     pub slot: u16,
+    /// The members to copy it to (its new owners that lacked it).
     pub to: Vec<String>,
 }
 
 /// What one node does after a table change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// The copies this node sends.
     pub sends: Vec<Send>,
     /// Slots this node held and no longer owns.
     pub drops: Vec<u16>,

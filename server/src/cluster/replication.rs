@@ -38,8 +38,11 @@ pub fn encode_current(buf: &mut BytesMut, k: &KeyRef<'_>) {
 /// A replicated state: key, version and what to do.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Op<'a> {
+    /// The key.
     pub key: &'a [u8],
+    /// The version the state carries.
     pub version: u64,
+    /// What to apply: a value or a deletion.
     pub incoming: Incoming<'a>,
 }
 
@@ -64,9 +67,22 @@ pub fn parse_op<'a>(args: &Args<'a>) -> Option<Op<'a>> {
 /// A key's state as an owner reports it to a reader (`RC.READ`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadState {
+    /// The owner has never seen the key (or forgot its tombstone).
     Unknown,
-    Deleted { version: u64 },
-    Live { version: u64, expiry_ms: Option<u64>, value: Bytes },
+    /// The owner holds a tombstone.
+    Deleted {
+        /// The deletion's version.
+        version: u64,
+    },
+    /// The owner holds a live value.
+    Live {
+        /// The value's version.
+        version: u64,
+        /// Unix ms it expires at, if it does.
+        expiry_ms: Option<u64>,
+        /// The value.
+        value: Bytes,
+    },
 }
 
 impl ReadState {
@@ -102,6 +118,7 @@ impl ReadState {
         }
     }
 
+    /// The state's version (0 for unknown).
     pub fn version(&self) -> u64 {
         match self {
             ReadState::Unknown => 0,
@@ -109,6 +126,7 @@ impl ReadState {
         }
     }
 
+    /// Appends the `RC.READ` reply for this state.
     pub fn encode(&self, buf: &mut BytesMut) {
         match self {
             ReadState::Unknown => buf.extend_from_slice(b"*-1\r\n"),
@@ -125,6 +143,7 @@ impl ReadState {
         }
     }
 
+    /// Reads an `RC.READ` reply (None for another shape).
     pub fn decode(frame: &Frame) -> Option<ReadState> {
         // u64s travel as the same 64 bits in a RESP integer.
         let int = |f: &Frame| match f {
@@ -183,6 +202,7 @@ impl std::fmt::Debug for LinkKey {
 pub const NONCE_LEN: usize = 16;
 
 impl LinkKey {
+    /// The key of cluster `cluster_name` with `secret` (derived with BLAKE3).
     pub fn new(cluster_name: &str, secret: Option<&str>) -> Self {
         LinkKey { key: super::membership::cluster_key("ringcache peer link v1", cluster_name, secret) }
     }
@@ -207,6 +227,7 @@ impl LinkKey {
     }
 }
 
+/// Lower-case hex of `b`.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -227,11 +248,14 @@ pub struct Hints {
     bytes: usize,
     count_max: usize,
     bytes_max: usize,
+    /// Hints stored so far.
     pub stored: u64,
+    /// Hints dropped so far (bounds, or replayed to a member that no longer owns the slot).
     pub dropped: u64,
 }
 
 impl Hints {
+    /// An empty queue holding at most `count_max` hints and `bytes_max` bytes.
     pub fn new(count_max: usize, bytes_max: usize) -> Self {
         Hints { queue: VecDeque::new(), bytes: 0, count_max, bytes_max, stored: 0, dropped: 0 }
     }
@@ -260,14 +284,17 @@ impl Hints {
         out
     }
 
+    /// Hints queued.
     pub fn len(&self) -> usize {
         self.queue.len()
     }
 
+    /// No hint queued.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
+    /// Bytes of the hints queued.
     pub fn bytes(&self) -> usize {
         self.bytes
     }

@@ -24,7 +24,9 @@ const SLOT_SHIFT: u32 = 50;
 /// A member as placement sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
+    /// The member's node name.
     pub name: String,
+    /// Its weight (share of the ring).
     pub weight: u32,
 }
 
@@ -105,10 +107,12 @@ impl SlotTable {
         &self.owners[s..s + self.replicas]
     }
 
+    /// The primary owner of `slot`.
     pub fn primary(&self, slot: u16) -> Option<&Member> {
         self.owners(slot).first().map(|&m| &self.members[usize::from(m)])
     }
 
+    /// The index of member `name` in this table.
     pub fn member_index(&self, name: &str) -> Option<u16> {
         self.members.binary_search_by(|m| m.name.as_str().cmp(name)).ok().map(|i| i as u16)
     }

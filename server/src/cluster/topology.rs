@@ -12,12 +12,16 @@ use super::ring::{Member, SlotTable};
 /// A member's addresses and identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
+    /// The node name.
     pub name: String,
     /// 40 hex characters, derived from the name: every node computes the same
     /// id for a member, and a node restarted under its name keeps its id.
     pub id: String,
+    /// Where clients reach it.
     pub client_addr: SocketAddr,
+    /// Its cluster port (gossip and peer links), on the client address's host.
     pub cluster_port: u16,
+    /// Its weight (share of the ring).
     pub weight: u32,
     /// The member's gossip generation: a restarted process (empty, as data
     /// lives in memory only) comes back under a higher one, so a table
@@ -26,6 +30,7 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
+    /// A member of generation 0 with the id its name gives.
     pub fn new(name: &str, client_addr: SocketAddr, cluster_port: u16, weight: u32) -> Self {
         NodeInfo { name: name.to_string(), id: node_id(name), client_addr, cluster_port, weight, generation: 0 }
     }
@@ -62,6 +67,7 @@ fn digest_of(nodes: &[NodeInfo]) -> u64 {
 /// The slot table and the members it refers to.
 #[derive(Debug, Clone)]
 pub struct Topology {
+    /// Which members own each slot.
     pub table: SlotTable,
     /// Indexed like `table.members`.
     pub nodes: Vec<NodeInfo>,
@@ -101,6 +107,7 @@ impl Topology {
         Topology::new(1, vec![node], &name, replicas, vnodes)
     }
 
+    /// This node's own entry.
     pub fn myself(&self) -> &NodeInfo {
         &self.nodes[usize::from(self.me)]
     }

@@ -44,20 +44,30 @@ pub struct RebalanceState {
     /// Grows at every marking: a comparison that started before a marking
     /// settles nothing.
     unsettle_gen: AtomicU64,
+    /// Slot copies waiting to start.
     pub slots_pending: AtomicU64,
+    /// Slot copies sent and not yet confirmed.
     pub slots_in_flight: AtomicU64,
+    /// Slot copies sent and confirmed.
     pub slots_sent: AtomicU64,
+    /// Slot copies received completely.
     pub slots_received: AtomicU64,
+    /// Slots deleted here after their new owners confirmed them.
     pub slots_dropped: AtomicU64,
+    /// Keys sent in slot copies.
     pub keys_moved: AtomicU64,
+    /// Bytes sent in slot copies.
     pub bytes_moved: AtomicU64,
+    /// Slot copies that failed and were retried.
     pub transfer_errors: AtomicU64,
+    /// Reads of importing slots answered by the previous owner.
     pub read_through: AtomicU64,
     /// Writes that fetched their key from co-owners first (unsettled slot).
     pub settle_fetches: AtomicU64,
     /// Slots this node held without owning them, handed to their primary
     /// by anti-entropy and then deleted here.
     pub slots_handed_off: AtomicU64,
+    /// Table changes the rebalance planned for.
     pub rebalances: AtomicU64,
     /// Duration of the last rebalance that finished (ms).
     pub last_ms: AtomicU64,
@@ -92,6 +102,7 @@ impl Default for RebalanceState {
     }
 }
 
+/// Locks `m`, whatever a panicking holder left (the state stays usable).
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -103,6 +114,7 @@ impl RebalanceState {
         lock(&self.checked).contains(key)
     }
 
+    /// Remembers that a write fetched `key` already (bounded: cleared when full).
     pub fn mark_checked(&self, key: Vec<u8>) {
         let mut c = lock(&self.checked);
         if c.len() >= CHECKED_MAX {
@@ -128,11 +140,13 @@ impl RebalanceState {
         }
     }
 
+    /// Whether `slot` is unsettled (see the field).
     pub fn is_unsettled(&self, slot: u16) -> bool {
         self.unsettled_n.load(Relaxed) > 0
             && self.unsettled[usize::from(slot / 64)].load(Relaxed) & (1 << (slot % 64)) != 0
     }
 
+    /// How many slots are unsettled.
     pub fn unsettled(&self) -> usize {
         self.unsettled_n.load(Relaxed)
     }
@@ -153,6 +167,7 @@ impl RebalanceState {
         }
     }
 
+    /// Forgets the keys fetched while importing (nothing is importing any more).
     pub fn imports_ended(&self) {
         lock(&self.checked).clear();
     }
@@ -190,6 +205,7 @@ impl RebalanceState {
         self.importing.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&slot).cloned()
     }
 
+    /// How many slots are still arriving.
     pub fn importing(&self) -> usize {
         self.importing_n.load(Relaxed)
     }
