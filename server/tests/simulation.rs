@@ -65,6 +65,9 @@ const BASE_MS: u64 = 1_700_000_000_000;
 
 const MS: u64 = 1000; // simulated time is in microseconds
 const ANNOUNCE_PERIOD: u64 = 500 * MS;
+/// `--join-timeout-ms` default: a seeded node that met no one serves alone
+/// after this.
+const JOIN_TIMEOUT: u64 = 30_000 * MS;
 const PUBLISH_DELAY: u64 = 25 * MS;
 const WRITE_TIMEOUT: u64 = 2000 * MS;
 const CONFIRM_TIMEOUT: u64 = 2000 * MS;
@@ -246,6 +249,8 @@ struct Node {
     // Rebalancing (the shell's state).
     /// The real lifecycle machine (`cluster::lifecycle`).
     phase: Lifecycle,
+    /// When this life started (the join timeout counts from it).
+    started_at: u64,
     /// Announce ticks so far and whether foca is connected
     /// (`membership::announce_targets`, `connected_after`).
     announce_tick: u64,
@@ -291,6 +296,7 @@ impl Node {
             publish_pending: false,
             packets_sent: 0,
             phase: Lifecycle::new(true),
+            started_at: 0,
             announce_tick: 0,
             connected: false,
             imports: BTreeMap::new(),
@@ -367,6 +373,8 @@ struct Stats {
     repairs: u64,
     converged: u64,
     excused: u64,
+    /// Client writes refused by the join gate.
+    refused_awaiting_seed: u64,
 }
 
 struct Sim {
@@ -601,6 +609,7 @@ impl Sim {
         n.foca = Some(Foca::new(me.clone(), foca_config(&timing()), rng, PostcardCodec));
         n.rt = AccumulatingRuntime::new();
         n.connected = false;
+        n.started_at = self.now;
         n.store = Store::new();
         n.store.set_node_id(xxhash_rust::xxh3::xxh3_64(n.name.as_bytes()));
         let topo = topology_of(&me, &[], 1, RF, VNODES);
@@ -697,6 +706,13 @@ impl Sim {
     }
 
     fn announce(&mut self, i: usize) {
+        // The gossip driver's announce tick also ends the wait for a seed.
+        if self.now - self.nodes[i].started_at >= JOIN_TIMEOUT
+            && self.nodes[i].phase.on(Event::JoinTimeout) == (Phase::AwaitingSeed, Phase::Alone)
+        {
+            let text = format!("{} serves alone: no seed answered within the join timeout", self.nodes[i].name);
+            self.log(text);
+        }
         let n = &mut self.nodes[i];
         let Some(foca) = n.foca.as_mut() else { return };
         if self.sabotage == Sabotage::NoAnnounce {
@@ -1004,6 +1020,12 @@ impl Sim {
     }
 
     fn client(&mut self, i: usize, key: Vec<u8>, op: ClientOp) {
+        // The join gate (`net::exec`): alone in its table and still awaiting
+        // a seed, a node refuses keys (-CLUSTERDOWN, not acknowledged).
+        if self.nodes[i].topo.nodes.len() < 2 && self.nodes[i].phase.phase() == Phase::AwaitingSeed {
+            self.stats.refused_awaiting_seed += 1;
+            return;
+        }
         let slot = key_slot(&key);
         let primary = self.nodes[i].topo.table.primary(slot).expect("a member").name.clone();
         if primary == self.nodes[i].name {
@@ -1225,6 +1247,9 @@ impl Sim {
 
     fn deliver(&mut self, from: usize, to: usize, msg: Msg) {
         match msg {
+            // A member forwarded a key to a node alone in its table: it holds
+            // none of their data (-TRYAGAIN, `net::exec`).
+            Msg::Fwd { .. } if self.nodes[to].topo.nodes.len() < 2 => {}
             Msg::Fwd { key, op } => self.coordinate(to, key, op),
             Msg::Repl { write, req } => {
                 if self.sabotage != Sabotage::AckWithoutApply {
@@ -1861,6 +1886,7 @@ fn simulated_clusters_keep_their_invariants() {
                 total.repairs += s.repairs;
                 total.converged += s.converged;
                 total.excused += s.excused;
+                total.refused_awaiting_seed += s.refused_awaiting_seed;
                 total.packets += s.packets;
                 total.packets_lost += s.packets_lost;
                 total.msgs += s.msgs;
