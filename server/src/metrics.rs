@@ -40,24 +40,26 @@ pub struct Stat {
     pub read: fn(&Shared) -> u64,
 }
 
-const fn c(
-    section: &'static str,
-    info: &'static str,
-    prom: &'static str,
-    help: &'static str,
-    read: fn(&Shared) -> u64,
-) -> Stat {
-    Stat { section, info, prom, help, kind: Type::Counter, read }
+/// A counter listed as `name` in INFO `section` and as `ringcache_name`.
+const fn c(section: &'static str, name: &'static str, help: &'static str, read: fn(&Shared) -> u64) -> Stat {
+    Stat { section, info: name, prom: name, help, kind: Type::Counter, read }
 }
 
-const fn g(
-    section: &'static str,
-    info: &'static str,
-    prom: &'static str,
-    help: &'static str,
-    read: fn(&Shared) -> u64,
-) -> Stat {
-    Stat { section, info, prom, help, kind: Type::Gauge, read }
+/// A gauge, named as [`c`] names a counter.
+const fn g(section: &'static str, name: &'static str, help: &'static str, read: fn(&Shared) -> u64) -> Stat {
+    Stat { section, info: name, prom: name, help, kind: Type::Gauge, read }
+}
+
+impl Stat {
+    /// The same number under another metric name (where INFO keeps Redis's).
+    const fn metric(self, prom: &'static str) -> Stat {
+        Stat { prom, ..self }
+    }
+
+    /// Only on `/metrics` (INFO shows it in another form).
+    const fn metric_only(self) -> Stat {
+        Stat { info: "", ..self }
+    }
 }
 
 fn links_sum(s: &Shared, f: fn(&LinkStats) -> &AtomicU64) -> u64 {
@@ -66,87 +68,55 @@ fn links_sum(s: &Shared, f: fn(&LinkStats) -> &AtomicU64) -> u64 {
 
 /// Every node-wide number, in INFO's order within each section.
 pub static STATS: &[Stat] = &[
-    g("server", "uptime_in_seconds", "uptime_seconds", "Seconds since the node started.", |s| {
+    g("server", "uptime_in_seconds", "Seconds since the node started.", |s| {
         crate::process::unix_ms().saturating_sub(s.started_ms) / 1000
-    }),
-    g("clients", "connected_clients", "connected_clients", "Client connections open now.", |s| {
-        s.clients.connected() as u64
-    }),
-    g(
-        "memory",
-        "used_memory",
-        "used_memory_bytes",
-        "Bytes used by keys, values and tables (the maxmemory measure).",
-        |s| s.store.used_memory(),
-    ),
-    g("memory", "used_memory_rss", "resident_memory_bytes", "Resident set size of the process.", |_| {
-        crate::process::rss_bytes()
-    }),
-    g("memory", "maxmemory", "maxmemory_bytes", "Configured maxmemory (0 = no limit).", |s| s.store.maxmemory()),
-    c("stats", "total_connections_received", "connections_received", "Client connections accepted.", |s| {
+    })
+    .metric("uptime_seconds"),
+    g("clients", "connected_clients", "Client connections open now.", |s| s.clients.connected() as u64),
+    g("memory", "used_memory", "Bytes used by keys, values and tables (the maxmemory measure).", |s| {
+        s.store.used_memory()
+    })
+    .metric("used_memory_bytes"),
+    g("memory", "used_memory_rss", "Resident set size of the process.", |_| crate::process::rss_bytes())
+        .metric("resident_memory_bytes"),
+    g("memory", "maxmemory", "Configured maxmemory (0 = no limit).", |s| s.store.maxmemory()).metric("maxmemory_bytes"),
+    c("stats", "total_connections_received", "Client connections accepted.", |s| {
         s.metrics.connections_received.load(Relaxed)
-    }),
-    c("stats", "total_commands_processed", "commands_processed", "Commands run (all commands).", |s| {
-        s.metrics.total_commands()
-    }),
-    c("stats", "total_net_input_bytes", "net_input_bytes", "Bytes read from clients.", |s| {
-        s.metrics.net_input_bytes.load(Relaxed)
-    }),
-    c("stats", "total_net_output_bytes", "net_output_bytes", "Bytes written to clients.", |s| {
-        s.metrics.net_output_bytes.load(Relaxed)
-    }),
-    c("stats", "rejected_connections", "connections_rejected", "Client connections refused at maxclients.", |s| {
+    })
+    .metric("connections_received"),
+    c("stats", "total_commands_processed", "Commands run (all commands).", |s| s.metrics.total_commands())
+        .metric("commands_processed"),
+    c("stats", "total_net_input_bytes", "Bytes read from clients.", |s| s.metrics.net_input_bytes.load(Relaxed))
+        .metric("net_input_bytes"),
+    c("stats", "total_net_output_bytes", "Bytes written to clients.", |s| s.metrics.net_output_bytes.load(Relaxed))
+        .metric("net_output_bytes"),
+    c("stats", "rejected_connections", "Client connections refused at maxclients.", |s| {
         s.metrics.connections_rejected.load(Relaxed)
+    })
+    .metric("connections_rejected"),
+    c("stats", "clients_denied", "Client connections refused by protected mode (no password, not loopback).", |s| {
+        s.metrics.clients_denied.load(Relaxed)
     }),
-    c(
-        "stats",
-        "clients_denied",
-        "clients_denied",
-        "Client connections refused by protected mode (no password, not loopback).",
-        |s| s.metrics.clients_denied.load(Relaxed),
-    ),
-    c(
-        "stats",
-        "admin_unauthorized",
-        "admin_unauthorized",
-        "Admin HTTP requests refused for a missing or wrong bearer token.",
-        |s| s.metrics.admin_unauthorized.load(Relaxed),
-    ),
-    c(
-        "stats",
-        "tls_handshake_failures",
-        "tls_handshake_failures",
-        "TLS client connections whose handshake failed or timed out.",
-        |s| s.metrics.tls_handshake_failures.load(Relaxed),
-    ),
-    c("stats", "expired_keys", "expired_keys", "Keys deleted because their TTL passed.", |s| {
-        s.store.stats.expired_keys.load(Relaxed)
+    c("stats", "admin_unauthorized", "Admin HTTP requests refused for a missing or wrong bearer token.", |s| {
+        s.metrics.admin_unauthorized.load(Relaxed)
     }),
-    c("stats", "evicted_keys", "evicted_keys", "Keys evicted to stay under maxmemory.", |s| {
-        s.store.stats.evicted_keys.load(Relaxed)
+    c("stats", "tls_handshake_failures", "TLS client connections whose handshake failed or timed out.", |s| {
+        s.metrics.tls_handshake_failures.load(Relaxed)
     }),
-    c("stats", "keyspace_hits", "keyspace_hits", "Key lookups that found a key.", |s| {
-        s.metrics.keyspace_hits.load(Relaxed)
-    }),
-    c("stats", "keyspace_misses", "keyspace_misses", "Key lookups that found nothing.", |s| {
-        s.metrics.keyspace_misses.load(Relaxed)
-    }),
-    c("stats", "total_error_replies", "error_replies", "Commands answered with an error (failed or refused).", |s| {
+    c("stats", "expired_keys", "Keys deleted because their TTL passed.", |s| s.store.stats.expired_keys.load(Relaxed)),
+    c("stats", "evicted_keys", "Keys evicted to stay under maxmemory.", |s| s.store.stats.evicted_keys.load(Relaxed)),
+    c("stats", "keyspace_hits", "Key lookups that found a key.", |s| s.metrics.keyspace_hits.load(Relaxed)),
+    c("stats", "keyspace_misses", "Key lookups that found nothing.", |s| s.metrics.keyspace_misses.load(Relaxed)),
+    c("stats", "total_error_replies", "Commands answered with an error (failed or refused).", |s| {
         s.metrics.commands.iter().map(|c| c.failed.load(Relaxed) + c.rejected.load(Relaxed)).sum()
+    })
+    .metric("error_replies"),
+    c("stats", "unknown_commands", "Requests naming no known command.", |s| s.metrics.unknown_commands.load(Relaxed)),
+    c("stats", "protocol_errors", "Connections closed for malformed input or a full query buffer.", |s| {
+        s.metrics.protocol_errors.load(Relaxed)
     }),
-    c("stats", "unknown_commands", "unknown_commands", "Requests naming no known command.", |s| {
-        s.metrics.unknown_commands.load(Relaxed)
-    }),
-    c(
-        "stats",
-        "protocol_errors",
-        "protocol_errors",
-        "Connections closed for malformed input or a full query buffer.",
-        |s| s.metrics.protocol_errors.load(Relaxed),
-    ),
     c(
         "replication",
-        "forwarded_requests",
         "forwarded_requests",
         "Requests sent to another member to run (forwarded, or parts of a split command).",
         |s| s.metrics.forwarded.load(Relaxed),
@@ -154,13 +124,11 @@ pub static STATS: &[Stat] = &[
     c(
         "replication",
         "forwards_expired",
-        "forwards_expired",
         "Forwarded requests that arrived after their sender's deadline and were not run.",
         |s| s.metrics.forwards_expired.load(Relaxed),
     ),
     c(
         "replication",
-        "quorum_failures",
         "quorum_failures",
         "Writes refused for lack of reachable owners or not acknowledged by the write quorum in time.",
         |s| s.metrics.quorum_failures.load(Relaxed),
@@ -168,44 +136,24 @@ pub static STATS: &[Stat] = &[
     c(
         "replication",
         "read_repairs",
-        "read_repairs",
         "Owners sent the newest state of a key after a quorum read found them stale.",
         |s| s.metrics.read_repairs.load(Relaxed),
     ),
-    c(
-        "replication",
-        "replicated_applied",
-        "replicated_applied",
-        "Replicated key states applied (newer than what this node held).",
-        |s| s.store.stats.applied.load(Relaxed),
-    ),
-    c(
-        "replication",
-        "replicated_stale",
-        "replicated_stale",
-        "Replicated key states ignored (this node held a newer version).",
-        |s| s.store.stats.stale.load(Relaxed),
-    ),
-    g("replication", "tombstones", "tombstones", "Deleted keys remembered for the grace period.", |s| {
-        s.store.tombstones() as u64
+    c("replication", "replicated_applied", "Replicated key states applied (newer than what this node held).", |s| {
+        s.store.stats.applied.load(Relaxed)
+    }),
+    c("replication", "replicated_stale", "Replicated key states ignored (this node held a newer version).", |s| {
+        s.store.stats.stale.load(Relaxed)
+    }),
+    g("replication", "tombstones", "Deleted keys remembered for the grace period.", |s| s.store.tombstones() as u64),
+    c("replication", "tombstones_dropped", "Tombstones forgotten before their grace ended (per-shard bound).", |s| {
+        s.store.stats.tombstones_dropped.load(Relaxed)
+    }),
+    c("replication", "peer_rejected_connections", "Peer TCP connections refused (failed handshake, strangers).", |s| {
+        s.metrics.peer_rejected.load(Relaxed)
     }),
     c(
         "replication",
-        "tombstones_dropped",
-        "tombstones_dropped",
-        "Tombstones forgotten before their grace ended (per-shard bound).",
-        |s| s.store.stats.tombstones_dropped.load(Relaxed),
-    ),
-    c(
-        "replication",
-        "peer_rejected_connections",
-        "peer_rejected_connections",
-        "Peer TCP connections refused (failed handshake, strangers).",
-        |s| s.metrics.peer_rejected.load(Relaxed),
-    ),
-    c(
-        "replication",
-        "peer_malformed_requests",
         "peer_malformed_requests",
         "Requests from authenticated peers that could not be decoded (answered with an error).",
         |s| s.metrics.peer_malformed.load(Relaxed),
@@ -213,116 +161,69 @@ pub static STATS: &[Stat] = &[
     c(
         "replication",
         "versions_refused",
-        "versions_refused",
         "Replicated states refused: their version was too far ahead of this node's clock.",
         |s| s.metrics.versions_refused.load(Relaxed),
     ),
-    g(
-        "replication",
-        "hints_pending",
-        "hints_pending",
-        "Replicated writes kept for unreachable owners, all peers.",
-        |s| links_sum(s, |x| &x.hints),
-    ),
-    c("replication", "hints_stored", "hints_stored", "Hints stored, all peers.", |s| links_sum(s, |x| &x.hints_stored)),
-    c("replication", "hints_replayed", "hints_replayed", "Hints replayed, all peers.", |s| {
-        links_sum(s, |x| &x.hints_replayed)
+    g("replication", "hints_pending", "Replicated writes kept for unreachable owners, all peers.", |s| {
+        links_sum(s, |x| &x.hints)
     }),
-    c(
-        "replication",
-        "hints_dropped",
-        "hints_dropped",
-        "Hints dropped (bounds, or slots the peer no longer owns), all peers.",
-        |s| links_sum(s, |x| &x.hints_dropped),
-    ),
-    g(
-        "cluster",
-        "cluster_known_nodes",
-        "cluster_members",
-        "Members in this node's slot table (itself included).",
-        |s| s.topology().nodes.len() as u64,
-    ),
-    g("cluster", "cluster_epoch", "cluster_epoch", "Epoch of this node's slot table.", |s| s.topology().table.epoch),
+    c("replication", "hints_stored", "Hints stored, all peers.", |s| links_sum(s, |x| &x.hints_stored)),
+    c("replication", "hints_replayed", "Hints replayed, all peers.", |s| links_sum(s, |x| &x.hints_replayed)),
+    c("replication", "hints_dropped", "Hints dropped (bounds, or slots the peer no longer owns), all peers.", |s| {
+        links_sum(s, |x| &x.hints_dropped)
+    }),
+    g("cluster", "cluster_known_nodes", "Members in this node's slot table (itself included).", |s| {
+        s.topology().nodes.len() as u64
+    })
+    .metric("cluster_members"),
+    g("cluster", "cluster_epoch", "Epoch of this node's slot table.", |s| s.topology().table.epoch),
     c(
         "cluster",
-        "gossip_rejected_packets",
         "gossip_rejected_packets",
         "Gossip packets dropped: other cluster, wrong or missing secret, garbage.",
         |s| s.metrics.gossip_rejected.load(Relaxed),
     ),
-    c("cluster", "gossip_errors", "gossip_errors", "Authenticated gossip packets the protocol could not use.", |s| {
+    c("cluster", "gossip_errors", "Authenticated gossip packets the protocol could not use.", |s| {
         s.metrics.gossip_errors.load(Relaxed)
     }),
     c(
         "cluster",
         "gossip_members_refused",
-        "gossip_members_refused",
         "Gossip packets refused for an invalid member record (weight, name, address).",
         |s| s.metrics.gossip_members_refused.load(Relaxed),
     ),
-    c(
-        "cluster",
-        "gossip_name_conflicts",
-        "gossip_name_conflicts",
-        "Times two live members were seen using one node name.",
-        |s| s.metrics.gossip_name_conflicts.load(Relaxed),
-    ),
-    c("cluster", "topology_changes", "topology_changes", "Membership changes that produced a new slot table.", |s| {
+    c("cluster", "gossip_name_conflicts", "Times two live members were seen using one node name.", |s| {
+        s.metrics.gossip_name_conflicts.load(Relaxed)
+    }),
+    c("cluster", "topology_changes", "Membership changes that produced a new slot table.", |s| {
         s.metrics.topology_changes.load(Relaxed)
     }),
-    g("cluster", "rebalance_slots_pending", "rebalance_slots_pending", "Slot copies waiting to start.", |s| {
+    g("cluster", "rebalance_slots_pending", "Slot copies waiting to start.", |s| {
         s.rebalance.slots_pending.load(Relaxed)
     }),
-    g(
-        "cluster",
-        "rebalance_slots_in_flight",
-        "rebalance_slots_in_flight",
-        "Slot copies sent and not yet confirmed.",
-        |s| s.rebalance.slots_in_flight.load(Relaxed),
-    ),
-    g(
-        "cluster",
-        "rebalance_slots_importing",
-        "rebalance_slots_importing",
-        "Slots this node is still receiving.",
-        |s| s.rebalance.importing() as u64,
-    ),
-    c("cluster", "rebalance_slots_sent", "rebalance_slots_sent", "Slot copies sent and confirmed.", |s| {
-        s.rebalance.slots_sent.load(Relaxed)
+    g("cluster", "rebalance_slots_in_flight", "Slot copies sent and not yet confirmed.", |s| {
+        s.rebalance.slots_in_flight.load(Relaxed)
     }),
-    c("cluster", "rebalance_slots_received", "rebalance_slots_received", "Slot copies received completely.", |s| {
+    g("cluster", "rebalance_slots_importing", "Slots this node is still receiving.", |s| {
+        s.rebalance.importing() as u64
+    }),
+    c("cluster", "rebalance_slots_sent", "Slot copies sent and confirmed.", |s| s.rebalance.slots_sent.load(Relaxed)),
+    c("cluster", "rebalance_slots_received", "Slot copies received completely.", |s| {
         s.rebalance.slots_received.load(Relaxed)
     }),
-    c(
-        "cluster",
-        "rebalance_slots_dropped",
-        "rebalance_slots_dropped",
-        "Slots deleted here after their new owners confirmed them.",
-        |s| s.rebalance.slots_dropped.load(Relaxed),
-    ),
-    c("cluster", "rebalance_keys_moved", "rebalance_keys_moved", "Keys sent in slot copies.", |s| {
-        s.rebalance.keys_moved.load(Relaxed)
+    c("cluster", "rebalance_slots_dropped", "Slots deleted here after their new owners confirmed them.", |s| {
+        s.rebalance.slots_dropped.load(Relaxed)
     }),
-    c("cluster", "rebalance_bytes_moved", "rebalance_bytes_moved", "Bytes sent in slot copies.", |s| {
-        s.rebalance.bytes_moved.load(Relaxed)
+    c("cluster", "rebalance_keys_moved", "Keys sent in slot copies.", |s| s.rebalance.keys_moved.load(Relaxed)),
+    c("cluster", "rebalance_bytes_moved", "Bytes sent in slot copies.", |s| s.rebalance.bytes_moved.load(Relaxed)),
+    c("cluster", "rebalance_transfer_errors", "Slot copies that failed and were retried.", |s| {
+        s.rebalance.transfer_errors.load(Relaxed)
     }),
-    c(
-        "cluster",
-        "rebalance_transfer_errors",
-        "rebalance_transfer_errors",
-        "Slot copies that failed and were retried.",
-        |s| s.rebalance.transfer_errors.load(Relaxed),
-    ),
-    c(
-        "cluster",
-        "rebalance_read_through",
-        "rebalance_read_through",
-        "Reads of importing slots answered by the previous owner.",
-        |s| s.rebalance.read_through.load(Relaxed),
-    ),
+    c("cluster", "rebalance_read_through", "Reads of importing slots answered by the previous owner.", |s| {
+        s.rebalance.read_through.load(Relaxed)
+    }),
     g(
         "cluster",
-        "rebalance_slots_unsettled",
         "rebalance_slots_unsettled",
         "Slots whose owners changed and that anti-entropy has not compared since.",
         |s| s.rebalance.unsettled() as u64,
@@ -330,56 +231,37 @@ pub static STATS: &[Stat] = &[
     c(
         "cluster",
         "rebalance_settle_fetches",
-        "rebalance_settle_fetches",
         "Writes to slots whose owners changed that fetched their key from the co-owners first.",
         |s| s.rebalance.settle_fetches.load(Relaxed),
     ),
     c(
         "cluster",
         "rebalance_slots_handed_off",
-        "rebalance_slots_handed_off",
         "Slots held here without being owned, handed to their primary by anti-entropy and deleted.",
         |s| s.rebalance.slots_handed_off.load(Relaxed),
     ),
-    c("cluster", "rebalance_rounds", "rebalance_rounds", "Slot-table changes the rebalance planned for.", |s| {
+    c("cluster", "rebalance_rounds", "Slot-table changes the rebalance planned for.", |s| {
         s.rebalance.rebalances.load(Relaxed)
     }),
-    g(
-        "cluster",
-        "rebalance_last_ms",
-        "rebalance_last_ms",
-        "Duration of the last rebalance that finished, in ms.",
-        |s| s.rebalance.last_ms.load(Relaxed),
-    ),
-    c("cluster", "antientropy_sum_checks", "antientropy_sum_checks", "Per-peer shard-sum comparisons made.", |s| {
+    g("cluster", "rebalance_last_ms", "Duration of the last rebalance that finished, in ms.", |s| {
+        s.rebalance.last_ms.load(Relaxed)
+    }),
+    c("cluster", "antientropy_sum_checks", "Per-peer shard-sum comparisons made.", |s| {
         s.antientropy.sum_checks.load(Relaxed)
     }),
-    c("cluster", "antientropy_rounds", "antientropy_rounds", "Shards compared slot by slot.", |s| {
-        s.antientropy.rounds.load(Relaxed)
+    c("cluster", "antientropy_rounds", "Shards compared slot by slot.", |s| s.antientropy.rounds.load(Relaxed)),
+    c("cluster", "antientropy_slots_compared", "Slot digests compared with a co-owner.", |s| {
+        s.antientropy.slots_compared.load(Relaxed)
     }),
-    c(
-        "cluster",
-        "antientropy_slots_compared",
-        "antientropy_slots_compared",
-        "Slot digests compared with a co-owner.",
-        |s| s.antientropy.slots_compared.load(Relaxed),
-    ),
-    c(
-        "cluster",
-        "antientropy_slots_differing",
-        "antientropy_slots_differing",
-        "Slot digests that differed from a co-owner's.",
-        |s| s.antientropy.slots_differing.load(Relaxed),
-    ),
-    c(
-        "cluster",
-        "antientropy_keys_repaired",
-        "antientropy_keys_repaired",
-        "Keys sent or fetched by anti-entropy repair.",
-        |s| s.antientropy.keys_repaired.load(Relaxed),
-    ),
-    g("keyspace", "", "keys", "Keys held by this node.", |s| s.store.len() as u64),
-    g("keyspace", "", "keys_with_expiry", "Keys with a TTL held by this node.", |s| s.store.volatile_len() as u64),
+    c("cluster", "antientropy_slots_differing", "Slot digests that differed from a co-owner's.", |s| {
+        s.antientropy.slots_differing.load(Relaxed)
+    }),
+    c("cluster", "antientropy_keys_repaired", "Keys sent or fetched by anti-entropy repair.", |s| {
+        s.antientropy.keys_repaired.load(Relaxed)
+    }),
+    g("keyspace", "keys", "Keys held by this node.", |s| s.store.len() as u64).metric_only(),
+    g("keyspace", "keys_with_expiry", "Keys with a TTL held by this node.", |s| s.store.volatile_len() as u64)
+        .metric_only(),
 ];
 
 /// One number per peer link (INFO's `peerN:` lines, labelled metrics).

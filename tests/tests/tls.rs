@@ -75,6 +75,15 @@ impl Pki {
         );
     }
 
+    /// `--tls-cert-file`, `--tls-key-file` and `--tls-ca-cert-file` for the
+    /// certificate `name` (issued by this CA).
+    fn server_args(&self, name: &str) -> Vec<String> {
+        let (cert, key) = (self.path(&format!("{name}.crt")), self.path(&format!("{name}.key")));
+        ["--tls-cert-file", &cert, "--tls-key-file", &key, "--tls-ca-cert-file", &self.path("ca.crt")]
+            .map(String::from)
+            .to_vec()
+    }
+
     fn path(&self, file: &str) -> String {
         self.dir.join(file).display().to_string()
     }
@@ -87,20 +96,10 @@ impl Drop for Pki {
 }
 
 fn start(pki: &Pki, tls_port: u16, auth: &str) -> Server {
-    let port = tls_port.to_string();
-    let (cert, key, ca) = (pki.path("server.crt"), pki.path("server.key"), pki.path("ca.crt"));
-    Server::start(&[
-        "--tls-port",
-        &port,
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--tls-auth-clients",
-        auth,
-    ])
+    let mut args = vec!["--tls-port".to_string(), tls_port.to_string(), "--tls-auth-clients".into(), auth.into()];
+    args.extend(pki.server_args("server"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(&args)
 }
 
 fn redis_cli_tls(pki: &Pki, port: u16, with_cert: bool, args: &[&str]) -> (bool, String) {
@@ -210,19 +209,9 @@ fn a_rotated_certificate_is_served_without_a_restart() {
 fn a_tls_cluster_forms_and_replicates() {
     let pki = Pki::new("cluster");
     pki.issue("node", "serverAuth,clientAuth", "/CN=ringcache test node");
-    let (cert, key, ca) = (pki.path("node.crt"), pki.path("node.key"), pki.path("ca.crt"));
-    let args = [
-        "--tls-cluster",
-        "yes",
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--gossip-suspect-ms",
-        "2000",
-    ];
+    let mut args = vec!["--tls-cluster".to_string(), "yes".into(), "--gossip-suspect-ms".into(), "2000".into()];
+    args.extend(pki.server_args("node"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let c = ringcache_tests::Cluster::start(3, &args);
     c.wait_converged(3);
     for i in 0..100 {

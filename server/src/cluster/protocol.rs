@@ -204,7 +204,11 @@ const NAMES: [(Kind, &[u8]); 13] = [
 impl Kind {
     /// The command name on the wire.
     pub fn name(self) -> &'static [u8] {
-        NAMES.iter().find(|(k, _)| *k == self).map(|(_, n)| *n).expect("every kind is named")
+        // NAMES lists the kinds in declaration order (every replicated
+        // write encodes a name: no search).
+        let (kind, name) = NAMES[self as usize];
+        debug_assert_eq!(kind, self, "NAMES follows the order of Kind");
+        name
     }
 
     fn of_name(name: &[u8]) -> Option<Kind> {
