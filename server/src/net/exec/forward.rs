@@ -1,0 +1,186 @@
+//! Forwarding a request to the member that runs it, and sending it again
+//! when that member refused it for the moment.
+
+use super::*;
+
+impl Exec {
+    /// Sends `args` to member `m` as `RC.FWD v mode deadline table args...`.
+    /// `table` is this node's members digest: the receiver runs it only on
+    /// the same table (else `-TRYAGAIN`, which is retried here), so a node
+    /// whose view is still partial (just restarted) never coordinates a
+    /// write the rest of the cluster routed to it by a fuller table.
+    /// `deadline` (unix ms) is when this node gives up waiting (twice the
+    /// replication timeout from now, never later than `finish` answers
+    /// `-TIMEOUT`): the receiver does not run a request it reads after
+    /// that (queued behind others, or delivered late by TCP after a
+    /// partition healed), so a write this node reported as timed out cannot
+    /// take effect after the client moved on.
+    pub(super) fn forward<'b>(
+        &mut self,
+        env: &mut Env<'_>,
+        t: &Topology,
+        m: u16,
+        args: impl Iterator<Item = &'b [u8]>,
+        share: Mode,
+    ) -> Chunk {
+        let link = self.peers.get(env.shared, t, m).1.cloned();
+        let head = ForwardHead {
+            resp3: env.conn.resp == Version::Resp3,
+            share: share == Mode::Share,
+            deadline_ms: env.now_ms + 2 * env.shared.config.replication_timeout.as_millis() as u64,
+            table: t.digest,
+        };
+        let mut body = BytesMut::new();
+        let mut argc = 0;
+        let mut first_key = None;
+        for a in args {
+            if argc == 1 {
+                first_key = Some(key_slot(a));
+            }
+            encode::bulk(&mut body, a);
+            argc += 1;
+        }
+        let slot = if share == Mode::Primary { first_key } else { None };
+        let resend = link.as_ref().map(|link| Resend { head, body: body.freeze(), argc, slot, link: link.clone() });
+        let req = match &resend {
+            Some(r) => r.request(t.digest),
+            None => Bytes::new(),
+        };
+        let answer = match &link {
+            Some(link) => match link.try_call(req.clone(), 1, true) {
+                Ok(rx) => Answer::Waiting(rx),
+                Err(_) => Answer::Unreachable,
+            },
+            None => Answer::Unreachable,
+        };
+        self.push_answer(answer, resend);
+        Chunk::Forward(self.answers.len() - 1)
+    }
+
+    pub(super) fn split(&mut self, env: &mut Env<'_>, spec: &'static Spec, args: Args<'_>, t: &Topology, s: Split<'_>) {
+        let Split { combine, parts, step } = s;
+        self.seal();
+        let mut chunks = Vec::with_capacity(parts.len());
+        for p in parts {
+            let mut sub: Vec<&[u8]> = vec![args.get(0)];
+            for &i in &p.keys {
+                sub.extend((i..i + step).map(|j| args.get(j)));
+            }
+            let c = if p.member == t.me {
+                self.part(|x| x.local(env, spec, Args::from_slices(&sub), t))
+            } else {
+                self.forward(env, t, p.member, sub.iter().copied(), Mode::Primary)
+            };
+            chunks.push(c);
+        }
+        let v = env.conn.resp;
+        let first = spec.first_key as usize;
+        let order = parts.iter().flat_map(|p| p.keys.iter().map(|&i| (i - first) / step)).collect();
+        self.defer(Chunk::Gather { parts: chunks, combine, v, order });
+    }
+
+    pub(super) fn push_answer(&mut self, a: Answer, resend: Option<Resend>) {
+        self.answers.push(a);
+        self.resend.push(resend);
+    }
+
+    /// Waits for the forwarded requests' answers (reads until `deadline`,
+    /// forwards until `forward_deadline`), sending again those refused for
+    /// the moment.
+    pub(super) async fn await_forwards(&mut self, shared: &Shared, deadline: Instant, forward_deadline: Instant) {
+        // A forward whose link failed after sending may still run at the
+        // primary until the deadline it carries: its -TIMEOUT is not
+        // answered before then (the client's next request must come after
+        // any effect of this one).
+        let mut sent_and_lost = false;
+        loop {
+            for a in self.answers.iter_mut() {
+                let (rx, until, forward) = match a {
+                    Answer::Waiting(rx) => (rx, forward_deadline, true),
+                    Answer::Reading(rx) => (rx, deadline, false),
+                    _ => continue,
+                };
+                *a = match timeout_at(until, rx).await {
+                    Ok(Ok(Ok(replies))) => Answer::Replies(replies),
+                    Ok(Ok(Err(LinkError::Unreachable))) => Answer::Unreachable,
+                    _ => {
+                        sent_and_lost |= forward;
+                        Answer::Unknown
+                    }
+                };
+            }
+            // Forwarded requests the primary refused before running them
+            // because its table is behind ours (a join in progress): ask
+            // again shortly, all together, within the deadline, so the
+            // client never sees the transition.
+            let again: Vec<usize> = (0..self.answers.len())
+                .filter(|&i| {
+                    matches!(&self.answers[i], Answer::Replies(r) if r.first().is_some_and(|b| refused_for_now(b)))
+                        && self.resend.get(i).is_some_and(Option::is_some)
+                })
+                .collect();
+            if again.is_empty() || Instant::now() + RETRY_PAUSE * 2 >= forward_deadline {
+                break;
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+            let t = shared.topology();
+            for i in again {
+                let Some(Some(r)) = self.resend.get(i) else { continue };
+                let link = match r.slot {
+                    Some(slot) => {
+                        let p = t.table.owners(slot)[0];
+                        if p == t.me {
+                            continue; // primary here now: the client retries
+                        }
+                        shared.links.get(&t.nodes[usize::from(p)].name)
+                    }
+                    None => Some(r.link.clone()),
+                };
+                if let Some(Ok(rx)) = link.map(|l| l.try_call(r.request(t.digest), 1, true)) {
+                    self.answers[i] = Answer::Waiting(rx);
+                }
+            }
+        }
+        if sent_and_lost {
+            tokio::time::sleep_until(forward_deadline).await;
+        }
+    }
+}
+
+/// A forwarded request's raw reply that refused it for the moment
+/// (`-TRYAGAIN`: the primary's view is moving): it did not run.
+pub(super) fn refused_for_now(raw: &[u8]) -> bool {
+    raw.first() == Some(&b'-') && matches!(PeerReply::parse(Kind::Forward, raw), PeerReply::Error(e) if e.retryable())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_forward_carries_the_table_of_now() {
+        let head = ForwardHead { resp3: false, share: false, deadline_ms: 1_795_431_954_344, table: 0xdead_beef };
+        let mut body = BytesMut::new();
+        for a in [&b"SET"[..], b"k", b"v"] {
+            encode::bulk(&mut body, a);
+        }
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let link = Link::for_test("m", tx);
+        let r = Resend { head, body: body.freeze(), argc: 3, slot: None, link };
+        let patched = r.request(0x0123_4567_89ab_cdef);
+        let want = Request::Forward {
+            head: ForwardHead { table: 0x0123_4567_89ab_cdef, ..head },
+            command: Args::from_slices(&[b"SET", b"k", b"v"]),
+        }
+        .to_bytes();
+        assert_eq!(patched, want);
+    }
+
+    #[test]
+    fn only_a_tryagain_is_sent_again() {
+        assert!(refused_for_now(b"-TRYAGAIN the forwarding node's table differs from this node's\r\n"));
+        assert!(refused_for_now(b"-TRYAGAIN this key is moving to this node; retry\r\n"));
+        assert!(!refused_for_now(b"-TIMEOUT forwarded request expired before it ran (not run)\r\n"));
+        assert!(!refused_for_now(b"+OK\r\n"));
+    }
+}

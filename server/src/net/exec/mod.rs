@@ -1,0 +1,428 @@
+//! Running requests in a cluster: the plan of `command::plan` carried out
+//! over the peer links, with replication and quorums.
+//!
+//! An [`Exec`] collects the replies of one batch of requests. A request
+//! that runs here writes its reply straight into `out` (the single-node
+//! path costs one branch). One whose answer comes later — forwarded to its
+//! primary, split across primaries, a cluster-wide command, or a write
+//! waiting for its quorum — leaves a placeholder [`Chunk`]; [`Exec::finish`]
+//! sends the batch's replicated writes (grouped per owner: one message per
+//! peer per batch), waits for every answer with one deadline, and splices
+//! the replies together in request order.
+//!
+//! Write path (DESIGN §4): the primary first checks that W owners are
+//! reachable (else `-CLUSTERDOWN`, nothing applied), runs the command once,
+//! then sends the resulting state of every key it names, with its version,
+//! to the other owners. The reply is released when W owners (itself
+//! included) hold it; otherwise it becomes `-TIMEOUT ...` (applied here,
+//! maybe elsewhere: the outcome is unknown, so clients must not blindly
+//! retry a non-idempotent command).
+//!
+//! Files: this one (the batch, `run`, `finish`); `local` (requests this
+//! node coordinates); `forward` (sending to another member, resending);
+//! `reads` (quorum reads, read-through, read repair); `fetch` (a key's
+//! newest state before a write); `replicate` (owners' acks); `gather`
+//! (splicing replies in order).
+
+mod fetch;
+mod forward;
+mod gather;
+mod local;
+mod reads;
+mod replicate;
+
+use fetch::fetch_moving_keys;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{Bytes, BytesMut};
+use ringcache_protocol::{Args, Frame, Version, decode_frame, encode, key_slot};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout_at};
+
+use crate::cluster::lifecycle::Phase;
+use crate::cluster::protocol::{ForwardHead, Kind, Reply as PeerReply, Request, encode_forward_head};
+use crate::cluster::replication::{ReadState, encode_current, quorum};
+use crate::cluster::topology::Topology;
+use crate::command::plan::{Combine, Part, Plan, SCAN_MEMBER_SHIFT, plan};
+use crate::command::{self, ConnState, Ctx, Reply, Spec};
+use crate::config::Redirect;
+use crate::peers::{Ack, Link, LinkError, Msg};
+use crate::shared::{ClientInfo, LocalStats, Outcome, Shared};
+
+const UNSPECIFIED: std::net::SocketAddr =
+    std::net::SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+
+/// What a request runs with.
+pub struct Env<'a> {
+    pub shared: &'a Shared,
+    pub conn: &'a mut ConnState,
+    pub stats: &'a mut LocalStats,
+    pub now_ms: u64,
+}
+
+/// Pause before a forwarded request refused with `-TRYAGAIN` is sent again.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(3);
+
+fn rejected(env: &mut Env<'_>, spec: &Spec) {
+    if let Some(i) = command::lookup(spec.name.as_bytes()) {
+        env.stats.record(i, Outcome::Rejected);
+    }
+}
+
+/// How a forwarded call ended.
+#[derive(Debug)]
+enum Answer {
+    Waiting(oneshot::Receiver<Result<Vec<Bytes>, LinkError>>),
+    /// An owner's answer to RC.READ: due within the replication timeout.
+    Reading(oneshot::Receiver<Result<Vec<Bytes>, LinkError>>),
+    Replies(Vec<Bytes>),
+    /// Never sent: the primary is unreachable.
+    Unreachable,
+    /// Sent, no answer: it may have run.
+    Unknown,
+}
+
+/// A reply, or the place of one that is not known yet.
+#[derive(Debug)]
+enum Chunk {
+    Ready(usize, usize),
+    Forward(usize),
+    /// A write's reply, released if every replicated item in `items`
+    /// reached its quorum.
+    Quorum {
+        reply: (usize, usize),
+        items: (usize, usize),
+    },
+    /// Parts combined into one reply. `order` (MGET only): the position
+    /// in the reply of each value the parts return, in part order.
+    Gather {
+        parts: Vec<Chunk>,
+        combine: Combine,
+        v: Version,
+        order: Vec<usize>,
+    },
+    /// A read with R > 1: the local reply, and the other owners asked.
+    Read(Box<QuorumRead>),
+    /// A reply settled in `finish` (a repaired read).
+    Bytes(Bytes),
+}
+
+#[derive(Debug)]
+struct QuorumRead {
+    reply: (usize, usize),
+    args: Vec<Vec<u8>>,
+    slot: u16,
+    /// Owners asked and the index of their answer.
+    asked: Vec<(Arc<str>, usize)>,
+    need: usize,
+    v: Version,
+    /// A read-through to the slot's previous owner: no answer from it
+    /// means "unknown", never "missing".
+    through: bool,
+}
+
+/// A key state to send to the other owners of its slot.
+#[derive(Debug)]
+struct Item {
+    slot: u16,
+    op: Bytes,
+    replicas: Vec<Arc<str>>,
+    need: usize,
+}
+
+/// Member names and links by member index, for the topology last seen:
+/// saves a name allocation and a registry lookup per key and replica.
+#[derive(Debug, Default)]
+struct Peers {
+    /// The epoch of the topology the vectors were filled for (it grows
+    /// with every member change this node sees).
+    epoch: u64,
+    names: Vec<Arc<str>>,
+    links: Vec<Option<Link>>,
+}
+
+impl Peers {
+    fn get(&mut self, shared: &Shared, t: &Topology, m: u16) -> (&Arc<str>, Option<&Link>) {
+        if self.epoch != t.table.epoch || self.names.len() != t.nodes.len() {
+            self.epoch = t.table.epoch;
+            self.names = t.nodes.iter().map(|n| Arc::<str>::from(n.name.as_str())).collect();
+            self.links = self.names.iter().map(|n| shared.links.get(n)).collect();
+        }
+        let i = usize::from(m);
+        if self.links[i].is_none() && i != usize::from(t.me) {
+            // A link made after this cache was filled.
+            self.links[i] = shared.links.get(&self.names[i]);
+        }
+        (&self.names[i], self.links[i].as_ref())
+    }
+}
+
+/// How a forwarded command runs at the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// As the primary of its key.
+    Primary,
+    /// That member's share of a cluster-wide command.
+    Share,
+}
+
+/// A forwarded request kept for sending again after `-TRYAGAIN`: to the
+/// slot's primary in the table of that moment (or the same member, for a
+/// cluster-wide command's share).
+#[derive(Debug, Clone)]
+struct Resend {
+    head: ForwardHead,
+    /// The command's arguments, encoded (the request's tail).
+    body: Bytes,
+    argc: usize,
+    slot: Option<u16>,
+    link: Link,
+}
+
+impl Resend {
+    /// The request again, under the table digest `table`.
+    fn request(&self, table: u64) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.body.len() + 64);
+        encode_forward_head(&mut b, &ForwardHead { table, ..self.head }, self.argc);
+        b.extend_from_slice(&self.body);
+        b.freeze()
+    }
+}
+
+/// A split command's parts.
+struct Split<'p> {
+    combine: Combine,
+    parts: &'p [Part],
+    step: usize,
+}
+
+/// A key of a write this node coordinates: who else must hold it.
+struct KeyPlan<'a> {
+    key: &'a [u8],
+    slot: u16,
+    replicas: Vec<Arc<str>>,
+    need: usize,
+}
+
+type OwnerBatch = (Vec<(u16, Bytes)>, bool);
+
+/// The replies of one batch (see the module doc).
+#[derive(Debug, Default)]
+pub struct Exec {
+    pub out: BytesMut,
+    /// Start of the bytes of `out` not yet covered by a chunk.
+    mark: usize,
+    chunks: Vec<Chunk>,
+    deferred: bool,
+    answers: Vec<Answer>,
+    /// For each answer of a forwarded request: where it went and what, so
+    /// a `-TRYAGAIN` (the primary's table is behind ours) is sent again.
+    resend: Vec<Option<Resend>>,
+    items: Vec<Item>,
+    peers: Peers,
+    /// Keys to fetch from the previous owner of their (importing) slot
+    /// before the batch's replies go out.
+    fetches: Vec<(Arc<str>, Vec<u8>)>,
+}
+
+impl Exec {
+    pub fn new(capacity: usize) -> Self {
+        Exec { out: BytesMut::with_capacity(capacity), ..Exec::default() }
+    }
+
+    /// Whether some reply of this batch is still to come.
+    pub fn pending(&self) -> bool {
+        self.deferred || !self.items.is_empty() || !self.fetches.is_empty()
+    }
+
+    /// Covers the bytes written since the last chunk with a ready chunk.
+    fn seal(&mut self) {
+        if self.out.len() > self.mark {
+            self.chunks.push(Chunk::Ready(self.mark, self.out.len()));
+        }
+        self.mark = self.out.len();
+    }
+
+    fn defer(&mut self, c: Chunk) {
+        self.seal();
+        self.chunks.push(c);
+        self.deferred = true;
+    }
+
+    fn run_here(&mut self, env: &mut Env<'_>, args: Args<'_>) {
+        self.execute_here(env, args);
+    }
+
+    /// Runs the request on this node's store; the command, if it ran.
+    fn execute_here(&mut self, env: &mut Env<'_>, args: Args<'_>) -> Option<&'static Spec> {
+        let v = env.conn.resp;
+        let mut ctx = Ctx {
+            shared: env.shared,
+            conn: env.conn,
+            out: Reply { buf: &mut self.out, v },
+            now_ms: env.now_ms,
+            stats: env.stats,
+        };
+        command::execute(&mut ctx, args)
+    }
+
+    /// Runs one request: here, or wherever its plan says.
+    pub fn run(&mut self, env: &mut Env<'_>, args: Args<'_>) {
+        if env.conn.topology(env.shared).nodes.len() < 2 {
+            let awaiting = env.shared.lifecycle.phase() == Phase::AwaitingSeed;
+            if (env.conn.peer || awaiting)
+                && let Some(spec) = command::precheck(env.conn, env.shared, args)
+                && spec.first_key > 0
+            {
+                // A member forwarded a key here while this node does not
+                // know it has members yet, or a client asked for one
+                // before any seed answered: it holds none of their data.
+                let text: &[u8] = if env.conn.peer {
+                    b"TRYAGAIN this node has not joined the cluster's table yet"
+                } else {
+                    b"CLUSTERDOWN this node has not joined its cluster yet (no seed has answered)"
+                };
+                encode::error(&mut self.out, text);
+                return;
+            }
+            let ran = self.execute_here(env, args);
+            if ran.is_some_and(|spec| spec.write) && !env.conn.peer {
+                env.shared.lifecycle.wrote_alone();
+            }
+            return;
+        }
+        let Some(spec) = command::precheck(env.conn, env.shared, args) else {
+            return self.run_here(env, args);
+        };
+        let t = env.conn.topology(env.shared).clone();
+        let planned = plan(spec, args, &t, env.conn.readonly, env.conn.peer);
+        if env.shared.config.cluster_redirect == Redirect::Moved {
+            // Redis Cluster's way: keys of another primary are redirected
+            // (`command::route` answers MOVED / CROSSSLOT); keyless commands
+            // count this node's primary slots, as a Redis master does.
+            return match planned {
+                Plan::Local => self.local(env, spec, args, &t),
+                Plan::Broadcast(_) | Plan::Scan { .. } => self.share_here(env, args),
+                _ => self.run_here(env, args),
+            };
+        }
+        match planned {
+            Plan::Local => self.local(env, spec, args, &t),
+            Plan::Refuse(e) => {
+                rejected(env, spec);
+                encode::error(&mut self.out, e.text().as_bytes());
+            }
+            Plan::Forward(m) => {
+                env.shared.metrics.forwarded.fetch_add(1, Relaxed);
+                let c = self.forward(env, &t, m, args.iter(), Mode::Primary);
+                self.defer(c);
+            }
+            Plan::Split { combine, parts, step } => {
+                env.shared.metrics.forwarded.fetch_add(1, Relaxed);
+                self.split(env, spec, args, &t, Split { combine, parts: &parts, step });
+            }
+            Plan::Broadcast(combine) => {
+                let mut chunks = Vec::with_capacity(t.nodes.len());
+                self.seal();
+                for m in 0..t.nodes.len() as u16 {
+                    let c = if m == t.me {
+                        self.part(|x| x.share_here(env, args))
+                    } else {
+                        self.forward(env, &t, m, args.iter(), Mode::Share)
+                    };
+                    chunks.push(c);
+                }
+                let v = env.conn.resp;
+                self.defer(Chunk::Gather { parts: chunks, combine, v, order: Vec::new() });
+            }
+            Plan::Scan { member, cursor } => {
+                let members = t.nodes.len() as u16;
+                if member >= members {
+                    // A cursor from another topology: the scan is over.
+                    encode::array_header(&mut self.out, 2);
+                    encode::bulk(&mut self.out, b"0");
+                    encode::array_header(&mut self.out, 0);
+                    return;
+                }
+                let c = cursor.to_string();
+                let mut sub: Vec<&[u8]> = args.iter().collect();
+                sub[1] = c.as_bytes();
+                self.seal();
+                let part = if member == t.me {
+                    self.part(|x| x.share_here(env, Args::from_slices(&sub)))
+                } else {
+                    self.forward(env, &t, member, sub.iter().copied(), Mode::Share)
+                };
+                let v = env.conn.resp;
+                self.defer(Chunk::Gather {
+                    parts: vec![part],
+                    combine: Combine::Scan { member, members },
+                    v,
+                    order: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// This member's share of a cluster-wide command.
+    fn share_here(&mut self, env: &mut Env<'_>, args: Args<'_>) {
+        let was = env.conn.share;
+        env.conn.share = true;
+        self.run_here(env, args);
+        env.conn.share = was;
+    }
+
+    /// Runs `f` and returns what it produced as one chunk.
+    fn part(&mut self, f: impl FnOnce(&mut Self)) -> Chunk {
+        self.seal();
+        let outer = std::mem::take(&mut self.chunks);
+        f(self);
+        self.seal();
+        let mut inner = std::mem::replace(&mut self.chunks, outer);
+        if inner.len() == 1 {
+            inner.pop().expect("one chunk")
+        } else {
+            // Only a request that wrote nothing (cannot happen) or several
+            // chunks; keep them in order as one reply.
+            Chunk::Gather { parts: inner, combine: Combine::AllOk, v: Version::Resp2, order: Vec::new() }
+        }
+    }
+
+    /// Sends the batch's replicated writes, waits for every pending answer
+    /// (bounded by the replication timeout) and leaves the batch's replies
+    /// in `out`, in request order.
+    pub async fn finish(&mut self, shared: &Shared) {
+        if !self.pending() {
+            self.chunks.clear();
+            self.mark = 0;
+            return;
+        }
+        let timeout = shared.config.replication_timeout;
+        let deadline = Instant::now() + timeout;
+        if !self.fetches.is_empty() {
+            fetch_moving_keys(shared, std::mem::take(&mut self.fetches), deadline).await;
+        }
+        // A forwarded write waits for its own quorum at the primary first.
+        let forward_deadline = deadline + timeout;
+        let acked = self.replicate(shared, deadline).await;
+        self.await_forwards(shared, deadline, forward_deadline).await;
+        self.settle_reads(shared).await;
+        if self.deferred {
+            self.seal();
+            let chunks = std::mem::take(&mut self.chunks);
+            let mut done = BytesMut::with_capacity(self.out.len() + 64);
+            for c in &chunks {
+                self.emit(c, &mut done, &acked, shared);
+            }
+            self.out = done;
+        }
+        self.chunks.clear();
+        self.answers.clear();
+        self.resend.clear();
+        self.items.clear();
+        self.mark = 0;
+        self.deferred = false;
+    }
+}
