@@ -236,6 +236,18 @@ pub static STATS: &[Stat] = &[
     ),
     c(
         "cluster",
+        "rebalance_held_requests",
+        "Client requests held while their keys' newest state was fetched (importing or unsettled slot).",
+        |s| s.rebalance.held_requests.load(Relaxed),
+    ),
+    c(
+        "cluster",
+        "rebalance_fetch_refusals",
+        "Requests refused because a fetch before them got too few answers (the sender, or a write quorum).",
+        |s| s.rebalance.fetch_refusals.load(Relaxed),
+    ),
+    c(
+        "cluster",
         "rebalance_slots_handed_off",
         "Slots held here without being owned, handed to their primary by anti-entropy and deleted.",
         |s| s.rebalance.slots_handed_off.load(Relaxed),

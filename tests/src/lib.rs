@@ -592,7 +592,7 @@ impl Cluster {
             running.iter().all(|&i| info_field(self.node(i), "cluster", "rebalance_slots_importing") == "0")
         });
         // Nor any slot whose owners changed still to be compared with its
-        // co-owners (writes there fetch first and answer TRYAGAIN).
+        // co-owners (writes there fetch first: slower, not wrong).
         self.eventually_within(limit, "no slot unsettled", || {
             running.iter().all(|&i| info_field(self.node(i), "cluster", "rebalance_slots_unsettled") == "0")
         });

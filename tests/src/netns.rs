@@ -213,6 +213,21 @@ impl Netns {
         }
     }
 
+    /// Drops TCP between nodes `a` and `b`, both ways, and nothing else:
+    /// gossip (UDP) still sees both alive while no peer link connects.
+    pub fn cut_tcp(&self, a: usize, b: usize) {
+        for (me, other) in [(a, b), (b, a)] {
+            let ns = self.ns(me);
+            let peer = self.ip(other).to_string();
+            for (chain, dir) in [("in", "saddr"), ("out", "daddr")] {
+                must(&[
+                    "ip", "netns", "exec", &ns, "nft", "add", "rule", "inet", "rcfault", chain, "ip", dir, &peer,
+                    "meta", "l4proto", "tcp", "drop",
+                ]);
+            }
+        }
+    }
+
     /// Cuts every link between nodes of different groups.
     pub fn partition(&self, groups: &[&[usize]]) {
         for (gi, g) in groups.iter().enumerate() {

@@ -336,6 +336,49 @@ fn cut_one_link_between_majority_nodes() {
     finish("cut the link between two of 3 nodes, then heal", &c, run, converged);
 }
 
+/// Issue 16 item 5: a co-owner that gossip still sees alive but that no
+/// TCP connection reaches delays a write on an unsettled slot by one
+/// replication timeout; the write then runs by the quorum rule (this node
+/// and the co-owner that answered make W = 2) instead of answering
+/// `-TRYAGAIN` for as long as the link stays cut.
+#[test]
+fn a_co_owner_cut_off_over_tcp_delays_writes_instead_of_refusing_them() {
+    if !netns_or_skip("cut TCP to a co-owner") {
+        return;
+    }
+    let _serial = serial();
+    let c = Cluster::start_in_netns(3, ARGS);
+    c.wait_converged(3);
+    let net = c.net.as_ref().expect("netns");
+    // Node 2 leaves node 0's table and comes back: the slots it owns again
+    // are unsettled on node 0, and stay so while the two cannot compare.
+    net.partition(&[&[0, 1], &[2]]);
+    wait_down(&c, &[0, 1], 2);
+    net.heal();
+    net.cut_tcp(0, 2);
+    c.eventually("node 2 back in node 0's table", || c.known_nodes(0) == 3);
+    let keys: Vec<String> =
+        (0..4).map(|k| c.key_where(&format!("cut{k}"), |o| o.len() == 3 && o[0] == 0 && o.contains(&2))).collect();
+    let unsettled = ringcache_tests::info_field(c.node(0), "cluster", "rebalance_slots_unsettled");
+    assert_ne!(unsettled, "0", "node 0 has unsettled slots");
+    let mut r = c.node(0).raw();
+    for k in &keys {
+        assert_eq!(r.cmd(&["INCR", k]), Frame::Integer(1), "INCR {k}");
+        assert_eq!(r.cmd(&["INCR", k]), Frame::Integer(2), "INCR {k} again");
+    }
+    let held = ringcache_tests::info_field(c.node(0), "cluster", "rebalance_held_requests");
+    println!("unsettled slots on node 0: {unsettled}; requests held: {held}");
+    net.heal();
+    c.wait_converged(3);
+    for k in &keys {
+        for i in 0..3 {
+            c.eventually(&format!("{k} = 2 on node {i}"), || {
+                matches!(c.key_state(i, k), ringcache_server::cluster::replication::ReadState::Live { ref value, .. } if &value[..] == b"2")
+            });
+        }
+    }
+}
+
 /// The long run: random faults for RINGCACHE_FAULT_SECS (default 600).
 #[test]
 #[ignore = "long: scripts/fault-soak.sh"]

@@ -209,12 +209,9 @@ fn a_node_paused_past_down_catches_up_when_it_returns() {
     let c = loaded_cluster(&args, 3, n);
     c.node(2).signal("STOP");
     c.eventually("node2 to be declared down", || (0..2).all(|i| c.known_nodes(i) == 2));
-    // Until the survivors have compared the slots whose owners changed, a
-    // write straight to a primary may answer TRYAGAIN (it fetches the key
-    // from its co-owners first), which this plain pipeline does not retry.
-    c.eventually("the survivors to settle their slots", || {
-        (0..2).all(|i| info_field(c.node(i), "cluster", "rebalance_slots_unsettled") == "0")
-    });
+    // Straight away: a write to a slot the survivors have not compared
+    // since the owners changed fetches its key from the co-owners first,
+    // holding this plain pipeline rather than answering an error.
     let mut con = c.node(0).redis();
     let mut pipe = redis::pipe();
     for i in n..n + 3000 {
@@ -355,9 +352,8 @@ fn scaling_out_and_back_keeps_every_acknowledged_write() {
 
 /// Read-modify-write commands while a node joins: a key whose slot is still
 /// moving to its new primary is fetched there before INCR runs, so no
-/// counter restarts from nothing. (TRYAGAIN, which a node answers while it
-/// fetches, and CLUSTERDOWN, which means "not run", are retried here as
-/// cluster clients do.)
+/// counter restarts from nothing. The client is a plain one (no cluster
+/// support, no retries): the join shows as latency, never as an error.
 #[test]
 fn incr_while_a_node_joins_never_starts_from_nothing() {
     let mut c = Cluster::start(3, ARGS);
@@ -372,43 +368,83 @@ fn incr_while_a_node_joins_never_starts_from_nothing() {
     }
     let () = pipe.query(&mut con).unwrap();
     let gave_up = AtomicBool::new(false);
-    let retries = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let incr = s.spawn(|| {
-            let mut retries = 0;
             for i in 0..n {
-                let deadline = std::time::Instant::now() + ringcache_tests::WAIT;
-                loop {
-                    assert!(!gave_up.load(Relaxed), "the test body failed");
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "ctr:{i} kept failing for {:?}",
-                        ringcache_tests::WAIT
-                    );
-                    match con.incr::<_, _, i64>(format!("ctr:{i}"), 1) {
-                        Ok(v) => {
-                            assert_eq!(v, 101, "ctr:{i} restarted from nothing");
-                            break;
-                        }
-                        Err(e) if matches!(e.kind(), redis::ErrorKind::TryAgain | redis::ErrorKind::ClusterDown) => {
-                            retries += 1;
-                            std::thread::sleep(std::time::Duration::from_millis(5));
-                        }
-                        Err(e) => panic!("ctr:{i}: {e}"),
-                    }
-                }
+                assert!(!gave_up.load(Relaxed), "the test body failed");
+                let v: i64 = con.incr(format!("ctr:{i}"), 1).unwrap_or_else(|e| panic!("ctr:{i}: {e}"));
+                assert_eq!(v, 101, "ctr:{i} restarted from nothing");
             }
-            retries
         });
         let _stop = StopOnDrop(&gave_up);
         assert_eq!(c.add(), 3);
         incr.join().unwrap()
     });
-    eprintln!("TRYAGAIN retries: {retries}");
+    eprintln!("requests held for a fetch: {}", held_requests(&c));
     c.wait_converged(4);
     wait_rebalanced(&c);
     let mut con = c.node(3).redis();
     for i in (0..n).step_by(17) {
         let v: i64 = con.get(format!("ctr:{i}")).unwrap();
         assert_eq!(v, 101, "ctr:{i}");
+    }
+}
+
+/// `rebalance_held_requests` summed over the running nodes.
+fn held_requests(c: &Cluster) -> u64 {
+    c.running()
+        .iter()
+        .map(|&i| info_field(c.node(i), "cluster", "rebalance_held_requests").parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Issue 16 item 4: a plain client pipelining through one node sees no
+/// error while the cluster forms (slots unsettled, links coming up) nor
+/// while a node joins (slots moving): every INCR answers the next count.
+/// Before, 156 of 500 pipelined SETs answered `-TRYAGAIN` right after a
+/// 3-node cluster formed.
+#[test]
+fn plain_pipelines_see_no_errors_while_the_cluster_forms_and_grows() {
+    let mut c = Cluster::start(3, ARGS);
+    // Only until the members know each other: their slots are unsettled
+    // and their links are still coming up.
+    c.eventually("three members", || (0..3).all(|i| c.known_nodes(i) == 3));
+    let counters = 500;
+    let gave_up = AtomicBool::new(false);
+    let joined = AtomicBool::new(false);
+    let mut raw = c.node(0).raw();
+    let rounds = std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            let mut round = 0i64;
+            // Rounds until the join is over, and a few after.
+            let mut after = 0;
+            while after < 3 {
+                assert!(!gave_up.load(Relaxed), "the test body failed");
+                after += usize::from(joined.load(Relaxed));
+                round += 1;
+                let mut b = bytes::BytesMut::new();
+                for i in 0..counters {
+                    ringcache_protocol::encode::command(&mut b, &["INCR".to_string(), format!("ctr:{i}")]);
+                }
+                raw.send(&b);
+                for i in 0..counters {
+                    let got = raw.read();
+                    assert_eq!(got, ringcache_tests::reply::int(round), "ctr:{i} in round {round}");
+                }
+            }
+            round
+        });
+        let _stop = StopOnDrop(&gave_up);
+        assert_eq!(c.add(), 3);
+        c.wait_converged(4);
+        wait_rebalanced(&c);
+        joined.store(true, Relaxed);
+        client.join().unwrap()
+    });
+    eprintln!("{rounds} rounds; requests held for a fetch: {}", held_requests(&c));
+    let mut con = c.node(3).redis();
+    for i in (0..counters).step_by(7) {
+        let v: i64 = con.get(format!("ctr:{i}")).unwrap();
+        assert_eq!(v, rounds, "ctr:{i}");
     }
 }

@@ -18,6 +18,9 @@
 //! - [`protocol`]: the peer protocol, every request and reply between
 //!   members as types with one encoder, one decoder and one set of limits.
 //!
+//! - [`settle`]: what a request must fetch before it runs on a key whose
+//!   slot is importing or unsettled, and when the fetch counts as done.
+//!
 //! - [`rebalance`]: which slot copies a node sends, and to whom, when the
 //!   slot table changes; which slots it may drop.
 //!
@@ -31,6 +34,7 @@ pub mod protocol;
 pub mod rebalance;
 pub mod replication;
 pub mod ring;
+pub mod settle;
 pub mod topology;
 pub mod transfer;
 

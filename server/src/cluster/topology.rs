@@ -78,6 +78,18 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// A table of `names` (one vnode weight each, 3 replicas, 16 vnodes,
+    /// made-up local addresses) seen from `me`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(names: &[&str], me: &str) -> Topology {
+        let nodes = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeInfo::new(n, SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)), 17000 + i as u16, 1))
+            .collect();
+        Topology::new(1, nodes, me, 3, 16)
+    }
+
     /// Builds the topology of `nodes` (this node among them, named `me`).
     pub fn new(epoch: u64, nodes: Vec<NodeInfo>, me: &str, replicas: usize, vnodes: u32) -> Topology {
         let members: Vec<Member> = nodes.iter().map(|n| Member { name: n.name.clone(), weight: n.weight }).collect();

@@ -64,6 +64,10 @@ pub struct RebalanceState {
     pub read_through: AtomicU64,
     /// Writes that fetched their key from co-owners first (unsettled slot).
     pub settle_fetches: AtomicU64,
+    /// Client requests held while their keys were fetched.
+    pub held_requests: AtomicU64,
+    /// Requests refused because a fetch before them got too few answers.
+    pub fetch_refusals: AtomicU64,
     /// Slots this node held without owning them, handed to their primary
     /// by anti-entropy and then deleted here.
     pub slots_handed_off: AtomicU64,
@@ -95,6 +99,8 @@ impl Default for RebalanceState {
             transfer_errors: AtomicU64::new(0),
             read_through: AtomicU64::new(0),
             settle_fetches: AtomicU64::new(0),
+            held_requests: AtomicU64::new(0),
+            fetch_refusals: AtomicU64::new(0),
             slots_handed_off: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
@@ -287,15 +293,8 @@ impl RebalanceState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::topology::NodeInfo;
-
     fn topo(names: &[&str], me: &str) -> Topology {
-        let nodes = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| NodeInfo::new(n, std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)), 17000, 1))
-            .collect();
-        Topology::new(1, nodes, me, 3, 16)
+        Topology::for_test(names, me)
     }
 
     /// Slots `me` awaits when it joins `a, b` (as a newcomer).

@@ -352,6 +352,19 @@ async fn run_request<S: AsyncWrite + Unpin>(
 ) -> bool {
     let mut env = Env { shared, conn, stats: io.stats, now_ms };
     io.exec.run(&mut env, args);
+    // Held: its keys' newest state is fetched from the members that may
+    // hold it, then it runs (or is refused, having not run).
+    let mut round = 0;
+    while io.exec.held() {
+        round += 1;
+        match io.exec.fetch_held(shared, round).await {
+            Ok(()) => {
+                env.now_ms = unix_ms();
+                io.exec.run(&mut env, args);
+            }
+            Err(text) => io.exec.refuse_held(&mut env, args, &text),
+        }
+    }
     if conn.quit {
         return false;
     }

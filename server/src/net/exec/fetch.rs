@@ -1,35 +1,130 @@
-//! Fetching a key's newest state before a write runs on it.
+//! Fetching keys' newest state before a request runs on them (the rules
+//! are `cluster::settle`'s): a client's request is held meanwhile; a
+//! peer's is answered `-TRYAGAIN` (its forwarding node sends it again)
+//! while the fetch runs after the batch.
+
+use crate::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, verdict};
 
 use super::*;
 
-/// Brings keys here from the members named with them (the previous owner
-/// of an importing slot, or every co-owner of an unsettled one), all asked
-/// at once, and marks a key fetched, found or not, once every member named
-/// for it answered: the newest state may be on any of them.
-pub(super) async fn fetch_moving_keys(shared: &Shared, keys: Vec<(Arc<str>, Vec<u8>)>, deadline: Instant) {
-    let mut waits = Vec::with_capacity(keys.len());
-    let mut missing: HashMap<Vec<u8>, usize> = HashMap::new();
-    for (from, key) in keys {
-        let req = Request::Read { key: &key }.to_bytes();
-        let rx = shared.links.get(&from).and_then(|l| l.try_call(req, 1, false).ok());
-        *missing.entry(key.clone()).or_default() += 1;
-        waits.push((key, rx));
-    }
-    for (key, rx) in waits {
-        let Some(rx) = rx else { continue };
-        let Ok(Ok(Ok(replies))) = timeout_at(deadline, rx).await else { continue };
-        let Some(state) = replies.first().and_then(|raw| ReadState::parse(raw)) else { continue };
-        let now_ms = crate::process::unix_ms();
-        if shared.version_ok(state.version(), now_ms) {
-            shared.store.with_key(&key, now_ms, |k| state.apply_to(k));
+/// Requests a held request may be fetched for before it is refused (the
+/// slot's owners kept changing under it).
+const HOLD_ROUNDS_MAX: u32 = 3;
+
+impl Exec {
+    /// What `args` must fetch before it runs here, key by key with its slot.
+    pub(super) fn fetches_for(&self, env: &Env<'_>, spec: &Spec, args: Args<'_>, t: &Topology) -> Vec<(u16, Fetch)> {
+        let r = &env.shared.rebalance;
+        if spec.first_key <= 0 || (r.importing() == 0 && r.unsettled() == 0) {
+            return Vec::new();
         }
-        if let Some(n) = missing.get_mut(&key) {
-            *n -= 1;
+        let mut out = Vec::new();
+        for key in keys_of(spec, args) {
+            let slot = key_slot(key);
+            let importing_from = r.importing_from(slot);
+            let unsettled = r.is_unsettled(slot);
+            if importing_from.is_none() && !unsettled {
+                continue;
+            }
+            let state = KeyState {
+                unsettled,
+                here: importing_from.is_some()
+                    && env.shared.store.with_key(key, env.now_ms, |k| k.exists() || k.tombstone().is_some()),
+                importing_from,
+                fetched: r.checked(key),
+            };
+            if let Some(f) = fetch_for(t, slot, key, &state, spec.write) {
+                out.push((slot, f));
+            }
         }
+        out
     }
-    for (key, n) in missing {
-        if n == 0 {
-            shared.rebalance.mark_checked(key);
+
+    /// Whether the request just run is held until its keys are fetched
+    /// (see [`Exec::fetch_held`]); it wrote no reply.
+    pub fn held(&self) -> bool {
+        !self.hold.is_empty()
+    }
+
+    /// Fetches what the held request needs, for the `round`th time (from
+    /// 1). `Ok`: run it again (its keys count as fetched); `Err`: answer
+    /// it with this error (it did not run).
+    pub async fn fetch_held(&mut self, shared: &Shared, round: u32) -> Result<(), String> {
+        let fetches = std::mem::take(&mut self.hold);
+        if round > HOLD_ROUNDS_MAX {
+            shared.rebalance.fetch_refusals.fetch_add(1, Relaxed);
+            return Err(
+                "CLUSTERDOWN this key's owners kept changing while its newest state was fetched (not run)".to_string()
+            );
         }
+        shared.rebalance.held_requests.fetch_add(1, Relaxed);
+        let deadline = Instant::now() + shared.config.replication_timeout;
+        let verdicts = fetch_keys(shared, &fetches, deadline).await;
+        for ((slot, _), v) in fetches.iter().zip(&verdicts) {
+            if let Some(text) = v.refusal(*slot) {
+                shared.rebalance.fetch_refusals.fetch_add(1, Relaxed);
+                return Err(text);
+            }
+        }
+        Ok(())
     }
+
+    /// Answers the held request with `text` (an error that says it did not run).
+    pub fn refuse_held(&mut self, env: &mut Env<'_>, args: Args<'_>, text: &str) {
+        self.hold.clear();
+        if let Some(spec) = command::lookup(args.get(0)).map(|i| &command::COMMANDS[i]) {
+            rejected(env, spec);
+        }
+        encode::error(&mut self.out, text.as_bytes());
+    }
+}
+
+/// The keys `spec` names in `args`.
+pub(super) fn keys_of<'a>(spec: &Spec, args: Args<'a>) -> impl Iterator<Item = &'a [u8]> + Clone {
+    let argc = args.len() as i32;
+    let last = if spec.last_key < 0 { argc + spec.last_key } else { spec.last_key.min(argc - 1) };
+    let first = spec.first_key.max(1);
+    (first..=last).step_by(spec.step.max(1) as usize).map(move |i| args.get(i as usize))
+}
+
+/// Asks every member named in `fetches` at once (each bounded by
+/// `deadline`), applies the states they answer, and returns each fetch's
+/// verdict; a key whose verdict is [`Verdict::Fetched`] is remembered as
+/// fetched until its slot's owners change again.
+pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadline: Instant) -> Vec<Verdict> {
+    let mut waits = Vec::new();
+    for (_, f) in fetches {
+        let req = Request::Read { key: &f.key }.to_bytes();
+        let rxs: Vec<_> = f
+            .from
+            .iter()
+            .map(|(member, _)| shared.links.get(member).and_then(|l| l.try_call(req.clone(), 1, false).ok()))
+            .collect();
+        waits.push(rxs);
+    }
+    let mut verdicts = Vec::with_capacity(fetches.len());
+    for ((_, f), rxs) in fetches.iter().zip(waits) {
+        let mut answered = Vec::with_capacity(rxs.len());
+        for rx in rxs {
+            let state = match rx {
+                Some(rx) => match timeout_at(deadline, rx).await {
+                    Ok(Ok(Ok(replies))) => replies.first().and_then(|raw| ReadState::parse(raw)),
+                    _ => None,
+                },
+                None => None,
+            };
+            answered.push(state.is_some());
+            let Some(state) = state else { continue };
+            let now_ms = crate::process::unix_ms();
+            if shared.version_ok(state.version(), now_ms) {
+                shared.store.with_key(&f.key, now_ms, |k| state.apply_to(k));
+            }
+        }
+        let v = verdict(f, &answered, shared.config.write_quorum);
+        if v == Verdict::Fetched {
+            shared.rebalance.mark_checked(f.key.clone());
+        }
+        verdicts.push(v);
+    }
+    verdicts
 }

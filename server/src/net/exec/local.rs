@@ -1,6 +1,8 @@
 //! Requests this node coordinates: reads (with read-through and quorum
 //! reads) and writes (fetch first, quorum precheck, replicated items).
 
+use crate::cluster::settle::Source;
+
 use super::*;
 
 impl Exec {
@@ -34,55 +36,26 @@ impl Exec {
         if spec.first_key <= 0 {
             return self.run_here(env, args);
         }
-        let argc = args.len() as i32;
-        let last = if spec.last_key < 0 { argc + spec.last_key } else { spec.last_key.min(argc - 1) };
-        let keys = (spec.first_key..=last).step_by(spec.step.max(1) as usize).map(|i| args.get(i as usize));
+        let keys = fetch::keys_of(spec, args);
         // A write must see its keys' current state (INCR, APPEND, SET NX,
-        // DEL...). Two cases fetch a key before it runs, then answer
-        // -TRYAGAIN (the forwarding node, or the client, sends it again):
-        // - its slot is still arriving here and the key is not here yet:
-        //   from the slot's previous owner;
-        // - the slot's owners changed (a failover, a return, a restart, a
-        //   healed partition) and anti-entropy has not compared it since:
-        //   another owner may hold acknowledged writes this node missed,
-        //   so from every co-owner.
-        // Both at once when both hold (a restarted node imports from one
-        // former co-owner, which may itself lack writes another has): the
-        // key counts as fetched only once every member asked answered.
-        if env.shared.rebalance.importing() > 0 || env.shared.rebalance.unsettled() > 0 {
-            let mut missing: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
-            let mut unsettled = false;
-            for key in keys.clone() {
-                if env.shared.rebalance.checked(key) {
-                    continue;
-                }
-                let slot = key_slot(key);
-                let before = missing.len();
-                if env.shared.rebalance.is_unsettled(slot) {
-                    unsettled = true;
-                    for &o in t.table.owners(slot).iter().filter(|&&o| o != t.me) {
-                        missing.push((t.nodes[usize::from(o)].name.as_str().into(), key.to_vec()));
-                    }
-                }
-                if let Some(from) = env.shared.rebalance.importing_from(slot)
-                    && !missing[before..].iter().any(|(m, _)| *m == from)
-                    && !env.shared.store.with_key(key, env.now_ms, |k| k.exists() || k.tombstone().is_some())
-                {
-                    missing.push((from, key.to_vec()));
-                }
-            }
-            if !missing.is_empty() {
-                let text: &[u8] = if unsettled {
-                    env.shared.rebalance.settle_fetches.fetch_add(1, Relaxed);
-                    b"TRYAGAIN this key's owners changed; fetching its newest state; retry"
-                } else {
-                    b"TRYAGAIN this key is moving to this node; retry"
-                };
-                self.fetches.extend(missing);
-                rejected(env, spec);
-                encode::error(&mut self.out, text);
-                return;
-            }
+        // DEL...): where a slot is importing or unsettled, its keys are
+        // fetched first (`cluster::settle`). A client's request was held
+        // for that in `run`; a forwarded one is answered -TRYAGAIN (its
+        // forwarding node sends it again, within its deadline) and the
+        // fetch runs after this batch.
+        let fetches = self.fetches_for(env, spec, args, t);
+        if !fetches.is_empty() {
+            let unsettled = fetches.iter().any(|(_, f)| f.from.iter().any(|(_, s)| *s == Source::CoOwner));
+            let text: &[u8] = if unsettled {
+                env.shared.rebalance.settle_fetches.fetch_add(1, Relaxed);
+                b"TRYAGAIN this key's owners changed; fetching its newest state; retry"
+            } else {
+                b"TRYAGAIN this key is moving to this node; retry"
+            };
+            self.fetches.extend(fetches);
+            rejected(env, spec);
+            encode::error(&mut self.out, text);
+            return;
         }
         // Replicas of each key and the quorum; refuse before running when
         // too few owners are reachable.

@@ -31,7 +31,7 @@ mod local;
 mod reads;
 mod replicate;
 
-use fetch::fetch_moving_keys;
+use fetch::fetch_keys;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -44,6 +44,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::cluster::lifecycle::Phase;
 use crate::cluster::protocol::{ForwardHead, Kind, Reply as PeerReply, Request, encode_forward_head};
 use crate::cluster::replication::{ReadState, encode_current, quorum};
+use crate::cluster::settle::Fetch;
 use crate::cluster::topology::Topology;
 use crate::command::plan::{Combine, Part, Plan, SCAN_MEMBER_SHIFT, plan};
 use crate::command::{self, ConnState, Ctx, Reply, Spec};
@@ -69,6 +70,12 @@ fn rejected(env: &mut Env<'_>, spec: &Spec) {
     if let Some(i) = command::lookup(spec.name.as_bytes()) {
         env.stats.record(i, Outcome::Rejected);
     }
+}
+
+/// A read of one key: a miss on an importing slot reads through to the
+/// previous owner (`local`) instead of being held for a fetch.
+fn is_single_key_read(spec: &Spec) -> bool {
+    !spec.write && spec.first_key == 1 && spec.last_key == 1
 }
 
 /// How a forwarded call ended.
@@ -222,9 +229,12 @@ pub struct Exec {
     resend: Vec<Option<Resend>>,
     items: Vec<Item>,
     peers: Peers,
-    /// Keys to fetch from the previous owner of their (importing) slot
-    /// before the batch's replies go out.
-    fetches: Vec<(Arc<str>, Vec<u8>)>,
+    /// Keys of forwarded requests answered -TRYAGAIN, to fetch (with
+    /// their slots) before the batch's replies go out.
+    fetches: Vec<(u16, Fetch)>,
+    /// Keys the request just run is held for (a client's request on an
+    /// importing or unsettled slot); see [`Exec::fetch_held`].
+    hold: Vec<(u16, Fetch)>,
 }
 
 impl Exec {
@@ -298,6 +308,17 @@ impl Exec {
         };
         let t = env.conn.topology(env.shared).clone();
         let planned = plan(spec, args, &t, env.conn.readonly, env.conn.peer);
+        if !env.conn.peer && matches!(planned, Plan::Local | Plan::Split { .. }) && !is_single_key_read(spec) {
+            // Keys here whose slot is importing or unsettled are fetched
+            // before the request runs; the client waits, and sees no error
+            // for the cluster's own work. (A single-key read reads through
+            // instead, in `local`.)
+            let fetches = self.fetches_for(env, spec, args, &t);
+            if !fetches.is_empty() {
+                self.hold = fetches;
+                return;
+            }
+        }
         if env.shared.config.cluster_redirect == Redirect::Moved {
             // Redis Cluster's way: keys of another primary are redirected
             // (`command::route` answers MOVED / CROSSSLOT); keyless commands
@@ -402,7 +423,7 @@ impl Exec {
         let timeout = shared.config.replication_timeout;
         let deadline = Instant::now() + timeout;
         if !self.fetches.is_empty() {
-            fetch_moving_keys(shared, std::mem::take(&mut self.fetches), deadline).await;
+            fetch_keys(shared, &std::mem::take(&mut self.fetches), deadline).await;
         }
         // A forwarded write waits for its own quorum at the primary first.
         let forward_deadline = deadline + timeout;

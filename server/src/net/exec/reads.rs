@@ -72,7 +72,7 @@ impl Exec {
             }
             if r.through && states.is_empty() {
                 let mut b = BytesMut::new();
-                encode::error(&mut b, b"TRYAGAIN this slot is moving here and its previous owner did not answer");
+                encode::error(&mut b, b"CLUSTERDOWN this slot is moving here and its previous owner did not answer");
                 self.chunks[i] = Chunk::Bytes(b.freeze());
                 continue;
             }
