@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::cluster::majority::PartitionMode;
 use crate::store::Policy;
 
 /// The largest weight a node may have (also the bound on remote members).
@@ -172,6 +173,16 @@ pub struct Flags {
     /// `moved` (-MOVED slot host:port, as Redis Cluster).
     #[arg(long, env = "RINGCACHE_CLUSTER_REDIRECT")]
     pub cluster_redirect: Option<String>,
+    /// `majority` (default): only a side of a partition that sees most of
+    /// the members it last agreed with changes its table and accepts
+    /// writes; the other side answers writes -CLUSTERDOWN. `available`:
+    /// both sides accept writes; the last writer wins on heal.
+    #[arg(long, env = "RINGCACHE_PARTITION_MODE")]
+    pub partition_mode: Option<String>,
+    /// Reads on the minority side of a partition: `serve` them from the
+    /// node's copy (default) or `refuse` them (-CLUSTERDOWN).
+    #[arg(long, env = "RINGCACHE_MINORITY_READS")]
+    pub minority_reads: Option<String>,
     /// Milliseconds a write waits for its quorum, and a forwarded request
     /// for the primary's answer (plus this again), before failing.
     #[arg(long, env = "RINGCACHE_REPLICATION_TIMEOUT_MS")]
@@ -253,6 +264,8 @@ struct FileConfig {
     threads: Option<u32>,
     shutdown_timeout: Option<u64>,
     cluster_redirect: Option<String>,
+    partition_mode: Option<String>,
+    minority_reads: Option<String>,
     replication_timeout_ms: Option<u64>,
     hints_max_keys: Option<u64>,
     hints_max_bytes: Option<Size>,
@@ -363,6 +376,9 @@ pub struct Config {
     pub threads: u32,
     pub shutdown_timeout: Duration,
     pub cluster_redirect: Redirect,
+    pub partition_mode: PartitionMode,
+    /// `--minority-reads refuse`.
+    pub minority_refuses_reads: bool,
     pub replication_timeout: Duration,
     pub hints_max_keys: u64,
     pub hints_max_bytes: u64,
@@ -498,8 +514,22 @@ impl Config {
             "moved" => Redirect::Moved,
             _ => return Err(ConfigError::Invalid("cluster-redirect".into(), redirect_text)),
         };
+        let mode_text = pick(flags.partition_mode, file.partition_mode, "majority".to_string());
+        let partition_mode = match mode_text.as_str() {
+            "majority" => PartitionMode::Majority,
+            "available" => PartitionMode::Available,
+            _ => return Err(ConfigError::Invalid("partition-mode".into(), mode_text)),
+        };
+        let reads_text = pick(flags.minority_reads, file.minority_reads, "serve".to_string());
+        let minority_refuses_reads = match reads_text.as_str() {
+            "serve" => false,
+            "refuse" => true,
+            _ => return Err(ConfigError::Invalid("minority-reads".into(), reads_text)),
+        };
         let config = Config {
             cluster_redirect,
+            partition_mode,
+            minority_refuses_reads,
             replication_timeout: Duration::from_millis(pick(
                 flags.replication_timeout_ms,
                 file.replication_timeout_ms,

@@ -127,6 +127,18 @@ pub static STATS: &[Stat] = &[
         "Forwarded requests that arrived after their sender's deadline and were not run.",
         |s| s.metrics.forwards_expired.load(Relaxed),
     ),
+    g(
+        "cluster",
+        "cluster_minority",
+        "1 while this node is on the minority side of a partition (it refuses writes).",
+        |s| u64::from(s.minority().is_some()),
+    ),
+    c(
+        "cluster",
+        "minority_refusals",
+        "Requests refused because this node is on the minority side of a partition.",
+        |s| s.metrics.minority_refusals.load(Relaxed),
+    ),
     c(
         "replication",
         "quorum_failures",

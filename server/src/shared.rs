@@ -98,6 +98,8 @@ pub struct Metrics {
     /// Writes refused (too few owners reachable) or not acknowledged by
     /// their write quorum in time.
     pub quorum_failures: AtomicU64,
+    /// Requests refused on the minority side of a partition.
+    pub minority_refusals: AtomicU64,
     /// Peer connections refused: failed handshake, strangers.
     pub peer_rejected: AtomicU64,
     /// Requests from authenticated peers that could not be decoded.
@@ -137,6 +139,7 @@ impl Metrics {
             forwarded: AtomicU64::new(0),
             forwards_expired: AtomicU64::new(0),
             quorum_failures: AtomicU64::new(0),
+            minority_refusals: AtomicU64::new(0),
             peer_rejected: AtomicU64::new(0),
             peer_malformed: AtomicU64::new(0),
             read_repairs: AtomicU64::new(0),
@@ -417,6 +420,10 @@ pub struct Shared {
     pub antientropy_wake: Notify,
     /// This node's phase in its cluster (see `cluster::lifecycle`).
     pub lifecycle: Lifecycle,
+    /// While this node is on the minority side of a partition
+    /// (`cluster::majority`): members of its table it sees (high 32 bits)
+    /// and how many the table has; 0 otherwise.
+    minority: AtomicU64,
     /// Mutual TLS for peer links (`--tls-cluster yes`), replaced whole when
     /// its files change (`tls::watch_files`).
     pub cluster_tls: Arc<RwLock<Option<crate::tls::ClusterTls>>>,
@@ -476,6 +483,7 @@ impl Shared {
             antientropy: AntiEntropyStats::default(),
             antientropy_wake: Notify::new(),
             lifecycle: Lifecycle::new(seeded),
+            minority: AtomicU64::new(0),
             cluster_tls: Arc::default(),
             last_skew_log_ms: AtomicU64::new(0),
             topology: RwLock::new(Arc::new(topology)),
@@ -525,6 +533,19 @@ impl Shared {
                 Phase::Draining | Phase::Left => "leaving",
             }
         }
+    }
+
+    /// Whether this node is in a minority (it refuses writes): members of
+    /// its table it sees, of how many.
+    pub fn minority(&self) -> Option<(u32, u32)> {
+        let m = self.minority.load(Relaxed);
+        (m != 0).then_some(((m >> 32) as u32, m as u32))
+    }
+
+    /// Records the gossip driver's decision (`None`: it adopted what it sees).
+    pub fn set_minority(&self, m: Option<(usize, usize)>) {
+        let packed = m.map_or(0, |(seen, of)| ((seen as u64) << 32) | (of as u64).max(1));
+        self.minority.store(packed, Relaxed);
     }
 
     pub fn topology_version(&self) -> u64 {

@@ -74,6 +74,10 @@ pub struct Workload {
     pub think: Duration,
     /// How long a reply may take before the operation counts as unknown.
     pub timeout: Duration,
+    /// 0: each worker increments its own counter. n > 0: every worker
+    /// increments one of n counters shared by all (the same keys written
+    /// from both sides of a partition).
+    pub shared_counters: usize,
 }
 
 impl Default for Workload {
@@ -84,6 +88,7 @@ impl Default for Workload {
             max_ops: 20_000,
             think: Duration::from_millis(1),
             timeout: Duration::from_secs(3),
+            shared_counters: 0,
         }
     }
 }
@@ -202,7 +207,11 @@ fn worker(
         let addr = addrs[rng.below(addrs.len())];
         let roll = rng.below(100);
         let (key, kind) = if roll < 15 {
-            (counter_key(w), Kind::Incr)
+            let key = match cfg.shared_counters {
+                0 => counter_key(w),
+                n => format!("jc:shared{}", rng.below(n)),
+            };
+            (key, Kind::Incr)
         } else {
             let key = plain_key(w, rng.below(cfg.keys_per_worker));
             match roll {

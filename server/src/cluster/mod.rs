@@ -12,6 +12,10 @@
 //!   puts and deletes, reads for quorum reads), the peer-link handshake,
 //!   bounded hint queues and quorum arithmetic.
 //!
+//! - [`majority`]: whether a node may change its table to the members it
+//!   sees (a majority of its last table), or is in a minority and refuses
+//!   writes.
+//!
 //! - [`lifecycle`]: a node's phase (awaiting a seed, alone, joining,
 //!   serving, draining, left) and the events that move it, forward only.
 //!
@@ -29,6 +33,7 @@
 
 pub mod antientropy;
 pub mod lifecycle;
+pub mod majority;
 pub mod membership;
 pub mod protocol;
 pub mod rebalance;

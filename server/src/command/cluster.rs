@@ -98,12 +98,13 @@ fn nodes_text(ctx: &Ctx<'_>, t: &Topology) -> String {
     text
 }
 
-/// `joining`: started with seeds, none answered yet (keys are refused).
 /// Redis's answer to cluster commands on a standalone server (a node with
 /// no cluster secret).
 const DISABLED: &str = "ERR This instance has cluster support disabled";
 
-fn info_text(t: &Topology, joining: bool, join_state: &str) -> String {
+/// `down`: keys are refused (started with seeds, none answered yet; or
+/// on the minority side of a partition): `cluster_state:fail`.
+fn info_text(t: &Topology, down: bool, join_state: &str) -> String {
     let assigned = if t.table.replicas() > 0 { SLOT_COUNT } else { 0 };
     let size = (0..t.nodes.len() as u16).filter(|&m| !t.primary_ranges(m).is_empty()).count();
     format!(
@@ -112,7 +113,7 @@ fn info_text(t: &Topology, joining: bool, join_state: &str) -> String {
          cluster_current_epoch:{}\r\ncluster_my_epoch:{}\r\ncluster_stats_messages_sent:0\r\n\
          cluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n\
          cluster_join_state:{join_state}\r\n",
-        if assigned == SLOT_COUNT && !joining { "ok" } else { "fail" },
+        if assigned == SLOT_COUNT && !down { "ok" } else { "fail" },
         t.nodes.len(),
         t.table.epoch,
         t.table.epoch,
@@ -158,7 +159,8 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         arity(2)?;
         let text = info_text(
             &ctx.shared.topology(),
-            ctx.shared.lifecycle.phase() == crate::cluster::lifecycle::Phase::AwaitingSeed,
+            ctx.shared.lifecycle.phase() == crate::cluster::lifecycle::Phase::AwaitingSeed
+                || ctx.shared.minority().is_some(),
             ctx.shared.join_state(),
         );
         ctx.out.verbatim(text.as_bytes());

@@ -31,6 +31,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, error, info, warn};
 
 use crate::cluster::lifecycle::{Event, Phase};
+use crate::cluster::majority;
 use crate::cluster::membership::{
     CheckedCodec, NodeIdentity, PacketKey, SEAL_OVERHEAD, announce_targets, connected_after, members_digest,
     name_conflicts, topology_of,
@@ -350,6 +351,32 @@ impl Driver {
         let members: Vec<NodeIdentity> = self.foca.iter_members().map(|m| m.id().clone()).collect();
         let config = &self.shared.config;
         let probe = topology_of(&me, &members, self.epoch, config.replicas as usize, config.vnodes);
+        // Only a side that sees most of the members this node last agreed
+        // with changes the table (`cluster::majority`); the other keeps it
+        // and refuses writes until they are back.
+        let current = self.shared.topology();
+        let decision = majority::decide(
+            config.partition_mode,
+            current.nodes.iter().map(|n| n.name.as_str()),
+            probe.nodes.iter().map(|n| n.name.as_str()),
+        );
+        if let majority::Decision::Minority { seen, of } = decision {
+            if self.shared.minority().is_none() {
+                warn!(
+                    seen,
+                    of,
+                    "this node sees only {seen} of the {of} members of its slot table: on the minority side of a \
+                     partition, it keeps its table and refuses writes until most of them are back \
+                     (--partition-mode available serves both sides)"
+                );
+            }
+            self.shared.set_minority(Some((seen, of)));
+            return;
+        }
+        if self.shared.minority().is_some() {
+            info!("most members of the slot table are back: accepting writes again");
+            self.shared.set_minority(None);
+        }
         let digest = members_digest(&probe);
         if digest == self.digest {
             return;

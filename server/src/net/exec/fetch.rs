@@ -87,40 +87,58 @@ pub(super) fn keys_of<'a>(spec: &Spec, args: Args<'a>) -> impl Iterator<Item = &
     (first..=last).step_by(spec.step.max(1) as usize).map(move |i| args.get(i as usize))
 }
 
+/// Pause before asking again a member whose link refused a fetch unsent
+/// (down, or reconnecting after a partition healed).
+const ASK_AGAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// Asks every member named in `fetches` at once (each bounded by
-/// `deadline`), applies the states they answer, and returns each fetch's
-/// verdict; a key whose verdict is [`Verdict::Fetched`] is remembered as
-/// fetched until its slot's owners change again.
+/// `deadline`; a member whose link refused the request unsent is asked
+/// again until then), applies the states they answer, and returns each
+/// fetch's verdict; a key whose verdict is [`Verdict::Fetched`] is
+/// remembered as fetched until its slot's owners change again.
 pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadline: Instant) -> Vec<Verdict> {
-    let mut waits = Vec::new();
-    for (_, f) in fetches {
-        let req = Request::Read { key: &f.key }.to_bytes();
-        let rxs: Vec<_> = f
-            .from
-            .iter()
-            .map(|(member, _)| shared.links.get(member).and_then(|l| l.try_call(req.clone(), 1, false).ok()))
-            .collect();
-        waits.push(rxs);
-    }
-    let mut verdicts = Vec::with_capacity(fetches.len());
-    for ((_, f), rxs) in fetches.iter().zip(waits) {
-        let mut answered = Vec::with_capacity(rxs.len());
-        for rx in rxs {
-            let state = match rx {
-                Some(rx) => match timeout_at(deadline, rx).await {
-                    Ok(Ok(Ok(replies))) => replies.first().and_then(|raw| ReadState::parse(raw)),
-                    _ => None,
-                },
-                None => None,
-            };
-            answered.push(state.is_some());
-            let Some(state) = state else { continue };
-            let now_ms = crate::process::unix_ms();
-            if shared.version_ok(state.version(), now_ms) {
-                shared.store.with_key(&f.key, now_ms, |k| state.apply_to(k));
+    // answered[f][m]: member m of fetch f answered.
+    let mut answered: Vec<Vec<bool>> = fetches.iter().map(|(_, f)| vec![false; f.from.len()]).collect();
+    loop {
+        let mut waits = Vec::new();
+        for (fi, (_, f)) in fetches.iter().enumerate() {
+            let req = Request::Read { key: &f.key }.to_bytes();
+            for (mi, (member, _)) in f.from.iter().enumerate() {
+                if !answered[fi][mi] {
+                    let rx = shared.links.get(member).and_then(|l| l.try_call(req.clone(), 1, false).ok());
+                    waits.push((fi, mi, rx));
+                }
             }
         }
-        let v = verdict(f, &answered, shared.config.write_quorum);
+        let mut unsent = false;
+        for (fi, mi, rx) in waits {
+            let reply = match rx {
+                Some(rx) => timeout_at(deadline, rx).await,
+                None => Ok(Ok(Err(LinkError::Unreachable))),
+            };
+            let state = match reply {
+                Ok(Ok(Ok(replies))) => replies.first().and_then(|raw| ReadState::parse(raw)),
+                Ok(Ok(Err(LinkError::Unreachable))) => {
+                    unsent = true;
+                    None
+                }
+                _ => None,
+            };
+            let Some(state) = state else { continue };
+            answered[fi][mi] = true;
+            let now_ms = crate::process::unix_ms();
+            if shared.version_ok(state.version(), now_ms) {
+                shared.store.with_key(&fetches[fi].1.key, now_ms, |k| state.apply_to(k));
+            }
+        }
+        if !unsent || Instant::now() + ASK_AGAIN_PAUSE >= deadline {
+            break;
+        }
+        tokio::time::sleep(ASK_AGAIN_PAUSE).await;
+    }
+    let mut verdicts = Vec::with_capacity(fetches.len());
+    for ((_, f), answered) in fetches.iter().zip(&answered) {
+        let v = verdict(f, answered, shared.config.write_quorum);
         if v == Verdict::Fetched {
             shared.rebalance.mark_checked(f.key.clone());
         }

@@ -306,8 +306,25 @@ impl Exec {
         let Some(spec) = command::precheck(env.conn, env.shared, args) else {
             return self.run_here(env, args);
         };
+        if let Some((seen, of)) = env.shared.minority()
+            && (spec.write || (spec.first_key > 0 && env.shared.config.minority_refuses_reads))
+        {
+            env.shared.metrics.minority_refusals.fetch_add(1, Relaxed);
+            rejected(env, spec);
+            let text = format!(
+                "CLUSTERDOWN this node sees {seen} of the {of} members of its slot table (the minority side of a \
+                 partition): {} refused until most are back (not run)",
+                if spec.write { "writes are" } else { "reads are" }
+            );
+            encode::error(&mut self.out, text.as_bytes());
+            return;
+        }
         let t = env.conn.topology(env.shared).clone();
-        let planned = plan(spec, args, &t, env.conn.readonly, env.conn.peer);
+        // On the minority side reads of keys this node holds are answered
+        // from its copy (as after READONLY): their primary may be across
+        // the partition.
+        let readonly = env.conn.readonly || (!spec.write && env.shared.minority().is_some());
+        let planned = plan(spec, args, &t, readonly, env.conn.peer);
         if !env.conn.peer && matches!(planned, Plan::Local | Plan::Split { .. }) && !is_single_key_read(spec) {
             // Keys here whose slot is importing or unsettled are fetched
             // before the request runs; the client waits, and sees no error
