@@ -22,6 +22,12 @@
 //! RINGCACHE_SIM_SEEDS=<count> [RINGCACHE_SIM_FIRST=<n>] cargo test -p ringcache-server --test simulation
 //! ```
 //!
+//! Partitions: each node runs `cluster::majority::decide` as the gossip
+//! driver does; a minority node keeps its table and refuses writes. A
+//! node still stuck in a minority in a quiet period because members of
+//! its table crashed for good is restarted, the operator's remedy
+//! (`stuck_restarts`).
+//!
 //! Not modelled: reads (and read-through while importing), hints (a lost
 //! replication message is left to anti-entropy), the write-quorum precheck
 //! (a write that cannot reach W owners is simply not acknowledged),
@@ -41,6 +47,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ringcache_protocol::{Limits, RequestParser, SLOT_COUNT, key_slot};
 use ringcache_server::cluster::lifecycle::{Event, Lifecycle, Phase};
+use ringcache_server::cluster::majority::{Decision, PartitionMode, decide};
 use ringcache_server::cluster::membership::{
     NodeIdentity, PacketKey, announce_targets, connected_after, members_digest, topology_of,
 };
@@ -81,6 +88,10 @@ const AE_ROUND: u64 = 30 * MS;
 /// owners' data within the second bound.
 const MEMBERSHIP_QUIET_MAX: u64 = 30_000 * MS;
 const DATA_QUIET_MAX: u64 = 45_000 * MS;
+/// In a quiet period, a node still on the minority side this long after
+/// the partitions healed is stuck: the members of its table it cannot see
+/// crashed for good. The operator's remedy (README) is to restart it.
+const STUCK_MINORITY_AFTER: u64 = 10_000 * MS;
 
 fn timing() -> GossipTiming {
     GossipTiming {
@@ -270,6 +281,9 @@ struct Node {
     pull_scheduled: bool,
     writes: BTreeMap<u64, PendingWrite>,
     ae_shard: usize,
+    /// On the minority side of a partition (`cluster::majority`): keeps
+    /// its table, refuses writes.
+    minority: bool,
 }
 
 impl Node {
@@ -310,6 +324,7 @@ impl Node {
             pull_scheduled: false,
             writes: BTreeMap::new(),
             ae_shard: 0,
+            minority: false,
         }
     }
 }
@@ -375,6 +390,11 @@ struct Stats {
     excused: u64,
     /// Client writes refused by the join gate.
     refused_awaiting_seed: u64,
+    /// Writes refused on the minority side of a partition.
+    refused_minority: u64,
+    /// Nodes restarted in a quiet period because they stayed in a
+    /// minority whose missing members had crashed for good.
+    stuck_restarts: u64,
 }
 
 struct Sim {
@@ -628,6 +648,7 @@ impl Sim {
         n.pull_scheduled = false;
         n.writes.clear();
         n.ae_shard = self.key_shards[0].0;
+        n.minority = false;
         let life = n.life;
         if rejoin {
             self.stats.restarts += 1;
@@ -744,6 +765,23 @@ impl Sim {
         let members: Vec<NodeIdentity> = foca.iter_members().map(|m| m.id().clone()).collect();
         let replicas = if self.sabotage == Sabotage::OneOwner { 1 } else { RF };
         let (topo, fresh) = memo_topology(&me, &members, n.epoch, replicas);
+        // Only a side that sees most of its table changes it (as
+        // `net::gossip`'s publish, with the same function).
+        let decision = decide(
+            PartitionMode::Majority,
+            n.topo.nodes.iter().map(|m| m.name.as_str()),
+            topo.nodes.iter().map(|m| m.name.as_str()),
+        );
+        let was = n.minority;
+        n.minority = decision != Decision::Adopt;
+        if n.minority != was {
+            let text = format!("{} {decision:?}", self.nodes[i].name);
+            self.log(text);
+        }
+        let n = &mut self.nodes[i];
+        if n.minority {
+            return;
+        }
         let digest = members_digest(&topo);
         if digest == n.digest {
             return;
@@ -1026,6 +1064,11 @@ impl Sim {
             self.stats.refused_awaiting_seed += 1;
             return;
         }
+        // The minority side of a partition refuses writes (-CLUSTERDOWN).
+        if self.nodes[i].minority {
+            self.stats.refused_minority += 1;
+            return;
+        }
         let slot = key_slot(&key);
         let primary = self.nodes[i].topo.table.primary(slot).expect("a member").name.clone();
         if primary == self.nodes[i].name {
@@ -1096,10 +1139,12 @@ impl Sim {
         self.log(format!("ack {} v{} by {:?}", String::from_utf8_lossy(&w.key), w.version, w.holders));
         let newer = self.oracle.acked.get(&w.key).is_none_or(|a| a.version < w.version);
         if newer {
-            self.oracle.acked.insert(
-                w.key,
-                Acked { version: w.version, deleted: w.deleted, holders: w.holders.len(), crashed: BTreeSet::new() },
-            );
+            // A holder may have crashed after applying, while its ack was
+            // on the way: that copy is gone already.
+            let crashed: BTreeSet<usize> = w.holders.iter().copied().filter(|&h| !self.nodes[h].up).collect();
+            self.oracle
+                .acked
+                .insert(w.key, Acked { version: w.version, deleted: w.deleted, holders: w.holders.len(), crashed });
         }
     }
 
@@ -1250,6 +1295,8 @@ impl Sim {
             // A member forwarded a key to a node alone in its table: it holds
             // none of their data (-TRYAGAIN, `net::exec`).
             Msg::Fwd { .. } if self.nodes[to].topo.nodes.len() < 2 => {}
+            // ... and so does a node on the minority side.
+            Msg::Fwd { .. } if self.nodes[to].minority => self.stats.refused_minority += 1,
             Msg::Fwd { key, op } => self.coordinate(to, key, op),
             Msg::Repl { write, req } => {
                 if self.sabotage != Sabotage::AckWithoutApply {
@@ -1433,7 +1480,32 @@ impl Sim {
         for n in &mut self.nodes {
             n.packets_sent = 0;
         }
+        let mut restarted_stuck = false;
         while !self.membership_agrees() {
+            if !restarted_stuck && self.now - start > STUCK_MINORITY_AFTER {
+                restarted_stuck = true;
+                let stuck: Vec<usize> = self.up_nodes().into_iter().filter(|&i| self.nodes[i].minority).collect();
+                for i in stuck {
+                    let gone: Vec<&str> = self.nodes[i]
+                        .topo
+                        .nodes
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .filter(|m| !self.nodes[index_of(m)].up)
+                        .collect();
+                    if gone.is_empty() {
+                        // Stuck although every member of its table is up:
+                        // the checks below report it.
+                        continue;
+                    }
+                    let text =
+                        format!("operator restarts {} (stuck in a minority; {gone:?} are gone)", self.nodes[i].name);
+                    self.log(text);
+                    self.stats.stuck_restarts += 1;
+                    self.crash(i);
+                    self.start(i);
+                }
+            }
             if self.now - start > MEMBERSHIP_QUIET_MAX {
                 let views: Vec<String> = self
                     .up_nodes()
@@ -1887,6 +1959,8 @@ fn simulated_clusters_keep_their_invariants() {
                 total.converged += s.converged;
                 total.excused += s.excused;
                 total.refused_awaiting_seed += s.refused_awaiting_seed;
+                total.refused_minority += s.refused_minority;
+                total.stuck_restarts += s.stuck_restarts;
                 total.packets += s.packets;
                 total.packets_lost += s.packets_lost;
                 total.msgs += s.msgs;
