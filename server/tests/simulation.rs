@@ -39,6 +39,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -47,12 +48,13 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ringcache_protocol::{Limits, RequestParser, SLOT_COUNT, key_slot};
 use ringcache_server::cluster::lifecycle::{Event, Lifecycle, Phase};
-use ringcache_server::cluster::majority::{Decision, PartitionMode, decide};
+use ringcache_server::cluster::majority::{Decision, PartitionMode, View, settle_ms};
 use ringcache_server::cluster::membership::{
     NodeIdentity, PacketKey, announce_targets, connected_after, members_digest, topology_of,
 };
 use ringcache_server::cluster::rebalance::{Plan, Send, plan, sender};
 use ringcache_server::cluster::replication::{ReadState, encode_current, encode_del, encode_put, parse_op, quorum};
+use ringcache_server::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, owners_changed, verdict};
 use ringcache_server::cluster::topology::{NodeInfo, Topology};
 use ringcache_server::config::GossipTiming;
 use ringcache_server::net::gossip::foca_config;
@@ -102,7 +104,15 @@ fn timing() -> GossipTiming {
     }
 }
 
-/// The keys clients write: plain keys and a few sharing a hash tag.
+/// Counters: keys clients only ever INCR (checked exactly).
+const COUNTERS: usize = 4;
+
+fn counter_key(i: usize) -> Vec<u8> {
+    format!("ctr:{i}").into_bytes()
+}
+
+/// The keys clients write: plain keys, a few sharing a hash tag, and the
+/// counters.
 fn key_universe() -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = (0..16).map(|i| format!("key:{i}").into_bytes()).collect();
     for tag in 0..4 {
@@ -110,6 +120,8 @@ fn key_universe() -> Vec<Vec<u8>> {
             keys.push(format!("{{user{tag}}}.{part}").into_bytes());
         }
     }
+    // Last: `client_op` picks plain keys among the others.
+    keys.extend((0..COUNTERS).map(counter_key));
     keys
 }
 
@@ -193,15 +205,32 @@ enum Msg {
     SendingReply {
         slots: Vec<(u16, bool)>,
     },
-    /// Anti-entropy: the primary's digest and states of a slot.
+    /// Anti-entropy: the primary's digest and states of a slot, under its
+    /// table (members digest).
     AeOffer {
         slot: u16,
         digest: u64,
+        table: u64,
         reqs: Vec<Vec<u8>>,
     },
-    /// The states the other owner had newer.
+    /// The states the other owner had newer, and whether it compared on
+    /// the same table (only then does the comparison settle the slot).
     AeReply {
+        slot: u16,
+        same_table: bool,
         reqs: Vec<Vec<u8>>,
+    },
+    /// `RC.READ` for a write's fetch (`cluster::settle`).
+    Read {
+        fetch: u64,
+        member: usize,
+        key: Vec<u8>,
+    },
+    /// Its answer: the key's state as the real reply encodes it.
+    ReadReply {
+        fetch: u64,
+        member: usize,
+        state: Vec<u8>,
     },
 }
 
@@ -217,6 +246,7 @@ enum Ev {
     CopyTimeout { node: usize, life: u64, id: u64 },
     Pull { node: usize, life: u64 },
     AntiEntropy { node: usize, life: u64 },
+    FetchTimeout { node: usize, life: u64, fetch: u64 },
 }
 
 /// Slot copies to one member (queued or in flight). The real shell has a
@@ -229,6 +259,16 @@ struct Job {
     attempts: u64,
 }
 
+/// A write waiting for its key's newest state (`cluster::settle`).
+#[derive(Debug)]
+struct PendingFetch {
+    op: ClientOp,
+    fetch: Fetch,
+    answered: Vec<bool>,
+    /// Times this write was held (bounded, as `net::exec`).
+    round: u32,
+}
+
 /// A write waiting for its quorum at the primary.
 #[derive(Debug)]
 struct PendingWrite {
@@ -237,6 +277,8 @@ struct PendingWrite {
     deleted: bool,
     holders: BTreeSet<usize>,
     need: usize,
+    /// What an INCR answered.
+    incr: Option<u64>,
 }
 
 struct Node {
@@ -284,6 +326,18 @@ struct Node {
     /// On the minority side of a partition (`cluster::majority`): keeps
     /// its table, refuses writes.
     minority: bool,
+    view: View,
+    /// Unsettled slots (`RebalanceState`'s bits), how many, and the
+    /// marking generation.
+    unsettled: Vec<bool>,
+    unsettled_n: usize,
+    unsettle_gen: u64,
+    /// Keys fetched since the last marking.
+    checked: BTreeSet<Vec<u8>>,
+    fetches: BTreeMap<u64, PendingFetch>,
+    /// Slot -> (generation, co-owners still to answer) of this node's
+    /// anti-entropy comparisons as primary.
+    ae_pending: BTreeMap<u16, (u64, BTreeSet<usize>)>,
 }
 
 impl Node {
@@ -325,6 +379,37 @@ impl Node {
             writes: BTreeMap::new(),
             ae_shard: 0,
             minority: false,
+            view: View::new(&format!("n{i}")),
+            unsettled: vec![false; usize::from(SLOT_COUNT)],
+            unsettled_n: 0,
+            unsettle_gen: 0,
+            checked: BTreeSet::new(),
+            fetches: BTreeMap::new(),
+            ae_pending: BTreeMap::new(),
+        }
+    }
+}
+
+impl Node {
+    /// `RebalanceState::unsettle`.
+    fn unsettle(&mut self, slots: impl IntoIterator<Item = u16>) {
+        self.unsettle_gen += 1;
+        self.checked.clear();
+        for slot in slots {
+            let bit = &mut self.unsettled[usize::from(slot)];
+            if !*bit {
+                *bit = true;
+                self.unsettled_n += 1;
+            }
+        }
+    }
+
+    /// `RebalanceState::settle`.
+    fn settle(&mut self, slot: u16, generation: u64) {
+        let bit = &mut self.unsettled[usize::from(slot)];
+        if self.unsettle_gen == generation && *bit {
+            *bit = false;
+            self.unsettled_n -= 1;
         }
     }
 }
@@ -368,6 +453,11 @@ struct Oracle {
     seen: BTreeMap<(usize, Vec<u8>), u64>,
     writes_acked: u64,
     writes_failed: u64,
+    /// (counter, value an acknowledged INCR answered) -> its holders: in a
+    /// linearizable counter no two acknowledged INCRs answer the same
+    /// value, unless every holder of the first crashed before the second
+    /// ran (then the count may legitimately restart lower).
+    incr_answers: BTreeMap<(Vec<u8>, u64), Acked>,
 }
 
 /// Counters reported at the end of a run.
@@ -395,6 +485,12 @@ struct Stats {
     /// Nodes restarted in a quiet period because they stayed in a
     /// minority whose missing members had crashed for good.
     stuck_restarts: u64,
+    /// Writes that fetched their key first, and those refused by the
+    /// fetch's verdict.
+    fetches: u64,
+    fetch_refusals: u64,
+    /// Acknowledged INCRs of the counters.
+    counter_incrs: u64,
 }
 
 struct Sim {
@@ -425,6 +521,9 @@ struct Sim {
     stats: Stats,
     /// Sabotage switches for checking that the invariants can fail.
     sabotage: Sabotage,
+    /// Whether two acknowledged INCRs answering the same value fail the
+    /// run (see `counters_stay_exact_under_partitions`).
+    check_counters: bool,
 }
 
 /// Ways to break the model on purpose (see `sabotaged_runs_are_caught`).
@@ -551,6 +650,7 @@ impl Sim {
             next_id: 0,
             stats: Stats::default(),
             sabotage,
+            check_counters: false,
         }
     }
 
@@ -649,6 +749,12 @@ impl Sim {
         n.writes.clear();
         n.ae_shard = self.key_shards[0].0;
         n.minority = false;
+        n.view = View::new(&n.name);
+        n.unsettled = vec![false; usize::from(SLOT_COUNT)];
+        n.unsettled_n = 0;
+        n.checked.clear();
+        n.fetches.clear();
+        n.ae_pending.clear();
         let life = n.life;
         if rejoin {
             self.stats.restarts += 1;
@@ -671,6 +777,12 @@ impl Sim {
                 a.crashed.insert(i);
             }
         }
+        for ((key, _), a) in self.oracle.incr_answers.iter_mut() {
+            let held = self.nodes[i].store.with_key(key, now_ms, |k| k.version()) >= a.version;
+            if held || topo.table.owns(&name, key_slot(key)) {
+                a.crashed.insert(i);
+            }
+        }
         self.oracle.seen.retain(|(n, _), _| *n != i);
         let n = &mut self.nodes[i];
         n.up = false;
@@ -680,6 +792,7 @@ impl Sim {
         n.jobs.clear();
         n.flying.clear();
         n.writes.clear();
+        n.fetches.clear();
         self.stats.crashes += 1;
         self.log(format!("{name} crashes"));
     }
@@ -709,6 +822,11 @@ impl Sim {
             self.at(self.now + after, Ev::Timer { node: i, life, timer });
         }
         for note in &notes {
+            // Declared down: the others moved on without this node (as
+            // `net::gossip`).
+            if matches!(note, OwnedNotification::Defunct | OwnedNotification::Rejoin(_)) {
+                self.nodes[i].unsettle(0..SLOT_COUNT);
+            }
             let text = match note {
                 OwnedNotification::MemberUp(m) => format!("sees {m:?} up"),
                 OwnedNotification::MemberDown(m) => format!("sees {m:?} down"),
@@ -767,11 +885,10 @@ impl Sim {
         let (topo, fresh) = memo_topology(&me, &members, n.epoch, replicas);
         // Only a side that sees most of its table changes it (as
         // `net::gossip`'s publish, with the same function).
-        let decision = decide(
-            PartitionMode::Majority,
-            n.topo.nodes.iter().map(|m| m.name.as_str()),
-            topo.nodes.iter().map(|m| m.name.as_str()),
-        );
+        let t = timing();
+        let settle = settle_ms(t.probe_period.as_millis() as u64, t.suspect.as_millis() as u64);
+        let decision =
+            n.view.decide(PartitionMode::Majority, topo.nodes.iter().map(|m| m.name.as_str()), self.now / MS, settle);
         let was = n.minority;
         n.minority = decision != Decision::Adopt;
         if n.minority != was {
@@ -802,6 +919,10 @@ impl Sim {
         let newcomer = n.phase.plans_as_newcomer(last.nodes.len() == 1);
         let old = effective_old(n, newcomer, &last, &new, replicas);
         expect_imports(n, newcomer, &old, &new, replicas);
+        let changed = owners_changed(&last, &new);
+        if !changed.is_empty() {
+            n.unsettle(changed);
+        }
         n.topo = new.clone();
         if new.nodes.len() > 1 {
             n.phase.met();
@@ -1072,7 +1193,7 @@ impl Sim {
         let slot = key_slot(&key);
         let primary = self.nodes[i].topo.table.primary(slot).expect("a member").name.clone();
         if primary == self.nodes[i].name {
-            self.coordinate(i, key, op);
+            self.coordinate(i, key, op, 0);
         } else {
             self.send(i, index_of(&primary), Msg::Fwd { key, op });
         }
@@ -1080,13 +1201,45 @@ impl Sim {
 
     /// The primary runs the write once, snapshots the key and sends the
     /// state to the other owners (`net::exec`).
-    fn coordinate(&mut self, i: usize, key: Vec<u8>, op: ClientOp) {
+    fn coordinate(&mut self, i: usize, key: Vec<u8>, op: ClientOp, round: u32) {
         let now_ms = now_ms(self.now);
         let slot = key_slot(&key);
         let n = &mut self.nodes[i];
         if n.topo.table.primary(slot).is_none_or(|p| p.name != n.name) {
             return; // -TRYAGAIN: the tables disagree for a moment
         }
+        // A write held for a fetch runs through the minority check again.
+        if n.minority {
+            self.stats.refused_minority += 1;
+            return;
+        }
+        // A key of an importing or unsettled slot: its newest state first
+        // (`cluster::settle`, as `net::exec` holds the request).
+        let state = KeyState {
+            unsettled: n.unsettled[usize::from(slot)],
+            importing_from: n.imports.get(&slot).map(|s| Arc::from(s.as_str())),
+            here: n.store.with_key(&key, now_ms, |k| k.exists() || k.tombstone().is_some()),
+            fetched: n.checked.contains(&key),
+        };
+        if let Some(fetch) = fetch_for(&n.topo, slot, &key, &state, true) {
+            if round >= 3 {
+                self.stats.fetch_refusals += 1;
+                return;
+            }
+            let id = self.id();
+            let targets: Vec<usize> = fetch.from.iter().map(|(m, _)| index_of(m)).collect();
+            let answered = vec![false; targets.len()];
+            let n = &mut self.nodes[i];
+            n.fetches.insert(id, PendingFetch { op, fetch, answered, round: round + 1 });
+            let life = n.life;
+            self.stats.fetches += 1;
+            for (member, t) in targets.into_iter().enumerate() {
+                self.send(i, t, Msg::Read { fetch: id, member, key: key.clone() });
+            }
+            self.at(self.now + WRITE_TIMEOUT, Ev::FetchTimeout { node: i, life, fetch: id });
+            return;
+        }
+        let n = &mut self.nodes[i];
         let done = n.store.with_key(&key, now_ms, |k| {
             match &op {
                 ClientOp::Set(v) => k.set(v.to_string().as_bytes(), None),
@@ -1103,6 +1256,10 @@ impl Sim {
             Some((req.to_vec(), k.version(), k.value().map(<[u8]>::to_vec)))
         });
         let Some((req, version, value)) = done else { return };
+        let incr = match op {
+            ClientOp::Incr => value.as_deref().and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
+            _ => None,
+        };
         if n.topo.nodes.len() == 1 {
             n.phase.wrote_alone();
         }
@@ -1121,7 +1278,7 @@ impl Sim {
         let write = self.id();
         let mut holders = BTreeSet::new();
         holders.insert(i);
-        let pending = PendingWrite { key, version, deleted, holders, need };
+        let pending = PendingWrite { key, version, deleted, holders, need, incr };
         if need <= 1 {
             self.acked(pending);
             return;
@@ -1134,9 +1291,47 @@ impl Sim {
         self.at(self.now + WRITE_TIMEOUT, Ev::WriteTimeout { node: i, life, write });
     }
 
+    /// A write's fetch ended (every member answered, or the timeout):
+    /// the verdict runs it or refuses it.
+    fn finish_fetch(&mut self, i: usize, id: u64) {
+        let Some(pf) = self.nodes[i].fetches.remove(&id) else { return };
+        match verdict(&pf.fetch, &pf.answered, W) {
+            Verdict::Fetched => {
+                self.nodes[i].checked.insert(pf.fetch.key.clone());
+                self.coordinate(i, pf.fetch.key, pf.op, pf.round);
+            }
+            other => {
+                self.stats.fetch_refusals += 1;
+                let text =
+                    format!("{} refuses {:?}: {other:?}", self.nodes[i].name, String::from_utf8_lossy(&pf.fetch.key));
+                self.log(text);
+            }
+        }
+    }
+
     fn acked(&mut self, w: PendingWrite) {
         self.oracle.writes_acked += 1;
         self.log(format!("ack {} v{} by {:?}", String::from_utf8_lossy(&w.key), w.version, w.holders));
+        if let Some(n) = w.incr
+            && w.key.starts_with(b"ctr:")
+        {
+            self.stats.counter_incrs += 1;
+            let k = (w.key.clone(), n);
+            if let Some(first) = self.oracle.incr_answers.get(&k)
+                && !first.excused()
+                && self.check_counters
+            {
+                self.fail(format!(
+                    "two acknowledged INCRs of {} answered {n} (v{} and v{}): an increment was lost",
+                    String::from_utf8_lossy(&w.key),
+                    first.version,
+                    w.version
+                ));
+            }
+            let crashed: BTreeSet<usize> = w.holders.iter().copied().filter(|&h| !self.nodes[h].up).collect();
+            let record = Acked { version: w.version, deleted: false, holders: w.holders.len(), crashed };
+            self.oracle.incr_answers.insert(k, record);
+        }
         let newer = self.oracle.acked.get(&w.key).is_none_or(|a| a.version < w.version);
         if newer {
             // A holder may have crashed after applying, while its ack was
@@ -1161,11 +1356,20 @@ impl Sim {
         n.ae_shard = next;
         let life = n.life;
         self.at(self.now + AE_ROUND * gap as u64, Ev::AntiEntropy { node: i, life });
-        let n = &self.nodes[i];
-        if n.topo.nodes.len() < 2 || !n.imports.is_empty() || self.sabotage.no_anti_entropy() {
+        let n = &mut self.nodes[i];
+        if !n.imports.is_empty() || self.sabotage.no_anti_entropy() {
+            return;
+        }
+        let generation = n.unsettle_gen;
+        if n.topo.nodes.len() < 2 {
+            // Alone: no co-owner can hold anything newer.
+            for slot in 0..SLOT_COUNT {
+                n.settle(slot, generation);
+            }
             return;
         }
         let topo = n.topo.clone();
+        let table = members_digest(&topo);
         for slot in slots {
             let owners = topo.table.owners(slot);
             if !owners.contains(&topo.me) {
@@ -1176,26 +1380,32 @@ impl Sim {
                     let reqs: Vec<Vec<u8>> =
                         snapshot(&self.nodes[i].store, slot, now_ms).into_iter().map(|(_, _, r)| r).collect();
                     let to = index_of(&topo.table.members[usize::from(owners[0])].name);
-                    self.send(i, to, Msg::AeOffer { slot, digest, reqs });
+                    self.send(i, to, Msg::AeOffer { slot, digest, table, reqs });
                 }
                 continue;
             }
             if owners.first() != Some(&topo.me) {
+                // Writes run at the primary only: nothing to settle here.
+                self.nodes[i].settle(slot, generation);
                 continue;
             }
             let digest = self.nodes[i].store.slot_digests(&[slot])[0];
             let reqs: Vec<Vec<u8>> =
                 snapshot(&self.nodes[i].store, slot, now_ms).into_iter().map(|(_, _, r)| r).collect();
-            for &o in topo.table.owners(slot).iter().skip(1) {
-                let to = index_of(&topo.table.members[usize::from(o)].name);
-                self.send(i, to, Msg::AeOffer { slot, digest, reqs: reqs.clone() });
+            let co_owners: BTreeSet<usize> =
+                owners.iter().skip(1).map(|&o| index_of(&topo.table.members[usize::from(o)].name)).collect();
+            self.nodes[i].ae_pending.insert(slot, (generation, co_owners.clone()));
+            for to in co_owners {
+                self.send(i, to, Msg::AeOffer { slot, digest, table, reqs: reqs.clone() });
             }
         }
     }
 
-    fn ae_offer(&mut self, i: usize, from: usize, slot: u16, digest: u64, reqs: Vec<Vec<u8>>) {
+    fn ae_offer(&mut self, i: usize, from: usize, slot: u16, digest: u64, table: u64, reqs: Vec<Vec<u8>>) {
         let now_ms = now_ms(self.now);
+        let same_table = members_digest(&self.nodes[i].topo) == table;
         if self.nodes[i].store.slot_digests(&[slot])[0] == digest {
+            self.send(i, from, Msg::AeReply { slot, same_table, reqs: Vec::new() });
             return;
         }
         let offered: BTreeMap<Vec<u8>, u64> = reqs.iter().map(|r| parse_req(r)).collect();
@@ -1210,9 +1420,7 @@ impl Sim {
             }
             self.apply(i, r);
         }
-        if !newer_here.is_empty() {
-            self.send(i, from, Msg::AeReply { reqs: newer_here });
-        }
+        self.send(i, from, Msg::AeReply { slot, same_table, reqs: newer_here });
     }
 
     // ---- events -------------------------------------------------------------------
@@ -1278,6 +1486,11 @@ impl Sim {
                     self.anti_entropy(node);
                 }
             }
+            Ev::FetchTimeout { node, life, fetch } => {
+                if self.life_ok(node, life) {
+                    self.finish_fetch(node, fetch);
+                }
+            }
             Ev::Deliver { from, to, to_life, msg } => {
                 // A crash or a partition breaks the connection: what was
                 // in flight is lost.
@@ -1297,7 +1510,7 @@ impl Sim {
             Msg::Fwd { .. } if self.nodes[to].topo.nodes.len() < 2 => {}
             // ... and so does a node on the minority side.
             Msg::Fwd { .. } if self.nodes[to].minority => self.stats.refused_minority += 1,
-            Msg::Fwd { key, op } => self.coordinate(to, key, op),
+            Msg::Fwd { key, op } => self.coordinate(to, key, op, 0),
             Msg::Repl { write, req } => {
                 if self.sabotage != Sabotage::AckWithoutApply {
                     self.apply(to, &req);
@@ -1349,10 +1562,42 @@ impl Sim {
                 }
                 self.check_joining(to);
             }
-            Msg::AeOffer { slot, digest, reqs } => self.ae_offer(to, from, slot, digest, reqs),
-            Msg::AeReply { reqs } => {
+            Msg::AeOffer { slot, digest, table, reqs } => self.ae_offer(to, from, slot, digest, table, reqs),
+            Msg::AeReply { slot, same_table, reqs } => {
                 for r in &reqs {
                     self.apply(to, r);
+                }
+                // Compared with this co-owner on the same table: once every
+                // co-owner did, the slot settles (`net::antientropy`).
+                let n = &mut self.nodes[to];
+                if same_table && let Some((generation, left)) = n.ae_pending.get_mut(&slot) {
+                    left.remove(&from);
+                    if left.is_empty() {
+                        let generation = *generation;
+                        n.ae_pending.remove(&slot);
+                        n.settle(slot, generation);
+                    }
+                }
+            }
+            Msg::Read { fetch, member, key } => {
+                let now_ms = now_ms(self.now);
+                let st = self.nodes[to].store.with_key(&key, now_ms, |k| ReadState::of(k));
+                let mut buf = BytesMut::new();
+                st.encode(&mut buf);
+                self.send(to, from, Msg::ReadReply { fetch, member, state: buf.to_vec() });
+            }
+            Msg::ReadReply { fetch, member, state } => {
+                let now_ms = now_ms(self.now);
+                let Some(st) = ReadState::parse(&state) else { self.fail("an RC.READ reply did not parse".into()) };
+                let n = &mut self.nodes[to];
+                let Some(pf) = n.fetches.get_mut(&fetch) else { return };
+                pf.answered[member] = true;
+                let key = pf.fetch.key.clone();
+                let done = pf.answered.iter().all(|&a| a);
+                n.store.with_key(&key, now_ms, |k| st.apply_to(k));
+                self.touched.push((to, key));
+                if done {
+                    self.finish_fetch(to, fetch);
                 }
             }
         }
@@ -1660,7 +1905,14 @@ impl Sim {
     fn client_op(&mut self) {
         let up = self.up_nodes();
         let i = self.rng.pick(&up);
-        let key = self.keys[self.rng.below(self.keys.len() as u64) as usize].clone();
+        if self.rng.chance(0.2) {
+            let key = counter_key(self.rng.below(COUNTERS as u64) as usize);
+            self.client(i, key, ClientOp::Incr);
+            self.check_touched();
+            return;
+        }
+        let plain = self.keys.len() - COUNTERS;
+        let key = self.keys[self.rng.below(plain as u64) as usize].clone();
         let op = match self.rng.below(10) {
             0..=4 => ClientOp::Set(self.rng.below(1_000_000)),
             5..=7 => ClientOp::Incr,
@@ -1851,8 +2103,11 @@ fn memo_newcomer(new: &Topology, newcomer: &str, me: &str, replicas: usize) -> R
 const DEFAULT_SEEDS: u64 = 40;
 const PHASES: usize = 2;
 const PHASE_MS: u64 = 6000;
-/// Seeds each sabotage gets to be caught in.
-const SABOTAGE_SEEDS: u64 = 16;
+/// Seeds each sabotage gets to be caught in. `NoCopies` takes the most
+/// (seed 27): since writes fetch a key still arriving from the slot's
+/// previous owner, missing copies lose no acknowledged write and show
+/// only as owners that never agree.
+const SABOTAGE_SEEDS: u64 = 40;
 
 thread_local! {
     /// Set while a simulation runs: its panics become reports, not noise.
@@ -1872,8 +2127,13 @@ fn quiet_panics_in_simulations() {
 }
 
 fn run_seed(seed: u64, sabotage: Sabotage) -> Result<Stats, String> {
+    run_seed_checking(seed, sabotage, false)
+}
+
+fn run_seed_checking(seed: u64, sabotage: Sabotage, check_counters: bool) -> Result<Stats, String> {
     quiet_panics_in_simulations();
     let mut sim = Sim::new(seed, sabotage);
+    sim.check_counters = check_counters;
     IN_SIM.with(|f| f.set(true));
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| sim.run(PHASES, PHASE_MS)));
     IN_SIM.with(|f| f.set(false));
@@ -1934,6 +2194,24 @@ fn sabotaged_models_are_caught() {
 
 #[test]
 fn simulated_clusters_keep_their_invariants() {
+    run_seeds(false);
+}
+
+/// Known gap (issue 16): a write acknowledged by W owners that are on the
+/// minority side of a partition before the partition is detected (the
+/// old table is still in force there) is lost when the majority side's
+/// new owners of its slot, which never saw it, take the slot over: two
+/// acknowledged INCRs then answer the same value. 15 of 300 seeds
+/// (40-339) show it. Fixing it needs the majority side to reach a
+/// write-quorum-intersecting set of a slot's previous owners (or the
+/// minority side to stop acknowledging before it can be declared down).
+#[test]
+#[ignore = "known gap: writes acknowledged on a minority before the partition is detected"]
+fn counters_stay_exact_under_partitions() {
+    run_seeds(true);
+}
+
+fn run_seeds(check_counters: bool) {
     let seeds: Vec<u64> = match env_u64("RINGCACHE_SIM_SEED") {
         Some(s) => vec![s],
         None => {
@@ -1945,7 +2223,7 @@ fn simulated_clusters_keep_their_invariants() {
     let mut total = Stats::default();
     let mut failures: Vec<String> = Vec::new();
     for &seed in &seeds {
-        match run_seed(seed, Sabotage::None) {
+        match run_seed_checking(seed, Sabotage::None, check_counters) {
             Ok(s) => {
                 total.steps += s.steps;
                 total.crashes += s.crashes;
@@ -1961,6 +2239,9 @@ fn simulated_clusters_keep_their_invariants() {
                 total.refused_awaiting_seed += s.refused_awaiting_seed;
                 total.refused_minority += s.refused_minority;
                 total.stuck_restarts += s.stuck_restarts;
+                total.fetches += s.fetches;
+                total.fetch_refusals += s.fetch_refusals;
+                total.counter_incrs += s.counter_incrs;
                 total.packets += s.packets;
                 total.packets_lost += s.packets_lost;
                 total.msgs += s.msgs;

@@ -7,17 +7,24 @@
 //! (INCRs on both sides lost acknowledged increments).
 //!
 //! The rule: a node adopts the member set gossip shows it only while that
-//! set holds a strict majority of its current table's members (the members
-//! it last agreed with). Otherwise it keeps its table and is in the
-//! *minority*: it refuses writes (`-CLUSTERDOWN`, not run) and serves
+//! set holds a strict majority of its *reference* table's members.
+//! Otherwise it keeps its table and is in the *minority*: it refuses writes (`-CLUSTERDOWN`, not run) and serves
 //! reads from its copy (or refuses them, `--minority-reads refuse`) until
 //! enough of those members are back. Joins count as well: a newcomer is
 //! added only by a side that holds a majority. `--partition-mode
 //! available` keeps the old behaviour: every side adopts what it sees and
 //! accepts writes; last writer wins on heal.
 //!
-//! Two disjoint sides cannot both hold a majority of one table, so a clean
-//! partition has at most one writing side. Views that differ per node
+//! The reference is the last table that stayed unchanged for a settle
+//! window (a few failure-detection periods), or the last table that only
+//! added members to it, not simply the previous one:
+//! gossip declares the members across a partition down one at a time, and
+//! a chain of single drops, each a majority of the table before it, would
+//! walk a minority down to a "majority" of itself (the simulation found
+//! exactly that: {n0, n4} of six). A node's first table with members
+//! becomes its reference at once (a fresh node adopts whatever it first
+//! sees). Two disjoint sides cannot both hold a majority of one reference,
+//! so a clean partition has at most one writing side. Views that differ per node
 //! (a node that missed a change) are not a consensus protocol: see
 //! ARCHITECTURE.md for what this does not cover.
 
@@ -48,8 +55,74 @@ pub enum Decision {
     },
 }
 
+/// A node's tables as this rule sees them (time is data: `now_ms` in).
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// The table majorities are counted against; `None` until the node
+    /// first adopted a table with other members.
+    reference: Option<BTreeSet<String>>,
+    /// The members of the table in force, and since when (ms).
+    current: BTreeSet<String>,
+    since_ms: u64,
+    /// The last decision was [`Decision::Minority`]: the table in force is
+    /// not agreed, and never becomes the reference.
+    minority: bool,
+}
+
+impl View {
+    /// The view of a node that has met no one yet.
+    pub fn new(me: &str) -> View {
+        View { reference: None, current: [me.to_string()].into(), since_ms: 0, minority: false }
+    }
+
+    /// The decision on `seen` (member names gossip shows, this node
+    /// included) at `now_ms`; a table that stayed in force `settle_ms`,
+    /// while this node was not in a minority, becomes the reference first. On [`Decision::Adopt`] `seen` is the
+    /// table in force from now on.
+    pub fn decide<'a>(
+        &mut self,
+        mode: PartitionMode,
+        seen: impl IntoIterator<Item = &'a str>,
+        now_ms: u64,
+        settle_ms: u64,
+    ) -> Decision {
+        let seen: BTreeSet<String> = seen.into_iter().map(str::to_string).collect();
+        if self.reference.is_some() && !self.minority && now_ms.saturating_sub(self.since_ms) >= settle_ms {
+            self.reference = Some(self.current.clone());
+        }
+        let base = self.reference.as_ref().unwrap_or(&self.current);
+        let d = decide(mode, base.iter().map(String::as_str), seen.iter().map(String::as_str));
+        if d == Decision::Adopt {
+            if seen != self.current {
+                self.since_ms = now_ms;
+            }
+            // Joins only (nothing of the reference dropped): the bigger
+            // table counts at once; any drop waits for the window.
+            let joins_only = self.reference.as_ref().is_none_or(|r| r.is_subset(&seen));
+            if joins_only && seen.len() > 1 {
+                self.reference = Some(seen.clone());
+            }
+            self.current = seen;
+        }
+        self.minority = d != Decision::Adopt;
+        d
+    }
+
+    /// The members majorities are counted against now.
+    pub fn reference(&self) -> impl Iterator<Item = &str> {
+        self.reference.as_ref().unwrap_or(&self.current).iter().map(String::as_str)
+    }
+}
+
+/// The settle window for gossip that probes every `probe_ms` and suspects
+/// for `suspect_ms`: ten detection periods, long enough for every member
+/// across one partition to be declared down.
+pub fn settle_ms(probe_ms: u64, suspect_ms: u64) -> u64 {
+    10 * (probe_ms + suspect_ms)
+}
+
 /// The decision on `seen` (member names gossip shows, this node included)
-/// for a node whose current table names `table` (this node included).
+/// for a node whose reference table names `table` (this node included).
 pub fn decide<'a>(
     mode: PartitionMode,
     table: impl IntoIterator<Item = &'a str>,
@@ -97,6 +170,49 @@ mod tests {
             Decision::Adopt,
             "available mode adopts anything"
         );
+    }
+
+    #[test]
+    fn joins_count_at_once() {
+        let mut v = View::new("a");
+        assert_eq!(v.decide(PartitionMode::Majority, ["a", "b"], 0, 6000), Decision::Adopt);
+        assert_eq!(v.decide(PartitionMode::Majority, ["a", "b", "c", "d", "e"], 100, 6000), Decision::Adopt);
+        // Formed a moment ago: {a, b} of five is not a majority.
+        assert_eq!(v.decide(PartitionMode::Majority, ["a", "b"], 200, 6000), Decision::Minority { seen: 2, of: 5 });
+    }
+
+    #[test]
+    fn drops_one_at_a_time_count_against_the_settled_table() {
+        let mut v = View::new("a");
+        let names = |s: &[&'static str]| s.to_vec();
+        assert_eq!(v.decide(PartitionMode::Majority, names(&["a", "b", "c", "d", "e", "f"]), 0, 6000), Decision::Adopt);
+        // Settled; then a partition {a, e} | {b, c, d, f} is detected one
+        // member at a time.
+        assert_eq!(v.decide(PartitionMode::Majority, names(&["a", "b", "c", "e", "f"]), 10_000, 6000), Decision::Adopt);
+        assert_eq!(v.decide(PartitionMode::Majority, names(&["a", "b", "e", "f"]), 10_100, 6000), Decision::Adopt);
+        assert_eq!(
+            v.decide(PartitionMode::Majority, names(&["a", "b", "e"]), 10_200, 6000),
+            Decision::Minority { seen: 3, of: 6 }
+        );
+        assert_eq!(
+            v.decide(PartitionMode::Majority, names(&["a", "e"]), 10_300, 6000),
+            Decision::Minority { seen: 2, of: 6 }
+        );
+        // In a minority the table in force never settles into the reference
+        // (it would let {a, e} count as 2 of 4 later).
+        assert_eq!(
+            v.decide(PartitionMode::Majority, names(&["a", "e"]), 60_000, 6000),
+            Decision::Minority { seen: 2, of: 6 }
+        );
+        // Failures far apart each count against the table before them.
+        let mut w = View::new("a");
+        assert_eq!(w.decide(PartitionMode::Majority, names(&["a", "b", "c"]), 0, 6000), Decision::Adopt);
+        assert_eq!(w.decide(PartitionMode::Majority, names(&["a", "b"]), 10_000, 6000), Decision::Adopt);
+        assert_eq!(
+            w.decide(PartitionMode::Majority, names(&["a"]), 30_000, 6000),
+            Decision::Minority { seen: 1, of: 2 }
+        );
+        assert_eq!(w.reference().collect::<Vec<_>>(), ["a", "b"]);
     }
 
     proptest! {

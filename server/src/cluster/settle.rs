@@ -23,6 +23,26 @@ use std::sync::Arc;
 use super::replication::quorum;
 use super::topology::Topology;
 
+/// The slots `now` gives this node whose owners differ from `last`'s
+/// (by name, in order): a co-owner may hold writes this node has not seen
+/// (it was primary meanwhile, or accepted writes on the other side of a
+/// partition), so they become unsettled. None while both tables are this
+/// node alone.
+pub fn owners_changed(last: &Topology, now: &Topology) -> Vec<u16> {
+    if last.nodes.len() < 2 && now.nodes.len() < 2 {
+        return Vec::new();
+    }
+    fn name(t: &Topology, o: u16) -> &str {
+        t.nodes[usize::from(o)].name.as_str()
+    }
+    (0..ringcache_protocol::SLOT_COUNT)
+        .filter(|&slot| {
+            let (a, b) = (last.table.owners(slot), now.table.owners(slot));
+            b.contains(&now.me) && (a.len() != b.len() || a.iter().zip(b).any(|(&x, &y)| name(last, x) != name(now, y)))
+        })
+        .collect()
+}
+
 /// Why a member is asked for a key's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -143,6 +163,27 @@ mod tests {
 
     fn state(unsettled: bool, importing_from: Option<&str>, here: bool) -> KeyState {
         KeyState { unsettled, importing_from: importing_from.map(Arc::from), here, fetched: false }
+    }
+
+    #[test]
+    fn a_new_member_unsettles_only_slots_whose_owners_changed_here() {
+        let last = topo(&["a", "b", "c"], "a");
+        assert!(owners_changed(&last, &last).is_empty());
+        let now = topo(&["a", "b", "c", "d"], "a");
+        let changed = owners_changed(&last, &now);
+        assert!(!changed.is_empty());
+        for slot in 0..ringcache_protocol::SLOT_COUNT {
+            let mine = now.table.owners(slot).contains(&now.me);
+            let same = last.table.owners(slot).len() == now.table.owners(slot).len()
+                && last
+                    .table
+                    .owners(slot)
+                    .iter()
+                    .zip(now.table.owners(slot))
+                    .all(|(&x, &y)| last.nodes[usize::from(x)].name == now.nodes[usize::from(y)].name);
+            assert_eq!(changed.contains(&slot), mine && !same, "slot {slot}");
+        }
+        assert!(owners_changed(&topo(&["a"], "a"), &topo(&["a"], "a")).is_empty());
     }
 
     #[test]

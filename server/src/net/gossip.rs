@@ -108,6 +108,10 @@ struct Driver {
     last_conflict_log: Option<Instant>,
     /// Since when some name has had two live members.
     conflict_since: Option<Instant>,
+    /// Which tables this node may adopt (`cluster::majority`), on the
+    /// driver's clock (ms since `started`).
+    view: majority::View,
+    started: Instant,
 }
 
 pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>) {
@@ -140,6 +144,8 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
         last_refuse_log: None,
         last_conflict_log: None,
         conflict_since: None,
+        view: majority::View::new(&g.me.name),
+        started: Instant::now(),
     };
     let join_by = Instant::now() + d.shared.config.join_timeout;
     let mut announce = tokio::time::interval(ANNOUNCE_PERIOD);
@@ -354,12 +360,13 @@ impl Driver {
         // Only a side that sees most of the members this node last agreed
         // with changes the table (`cluster::majority`); the other keeps it
         // and refuses writes until they are back.
-        let current = self.shared.topology();
-        let decision = majority::decide(
-            config.partition_mode,
-            current.nodes.iter().map(|n| n.name.as_str()),
-            probe.nodes.iter().map(|n| n.name.as_str()),
+        let settle = majority::settle_ms(
+            config.gossip.probe_period.as_millis() as u64,
+            config.gossip.suspect.as_millis() as u64,
         );
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let decision =
+            self.view.decide(config.partition_mode, probe.nodes.iter().map(|n| n.name.as_str()), now_ms, settle);
         if let majority::Decision::Minority { seen, of } = decision {
             if self.shared.minority().is_none() {
                 warn!(

@@ -25,7 +25,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ringcache_protocol::SLOT_COUNT;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
@@ -455,15 +454,8 @@ pub fn before_publish(shared: &Shared, now: &Topology) {
     let last = shared.topology();
     let old = effective_old(shared, &last, now);
     shared.rebalance.expect_imports(&old, now, newcomer(shared, &last));
-    // Slots whose owners changed: a co-owner may hold writes this node
-    // has not seen (it was primary meanwhile, or accepted writes on the
-    // other side of a partition).
-    if last.nodes.len() > 1 || now.nodes.len() > 1 {
-        let name = |t: &Topology, o: &u16| t.nodes[usize::from(*o)].name.clone();
-        let changed = (0..SLOT_COUNT).filter(|&slot| {
-            let (a, b) = (last.table.owners(slot), now.table.owners(slot));
-            b.contains(&now.me) && (a.len() != b.len() || a.iter().zip(b).any(|(x, y)| name(&last, x) != name(now, y)))
-        });
+    let changed = crate::cluster::settle::owners_changed(&last, now);
+    if !changed.is_empty() {
         shared.unsettle(changed);
     }
 }
