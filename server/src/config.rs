@@ -211,6 +211,20 @@ pub struct Flags {
     pub drain_timeout: Option<u64>,
 }
 
+impl Config {
+    /// The settings every member must share (checked on every gossip packet).
+    pub fn cluster_settings(&self) -> crate::cluster::membership::ClusterSettings {
+        crate::cluster::membership::ClusterSettings {
+            replicas: self.replicas,
+            vnodes: self.vnodes,
+            write_quorum: self.write_quorum,
+            read_quorum: self.read_quorum,
+            tombstone_grace_s: u32::try_from(self.tombstone_grace.as_secs()).unwrap_or(u32::MAX),
+            partition_available: self.partition_mode == PartitionMode::Available,
+        }
+    }
+}
+
 /// What a node does with a key whose slot another node is primary for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Redirect {

@@ -195,6 +195,12 @@ pub static STATS: &[Stat] = &[
         "Gossip packets dropped: other cluster, wrong or missing secret, garbage.",
         |s| s.metrics.gossip_rejected.load(Relaxed),
     ),
+    c(
+        "cluster",
+        "gossip_settings_mismatch",
+        "Gossip packets refused from members with other --replicas, --vnodes, quorums, grace or partition mode.",
+        |s| s.metrics.gossip_settings_mismatch.load(Relaxed),
+    ),
     c("cluster", "gossip_errors", "Authenticated gossip packets the protocol could not use.", |s| {
         s.metrics.gossip_errors.load(Relaxed)
     }),

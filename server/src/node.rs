@@ -148,7 +148,7 @@ impl Node {
                     socket: gossip_socket,
                     me,
                     seeds: config.seeds.clone(),
-                    key: PacketKey::new(&config.cluster_name, Some(secret)),
+                    key: PacketKey::new(&config.cluster_name, Some(secret), config.cluster_settings()),
                     timing: config.gossip,
                     seed_addrs: Vec::new(),
                 };

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub net_output_bytes: AtomicU64,
     /// Gossip packets dropped: another cluster, a wrong secret, garbage.
     pub gossip_rejected: AtomicU64,
+    /// Authentic gossip packets from members with other cluster settings.
+    pub gossip_settings_mismatch: AtomicU64,
     /// Gossip packets foca could not use (decode errors and the like).
     pub gossip_errors: AtomicU64,
     /// Membership changes that produced a new topology.
@@ -134,6 +136,7 @@ impl Metrics {
             net_input_bytes: AtomicU64::new(0),
             net_output_bytes: AtomicU64::new(0),
             gossip_rejected: AtomicU64::new(0),
+            gossip_settings_mismatch: AtomicU64::new(0),
             gossip_errors: AtomicU64::new(0),
             topology_changes: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),

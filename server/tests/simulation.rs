@@ -50,7 +50,7 @@ use ringcache_protocol::{Limits, RequestParser, SLOT_COUNT, key_slot};
 use ringcache_server::cluster::lifecycle::{Event, Lifecycle, Phase};
 use ringcache_server::cluster::majority::{Decision, PartitionMode, View, settle_ms};
 use ringcache_server::cluster::membership::{
-    NodeIdentity, PacketKey, announce_targets, connected_after, members_digest, topology_of,
+    ClusterSettings, NodeIdentity, PacketKey, announce_targets, connected_after, members_digest, topology_of,
 };
 use ringcache_server::cluster::rebalance::{Plan, Send, plan, sender};
 use ringcache_server::cluster::replication::{ReadState, encode_current, encode_del, encode_put, parse_op, quorum};
@@ -634,7 +634,18 @@ impl Sim {
             seq: 0,
             events: BTreeMap::new(),
             nodes,
-            key: PacketKey::new("sim", Some("secret")),
+            key: PacketKey::new(
+                "sim",
+                Some("secret"),
+                ClusterSettings {
+                    replicas: RF as u32,
+                    vnodes: VNODES,
+                    write_quorum: W,
+                    read_quorum: 1,
+                    tombstone_grace_s: 600,
+                    partition_available: false,
+                },
+            ),
             seeds,
             partition: None,
             loss,
@@ -2165,7 +2176,7 @@ fn env_u64(name: &str) -> Option<u64> {
 /// The checker itself: every way of breaking the model must be caught
 /// within a few seeds (each is expected to fail; a pass is the error).
 /// About 25 s, so not part of the default run:
-/// `cargo test -p ringcache-server --test simulation -- --ignored --nocapture`;
+/// `cargo test -p ringcache-server --test simulation sabotaged -- --ignored --nocapture`;
 /// `RINGCACHE_SIM_SABOTAGE=<Name>` runs just one, with its report.
 #[test]
 #[ignore = "checks the checker; about 25 s"]

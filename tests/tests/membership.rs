@@ -82,6 +82,40 @@ fn a_pause_shorter_than_suspicion_is_not_a_failure() {
     }
 }
 
+/// Issue 16 item 7: a node with the right secret but other cluster-wide
+/// settings would build another slot table from the same members; it is
+/// refused (the members log which settings it has) instead of silently
+/// splitting the cluster.
+#[test]
+fn nodes_with_other_cluster_settings_never_join() {
+    let c = Cluster::start(2, &["--gossip-suspect-ms", "2000"]);
+    c.wait_converged(2);
+    let seed = format!("127.0.0.1:{}", c.ports[0].1);
+    let odd = Server::start(&[
+        "--node-name",
+        "odd",
+        "--seed",
+        &seed,
+        "--cluster-secret",
+        c.secret(),
+        "--vnodes",
+        "128",
+        "--join-timeout-ms",
+        "0",
+    ]);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        assert_eq!(c.known_nodes(0), 2);
+        assert_eq!(cluster_info_field(&mut odd.raw(), "cluster_known_nodes"), "1");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused: u64 = info_field(c.node(0), "gossip_settings_mismatch").parse().unwrap();
+    assert!(refused > 0, "no packet was refused for its settings");
+    // The members say which settings the stranger has (it hears nothing
+    // back: they never answer it).
+    c.node(0).wait_log("--vnodes 128");
+}
+
 #[test]
 fn nodes_without_the_secret_never_join() {
     let c = Cluster::start(2, &["--cluster-secret", "right", "--gossip-suspect-ms", "2000"]);

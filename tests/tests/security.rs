@@ -92,7 +92,9 @@ fn a_member_record_with_an_oversized_weight_is_refused() {
     let mut payload = Vec::new();
     CheckedCodec::default().encode_header(&header, &mut payload).expect("encode");
     let mut packet = Vec::new();
-    PacketKey::new("ringcache", Some(TEST_SECRET)).seal(&payload, &mut packet);
+    // The nodes' settings (the defaults), as a member's packets carry them.
+    let settings = ringcache_server::config::Config::default().cluster_settings();
+    PacketKey::new("ringcache", Some(TEST_SECRET), settings).seal(&payload, &mut packet);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.send_to(&packet, target).unwrap();
     c.eventually("the forged record to be refused", || {

@@ -12,11 +12,14 @@
 //! means every member record tells a late joiner everything placement needs:
 //! nothing depends on having seen an earlier broadcast.
 //!
-//! Packets: `MAGIC | MAC(16) | payload`, the MAC a keyed BLAKE3 hash of the
-//! payload under a key derived from the cluster name and the cluster
-//! secret (a node without one does not gossip at all). A packet from
-//! another cluster, or without the secret, fails the MAC and is dropped
-//! before foca sees it; one that passes is decoded by [`CheckedCodec`],
+//! Packets: `MAGIC | settings(21) | MAC(16) | payload`, the MAC a keyed
+//! BLAKE3 hash of the settings and the payload under a key derived from
+//! the cluster name and the cluster secret (a node without one does not
+//! gossip at all). A packet from another cluster, or without the secret,
+//! fails the MAC and is dropped before foca sees it; an authentic one from
+//! a member whose [`ClusterSettings`] differ is dropped too, and says which
+//! settings it has (members that differ would build different tables from
+//! the same member set); one that passes is decoded by [`CheckedCodec`],
 //! which refuses member records outside the bounds of
 //! [`NodeIdentity::check`] (a member with the secret is still not trusted
 //! to size this node's ring).
@@ -213,10 +216,70 @@ impl foca::Codec<NodeIdentity> for CheckedCodec {
     }
 }
 
-const MAGIC: &[u8; 4] = b"RCg1";
+const MAGIC: &[u8; 4] = b"RCg2";
 const MAC_LEN: usize = 16;
 /// Bytes a sealed packet adds to foca's payload.
-pub const SEAL_OVERHEAD: usize = MAGIC.len() + MAC_LEN;
+pub const SEAL_OVERHEAD: usize = MAGIC.len() + SETTINGS_LEN + MAC_LEN;
+
+/// The settings every member of a cluster must share: members that
+/// differ would build different slot tables, quorums or tombstone horizons
+/// from the same member set while their members digests agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `--replicas`.
+    pub replicas: u32,
+    /// `--vnodes`.
+    pub vnodes: u32,
+    /// `--write-quorum`.
+    pub write_quorum: u32,
+    /// `--read-quorum`.
+    pub read_quorum: u32,
+    /// `--tombstone-grace`, seconds (saturating at u32::MAX).
+    pub tombstone_grace_s: u32,
+    /// `--partition-mode available`.
+    pub partition_available: bool,
+}
+
+const SETTINGS_LEN: usize = 21;
+
+impl ClusterSettings {
+    fn encode(&self) -> [u8; SETTINGS_LEN] {
+        let mut out = [0u8; SETTINGS_LEN];
+        let words = [self.replicas, self.vnodes, self.write_quorum, self.read_quorum, self.tombstone_grace_s];
+        for (i, w) in words.iter().enumerate() {
+            out[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
+        }
+        out[20] = u8::from(self.partition_available);
+        out
+    }
+
+    fn decode(b: &[u8; SETTINGS_LEN]) -> Self {
+        let w = |i: usize| u32::from_be_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]);
+        ClusterSettings {
+            replicas: w(0),
+            vnodes: w(1),
+            write_quorum: w(2),
+            read_quorum: w(3),
+            tombstone_grace_s: w(4),
+            partition_available: b[20] != 0,
+        }
+    }
+}
+
+impl fmt::Display for ClusterSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "--replicas {} --vnodes {} --write-quorum {} --read-quorum {} --tombstone-grace {} --partition-mode {}",
+            self.replicas,
+            self.vnodes,
+            self.write_quorum,
+            self.read_quorum,
+            self.tombstone_grace_s,
+            if self.partition_available { "available" } else { "majority" }
+        )
+    }
+}
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,12 +290,15 @@ pub enum Rejected {
     NotRingcache,
     /// Another cluster, or a wrong or missing secret.
     BadMac,
+    /// An authentic packet from a member whose settings differ (these).
+    SettingsDiffer(ClusterSettings),
 }
 
 /// Seals and opens gossip packets of one cluster.
 #[derive(Clone)]
 pub struct PacketKey {
     key: [u8; 32],
+    settings: ClusterSettings,
 }
 
 impl fmt::Debug for PacketKey {
@@ -255,13 +321,17 @@ pub fn cluster_key(purpose: &str, cluster_name: &str, secret: Option<&str>) -> [
 }
 
 impl PacketKey {
-    /// The key of cluster `cluster_name` with `secret` (derived with BLAKE3).
-    pub fn new(cluster_name: &str, secret: Option<&str>) -> Self {
-        PacketKey { key: cluster_key("ringcache gossip packet v1", cluster_name, secret) }
+    /// The key of cluster `cluster_name` with `secret` (derived with
+    /// BLAKE3), for a node with `settings`.
+    pub fn new(cluster_name: &str, secret: Option<&str>, settings: ClusterSettings) -> Self {
+        PacketKey { key: cluster_key("ringcache gossip packet v1", cluster_name, secret), settings }
     }
 
-    fn mac(&self, payload: &[u8]) -> [u8; MAC_LEN] {
-        let full = blake3::keyed_hash(&self.key, payload);
+    fn mac(&self, settings: &[u8], payload: &[u8]) -> [u8; MAC_LEN] {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(settings);
+        h.update(payload);
+        let full = h.finalize();
         let mut out = [0u8; MAC_LEN];
         out.copy_from_slice(&full.as_bytes()[..MAC_LEN]);
         out
@@ -269,8 +339,10 @@ impl PacketKey {
 
     /// Appends the sealed packet for `payload` to `out`.
     pub fn seal(&self, payload: &[u8], out: &mut Vec<u8>) {
+        let settings = self.settings.encode();
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.mac(payload));
+        out.extend_from_slice(&settings);
+        out.extend_from_slice(&self.mac(&settings, payload));
         out.extend_from_slice(payload);
     }
 
@@ -282,11 +354,16 @@ impl PacketKey {
         if &packet[..MAGIC.len()] != MAGIC {
             return Err(Rejected::NotRingcache);
         }
-        let (mac, payload) = packet[MAGIC.len()..].split_at(MAC_LEN);
-        let want = self.mac(payload);
+        let (settings, rest) = packet[MAGIC.len()..].split_at(SETTINGS_LEN);
+        let (mac, payload) = rest.split_at(MAC_LEN);
+        let want = self.mac(settings, payload);
         // Constant time: no early exit on the first differing byte.
         if mac.iter().zip(want.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
             return Err(Rejected::BadMac);
+        }
+        let theirs = ClusterSettings::decode(settings.try_into().expect("SETTINGS_LEN bytes"));
+        if theirs != self.settings {
+            return Err(Rejected::SettingsDiffer(theirs));
         }
         Ok(payload)
     }
@@ -391,6 +468,32 @@ pub fn members_digest(t: &Topology) -> u64 {
 mod tests {
     use super::*;
 
+    const SETTINGS: ClusterSettings = ClusterSettings {
+        replicas: 3,
+        vnodes: 256,
+        write_quorum: 2,
+        read_quorum: 1,
+        tombstone_grace_s: 600,
+        partition_available: false,
+    };
+
+    #[test]
+    fn members_with_other_settings_are_refused_and_named() {
+        let mut p = Vec::new();
+        let other = ClusterSettings { vnodes: 128, ..SETTINGS };
+        PacketKey::new("c", Some("s"), other).seal(b"x", &mut p);
+        let mine = PacketKey::new("c", Some("s"), SETTINGS);
+        assert_eq!(mine.open(&p), Err(Rejected::SettingsDiffer(other)));
+        assert!(other.to_string().contains("--vnodes 128"));
+        // The settings are under the MAC: changing them in flight fails it.
+        let mut forged = p.clone();
+        forged[4 + 7] ^= 1;
+        assert_eq!(mine.open(&forged), Err(Rejected::BadMac));
+        let mut q = Vec::new();
+        PacketKey::new("c", Some("s"), SETTINGS).seal(b"x", &mut q);
+        assert_eq!(mine.open(&q), Ok(&b"x"[..]));
+    }
+
     fn id(name: &str, port: u16, generation: u64) -> NodeIdentity {
         NodeIdentity {
             name: name.to_string(),
@@ -403,13 +506,13 @@ mod tests {
 
     #[test]
     fn sealed_packets_open_only_with_the_same_cluster_and_secret() {
-        let key = PacketKey::new("prod", Some("s3cret"));
+        let key = PacketKey::new("prod", Some("s3cret"), SETTINGS);
         let mut packet = Vec::new();
         key.seal(b"hello", &mut packet);
         assert_eq!(key.open(&packet), Ok(&b"hello"[..]));
-        assert_eq!(PacketKey::new("prod", Some("other")).open(&packet), Err(Rejected::BadMac));
-        assert_eq!(PacketKey::new("prod", None).open(&packet), Err(Rejected::BadMac));
-        assert_eq!(PacketKey::new("staging", Some("s3cret")).open(&packet), Err(Rejected::BadMac));
+        assert_eq!(PacketKey::new("prod", Some("other"), SETTINGS).open(&packet), Err(Rejected::BadMac));
+        assert_eq!(PacketKey::new("prod", None, SETTINGS).open(&packet), Err(Rejected::BadMac));
+        assert_eq!(PacketKey::new("staging", Some("s3cret"), SETTINGS).open(&packet), Err(Rejected::BadMac));
         let mut tampered = packet.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(key.open(&tampered), Err(Rejected::BadMac));
@@ -417,9 +520,9 @@ mod tests {
         assert_eq!(key.open(&[0u8; 64]), Err(Rejected::NotRingcache));
         // Without a secret the cluster name alone separates clusters.
         let mut p = Vec::new();
-        PacketKey::new("a", None).seal(b"x", &mut p);
-        assert_eq!(PacketKey::new("b", None).open(&p), Err(Rejected::BadMac));
-        assert_eq!(PacketKey::new("a", None).open(&p), Ok(&b"x"[..]));
+        PacketKey::new("a", None, SETTINGS).seal(b"x", &mut p);
+        assert_eq!(PacketKey::new("b", None, SETTINGS).open(&p), Err(Rejected::BadMac));
+        assert_eq!(PacketKey::new("a", None, SETTINGS).open(&p), Ok(&b"x"[..]));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use tracing::{debug, error, info, warn};
 use crate::cluster::lifecycle::{Event, Phase};
 use crate::cluster::majority;
 use crate::cluster::membership::{
-    CheckedCodec, NodeIdentity, PacketKey, SEAL_OVERHEAD, announce_targets, connected_after, members_digest,
+    CheckedCodec, NodeIdentity, PacketKey, Rejected, SEAL_OVERHEAD, announce_targets, connected_after, members_digest,
     name_conflicts, topology_of,
 };
 use crate::config::GossipTiming;
@@ -106,6 +106,7 @@ struct Driver {
     refused_seen: u64,
     last_refuse_log: Option<Instant>,
     last_conflict_log: Option<Instant>,
+    last_settings_log: Option<Instant>,
     /// Since when some name has had two live members.
     conflict_since: Option<Instant>,
     /// Which tables this node may adopt (`cluster::majority`), on the
@@ -143,6 +144,7 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
         refused_seen: 0,
         last_refuse_log: None,
         last_conflict_log: None,
+        last_settings_log: None,
         conflict_since: None,
         view: majority::View::new(&g.me.name),
         started: Instant::now(),
@@ -254,6 +256,20 @@ impl Driver {
                         self.shared.metrics.gossip_errors.fetch_add(1, Relaxed);
                         debug!(%from, error = %e, "gossip packet not usable");
                     }
+                }
+            }
+            Err(Rejected::SettingsDiffer(theirs)) => {
+                self.shared.metrics.gossip_settings_mismatch.fetch_add(1, Relaxed);
+                let now = Instant::now();
+                if self.last_settings_log.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_PERIOD) {
+                    error!(
+                        %from,
+                        "a node at {from} runs with other cluster settings ({theirs}) than this one ({}); it is \
+                         refused: every member needs the same --replicas, --vnodes, --write-quorum, --read-quorum, \
+                         --tombstone-grace and --partition-mode",
+                        self.shared.config.cluster_settings()
+                    );
+                    self.last_settings_log = Some(now);
                 }
             }
             Err(why) => {
