@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -87,11 +88,16 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdow
 }
 
 /// Runs the accepting side of the handshake; the peer's name on success.
+/// Handshake refusals that answered the stranger (counted before the answer).
+const NOT_A_PEER: &str = "not a peer handshake";
+const WRONG_PROOF: &str = "wrong proof (another cluster or secret)";
+
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     key: &LinkKey,
     input: &mut BytesMut,
     parser: &mut RequestParser,
+    refused: &AtomicU64,
 ) -> Result<String, &'static str> {
     // Unauthenticated: small arguments, few of them, few bytes in all.
     let mut next = async |stream: &mut S, input: &mut BytesMut| -> Result<Vec<Vec<u8>>, &'static str> {
@@ -117,9 +123,12 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let hello = next(stream, input).await?;
     let hello_args: Vec<&[u8]> = hello.iter().map(Vec::as_slice).collect();
     let Ok(Request::Hello { name, nonce: client_nonce }) = Request::decode(Args::from_slices(&hello_args)) else {
+        // Counted before the refusal leaves: whoever reads it and then
+        // asks INFO finds it counted.
+        refused.fetch_add(1, Relaxed);
         let _ = stream.write_all(b"-NOAUTH peer authentication required\r\n").await;
         let _ = stream.flush().await;
-        return Err("not a peer handshake");
+        return Err(NOT_A_PEER);
     };
     let sn = hex(&nonce());
     let proof = key.server_proof(client_nonce, sn.as_bytes());
@@ -132,9 +141,10 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let ok = matches!(Request::decode(Args::from_slices(&auth_args)),
         Ok(Request::Auth { proof }) if proof_eq(proof, key.client_proof(sn.as_bytes(), client_nonce).as_bytes()));
     if !ok {
+        refused.fetch_add(1, Relaxed);
         let _ = stream.write_all(b"-ERR peer authentication failed\r\n").await;
         let _ = stream.flush().await;
-        return Err("wrong proof (another cluster or secret)");
+        return Err(WRONG_PROOF);
     }
     stream.write_all(b"+OK\r\n").await.map_err(|_| "write failed")?;
     stream.flush().await.map_err(|_| "write failed")?;
@@ -151,10 +161,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let key = LinkKey::new(&shared.config.cluster_name, shared.config.cluster_secret.as_deref());
     let mut input = BytesMut::with_capacity(4096);
     let mut parser = RequestParser::new();
-    let peer = match timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, &key, &mut input, &mut parser)).await {
+    let refused = &shared.metrics.peer_rejected;
+    let peer = match timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, &key, &mut input, &mut parser, refused)).await {
         Ok(Ok(name)) => name,
         Ok(Err(why)) => {
-            shared.metrics.peer_rejected.fetch_add(1, Relaxed);
+            // (Refusals that answered were counted before the answer.)
+            if why != NOT_A_PEER && why != WRONG_PROOF {
+                refused.fetch_add(1, Relaxed);
+            }
             info!(%addr, why, "refused a peer connection");
             return;
         }
