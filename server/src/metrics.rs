@@ -161,6 +161,15 @@ pub static STATS: &[Stat] = &[
     c("replication", "tombstones_dropped", "Tombstones forgotten before their grace ended (per-shard bound).", |s| {
         s.store.stats.tombstones_dropped.load(Relaxed)
     }),
+    g("replication", "tombstone_bytes", "Memory the tombstones take (counted in used_memory).", |s| {
+        s.store.tombstone_bytes() as u64
+    }),
+    c(
+        "replication",
+        "tombstone_horizon_refusals",
+        "Copies of keys absent here refused because a tombstone of their slot was dropped early: safety over repair.",
+        |s| s.store.stats.horizon_refusals.load(Relaxed),
+    ),
     c("replication", "peer_rejected_connections", "Peer TCP connections refused (failed handshake, strangers).", |s| {
         s.metrics.peer_rejected.load(Relaxed)
     }),

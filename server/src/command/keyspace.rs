@@ -7,7 +7,7 @@ use super::{CmdError, CmdResult, Ctx, arg_i64, eq_ic};
 pub fn del(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let mut n = 0;
     for key in args.iter().skip(1) {
-        if ctx.shared.store.with_key(key, ctx.now_ms, |k| k.remove()).is_some() {
+        if ctx.shared.store.with_key(key, ctx.now_ms, |k| k.delete()).is_some() {
             n += 1;
         }
     }

@@ -195,7 +195,7 @@ pub fn getdel(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let out = &mut ctx.out;
     let hit = ctx.shared.store.with_key(args.get(1), ctx.now_ms, |k| {
         out.bulk_opt(k.value());
-        k.remove().is_some()
+        k.delete().is_some()
     });
     count(ctx, hit);
     Ok(())

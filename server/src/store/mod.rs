@@ -56,8 +56,17 @@ pub const SLOTS_PER_SHARD: usize = SLOT_COUNT as usize / SHARD_COUNT;
 pub const VERSION_NODE_BITS: u32 = 12;
 const VERSION_LOGICAL_BITS: u32 = 10;
 /// Tombstones kept per shard at most (262 144 in all); past it the one
-/// nearest to the end of its grace period goes first, counted.
+/// nearest to the end of its grace period goes first, counted, and its
+/// slot's horizon rises to its version (see [`KeyRef::apply`]).
 const TOMBS_PER_SHARD_MAX: usize = 1024;
+/// Bytes a tombstone costs besides twice its key (the key is held by both
+/// indexes): map and tree nodes, two boxes, version and deadline.
+const TOMB_OVERHEAD: usize = 96;
+
+#[inline]
+fn tomb_cost(key: &[u8]) -> usize {
+    2 * key.len() + TOMB_OVERHEAD
+}
 
 /// (unix ms, logical counter, node id) of a version.
 pub fn version_parts(v: u64) -> (u64, u64, u64) {
@@ -90,11 +99,13 @@ struct Tombs {
     by_until: std::collections::BTreeSet<(u64, Box<[u8]>)>,
     /// Per slot of the shard: XOR of [`digest_of`] over its tombstones.
     digests: [u64; SLOTS_PER_SHARD],
+    /// Sum of [`tomb_cost`] over the tombstones held (part of `used`).
+    bytes: usize,
 }
 
 impl Default for Tombs {
     fn default() -> Self {
-        Tombs { by_key: HashMap::new(), by_until: Default::default(), digests: [0; SLOTS_PER_SHARD] }
+        Tombs { by_key: HashMap::new(), by_until: Default::default(), digests: [0; SLOTS_PER_SHARD], bytes: 0 }
     }
 }
 
@@ -124,23 +135,25 @@ impl Tombs {
         let t = self.by_key.remove(key)?;
         self.by_until.remove(&(t.until_ms, Box::from(key)));
         self.flip(key, t.version);
+        self.bytes -= tomb_cost(key);
         Some(t)
     }
 
     /// Records `key`'s tombstone; at `max`, the one nearest to the end of
-    /// its grace period goes first (true if one did).
-    fn insert(&mut self, key: &[u8], tomb: Tomb, max: usize) -> bool {
+    /// its grace period goes first: its slot and version are returned.
+    fn insert(&mut self, key: &[u8], tomb: Tomb, max: usize) -> Option<(u16, u64)> {
         self.remove(key);
-        let mut dropped = false;
+        let mut dropped = None;
         if self.by_key.len() >= max
             && let Some((_, oldest)) = self.by_until.pop_first()
+            && let Some(t) = self.by_key.remove(&oldest)
         {
-            if let Some(t) = self.by_key.remove(&oldest) {
-                self.flip(&oldest, t.version);
-            }
-            dropped = true;
+            self.flip(&oldest, t.version);
+            self.bytes -= tomb_cost(&oldest);
+            dropped = Some((key_slot(&oldest), t.version));
         }
         self.flip(key, tomb.version);
+        self.bytes += tomb_cost(key);
         self.by_key.insert(key.into(), tomb);
         self.by_until.insert((tomb.until_ms, key.into()));
         dropped
@@ -153,6 +166,7 @@ impl Tombs {
             let (_, k) = self.by_until.pop_first().expect("checked");
             if let Some(t) = self.by_key.remove(&k) {
                 self.flip(&k, t.version);
+                self.bytes -= tomb_cost(&k);
             }
             n += 1;
         }
@@ -160,11 +174,12 @@ impl Tombs {
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
-        let (by_key, digests) = (&mut self.by_key, &mut self.digests);
+        let (by_key, digests, bytes) = (&mut self.by_key, &mut self.digests, &mut self.bytes);
         self.by_until.retain(|(_, k)| {
             let kept = keep(k);
             if !kept && let Some(t) = by_key.remove(k) {
                 digests[slot_index(key_slot(k))] ^= digest_of(k, t.version, true);
+                *bytes -= tomb_cost(k);
             }
             kept
         });
@@ -174,6 +189,7 @@ impl Tombs {
         self.by_key.clear();
         self.by_until.clear();
         self.digests = [0; SLOTS_PER_SHARD];
+        self.bytes = 0;
     }
 }
 
@@ -267,6 +283,10 @@ pub struct ShardInner {
     clock: u64,
     rng: u64,
     tombs: Tombs,
+    /// Per slot: the newest version of a tombstone dropped before its grace
+    /// period ended (the bound). A key absent here at or below it may have
+    /// been deleted here, so copies of it from elsewhere are refused.
+    horizons: [u64; SLOTS_PER_SHARD],
 }
 
 impl ShardInner {
@@ -280,6 +300,7 @@ impl ShardInner {
             clock: 0,
             rng: seed | 1,
             tombs: Tombs::default(),
+            horizons: [0; SLOTS_PER_SHARD],
         }
     }
 
@@ -294,10 +315,15 @@ impl ShardInner {
         self.clock = self.clock.max(version >> VERSION_NODE_BITS);
     }
 
-    fn tomb(&mut self, key: &[u8], version: u64, until_ms: u64, dropped: &AtomicU64) {
-        if self.tombs.insert(key, Tomb { version, until_ms }, TOMBS_PER_SHARD_MAX) {
+    /// Records a tombstone; the change in bytes held.
+    fn tomb(&mut self, key: &[u8], version: u64, until_ms: u64, dropped: &AtomicU64) -> i64 {
+        let before = self.tombs.bytes as i64;
+        if let Some((slot, v)) = self.tombs.insert(key, Tomb { version, until_ms }, TOMBS_PER_SHARD_MAX) {
             dropped.fetch_add(1, Relaxed);
+            let h = &mut self.horizons[slot_index(slot)];
+            *h = (*h).max(v);
         }
+        self.tombs.bytes as i64 - before
     }
 
     fn random(&mut self) -> u64 {
@@ -359,6 +385,8 @@ pub struct StoreStats {
     pub evicted_keys: AtomicU64,
     /// Tombstones dropped before their grace period ended (shard full).
     pub tombstones_dropped: AtomicU64,
+    /// Copies refused by a slot's horizon (see [`KeyRef::apply`]).
+    pub horizon_refusals: AtomicU64,
     /// Replicated states applied / ignored because the key had a newer one.
     pub applied: AtomicU64,
     pub stale: AtomicU64,
@@ -721,9 +749,18 @@ impl Store {
             if g.tombs.is_empty() {
                 continue;
             }
+            let before = g.tombs.bytes as i64;
             n += g.tombs.expire(now_ms);
+            let freed = g.tombs.bytes as i64 - before;
+            drop(g);
+            self.account(freed);
         }
         n
+    }
+
+    /// Bytes the tombstones take (counted in `used_memory`).
+    pub fn tombstone_bytes(&self) -> usize {
+        (0..SHARD_COUNT).map(|s| self.lock(s).tombs.bytes).sum()
     }
 
     /// Tombstones held.
@@ -755,7 +792,7 @@ impl Store {
         // command straddles the flush: it happens wholly before or after.
         let mut guards: Vec<ShardGuard<'_>> = (0..SHARD_COUNT).map(|s| self.lock(s)).collect();
         for g in guards.iter_mut() {
-            let mut freed = g.table.bucket_bytes() as i64;
+            let mut freed = (g.table.bucket_bytes() + g.tombs.bytes) as i64;
             for (_, e) in g.table.iter() {
                 freed += e.mem_cost() as i64;
             }
@@ -765,6 +802,7 @@ impl Store {
             g.slot_counts = [0; SLOTS_PER_SHARD];
             g.digests = [0; SLOTS_PER_SHARD];
             g.tombs.clear();
+            g.horizons = [0; SLOTS_PER_SHARD];
             self.account(-freed);
         }
         drop(guards);
@@ -959,7 +997,12 @@ impl Store {
                 _ => pos += 1,
             }
         }
+        let before = g.tombs.bytes as i64;
         g.tombs.retain(|k| key_slot(k) != slot);
+        delta += g.tombs.bytes as i64 - before;
+        // Whatever this node deleted of the slot is forgotten with it: a
+        // later copy (the slot coming back) is taken whole.
+        g.horizons[slot_index(slot)] = 0;
         drop(g);
         self.account(delta);
         removed
@@ -1117,8 +1160,8 @@ impl<'a> KeyRef<'a> {
     }
 
     fn put(&mut self, entry: Entry) {
-        if !self.shard.tombs.is_empty() {
-            self.shard.tombs.remove(self.key);
+        if !self.shard.tombs.is_empty() && self.shard.tombs.remove(self.key).is_some() {
+            self.store.account(-(tomb_cost(self.key) as i64));
         }
         let delta = match self.pos {
             Some(p) => self.shard.replace(p, self.slot, entry),
@@ -1158,9 +1201,24 @@ impl<'a> KeyRef<'a> {
         Some(old)
     }
 
+    /// A client's delete (DEL, UNLINK, GETDEL): [`KeyRef::remove`], and a
+    /// tombstone even when nothing is here — a replica or a co-owner may
+    /// still hold the key (this node evicted it, or missed its write), and
+    /// without one the delete would replicate nothing and anti-entropy
+    /// would copy the key back.
+    pub fn delete(&mut self) -> Option<Entry> {
+        let old = self.remove();
+        if old.is_none() && self.store.keep_tombstones.load(Relaxed) {
+            let version = self.next_version();
+            self.put_tomb(version);
+        }
+        old
+    }
+
     fn put_tomb(&mut self, version: u64) {
         let until = self.now_ms.saturating_add(self.store.tomb_grace_ms.load(Relaxed));
-        self.shard.tomb(self.key, version, until, &self.store.stats.tombstones_dropped);
+        let delta = self.shard.tomb(self.key, version, until, &self.store.stats.tombstones_dropped);
+        self.store.account(delta);
     }
 
     /// The version of the live entry, else of the tombstone, else 0.
@@ -1181,9 +1239,20 @@ impl<'a> KeyRef<'a> {
 
     /// Applies a state made by another node if it is newer than what this
     /// key holds (last writer wins by version). True if applied.
+    ///
+    /// A key absent here (no value, no tombstone) whose version is at or
+    /// below its slot's horizon — the newest tombstone this node had to
+    /// drop early — is refused: it may be one this node deleted, and a
+    /// refused copy is safer than a resurrected delete
+    /// (`tombstone_horizon_refusals`).
     pub fn apply(&mut self, version: u64, incoming: Incoming<'_>) -> bool {
-        if version <= self.version() {
+        let mine = self.version();
+        if version <= mine {
             self.store.stats.stale.fetch_add(1, Relaxed);
+            return false;
+        }
+        if mine == 0 && version <= self.shard.horizons[slot_index(self.slot)] {
+            self.store.stats.horizon_refusals.fetch_add(1, Relaxed);
             return false;
         }
         self.shard.observe(version);
@@ -1192,8 +1261,17 @@ impl<'a> KeyRef<'a> {
                 let access = self.new_access();
                 self.put(Entry::new(self.key, value, expiry_ms, version, access));
             }
-            // Already expired: nothing to keep but the fact it was written.
-            Incoming::Put { .. } | Incoming::Delete => {
+            // Already expired: an older value here goes, and its tombstone
+            // keeps it from coming back; with nothing here, nothing is
+            // kept (a tombstone would only crowd out real deletes').
+            Incoming::Put { .. } => {
+                if let Some(p) = self.pos.take() {
+                    let (_, delta) = self.shard.remove(p, Some(self.slot));
+                    self.store.account(delta);
+                    self.put_tomb(version);
+                }
+            }
+            Incoming::Delete => {
                 if let Some(p) = self.pos.take() {
                     let (_, delta) = self.shard.remove(p, Some(self.slot));
                     self.store.account(delta);

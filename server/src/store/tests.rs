@@ -35,6 +35,7 @@ fn recount(store: &Store) -> u64 {
         let g = store.lock(s);
         total += g.table.bucket_bytes() as u64;
         total += g.table.iter().map(|(_, e)| e.mem_cost() as u64).sum::<u64>();
+        total += g.tombs.iter().map(|(k, _)| tomb_cost(k) as u64).sum::<u64>();
     }
     total
 }
@@ -332,6 +333,49 @@ fn tombstones_are_bounded_per_shard() {
     assert_eq!(store.stats.tombstones_dropped.load(Relaxed), 10);
     // The oldest went first.
     assert_eq!(store.with_key(b"{t}0", NOW, |k| k.tombstone()), None);
+    assert_eq!(store.used_memory(), recount(&store), "tombstones count in used_memory");
+    // Its delete is not forgotten: a copy at or below the dropped
+    // tombstones' versions is refused while the key is absent here...
+    let put = Incoming::Put { value: b"zombie", expiry_ms: None };
+    assert!(!store.with_key(b"{t}0", NOW, |k| k.apply((NOW << 22) | 2, put)));
+    assert_eq!(store.stats.horizon_refusals.load(Relaxed), 1);
+    assert_eq!(get(&store, b"{t}0", NOW), None);
+    // ...a newer write is taken, and a slot dropped here starts afresh.
+    assert!(store.with_key(b"{t}0", NOW, |k| k.apply(((NOW + 10) << 22) | 2, put)));
+    store.drop_slot(key_slot(b"{t}0"));
+    assert!(store.with_key(b"{t}0", NOW, |k| k.apply((NOW << 22) | 2, put)));
+    assert_eq!(store.used_memory(), recount(&store));
+}
+
+#[test]
+fn a_delete_of_an_absent_key_leaves_a_tombstone() {
+    let store = Store::new();
+    // An evicted or never-seen key: a co-owner may still hold it.
+    assert!(store.with_key(b"gone", NOW, |k| k.delete()).is_none());
+    let tomb = store.with_key(b"gone", NOW, |k| k.tombstone());
+    assert!(tomb.is_some_and(|t| version_parts(t).0 == NOW));
+    let put = Incoming::Put { value: b"old", expiry_ms: None };
+    assert!(!store.with_key(b"gone", NOW, |k| k.apply(((NOW - 5) << 22) | 7, put)));
+    assert_eq!(store.used_memory(), recount(&store));
+    // A standalone node keeps none.
+    let alone = Store::new();
+    alone.set_keep_tombstones(false);
+    alone.with_key(b"gone", NOW, |k| k.delete());
+    assert_eq!(alone.tombstones(), 0);
+}
+
+#[test]
+fn an_expired_copy_of_an_absent_key_leaves_nothing() {
+    let store = Store::new();
+    let expired = Incoming::Put { value: b"v", expiry_ms: Some(NOW - 1) };
+    assert!(store.with_key(b"k", NOW, |k| k.apply((NOW << 22) | 1, expired)));
+    assert_eq!((store.len(), store.tombstones()), (0, 0));
+    // Over an older value: the value goes and a tombstone keeps it gone.
+    // (The local write observed the first version, so the second comes later.)
+    set(&store, b"k", b"old", None, NOW - 100);
+    assert!(store.with_key(b"k", NOW, |k| k.apply(((NOW + 1) << 22) | 1, expired)));
+    assert_eq!((store.len(), store.tombstones()), (0, 1));
+    assert_eq!(store.used_memory(), recount(&store));
 }
 
 #[test]
@@ -435,7 +479,7 @@ proptest! {
             match op {
                 0 => set(&store, key, b"v", None, now),
                 1 => set(&store, key, b"w", Some(now + n), now),
-                2 => { store.with_key(key, now, |r| r.remove()); }
+                2 => { store.with_key(key, now, |r| r.delete()); }
                 3 => { store.with_key(key, now, |r| r.set_expiry(Some(now + 1 + n))); }
                 4 => { store.with_key(key, now, |r| r.apply((now + n) << 22, Incoming::Put { value: b"r", expiry_ms: None })); }
                 5 => { store.with_key(key, now, |r| r.apply((now + n) << 22, Incoming::Delete)); }
@@ -445,6 +489,7 @@ proptest! {
                 _ => { store.with_key(key, now, |r| r.touch()); }
             }
             prop_assert_eq!(store.all_slot_digests(), redigest(&store));
+            prop_assert_eq!(store.used_memory(), recount(&store));
         }
     }
 }
