@@ -193,6 +193,12 @@ pub static STATS: &[Stat] = &[
     c("replication", "hints_dropped", "Hints dropped (bounds, or slots the peer no longer owns), all peers.", |s| {
         links_sum(s, |x| &x.hints_dropped)
     }),
+    c(
+        "replication",
+        "hints_expired",
+        "Hints not replayed because their write outlived the tombstone grace, all peers.",
+        |s| links_sum(s, |x| &x.hints_expired),
+    ),
     g("cluster", "cluster_known_nodes", "Members in this node's slot table (itself included).", |s| {
         s.topology().nodes.len() as u64
     })
@@ -349,6 +355,12 @@ pub static PEER_STATS: &[PeerStat] = &[
     pc("hints_dropped", "peer_hints_dropped", "Hints dropped (bounds, or slots the peer no longer owns).", |x, _| {
         x.hints_dropped.load(Relaxed)
     }),
+    pc(
+        "hints_expired",
+        "peer_hints_expired",
+        "Hints not replayed because their write outlived the tombstone grace.",
+        |x, _| x.hints_expired.load(Relaxed),
+    ),
     pc("ops_sent", "peer_replicated_ops", "Replicated writes sent to the peer.", |x, _| x.ops_sent.load(Relaxed)),
     pc("calls_sent", "peer_calls", "Requests other than replicated writes sent to the peer.", |x, _| {
         x.calls_sent.load(Relaxed)

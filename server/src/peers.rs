@@ -59,6 +59,8 @@ pub struct LinkStats {
     pub hints_stored: AtomicU64,
     pub hints_replayed: AtomicU64,
     pub hints_dropped: AtomicU64,
+    /// Hints not replayed because their write outlived the tombstone grace.
+    pub hints_expired: AtomicU64,
     pub ops_sent: AtomicU64,
     pub calls_sent: AtomicU64,
     pub connects: AtomicU64,

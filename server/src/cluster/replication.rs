@@ -239,12 +239,29 @@ pub fn proof_eq(a: &[u8], b: &[u8]) -> bool {
 
 // ---- hints ------------------------------------------------------------------
 
+/// The unix ms at which the write an encoded `RC.PUT`/`RC.DEL` carries was
+/// made (its version's clock part); None if `op` is not one.
+pub fn op_written_ms(op: &[u8]) -> Option<u64> {
+    let mut p = ringcache_protocol::RequestParser::new();
+    if p.parse(op, &super::protocol::LIMITS, true) != Ok(true) {
+        return None;
+    }
+    let req = Request::decode(p.args(op)).ok()?;
+    Op::of(&req).map(|o| crate::store::version_parts(o.version).0)
+}
+
 /// Replicated writes an owner has not received, kept for when it is
 /// reachable again. Bounded by count and bytes: past either bound the
 /// oldest hint goes and `dropped` counts it (anti-entropy must repair it).
+///
+/// A hint whose write is older than the tombstone grace is never replayed
+/// (`expired` counts it): the owner's tombstone of a later delete may be
+/// gone by then, and the old value would come back (Cassandra's rule that
+/// hints do not outlive gc_grace). Anti-entropy compares what is left.
 #[derive(Debug)]
 pub struct Hints {
-    queue: VecDeque<(u16, Bytes)>,
+    /// (slot, encoded op, unix ms the write was made; MAX: not a write).
+    queue: VecDeque<(u16, Bytes, u64)>,
     bytes: usize,
     count_max: usize,
     bytes_max: usize,
@@ -252,35 +269,48 @@ pub struct Hints {
     pub stored: u64,
     /// Hints dropped so far (bounds, or replayed to a member that no longer owns the slot).
     pub dropped: u64,
+    /// Hints dropped because their write outlived the tombstone grace.
+    pub expired: u64,
 }
 
 impl Hints {
     /// An empty queue holding at most `count_max` hints and `bytes_max` bytes.
     pub fn new(count_max: usize, bytes_max: usize) -> Self {
-        Hints { queue: VecDeque::new(), bytes: 0, count_max, bytes_max, stored: 0, dropped: 0 }
+        Hints { queue: VecDeque::new(), bytes: 0, count_max, bytes_max, stored: 0, dropped: 0, expired: 0 }
     }
 
-    /// Keeps the request `op` (one encoded `RC.PUT`/`RC.DEL`) for `slot`.
+    /// Keeps the request `op` for `slot`: an encoded `RC.PUT`/`RC.DEL`,
+    /// or a transfer message sent like one (`RC.DROPOK`, which never
+    /// expires).
     pub fn push(&mut self, slot: u16, op: Bytes) {
+        let written_ms = op_written_ms(&op).unwrap_or(u64::MAX);
         if op.len() > self.bytes_max || self.count_max == 0 {
             self.dropped += 1;
             return;
         }
         while self.queue.len() >= self.count_max || self.bytes + op.len() > self.bytes_max {
-            let (_, old) = self.queue.pop_front().expect("bounds exceeded, so not empty");
+            let (_, old, _) = self.queue.pop_front().expect("bounds exceeded, so not empty");
             self.bytes -= old.len();
             self.dropped += 1;
         }
         self.bytes += op.len();
         self.stored += 1;
-        self.queue.push_back((slot, op));
+        self.queue.push_back((slot, op, written_ms));
     }
 
-    /// Takes up to `n` hints, oldest first.
-    pub fn take(&mut self, n: usize) -> Vec<(u16, Bytes)> {
+    /// Takes up to `n` hints, oldest first, leaving out (and counting) those
+    /// whose write was made more than `grace_ms` before `now_ms`.
+    pub fn take(&mut self, n: usize, now_ms: u64, grace_ms: u64) -> Vec<(u16, Bytes)> {
         let n = n.min(self.queue.len());
-        let out: Vec<_> = self.queue.drain(..n).collect();
-        self.bytes -= out.iter().map(|(_, b)| b.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(n);
+        for (slot, op, written_ms) in self.queue.drain(..n) {
+            self.bytes -= op.len();
+            if now_ms.saturating_sub(written_ms) > grace_ms {
+                self.expired += 1;
+            } else {
+                out.push((slot, op));
+            }
+        }
         out
     }
 
@@ -368,19 +398,51 @@ mod tests {
         assert!(!proof_eq(p.as_bytes(), a.client_proof(b"n1", b"n2").as_bytes()));
     }
 
+    /// An encoded `RC.PUT` of `len` bytes in all, written at unix ms `ms`.
+    fn put_op(len: usize, ms: u64) -> Bytes {
+        let value = vec![b'x'; len];
+        (0..len)
+            .map(|n| {
+                let mut b = BytesMut::new();
+                Request::Put { key: b"k", version: ms << 22, expiry_ms: None, value: &value[..n] }.encode(&mut b);
+                b
+            })
+            .find(|b| b.len() == len)
+            .expect("some value length gives that size")
+            .freeze()
+    }
+
     #[test]
     fn hints_are_bounded_and_count_what_they_drop() {
-        let mut h = Hints::new(3, 100);
+        const NOW: u64 = 1_700_000_000_000;
+        let mut h = Hints::new(3, 400);
         for i in 0..5u16 {
-            h.push(i, Bytes::from(vec![0u8; 10]));
+            h.push(i, put_op(80, NOW));
         }
         assert_eq!((h.len(), h.dropped, h.stored), (3, 2, 5));
-        h.push(9, Bytes::from(vec![0u8; 95]));
-        assert_eq!((h.len(), h.bytes()), (1, 95));
-        h.push(9, Bytes::from(vec![0u8; 101]));
+        h.push(9, put_op(390, NOW));
+        assert_eq!((h.len(), h.bytes()), (1, 390));
+        h.push(9, put_op(401, NOW));
         assert_eq!(h.len(), 1);
-        assert_eq!(h.take(10).len(), 1);
+        assert_eq!(h.take(10, NOW, 1000).len(), 1);
         assert!(h.is_empty());
         assert_eq!(h.bytes(), 0);
+    }
+
+    #[test]
+    fn hints_older_than_the_grace_are_not_replayed() {
+        const NOW: u64 = 1_700_000_000_000;
+        let mut h = Hints::new(10, 10_000);
+        h.push(1, put_op(80, NOW - 5000));
+        let mut del = BytesMut::new();
+        encode_del(&mut del, b"k", (NOW - 5000) << 22);
+        h.push(2, del.freeze());
+        h.push(3, put_op(80, NOW - 500));
+        h.push(4, Request::DropOk { slot: 4 }.to_bytes());
+        let kept = h.take(10, NOW, 1000);
+        assert_eq!(kept.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!((h.expired, h.dropped, h.bytes()), (2, 0, 0));
+        assert_eq!(op_written_ms(&kept[0].1), Some(NOW - 500));
+        assert_eq!(op_written_ms(b"*1\r\n$4\r\nPING\r\n"), None);
     }
 }

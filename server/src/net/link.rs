@@ -118,6 +118,7 @@ impl State {
         s.hint_bytes.store(self.hints.bytes() as u64, Relaxed);
         s.hints_stored.store(self.hints.stored, Relaxed);
         s.hints_dropped.store(self.hints.dropped, Relaxed);
+        s.hints_expired.store(self.hints.expired, Relaxed);
     }
 
     /// While disconnected: writes become hints, calls fail unsent.
@@ -381,7 +382,8 @@ async fn session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         // Replay hints when the link is not busy.
         if !st.hints.is_empty() && inflight_ops < REPLAY_BATCH {
             let t = shared.topology();
-            let mut ops = st.hints.take(REPLAY_BATCH);
+            let grace = shared.store.tombstone_grace_ms();
+            let mut ops = st.hints.take(REPLAY_BATCH, super::unix_ms(), grace);
             let before = ops.len();
             ops.retain(|(slot, _)| t.table.owns(name, *slot));
             st.hints.dropped += (before - ops.len()) as u64;

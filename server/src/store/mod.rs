@@ -458,6 +458,10 @@ impl Store {
     pub fn set_tombstone_grace_ms(&self, ms: u64) {
         self.tomb_grace_ms.store(ms, Relaxed);
     }
+    /// How long a delete's tombstone is kept (`--tombstone-grace`).
+    pub fn tombstone_grace_ms(&self) -> u64 {
+        self.tomb_grace_ms.load(Relaxed)
+    }
     /// Whether deletes leave tombstones (on by default). A node that never
     /// had peers has no replica a tombstone could protect, and its deletes
     /// then cost nothing extra.
