@@ -139,6 +139,24 @@ pub static STATS: &[Stat] = &[
         "Requests refused because this node is on the minority side of a partition.",
         |s| s.metrics.minority_refusals.load(Relaxed),
     ),
+    g(
+        "cluster",
+        "cluster_returning",
+        "1 while this node returns from an absence longer than the tombstone grace (it spreads nothing, refuses writes).",
+        |s| u64::from(s.returning(crate::process::unix_ms())),
+    ),
+    c(
+        "cluster",
+        "absence_wipes",
+        "Times this node emptied its copy: away longer than the tombstone grace while the others went on.",
+        |s| s.metrics.absence_wipes.load(Relaxed),
+    ),
+    c(
+        "cluster",
+        "returning_refusals",
+        "Requests refused while this node returned from an absence longer than the tombstone grace.",
+        |s| s.metrics.returning_refusals.load(Relaxed),
+    ),
     c(
         "replication",
         "quorum_failures",

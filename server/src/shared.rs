@@ -102,6 +102,11 @@ pub struct Metrics {
     pub quorum_failures: AtomicU64,
     /// Requests refused on the minority side of a partition.
     pub minority_refusals: AtomicU64,
+    /// Times this node emptied its copy after an absence longer than the
+    /// tombstone grace (`cluster::absence`).
+    pub absence_wipes: AtomicU64,
+    /// Requests refused while returning from such an absence.
+    pub returning_refusals: AtomicU64,
     /// Peer connections refused: failed handshake, strangers.
     pub peer_rejected: AtomicU64,
     /// Requests from authenticated peers that could not be decoded.
@@ -143,6 +148,8 @@ impl Metrics {
             forwards_expired: AtomicU64::new(0),
             quorum_failures: AtomicU64::new(0),
             minority_refusals: AtomicU64::new(0),
+            absence_wipes: AtomicU64::new(0),
+            returning_refusals: AtomicU64::new(0),
             peer_rejected: AtomicU64::new(0),
             peer_malformed: AtomicU64::new(0),
             read_repairs: AtomicU64::new(0),
@@ -427,6 +434,12 @@ pub struct Shared {
     /// (`cluster::majority`): members of its table it sees (high 32 bits)
     /// and how many the table has; 0 otherwise.
     minority: AtomicU64,
+    /// `cluster::absence` as the other tasks see it: unix ms of the gossip
+    /// driver's last tick (0: none yet), the absence it tolerates (ms), and
+    /// whether it counts this node as returning from a long absence.
+    presence_ms: AtomicU64,
+    absence_limit_ms: AtomicU64,
+    returning: std::sync::atomic::AtomicBool,
     /// Mutual TLS for peer links (`--tls-cluster yes`), replaced whole when
     /// its files change (`tls::watch_files`).
     pub cluster_tls: Arc<RwLock<Option<crate::tls::ClusterTls>>>,
@@ -487,6 +500,9 @@ impl Shared {
             antientropy_wake: Notify::new(),
             lifecycle: Lifecycle::new(seeded),
             minority: AtomicU64::new(0),
+            presence_ms: AtomicU64::new(0),
+            absence_limit_ms: AtomicU64::new(u64::MAX),
+            returning: std::sync::atomic::AtomicBool::new(false),
             cluster_tls: Arc::default(),
             last_skew_log_ms: AtomicU64::new(0),
             topology: RwLock::new(Arc::new(topology)),
@@ -549,6 +565,26 @@ impl Shared {
     pub fn set_minority(&self, m: Option<(usize, usize)>) {
         let packed = m.map_or(0, |(seen, of)| ((seen as u64) << 32) | (of as u64).max(1));
         self.minority.store(packed, Relaxed);
+    }
+
+    /// Whether this node must not spread its data nor accept writes: it is
+    /// returning from an absence longer than the tombstone grace, or its
+    /// gossip driver has not run for that long (a pause it has not noticed
+    /// yet). Anti-entropy, slot copies, peer reads and client writes wait.
+    pub fn returning(&self, now_ms: u64) -> bool {
+        if self.returning.load(Relaxed) {
+            return true;
+        }
+        let last = self.presence_ms.load(Relaxed);
+        last != 0 && now_ms.saturating_sub(last) > self.absence_limit_ms.load(Relaxed)
+    }
+
+    /// The gossip driver's tick: `now_ms`, the absence tolerated, and
+    /// whether this node is returning (`cluster::absence`).
+    pub fn set_presence(&self, now_ms: u64, limit_ms: u64, returning: bool) {
+        self.absence_limit_ms.store(limit_ms, Relaxed);
+        self.returning.store(returning, Relaxed);
+        self.presence_ms.store(now_ms, Relaxed);
     }
 
     pub fn topology_version(&self) -> u64 {

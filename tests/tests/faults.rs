@@ -514,3 +514,85 @@ fn random_faults() {
     println!("random_faults: {} faults: {}", faults.len(), summary.join(" "));
     finish(&format!("random faults for {secs} s (seed {seed}; {})", summary.join(" ")), &c, run, converged);
 }
+
+/// Issue 16 item 2 ("deletes come back"): node 2 is away — `away` pauses
+/// or isolates it — while every key it holds is deleted, and stays away
+/// until the others forgot the tombstones (a short `--tombstone-grace`).
+/// Before, it came back with the old values and anti-entropy spread them
+/// again. Now it learns the others went on without it, empties its copy
+/// (`absence_wipes`) and takes the cluster's data again: no deleted key
+/// comes back, and the keys that were not deleted return to it.
+fn deletes_stay_deleted_after_an_absence(netns: bool, away: impl FnOnce(&Cluster), back: impl FnOnce(&Cluster)) {
+    let _serial = serial();
+    let args: Vec<&str> = ARGS.iter().copied().chain(["--tombstone-grace", "4"]).collect();
+    let c = if netns { Cluster::start_in_netns(3, &args) } else { Cluster::start(3, &args) };
+    c.wait_converged(3);
+    let gone: Vec<String> = (0..100).map(|i| format!("gone:{i}")).collect();
+    let kept: Vec<String> = (0..20).map(|i| format!("kept:{i}")).collect();
+    let mut r = c.node(0).raw();
+    for k in gone.iter().chain(&kept) {
+        c.eventually(&format!("SET {k}"), || r.cmd(&["SET", k.as_str(), "v"]) == Frame::Simple("OK".into()));
+    }
+    let live =
+        |i: usize, k: &str| matches!(c.key_state(i, k), ringcache_server::cluster::replication::ReadState::Live { .. });
+    c.eventually("node 2 to hold every key (3 owners of 3 nodes)", || gone.iter().chain(&kept).all(|k| live(2, k)));
+    away(&c);
+    wait_down(&c, &[0, 1], 2);
+    for k in &gone {
+        // (0 after a retry whose first try ran: deleted either way.)
+        c.eventually(&format!("DEL {k}"), || matches!(r.cmd(&["DEL", k.as_str()]), Frame::Integer(_)));
+    }
+    c.eventually("nodes 0 and 1 to forget their tombstones (the grace passed)", || {
+        (0..2).all(|i| ringcache_tests::info_field(c.node(i), "replication", "tombstones") == "0")
+    });
+    back(&c);
+    c.wait_converged(3);
+    c.eventually("node 2 to empty its copy", || {
+        ringcache_tests::info_field(c.node(2), "cluster", "absence_wipes") == "1"
+    });
+    // Its clients see the cluster's data, not a miss, while it refills.
+    for k in &kept {
+        assert_eq!(read_through(c.node(2), k).as_deref(), Some("v"), "{k} through node 2 after it emptied");
+    }
+    // Anti-entropy would have spread the old keys within a few comparisons.
+    let checks = |i: usize| -> u64 {
+        ringcache_tests::info_field(c.node(i), "cluster", "antientropy_sum_checks").parse().unwrap_or(0)
+    };
+    let before: Vec<u64> = (0..3).map(checks).collect();
+    c.eventually("node 2 to take the kept keys again", || kept.iter().all(|k| live(2, k)));
+    c.eventually("ten more anti-entropy comparisons on every node", || (0..3).all(|i| checks(i) >= before[i] + 10));
+    let back_again: Vec<(usize, &String)> =
+        (0..3).flat_map(|i| gone.iter().map(move |k| (i, k))).filter(|&(i, k)| live(i, k)).collect();
+    assert!(back_again.is_empty(), "deleted keys came back: {back_again:?}\n{}", c.diagnose());
+    for k in &gone {
+        assert_eq!(read_through(c.node(0), k), None, "{k} through node 0");
+    }
+    for k in &kept {
+        assert_eq!(read_through(c.node(0), k).as_deref(), Some("v"), "{k} through node 0");
+    }
+    let line = format!(
+        "deletes while a node was away past the tombstone grace ({}): 0 of {} deleted keys back, {} kept keys back on it",
+        if netns { "partition" } else { "SIGSTOP" },
+        gone.len(),
+        kept.len()
+    );
+    println!("{line}");
+    record(&line);
+}
+
+#[test]
+fn deletes_while_a_node_is_paused_past_the_grace_stay_deleted() {
+    deletes_stay_deleted_after_an_absence(false, |c| c.node(2).signal("STOP"), |c| c.node(2).signal("CONT"));
+}
+
+#[test]
+fn deletes_while_a_node_is_partitioned_past_the_grace_stay_deleted() {
+    if !netns_or_skip("deletes across a long partition") {
+        return;
+    }
+    deletes_stay_deleted_after_an_absence(
+        true,
+        |c| c.net.as_ref().expect("netns").partition(&[&[0, 1], &[2]]),
+        |c| c.net.as_ref().expect("netns").heal(),
+    );
+}

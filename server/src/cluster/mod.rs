@@ -16,6 +16,9 @@
 //!   sees (a majority of its last table), or is in a minority and refuses
 //!   writes.
 //!
+//! - [`absence`]: Cassandra's gc_grace rule: a node away from the others
+//!   longer than the tombstone grace, while they went on, comes back empty.
+//!
 //! - [`lifecycle`]: a node's phase (awaiting a seed, alone, joining,
 //!   serving, draining, left) and the events that move it, forward only.
 //!
@@ -31,6 +34,7 @@
 //! Write versions are hybrid logical clocks kept per store shard (see
 //! `store::ShardInner`).
 
+pub mod absence;
 pub mod antientropy;
 pub mod lifecycle;
 pub mod majority;

@@ -85,6 +85,13 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 _ = stop.changed() => return,
             }
         }
+        if shared.returning(super::unix_ms()) {
+            // Back from an absence longer than the tombstone grace: this
+            // copy may hold keys the others deleted and forgot; it spreads
+            // nothing until the gossip driver has decided (`cluster::absence`).
+            progress = false;
+            continue;
+        }
         let t = shared.topology();
         if t.table.epoch != table.0 {
             table = (t.table.epoch, tokio::time::Instant::now());

@@ -31,11 +31,11 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, error, info, warn};
 
 use crate::cluster::lifecycle::{Event, Phase};
-use crate::cluster::majority;
 use crate::cluster::membership::{
     CheckedCodec, NodeIdentity, PacketKey, Rejected, SEAL_OVERHEAD, announce_targets, connected_after, members_digest,
     name_conflicts, topology_of,
 };
+use crate::cluster::{absence, majority};
 use crate::config::GossipTiming;
 use crate::shared::Shared;
 
@@ -64,6 +64,19 @@ pub fn foca_config(t: &GossipTiming) -> foca::Config {
     c.periodic_announce_to_down_members =
         Some(foca::PeriodicParams { frequency: Duration::from_secs(5), num_members: NonZeroUsize::new(2).expect("2") });
     c
+}
+
+/// The absence rule for `config`: it tolerates the tombstone grace less
+/// the failure detection that passes before an absence is noticed, and
+/// waits a settle window for the news that the others went on.
+fn absence_of(config: &crate::config::Config) -> absence::Absence {
+    let probe = config.gossip.probe_period.as_millis() as u64;
+    let suspect = config.gossip.suspect.as_millis() as u64;
+    absence::Absence::new(
+        config.tombstone_grace.as_millis() as u64,
+        probe + suspect,
+        majority::settle_ms(probe, suspect),
+    )
 }
 
 /// Everything the driver needs to start.
@@ -113,6 +126,9 @@ struct Driver {
     /// driver's clock (ms since `started`).
     view: majority::View,
     started: Instant,
+    /// Away longer than the tombstone grace (`cluster::absence`), on the
+    /// driver's clock.
+    absence: absence::Absence,
 }
 
 pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>) {
@@ -121,7 +137,9 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
     let refused = codec.refused.clone();
     let foca = Foca::new(g.me.clone(), foca_config(&g.timing), StdRng::seed_from_u64(seed), codec);
     let topology = shared.topology();
+    let absence = absence_of(&shared.config);
     let mut d = Driver {
+        absence,
         digest: members_digest(&topology),
         epoch: topology.table.epoch,
         shared,
@@ -171,6 +189,7 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
                         "no seed answered within the join timeout: serving alone"
                     );
                 }
+                d.absence_tick();
                 d.announce().await;
                 d.report_conflicts();
             }
@@ -352,19 +371,59 @@ impl Driver {
                     // The others moved on without this node: any slot may
                     // have newer writes elsewhere.
                     warn!("this node was declared down");
-                    self.shared.unsettle(0..ringcache_protocol::SLOT_COUNT);
+                    self.declared_down();
                 }
                 OwnedNotification::Rejoin(id) => {
                     // Declared down (foca renewed the identity without a
                     // Defunct first): as above.
                     info!(identity = ?id, "rejoined under a new generation");
-                    self.shared.unsettle(0..ringcache_protocol::SLOT_COUNT);
+                    self.declared_down();
                 }
             }
             // Debounce: a burst of changes (a node joining a big cluster,
             // a refuted suspicion) becomes one new topology.
             self.publish_at.get_or_insert(now + PUBLISH_DELAY);
         }
+    }
+
+    /// The absence rule's tick (`cluster::absence`): how many members of
+    /// the reference table this node sees, and whether it is returning.
+    fn absence_tick(&mut self) {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let me = self.foca.identity().name.clone();
+        let live: std::collections::HashSet<&str> =
+            self.foca.iter_members().map(|m| m.id().name.as_str()).chain([me.as_str()]).collect();
+        let of = self.view.reference().count().max(1);
+        let seen = self.view.reference().filter(|n| live.contains(n)).count().clamp(1, of);
+        let verdict = self.absence.tick(now_ms, seen, of);
+        if verdict == absence::Verdict::Returning && !self.shared.returning(super::unix_ms()) {
+            warn!(
+                grace_ms = self.shared.config.tombstone_grace.as_millis() as u64,
+                "this node has been away from most of its cluster for longer than --tombstone-grace: it spreads \
+                 none of its data and refuses writes until it learns whether the others went on without it"
+            );
+        }
+        self.shared.set_presence(super::unix_ms(), self.absence.limit(), verdict == absence::Verdict::Returning);
+    }
+
+    /// The others declared this node down: any slot may have newer writes
+    /// elsewhere, and after an absence longer than the tombstone grace
+    /// this node's copy may hold keys they deleted and forgot.
+    fn declared_down(&mut self) {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        if let absence::Verdict::Wipe { away_ms } = self.absence.declared_down(now_ms) {
+            warn!(
+                away_ms,
+                grace_ms = self.shared.config.tombstone_grace.as_millis() as u64,
+                "this node was away longer than --tombstone-grace while the others went on without it: emptying its \
+                 copy (deletes it missed would come back) and taking the cluster's data again, as a newcomer does"
+            );
+            let old = self.shared.store.flush();
+            std::thread::spawn(move || drop(old));
+            self.shared.metrics.absence_wipes.fetch_add(1, Relaxed);
+        }
+        self.shared.set_presence(super::unix_ms(), self.absence.limit(), self.absence.returning());
+        self.shared.unsettle(0..ringcache_protocol::SLOT_COUNT);
     }
 
     fn publish(&mut self) {

@@ -257,6 +257,23 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, args: Args<'_>) {
             return e.encode(&mut exec.out);
         }
     };
+    let serves_data = matches!(
+        req,
+        Request::Read { .. }
+            | Request::Forward { .. }
+            | Request::Digests { .. }
+            | Request::Sums { .. }
+            | Request::KeyVersions { .. }
+    );
+    if serves_data && env.shared.returning(env.now_ms) {
+        // This copy may hold keys the others deleted and forgot
+        // (`cluster::absence`): the asker tries another owner or later.
+        env.shared.metrics.returning_refusals.fetch_add(1, Relaxed);
+        return Reply::Error(PeerError::Other(bytes::Bytes::from_static(
+            b"TRYAGAIN this node is returning from an absence longer than the tombstone grace (not run)",
+        )))
+        .encode(&mut exec.out);
+    }
     let reply = match req {
         Request::Put { .. } | Request::Del { .. } => {
             let op = Op::of(&req).expect("a put or a delete");

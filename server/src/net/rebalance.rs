@@ -188,8 +188,9 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             let n = shared.rebalance.clear_imports();
             warn!(slots = n, "slots never confirmed by their senders; reading them locally only");
         }
-        // Start copies while there is room, a shard's worth at a time.
-        while flying.len() < SLOTS_IN_FLIGHT {
+        // Start copies while there is room, a shard's worth at a time (none
+        // while returning from a long absence: the copy may be stale).
+        while flying.len() < SLOTS_IN_FLIGHT && !shared.returning(super::unix_ms()) {
             let t = shared.topology();
             let group = take_group(&mut queue, |job| {
                 job.to.retain(|n| {

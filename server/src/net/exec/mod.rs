@@ -319,6 +319,16 @@ impl Exec {
             encode::error(&mut self.out, text.as_bytes());
             return;
         }
+        if spec.write && env.shared.returning(env.now_ms) {
+            env.shared.metrics.returning_refusals.fetch_add(1, Relaxed);
+            rejected(env, spec);
+            encode::error(
+                &mut self.out,
+                b"CLUSTERDOWN this node is returning from an absence longer than the tombstone grace: writes are \
+                  refused until it has rejoined (not run)",
+            );
+            return;
+        }
         let t = env.conn.topology(env.shared).clone();
         // On the minority side reads of keys this node holds are answered
         // from its copy (as after READONLY): their primary may be across
