@@ -10,7 +10,8 @@
 #   differential tests compare replies with a real Redis), redis-tools
 #   (redis-cli, redis-benchmark), iproute2 and nftables (the fault suite puts
 #   nodes in network namespaces and partitions them), python3-venv, openssl
-#   (the TLS tests make their certificates), util-linux (unshare: host names).
+#   (the TLS tests make their certificates), util-linux (unshare: host names),
+#   faketime (libfaketime: the fault suite sets nodes' clocks apart).
 # - redis-py in a virtualenv at target/redis-py (PyPI), for the cluster-client
 #   tests (tests/src/lib.rs: redis_py).
 # Without root and without sudo it stops and names the packages instead.
@@ -27,6 +28,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   # One name per package, in order.

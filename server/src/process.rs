@@ -7,6 +7,14 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Ms on this process's monotonic clock since its first read: never
+/// stepped by NTP, and meaningful only within this process (forward
+/// deadlines pair it with the receiver's, see `cluster::protocol::Lateness`).
+pub fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+}
+
 /// Resident set size in bytes (`VmRSS`).
 pub fn rss_bytes() -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0 };

@@ -389,6 +389,14 @@ impl Server {
     }
 }
 
+/// The path of libfaketime's multi-threaded library, if installed.
+pub fn faketime_lib() -> Option<String> {
+    ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(str::to_string)
+}
+
 /// Polls `f` every 10 ms until it is true (`Ok`) or `limit` passed
 /// (`Err` with the time waited).
 pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> Result<(), Duration> {
@@ -430,6 +438,8 @@ pub struct Cluster {
     /// (client port, cluster port) of each node, kept for restarts.
     pub ports: Vec<(u16, u16)>,
     extra: Vec<String>,
+    /// Environment of each node's process (empty: the test's own).
+    env: Vec<Vec<(String, String)>>,
     /// Nodes in network namespaces (declared last: dropped after the
     /// processes in them are killed).
     pub net: Option<Netns>,
@@ -449,7 +459,39 @@ impl Cluster {
     }
 
     fn start_on(n: usize, extra: &[&str], ports: Vec<(u16, u16)>, net: Option<Netns>) -> Cluster {
-        let mut c = Cluster { nodes: Vec::new(), ports, extra: extra.iter().map(|s| s.to_string()).collect(), net };
+        Self::start_full(n, extra, ports, net, Vec::new())
+    }
+
+    /// Like [`Cluster::start`], with node `i`'s wall clock `offsets_s[i]`
+    /// seconds off the host's (libfaketime, Debian's `faketime` package;
+    /// monotonic time is left alone, as NTP leaves it).
+    pub fn start_with_clock_offsets(n: usize, extra: &[&str], offsets_s: &[i64]) -> Cluster {
+        let lib = faketime_lib().unwrap_or_else(|| {
+            panic!("clock offsets need libfaketime: apt-get install faketime (scripts/test.sh installs it)")
+        });
+        let env = (0..n)
+            .map(|i| {
+                let off = offsets_s.get(i).copied().unwrap_or(0);
+                vec![
+                    ("LD_PRELOAD".to_string(), lib.clone()),
+                    ("FAKETIME".to_string(), format!("{off:+}s")),
+                    ("FAKETIME_DONT_FAKE_MONOTONIC".to_string(), "1".to_string()),
+                ]
+            })
+            .collect();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        Self::start_full(n, extra, ports, None, env)
+    }
+
+    fn start_full(
+        n: usize,
+        extra: &[&str],
+        ports: Vec<(u16, u16)>,
+        net: Option<Netns>,
+        env: Vec<Vec<(String, String)>>,
+    ) -> Cluster {
+        let mut c =
+            Cluster { nodes: Vec::new(), ports, extra: extra.iter().map(|s| s.to_string()).collect(), env, net };
         // Spawn every process before waiting for any: they start together.
         let children: Vec<_> = (0..n).map(|i| c.spawn(i)).collect();
         let started: Vec<Result<Server, String>> = children.into_iter().map(Starting::try_wait_ready).collect();
@@ -527,7 +569,9 @@ impl Cluster {
     fn spawn(&self, i: usize) -> Starting {
         let args = self.args(i);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        Server::spawn_in(self.net.as_ref().map(|n| (n, i)), &refs, &[])
+        let env: Vec<(&str, &str)> =
+            self.env.get(i).map(|e| e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).unwrap_or_default();
+        Server::spawn_in(self.net.as_ref().map(|n| (n, i)), &refs, &env)
     }
 
     /// Starts one more node, seeded with all the others; returns its index.

@@ -193,9 +193,14 @@ fn begin(n: usize, netns: bool, warmup: u64) -> Scene {
 
 /// [`begin`] with more server flags and another workload.
 fn begin_with(n: usize, netns: bool, warmup: u64, extra: &[&str], w: Workload) -> Scene {
-    let serial = serial();
     let args: Vec<&str> = ARGS.iter().chain(extra).copied().collect();
-    let c = if netns { Cluster::start_in_netns(n, &args) } else { Cluster::start(n, &args) };
+    begin_on(|| if netns { Cluster::start_in_netns(n, &args) } else { Cluster::start(n, &args) }, n, warmup, w)
+}
+
+/// The cluster `start` makes (`n` nodes) under workload `w`.
+fn begin_on(start: impl FnOnce() -> Cluster, n: usize, warmup: u64, w: Workload) -> Scene {
+    let serial = serial();
+    let c = start();
     c.wait_converged(n);
     let all: Vec<usize> = (0..n).collect();
     let t = history::targets(w.workers, &addrs(&c, &all));
@@ -253,6 +258,46 @@ fn pause_past_down() {
     set_targets(&t, addrs(&c, &[0, 1, 2]));
     run.run_for(800, Duration::from_secs(60));
     finish("SIGSTOP a node past the Down timeout, SIGCONT", &c, run, converged);
+}
+
+/// Issue 16, clocks: the nodes' wall clocks 4 s apart each way (node 1
+/// ahead, node 2 behind; within `--max-clock-skew`), while the workload
+/// runs and node 1 — the one ahead — is killed and restarted. Versions
+/// are hybrid logical clocks and forward deadlines travel as time left,
+/// so no acknowledged write is lost and forwarding keeps working.
+#[test]
+fn clocks_seconds_apart() {
+    if ringcache_tests::faketime_lib().is_none() {
+        panic!("clocks_seconds_apart needs libfaketime: apt-get install faketime (scripts/test.sh installs it)");
+    }
+    let Scene { _serial, mut c, t, run } =
+        begin_on(|| Cluster::start_with_clock_offsets(3, ARGS, &[0, 4, -4]), 3, 1500, workload());
+    let now = |i: usize| -> i64 {
+        match c.node(i).raw().cmd(&["TIME"]) {
+            Frame::Array(a) => match &a[0] {
+                Frame::Bulk(b) => String::from_utf8_lossy(b).parse().unwrap_or(0),
+                _ => 0,
+            },
+            _ => 0,
+        }
+    };
+    let (t0, t1, t2) = (now(0), now(1), now(2));
+    println!("node clocks (s): {t0}, {t1}, {t2}");
+    assert!(t1 - t0 >= 3 && t0 - t2 >= 3, "the offsets took effect");
+    set_targets(&t, addrs(&c, &[0, 2]));
+    c.kill(1);
+    run.run_for(1000, Duration::from_secs(60));
+    let back = Instant::now();
+    c.restart(1);
+    let converged = converge(&c, 3, back);
+    set_targets(&t, addrs(&c, &[0, 1, 2]));
+    run.run_for(1500, Duration::from_secs(60));
+    let r =
+        finish("clocks 4 s apart each way (node 1 ahead, node 2 behind), kill -9 node 1, restart", &c, run, converged);
+    let expired: u64 = (0..3)
+        .map(|i| ringcache_tests::info_field(c.node(i), "replication", "forwards_expired").parse::<u64>().unwrap_or(0))
+        .sum();
+    println!("forwards expired on arrival: {expired}; unknown outcomes: {}", r.unknown);
 }
 
 #[test]

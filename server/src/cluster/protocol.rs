@@ -16,7 +16,7 @@
 //! | `RC.PUT key version expiry_ms value` (expiry 0 = none) | `+OK` (applied if newer) |
 //! | `RC.DEL key version` | `+OK` (applied if newer) |
 //! | `RC.READ key` | `*3 :version :expiry $value`, `*1 :version` (tombstone), `*-1` (unknown) |
-//! | `RC.FWD 2\|3 p\|s deadline_ms table command args...` | the command's own reply |
+//! | `RC.FWD 2\|3 p\|s sent_ms+ttl_ms table command args...` | the command's own reply |
 //! | `RC.SLOTDONE slot`, `RC.DROPOK slot` | `+OK` |
 //! | `RC.SENDING me table slot...` | `*n :1\|0` (still sending each slot?) |
 //! | `RC.DIGESTS shard`, `RC.SUMS asker` | `*n+1 :digest... :members_digest` |
@@ -63,11 +63,66 @@ pub struct ForwardHead {
     /// `s`: run this node's share of a cluster-wide command; `p`: run it
     /// as the key's primary.
     pub share: bool,
-    /// Unix ms after which the receiver must not run it (the sender has
+    /// When the receiver must not run it any more (the sender has
     /// answered the client by then).
-    pub deadline_ms: u64,
+    pub deadline: Deadline,
     /// The sender's members digest: the receiver runs it only on the same.
     pub table: u64,
+}
+
+/// A forwarded request's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// Sent at `sent_ms` on the sender's monotonic clock, to run within
+    /// `ttl_ms` of that: wall clocks never compared (wire `sent+ttl`).
+    Relative {
+        /// The sender's monotonic ms when it first sent the request.
+        sent_ms: u64,
+        /// How long after that it may still run.
+        ttl_ms: u64,
+    },
+    /// Unix ms on the receiver's wall clock (the form of nodes before the
+    /// relative one; accepted, never sent).
+    Absolute(u64),
+}
+
+/// How late forwarded requests on one peer connection arrive. The delay
+/// of a request is its arrival on this node's monotonic clock less its
+/// sending on the sender's; the two clocks differ by an unknown constant,
+/// so the least delay seen lately (the last two windows of
+/// [`LATENESS_WINDOW_MS`], so that slow drift is followed) stands for "on
+/// time". A request delayed more than its time to live beyond that — held
+/// in TCP retransmission through a partition, say — is expired, however
+/// far apart the hosts' wall clocks are.
+#[derive(Debug, Clone, Default)]
+pub struct Lateness {
+    current: Option<i64>,
+    previous: Option<i64>,
+    window_start_ms: u64,
+}
+
+/// See [`Lateness`].
+pub const LATENESS_WINDOW_MS: u64 = 30_000;
+
+impl Lateness {
+    /// Whether a request with `deadline`, arriving at `mono_ms` on this
+    /// node's monotonic clock and `unix_ms` on its wall clock, must not run.
+    pub fn expired(&mut self, deadline: Deadline, mono_ms: u64, unix_ms: u64) -> bool {
+        let (sent_ms, ttl_ms) = match deadline {
+            Deadline::Absolute(at) => return unix_ms > at,
+            Deadline::Relative { sent_ms, ttl_ms } => (sent_ms, ttl_ms),
+        };
+        let delay = mono_ms as i64 - sent_ms as i64;
+        if mono_ms >= self.window_start_ms.saturating_add(LATENESS_WINDOW_MS) {
+            // Rotated on arrivals only: after a silence, the window before
+            // it still says what "on time" was.
+            self.previous = self.current.take();
+            self.window_start_ms = mono_ms;
+        }
+        self.current = Some(self.current.map_or(delay, |c| c.min(delay)));
+        let on_time = self.previous.map_or(delay, |p| p.min(delay)).min(self.current.unwrap_or(delay));
+        delay - on_time > ttl_ms as i64
+    }
 }
 
 /// One request of the peer protocol.
@@ -292,9 +347,9 @@ impl<'a> Request<'a> {
                     b"s" => true,
                     _ => return Err(bad("mode")),
                 };
-                let deadline_ms = parse_u64(a(3)).ok_or(bad("deadline"))?;
+                let deadline = parse_deadline(a(3)).ok_or(bad("deadline"))?;
                 let table = parse_hex_u64(a(4)).ok_or(bad("table digest"))?;
-                Request::Forward { head: ForwardHead { resp3, share, deadline_ms, table }, command: args.skip(5) }
+                Request::Forward { head: ForwardHead { resp3, share, deadline, table }, command: args.skip(5) }
             }
             Kind::SlotDone if n == 2 => Request::SlotDone { slot: parse_slot(a(1)).ok_or(bad("slot"))? },
             Kind::DropOk if n == 2 => Request::DropOk { slot: parse_slot(a(1)).ok_or(bad("slot"))? },
@@ -365,8 +420,19 @@ pub fn encode_forward_head(buf: &mut BytesMut, head: &ForwardHead, argc: usize) 
     encode::bulk(buf, Kind::Forward.name());
     encode::bulk(buf, if head.resp3 { b"3" } else { b"2" });
     encode::bulk(buf, if head.share { b"s" } else { b"p" });
-    encode::bulk(buf, dec(head.deadline_ms).as_bytes());
+    match head.deadline {
+        Deadline::Relative { sent_ms, ttl_ms } => encode::bulk(buf, format!("{sent_ms}+{ttl_ms}").as_bytes()),
+        Deadline::Absolute(at) => encode::bulk(buf, dec(at).as_bytes()),
+    }
     encode::bulk(buf, format!("{:016x}", head.table).as_bytes());
+}
+
+/// `sent+ttl` (relative) or a plain unix ms (absolute, older nodes).
+fn parse_deadline(b: &[u8]) -> Option<Deadline> {
+    match b.iter().position(|&c| c == b'+') {
+        Some(i) => Some(Deadline::Relative { sent_ms: parse_u64(&b[..i])?, ttl_ms: parse_u64(&b[i + 1..])? }),
+        None => parse_u64(b).map(Deadline::Absolute),
+    }
 }
 
 /// Whether a request that failed ran at the receiver.
@@ -671,7 +737,16 @@ mod tests {
             3 => Request::Del { key: &p.a, version: p.n },
             4 => Request::Read { key: &p.a },
             5 => Request::Forward {
-                head: ForwardHead { resp3: p.flags.0, share: p.flags.1, deadline_ms: p.n, table: p.m },
+                head: ForwardHead {
+                    resp3: p.flags.0,
+                    share: p.flags.1,
+                    deadline: if p.n.is_multiple_of(2) {
+                        Deadline::Relative { sent_ms: p.n, ttl_ms: p.m >> 40 }
+                    } else {
+                        Deadline::Absolute(p.n)
+                    },
+                    table: p.m,
+                },
                 command: Args::from_slices(cmd),
             },
             6 => Request::SlotDone { slot: (p.n % u64::from(SLOT_COUNT)) as u16 },
@@ -681,6 +756,41 @@ mod tests {
             10 => Request::Sums { asker: &p.a },
             11 => Request::KeyVersions { slot: (p.n % u64::from(SLOT_COUNT)) as u16 },
             _ => Request::Ping,
+        }
+    }
+
+    #[test]
+    fn lateness_ignores_clock_offsets_and_catches_held_requests() {
+        const TTL: u64 = 2_000;
+        let rel = |sent_ms| Deadline::Relative { sent_ms, ttl_ms: TTL };
+        // The sender's monotonic clock is 5 000 000 ms behind this node's,
+        // and the wall clocks do not matter: prompt requests run.
+        let mut l = Lateness::default();
+        for i in 0..100u64 {
+            let sent = 1_000 + i * 10;
+            assert!(!l.expired(rel(sent), 5_000_000 + sent + 3 + i % 5, 0), "request {i}");
+        }
+        // One held for 10 s (TCP retransmission through a partition).
+        assert!(l.expired(rel(2_000), 5_000_000 + 12_000, 0));
+        // Prompt again after a minute of silence; a held one still caught.
+        assert!(!l.expired(rel(70_000), 5_070_004, 0));
+        assert!(l.expired(rel(70_100), 5_075_000, 0));
+        // The other side's clock ahead: the delay is negative, still fine.
+        let mut m = Lateness::default();
+        assert!(!m.expired(rel(9_000_000), 1_000, 0));
+        assert!(!m.expired(rel(9_000_500), 1_501, 0));
+        assert!(m.expired(rel(9_001_000), 5_000, 0));
+        // The older, absolute form is the receiver's wall clock.
+        assert!(!m.expired(Deadline::Absolute(100), 0, 100));
+        assert!(m.expired(Deadline::Absolute(100), 0, 101));
+    }
+
+    #[test]
+    fn both_deadline_forms_decode() {
+        assert_eq!(parse_deadline(b"12+2000"), Some(Deadline::Relative { sent_ms: 12, ttl_ms: 2000 }));
+        assert_eq!(parse_deadline(b"1795431954344"), Some(Deadline::Absolute(1_795_431_954_344)));
+        for bad in [&b"+5"[..], b"5+", b"1+2+3", b"-1", b"", b"x"] {
+            assert_eq!(parse_deadline(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }
 

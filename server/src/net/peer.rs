@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use super::exec::{Env, Exec};
 use super::link::nonce;
 use super::unix_ms;
-use crate::cluster::protocol::{self, PeerError, Reply, Request};
+use crate::cluster::protocol::{self, Lateness, PeerError, Reply, Request};
 use crate::cluster::replication::{LinkKey, Op, ReadState, hex, proof_eq};
 use crate::command::ConnState;
 use crate::shared::{ClientInfo, LocalStats, Shared};
@@ -183,6 +183,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     conn.peer = true;
     let mut exec = Exec::new(READ_CHUNK);
     let mut stats = LocalStats::default();
+    // How late this connection's forwarded requests arrive.
+    let mut late = Lateness::default();
     // Set when a batch stopped at BATCH_MAX with requests left in `input`:
     // run those before reading more (a read could wait forever).
     let mut more = false;
@@ -204,13 +206,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
         more = false;
         let now_ms = unix_ms();
+        let mono_ms = crate::process::mono_ms();
         let mut close = false;
         let mut done = 0;
         loop {
             match parser.parse(&input, &protocol::LIMITS, true) {
                 Ok(true) => {
                     let mut env = Env { shared: &shared, conn: &mut conn, stats: &mut stats, now_ms };
-                    handle(&mut exec, &mut env, parser.args(&input));
+                    handle(&mut exec, &mut env, &mut late, mono_ms, parser.args(&input));
                     done += 1;
                     if done >= BATCH_MAX {
                         // Bound the batch: answer these, then parse on.
@@ -249,7 +252,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Runs one request of an authenticated peer, its reply into `exec.out`.
-fn handle(exec: &mut Exec, env: &mut Env<'_>, args: Args<'_>) {
+fn handle(exec: &mut Exec, env: &mut Env<'_>, late: &mut Lateness, mono_ms: u64, args: Args<'_>) {
     let req = match Request::decode(args) {
         Ok(r) => r,
         Err(e) => {
@@ -291,7 +294,7 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, args: Args<'_>) {
         }
         Request::Read { key } => Reply::State(env.shared.store.with_key(key, env.now_ms, |k| ReadState::of(k))),
         Request::Forward { head, command } => {
-            if env.now_ms > head.deadline_ms {
+            if late.expired(head.deadline, mono_ms, env.now_ms) {
                 // The forwarding node has answered -TIMEOUT already: running
                 // it now could undo writes acknowledged since.
                 env.shared.metrics.forwards_expired.fetch_add(1, Relaxed);

@@ -27,7 +27,10 @@ impl Exec {
         let head = ForwardHead {
             resp3: env.conn.resp == Version::Resp3,
             share: share == Mode::Share,
-            deadline_ms: env.now_ms + 2 * env.shared.config.replication_timeout.as_millis() as u64,
+            deadline: Deadline::Relative {
+                sent_ms: crate::process::mono_ms(),
+                ttl_ms: 2 * env.shared.config.replication_timeout.as_millis() as u64,
+            },
             table: t.digest,
         };
         let mut body = BytesMut::new();
@@ -159,7 +162,12 @@ mod tests {
 
     #[test]
     fn a_retried_forward_carries_the_table_of_now() {
-        let head = ForwardHead { resp3: false, share: false, deadline_ms: 1_795_431_954_344, table: 0xdead_beef };
+        let head = ForwardHead {
+            resp3: false,
+            share: false,
+            deadline: Deadline::Relative { sent_ms: 1_954_344, ttl_ms: 2000 },
+            table: 0xdead_beef,
+        };
         let mut body = BytesMut::new();
         for a in [&b"SET"[..], b"k", b"v"] {
             encode::bulk(&mut body, a);

@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use crate::cluster::lifecycle::Phase;
-use crate::cluster::protocol::{ForwardHead, Kind, Reply as PeerReply, Request, encode_forward_head};
+use crate::cluster::protocol::{Deadline, ForwardHead, Kind, Reply as PeerReply, Request, encode_forward_head};
 use crate::cluster::replication::{ReadState, encode_current, quorum};
 use crate::cluster::settle::Fetch;
 use crate::cluster::topology::Topology;
