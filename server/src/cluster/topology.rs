@@ -44,6 +44,35 @@ pub fn node_id(name: &str) -> String {
     format!("{:032x}{tail:08x}", xxh3_128(name.as_bytes()))
 }
 
+/// The version node id (the low `bits` of every write version this node
+/// makes) of member `me` among `names`: distinct for every member of one
+/// table. Members take the hash of their name in name order; one whose
+/// id is taken probes the next hashes of its name. (Hashing alone
+/// collided in ~4.5 % of 20-node clusters, and two owners with equal
+/// versions of different values never converge.) Ids only have to be
+/// distinct while writes are made, so one may change with the table.
+pub fn version_node_id<'a>(names: impl IntoIterator<Item = &'a str>, me: &str, bits: u32) -> u64 {
+    let mask = (1u64 << bits) - 1;
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut taken = std::collections::HashSet::new();
+    let mut mine = xxh3_64(me.as_bytes()) & mask;
+    for name in names {
+        let mut id = xxh3_64(name.as_bytes()) & mask;
+        let mut probe = 0u64;
+        while taken.contains(&id) && (taken.len() as u64) <= mask {
+            probe += 1;
+            id = xxh3_64(format!("{name}#{probe}").as_bytes()) & mask;
+        }
+        taken.insert(id);
+        if name == me {
+            mine = id;
+        }
+    }
+    mine
+}
+
 /// A digest of a member set (names, client addresses, weights and
 /// generations), in name order. Generations count: a member restarted
 /// before it was declared down holds nothing, and nodes must not take a
@@ -143,6 +172,19 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_node_ids_are_distinct_within_a_table() {
+        for n in [2usize, 20, 200, 2000] {
+            let names: Vec<String> = (0..n).map(|i| format!("node-{i}:6379")).collect();
+            let ids: std::collections::HashSet<u64> =
+                names.iter().map(|me| version_node_id(names.iter().map(String::as_str), me, 12)).collect();
+            assert_eq!(ids.len(), n, "{n} members");
+            assert!(ids.iter().all(|&id| id < 4096));
+        }
+        // Alone, a node's id is the hash of its name, as before it met anyone.
+        assert_eq!(version_node_id(["a"], "a", 12), xxh3_64(b"a") & 4095);
+    }
 
     #[test]
     fn ids_are_stable_and_40_hex() {

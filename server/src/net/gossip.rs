@@ -473,6 +473,10 @@ impl Driver {
         if topology.nodes.len() > 1 {
             self.shared.store.set_keep_tombstones(true);
         }
+        // Distinct version node ids within the table (ties never happen).
+        let id =
+            crate::cluster::topology::version_node_id(names.iter().copied(), &me.name, crate::store::VERSION_NODE_BITS);
+        self.shared.store.set_node_id(id);
         super::link::sync(&self.shared, &topology);
         super::rebalance::before_publish(&self.shared, &topology);
         let met = topology.nodes.len() > 1;
