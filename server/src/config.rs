@@ -55,6 +55,11 @@ pub struct Flags {
     /// before it serves keys alone (0 = wait for ever).
     #[arg(long, env = "RINGCACHE_JOIN_TIMEOUT_MS")]
     pub join_timeout_ms: Option<u64>,
+    /// Milliseconds a clustered node with no seed but itself waits for
+    /// members that remember it (a restart) before it serves as the first
+    /// node of its cluster (0 = serve at once).
+    #[arg(long, env = "RINGCACHE_FOUNDING_WAIT_MS")]
+    pub founding_wait_ms: Option<u64>,
     /// Copies of each key (N).
     #[arg(long, env = "RINGCACHE_REPLICAS")]
     pub replicas: Option<u32>,
@@ -288,6 +293,7 @@ struct FileConfig {
     rebalance_rate: Option<u64>,
     drain_timeout: Option<u64>,
     join_timeout_ms: Option<u64>,
+    founding_wait_ms: Option<u64>,
 }
 
 /// A size in the file: a number of bytes or a string like "100mb".
@@ -403,6 +409,9 @@ pub struct Config {
     /// How long a node with seeds refuses keys while no member answered.
     /// Zero: until one does.
     pub join_timeout: Duration,
+    /// How long a clustered node whose seeds name only itself (or that has
+    /// none) refuses keys, so that members that remember it find it first.
+    pub founding_wait: Duration,
     pub config_file: Option<PathBuf>,
     /// `--check-config`: validate, print, exit.
     pub check_config: bool,
@@ -556,6 +565,7 @@ impl Config {
             rebalance_rate: pick(flags.rebalance_rate, file.rebalance_rate, 0),
             drain_timeout: Duration::from_secs(pick(flags.drain_timeout, file.drain_timeout, 30)),
             join_timeout: Duration::from_millis(pick(flags.join_timeout_ms, file.join_timeout_ms, 30_000)),
+            founding_wait: Duration::from_millis(pick(flags.founding_wait_ms, file.founding_wait_ms, 6_000)),
             bind,
             port,
             cluster_port,

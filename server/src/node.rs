@@ -151,6 +151,7 @@ impl Node {
                     key: PacketKey::new(&config.cluster_name, Some(secret), config.cluster_settings()),
                     timing: config.gossip,
                     seed_addrs: Vec::new(),
+                    founding: false,
                 };
                 (Some(gossip), Some(peers))
             }
@@ -195,10 +196,23 @@ impl Node {
         let mut gossip_task = None;
         if let Some(mut g) = self.gossip {
             // Decided before the first client is accepted.
-            if g.resolve_seeds().await
-                && shared.lifecycle.on(Event::SeedsAreMe) == (Phase::AwaitingSeed, Phase::Joining)
-            {
-                info!("every seed names this node: serving alone until others join");
+            if g.resolve_seeds().await {
+                // No one to ask. A restart looks the same as a first start,
+                // so members that remember this node get a moment to find
+                // it before it counts from nothing as the first node.
+                let wait = shared.config.founding_wait;
+                if wait.is_zero() {
+                    if shared.lifecycle.on(Event::SeedsAreMe) == (Phase::AwaitingSeed, Phase::Joining) {
+                        info!("no seed but this node: serving as the first node of its cluster");
+                    }
+                } else {
+                    g.founding = true;
+                    info!(
+                        wait_ms = wait.as_millis() as u64,
+                        "no seed but this node: waiting for members that may remember it (a restart) before serving \
+                         as the first node of its cluster (--founding-wait-ms)"
+                    );
+                }
             }
             info!(addr = %g.me.gossip_addr, cluster = %shared.config.cluster_name, seeds = ?g.seeds, "gossip listening");
             gossip_task = Some(tokio::spawn(net::gossip::run(shared.clone(), g, leave_rx)));

@@ -482,7 +482,10 @@ impl Shared {
             let c = xxhash_rust::xxh3::xxh3_64(&b.to_le_bytes());
             format!("{a:016x}{b:016x}{:08x}", c as u32)
         };
-        let seeded = !config.seeds.is_empty();
+        // Every clustered node waits to meet its cluster before serving
+        // keys: for seeds to answer, or — with no seed but itself — for
+        // members that remember it (`--founding-wait-ms`, see net::gossip).
+        let seeded = config.clustered();
         Shared {
             settings: Settings::new(&config),
             config,

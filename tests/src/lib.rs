@@ -269,6 +269,11 @@ impl Server {
         if !extra.contains(&"--bind") {
             cmd.args(["--bind", "127.0.0.1"]);
         }
+        // A seedless clustered node serves at once unless a test asks for
+        // the founding wait (membership.rs tests it).
+        if !extra.contains(&"--founding-wait-ms") {
+            cmd.args(["--founding-wait-ms", "0"]);
+        }
         cmd.args(extra).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         // Tests must not pick up a developer's environment.
         for (k, _) in std::env::vars() {

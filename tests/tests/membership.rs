@@ -354,6 +354,79 @@ fn a_node_whose_seeds_never_answer_serves_alone_after_the_join_timeout() {
         "--cluster-secret",
         TEST_SECRET,
     ]);
+    // (The harness passes --founding-wait-ms 0; the wait itself is tested
+    // by a_restarted_seedless_node_rejoins_instead_of_counting_from_nothing.)
     assert_eq!(first.raw().cmd(&["SET", "k", "v"]), ok(), "a node seeded only with itself serves at once");
     assert_eq!(cluster_info_field(&mut first.raw(), "cluster_join_state"), "joined");
+}
+
+/// Issue 16 item 8: the first node of a cluster (no seed) is killed and
+/// restarted, still without seeds. Before, it served at once from an empty
+/// store as the whole cluster, and its INCRs answered 1, 2, ... with fresh
+/// versions that then overwrote the cluster's counters. Now it waits
+/// `--founding-wait-ms` (the default, 6 s) for members that remember it,
+/// refusing keys meanwhile; the others find it and it joins as a newcomer,
+/// so every INCR through it counts on from the cluster's value.
+#[test]
+fn a_restarted_seedless_node_rejoins_instead_of_counting_from_nothing() {
+    let (port, cport) = (ringcache_tests::free_port().to_string(), ringcache_tests::free_port().to_string());
+    let founder_args = [
+        "--port",
+        &port,
+        "--cluster-port",
+        &cport,
+        "--node-name",
+        "founder",
+        "--founding-wait-ms",
+        "6000",
+        "--gossip-suspect-ms",
+        "2000",
+        "--cluster-secret",
+        TEST_SECRET,
+    ];
+    let mut a = Server::start(&founder_args);
+    let seed = format!("127.0.0.1:{cport}");
+    let others: Vec<Server> = (0..2)
+        .map(|_| Server::start(&["--seed", &seed, "--gossip-suspect-ms", "2000", "--cluster-secret", TEST_SECRET]))
+        .collect();
+    let members = |s: &Server| cluster_info_field(&mut s.raw(), "cluster_known_nodes");
+    Server::eventually("three members", || others.iter().chain([&a]).all(|s| members(s) == "3"));
+    Server::eventually("the founder to serve keys", || matches!(a.raw().cmd(&["INCR", "ctr"]), Frame::Integer(_)));
+    let mut b = others[0].raw();
+    let mut n = answered_int(&mut b, "ctr");
+    for _ in 0..9 {
+        n = answered_int(&mut b, "ctr");
+    }
+    assert!(n >= 10, "ten increments counted: {n}");
+    a.signal("KILL");
+    a.wait();
+    Server::eventually("the others to drop the founder", || others.iter().all(|s| members(s) == "2"));
+    let a = Server::start(&founder_args);
+    let mut r = a.raw();
+    let mut refused = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        assert!(Instant::now() < deadline, "the restarted founder never counted on: {}", a.log_tail(30));
+        match r.cmd(&["INCR", "ctr"]) {
+            Frame::Integer(v) => break v,
+            e if is_clusterdown(&e) => refused += 1,
+            other => panic!("INCR through the restarted founder: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!("the restarted founder refused {refused} INCRs, then answered {got} (cluster had {n})");
+    assert_eq!(got, n + 1, "the restarted founder counted on from the cluster's value");
+    assert_eq!(answered(&others[1], &["GET", "ctr"]), bulk(&(n + 1).to_string()));
+}
+
+/// INCR `key` through `r`, retrying the answers that mean "not run".
+fn answered_int(r: &mut ringcache_tests::Raw, key: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match r.cmd(&["INCR", key]) {
+            Frame::Integer(v) => return v,
+            e if is_clusterdown(&e) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("INCR {key}: {other:?}"),
+        }
+    }
 }

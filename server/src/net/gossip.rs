@@ -89,6 +89,9 @@ pub struct Gossip {
     /// The seeds resolved (without this node), by [`Gossip::resolve_seeds`]
     /// before the driver starts; the driver resolves again while empty.
     pub seed_addrs: Vec<SocketAddr>,
+    /// No seed but itself: serve as the first node after
+    /// `--founding-wait-ms` unless a member finds it first.
+    pub founding: bool,
 }
 
 struct Driver {
@@ -168,6 +171,8 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
         started: Instant::now(),
     };
     let join_by = Instant::now() + d.shared.config.join_timeout;
+    let found_by = Instant::now() + d.shared.config.founding_wait;
+    let founding = g.founding;
     let mut announce = tokio::time::interval(ANNOUNCE_PERIOD);
     announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 64 * 1024];
@@ -181,7 +186,16 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
             },
             _ = async { sleep_until(next_timer.expect("guarded")).await }, if next_timer.is_some() => d.due_timers(),
             _ = announce.tick() => {
-                let waited_out = !d.shared.config.join_timeout.is_zero() && Instant::now() >= join_by;
+                if founding
+                    && Instant::now() >= found_by
+                    && d.shared.lifecycle.on(Event::SeedsAreMe) == (Phase::AwaitingSeed, Phase::Joining)
+                {
+                    info!(
+                        waited_ms = d.shared.config.founding_wait.as_millis() as u64,
+                        "no member found this node within --founding-wait-ms: serving as the first node of its cluster"
+                    );
+                }
+                let waited_out = !founding && !d.shared.config.join_timeout.is_zero() && Instant::now() >= join_by;
                 if waited_out && d.shared.lifecycle.on(Event::JoinTimeout) == (Phase::AwaitingSeed, Phase::Alone) {
                     warn!(
                         seeds = ?d.seeds,

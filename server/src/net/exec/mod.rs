@@ -292,7 +292,12 @@ impl Exec {
                 let text: &[u8] = if env.conn.peer {
                     b"TRYAGAIN this node has not joined the cluster's table yet"
                 } else {
-                    b"CLUSTERDOWN this node has not joined its cluster yet (no seed has answered)"
+                    if env.shared.config.seeds.is_empty() {
+                        b"CLUSTERDOWN this node has not joined its cluster yet (it waits --founding-wait-ms for members \
+                          that may remember it)"
+                    } else {
+                        b"CLUSTERDOWN this node has not joined its cluster yet (no seed has answered)"
+                    }
                 };
                 encode::error(&mut self.out, text);
                 return;
