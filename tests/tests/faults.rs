@@ -381,6 +381,35 @@ fn isolate_minority_then_heal() {
     finish("isolate one node of 3 (majority writes, same counters both sides), then heal", &c, run, converged);
 }
 
+/// Issue 16 item 1 with a 2|3 split of 5 nodes: every worker sends each
+/// operation to a random node of all five, so the same keys (its plain
+/// keys and two shared counters) are written on both sides while the
+/// partition lasts. Only the side of three acknowledges writes.
+#[test]
+fn split_five_nodes_two_three_then_heal() {
+    if !netns_or_skip("split 5 nodes 2|3") {
+        return;
+    }
+    let w = Workload { shared_counters: 2, ..workload() };
+    let Scene { _serial, c, run, .. } = begin_with(5, true, 1000, &[], w);
+    let net = c.net.as_ref().expect("netns");
+    net.partition(&[&[0, 1, 2], &[3, 4]]);
+    wait_down(&c, &[0, 1, 2], 3);
+    c.eventually("nodes 3 and 4 to know they are in a minority", || {
+        [3, 4].iter().all(|&i| ringcache_tests::info_field(c.node(i), "cluster", "cluster_minority") == "1")
+    });
+    run.run_for(2000, Duration::from_secs(90));
+    let refused: Vec<String> =
+        [3, 4].iter().map(|&i| ringcache_tests::info_field(c.node(i), "cluster", "minority_refusals")).collect();
+    println!("minority refusals on nodes 3, 4: {refused:?}");
+    assert!(refused.iter().any(|r| r != "0"), "the minority refused writes");
+    let healed = Instant::now();
+    net.heal();
+    let converged = converge(&c, 5, healed);
+    run.run_for(1000, Duration::from_secs(60));
+    finish("split 5 nodes 2|3 (same keys and counters written on both sides), then heal", &c, run, converged);
+}
+
 /// `--partition-mode available`: both sides of a partition keep serving
 /// writes (each worker's keys on one side only), and last-writer-wins
 /// merges the sides on heal without losing an acknowledged write.
