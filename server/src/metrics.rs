@@ -179,6 +179,18 @@ pub static STATS: &[Stat] = &[
     c("replication", "tombstones_dropped", "Tombstones forgotten before their grace ended (per-shard bound).", |s| {
         s.store.stats.tombstones_dropped.load(Relaxed)
     }),
+    c("replication", "evictions_shared", "Evicted keys passed on to their other owners (RC.EVICT, per owner).", |s| {
+        s.metrics.evictions_shared.load(Relaxed)
+    }),
+    c("replication", "evictions_followed", "Copies dropped because another owner evicted the key.", |s| {
+        s.store.stats.evictions_followed.load(Relaxed)
+    }),
+    c(
+        "replication",
+        "evictions_unshared",
+        "Evictions not passed on (queue of 65536 full): anti-entropy compares those.",
+        |s| s.store.stats.evictions_unshared.load(Relaxed),
+    ),
     g("replication", "tombstone_bytes", "Memory the tombstones take (counted in used_memory).", |s| {
         s.store.tombstone_bytes() as u64
     }),

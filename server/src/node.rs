@@ -290,6 +290,44 @@ async fn wait_for_stop(shared: &Shared) {
     }
 }
 
+/// Evicted keys passed on per tick at most.
+const EVICTIONS_BATCH: usize = 8192;
+
+/// Tells the other owners of each key this node evicted to drop their
+/// copies too (`RC.EVICT`, version-guarded, no tombstone): owners then hold
+/// the same keys, and anti-entropy does not copy evicted keys back for
+/// ever (issue 16 item 3). Sent like replicated writes (hinted while a
+/// link is down).
+async fn share_evictions(shared: &Shared) {
+    let evicted = shared.store.take_evictions(EVICTIONS_BATCH);
+    if evicted.is_empty() {
+        return;
+    }
+    let t = shared.topology();
+    if t.nodes.len() < 2 {
+        return;
+    }
+    let me = t.myself().name.as_str();
+    let mut per_owner: std::collections::HashMap<&str, Vec<(u16, bytes::Bytes)>> = Default::default();
+    for (key, version) in &evicted {
+        let slot = ringcache_protocol::key_slot(key);
+        let op = crate::cluster::protocol::Request::Evict { key, version: *version }.to_bytes();
+        for &i in t.table.owners(slot) {
+            let name = t.table.members[usize::from(i)].name.as_str();
+            if name != me {
+                per_owner.entry(name).or_default().push((slot, op.clone()));
+            }
+        }
+    }
+    for (name, ops) in per_owner {
+        if let Some(link) = shared.links.get(name) {
+            let n = ops.len() as u64;
+            link.send(crate::peers::Msg::Repl { ops, done: None }).await;
+            shared.metrics.evictions_shared.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 async fn expire_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(EXPIRE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -303,6 +341,7 @@ async fn expire_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if ticks.is_multiple_of(10) {
             shared.store.gc_tombstones(unix_ms());
         }
+        share_evictions(&shared).await;
         let started = Instant::now();
         loop {
             let (seen, expired) = shared.store.active_expire(unix_ms(), EXPIRE_BUDGET_BUCKETS);

@@ -107,6 +107,8 @@ pub struct Metrics {
     pub absence_wipes: AtomicU64,
     /// Requests refused while returning from such an absence.
     pub returning_refusals: AtomicU64,
+    /// `RC.EVICT`s sent: keys this node evicted, per other owner.
+    pub evictions_shared: AtomicU64,
     /// Peer connections refused: failed handshake, strangers.
     pub peer_rejected: AtomicU64,
     /// Requests from authenticated peers that could not be decoded.
@@ -150,6 +152,7 @@ impl Metrics {
             minority_refusals: AtomicU64::new(0),
             absence_wipes: AtomicU64::new(0),
             returning_refusals: AtomicU64::new(0),
+            evictions_shared: AtomicU64::new(0),
             peer_rejected: AtomicU64::new(0),
             peer_malformed: AtomicU64::new(0),
             read_repairs: AtomicU64::new(0),

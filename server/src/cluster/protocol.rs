@@ -15,6 +15,7 @@
 //! | `RC.HELLO name nonce` | `*2 $nonce $proof` (then `RC.AUTH proof` → `+OK`) |
 //! | `RC.PUT key version expiry_ms value` (expiry 0 = none) | `+OK` (applied if newer) |
 //! | `RC.DEL key version` | `+OK` (applied if newer) |
+//! | `RC.EVICT key version` | `+OK` (the live copy dropped if not newer; no tombstone) |
 //! | `RC.READ key` | `*3 :version :expiry $value`, `*1 :version` (tombstone), `*-1` (unknown) |
 //! | `RC.FWD 2\|3 p\|s sent_ms+ttl_ms table command args...` | the command's own reply |
 //! | `RC.SLOTDONE slot`, `RC.DROPOK slot` | `+OK` |
@@ -207,6 +208,15 @@ pub enum Request<'a> {
     },
     /// Liveness check.
     Ping,
+    /// The sender evicted `key` at `version` (its memory limit): drop the
+    /// live copy if it is not newer, leaving no tombstone, so owners keep
+    /// the same keys instead of copying evicted ones back for ever.
+    Evict {
+        /// The key.
+        key: &'a [u8],
+        /// The evicted entry's version.
+        version: u64,
+    },
 }
 
 /// Which request a reply answers (what shape to decode it as).
@@ -238,9 +248,11 @@ pub enum Kind {
     KeyVersions,
     /// [`Request::Ping`].
     Ping,
+    /// [`Request::Evict`].
+    Evict,
 }
 
-const NAMES: [(Kind, &[u8]); 13] = [
+const NAMES: [(Kind, &[u8]); 14] = [
     (Kind::Hello, b"RC.HELLO"),
     (Kind::Auth, b"RC.AUTH"),
     (Kind::Put, b"RC.PUT"),
@@ -254,6 +266,7 @@ const NAMES: [(Kind, &[u8]); 13] = [
     (Kind::Sums, b"RC.SUMS"),
     (Kind::KeyVersions, b"RC.KEYVERS"),
     (Kind::Ping, b"RC.PING"),
+    (Kind::Evict, b"RC.EVICT"),
 ];
 
 impl Kind {
@@ -311,6 +324,7 @@ impl<'a> Request<'a> {
             Request::Sums { .. } => Kind::Sums,
             Request::KeyVersions { .. } => Kind::KeyVersions,
             Request::Ping => Kind::Ping,
+            Request::Evict { .. } => Kind::Evict,
         }
     }
 
@@ -335,6 +349,7 @@ impl<'a> Request<'a> {
                 Request::Put { key: a(1), version, expiry_ms: (expiry != 0).then_some(expiry), value: a(4) }
             }
             Kind::Del if n == 3 => Request::Del { key: a(1), version: parse_u64(a(2)).ok_or(bad("version"))? },
+            Kind::Evict if n == 3 => Request::Evict { key: a(1), version: parse_u64(a(2)).ok_or(bad("version"))? },
             Kind::Read if n == 2 => Request::Read { key: a(1) },
             Kind::Forward if n >= 6 => {
                 let resp3 = match a(1) {
@@ -379,6 +394,7 @@ impl<'a> Request<'a> {
                 encode::command(buf, &[name, key, v.as_bytes(), e.as_bytes(), value]);
             }
             Request::Del { key, version } => encode::command(buf, &[name, key, dec(*version).as_bytes()]),
+            Request::Evict { key, version } => encode::command(buf, &[name, key, dec(*version).as_bytes()]),
             Request::Read { key } => encode::command(buf, &[name, key]),
             Request::Forward { head, command } => {
                 encode_forward_head(buf, head, command.len());
@@ -616,7 +632,9 @@ impl Reply {
         }
         let int = |f: &Frame| if let Frame::Integer(n) = f { Some(*n as u64) } else { None };
         let reply = match (kind, frame) {
-            (Kind::Auth | Kind::Put | Kind::Del | Kind::SlotDone | Kind::DropOk, Frame::Simple(s)) if s == "OK" => {
+            (Kind::Auth | Kind::Put | Kind::Del | Kind::Evict | Kind::SlotDone | Kind::DropOk, Frame::Simple(s))
+                if s == "OK" =>
+            {
                 Some(Reply::Ok)
             }
             (Kind::Ping, Frame::Simple(s)) if s == "PONG" => Some(Reply::Pong),
@@ -708,7 +726,7 @@ mod tests {
 
     fn parts() -> impl Strategy<Value = Parts> {
         (
-            0..13usize,
+            0..14usize,
             bytes(),
             proptest::collection::vec(any::<u8>(), 0..NONCE_HEX_MAX),
             any::<u64>(),
@@ -755,6 +773,7 @@ mod tests {
             9 => Request::Digests { shard: (p.n % SHARD_COUNT as u64) as u16 },
             10 => Request::Sums { asker: &p.a },
             11 => Request::KeyVersions { slot: (p.n % u64::from(SLOT_COUNT)) as u16 },
+            12 => Request::Evict { key: &p.a, version: p.n },
             _ => Request::Ping,
         }
     }

@@ -349,8 +349,11 @@ async fn repair_slot(shared: &Shared, link: &Link, slot: u16) -> bool {
             complete = false;
             continue;
         };
-        let applied =
-            shared.version_ok(state.version(), now) && shared.store.with_key(k, now, |key| state.apply_to(key));
+        // A repair makes room like any insert, and waits when none can be
+        // made (noeviction at the limit) rather than overshoot.
+        let applied = shared.version_ok(state.version(), now)
+            && shared.store.make_room(now).is_ok()
+            && shared.store.with_key(k, now, |key| state.apply_to(key));
         fetched += u64::from(applied);
     }
     shared.antientropy.keys_repaired.fetch_add(pushed + fetched, Relaxed);

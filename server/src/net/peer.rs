@@ -292,6 +292,10 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, late: &mut Lateness, mono_ms: u64,
                 Reply::Error(PeerError::OutOfMemory)
             }
         }
+        Request::Evict { key, version } => {
+            env.shared.store.with_key(key, env.now_ms, |k| k.drop_evicted(version));
+            Reply::Ok
+        }
         Request::Read { key } => Reply::State(env.shared.store.with_key(key, env.now_ms, |k| ReadState::of(k))),
         Request::Forward { head, command } => {
             if late.expired(head.deadline, mono_ms, env.now_ms) {

@@ -59,6 +59,8 @@ const VERSION_LOGICAL_BITS: u32 = 10;
 /// nearest to the end of its grace period goes first, counted, and its
 /// slot's horizon rises to its version (see [`KeyRef::apply`]).
 const TOMBS_PER_SHARD_MAX: usize = 1024;
+/// Evicted keys queued for the other owners at most.
+pub const EVICTIONS_MAX: usize = 65_536;
 /// Bytes a tombstone costs besides twice its key (the key is held by both
 /// indexes): map and tree nodes, two boxes, version and deadline.
 const TOMB_OVERHEAD: usize = 96;
@@ -387,6 +389,10 @@ pub struct StoreStats {
     pub tombstones_dropped: AtomicU64,
     /// Copies refused by a slot's horizon (see [`KeyRef::apply`]).
     pub horizon_refusals: AtomicU64,
+    /// Evictions not passed on to the other owners (queue full).
+    pub evictions_unshared: AtomicU64,
+    /// Copies dropped because another owner evicted them (`RC.EVICT`).
+    pub evictions_followed: AtomicU64,
     /// Replicated states applied / ignored because the key had a newer one.
     pub applied: AtomicU64,
     pub stale: AtomicU64,
@@ -414,6 +420,10 @@ pub struct Store {
     node_id: AtomicU64,
     tomb_grace_ms: AtomicU64,
     keep_tombstones: std::sync::atomic::AtomicBool,
+    /// Keys evicted here (key, version), for the other owners to drop too
+    /// (kept while tombstones are: only with peers). Bounded by
+    /// [`EVICTIONS_MAX`]; overflow is counted and left to anti-entropy.
+    evictions: Mutex<std::collections::VecDeque<(Box<[u8]>, u64)>>,
     pub stats: StoreStats,
 }
 
@@ -445,6 +455,7 @@ impl Store {
             node_id: AtomicU64::new(0),
             tomb_grace_ms: AtomicU64::new(600_000),
             keep_tombstones: std::sync::atomic::AtomicBool::new(true),
+            evictions: Mutex::new(std::collections::VecDeque::new()),
             stats: StoreStats::default(),
         }
     }
@@ -613,10 +624,26 @@ impl Store {
     /// then accounts the freed memory and counts the removal (as expired or
     /// evicted): what lookups, sampling and eviction all do with a victim.
     fn remove_counted(&self, mut g: ShardGuard<'_>, pos: usize, counter: &AtomicU64) {
-        let (_, delta) = g.remove(pos, None);
+        let (old, delta) = g.remove(pos, None);
         drop(g);
         self.account(delta);
         counter.fetch_add(1, Relaxed);
+        if std::ptr::eq(counter, &self.stats.evicted_keys) && self.keep_tombstones.load(Relaxed) {
+            let mut q = self.evictions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if q.len() < EVICTIONS_MAX {
+                q.push_back((old.key().into(), old.version()));
+            } else {
+                self.stats.evictions_unshared.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Takes up to `n` of the keys evicted here since the last call, oldest
+    /// first, for the other owners to drop as well (`RC.EVICT`).
+    pub fn take_evictions(&self, n: usize) -> Vec<(Box<[u8]>, u64)> {
+        let mut q = self.evictions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = n.min(q.len());
+        q.drain(..n).collect()
     }
 
     /// Evicts one key chosen by the policy. False: nothing evictable.
@@ -1203,6 +1230,21 @@ impl<'a> KeyRef<'a> {
             self.put_tomb(version);
         }
         Some(old)
+    }
+
+    /// Another owner evicted this key at `version`: drops the live copy if
+    /// it is not newer, leaving no tombstone (an eviction is no delete: a
+    /// later copy may come back). True if dropped.
+    pub fn drop_evicted(&mut self, version: u64) -> bool {
+        let Some(p) = self.pos else { return false };
+        if self.shard.table.get(p).is_none_or(|e| e.version() > version) {
+            return false;
+        }
+        self.pos = None;
+        let (_, delta) = self.shard.remove(p, Some(self.slot));
+        self.store.account(delta);
+        self.store.stats.evictions_followed.fetch_add(1, Relaxed);
+        true
     }
 
     /// A client's delete (DEL, UNLINK, GETDEL): [`KeyRef::remove`], and a

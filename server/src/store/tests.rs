@@ -493,3 +493,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn evictions_are_queued_for_the_other_owners_and_followed_by_version() {
+    let store = Store::new();
+    store.set_maxmemory(64 * 1024);
+    store.set_policy(Policy::AllKeysRandom);
+    for i in 0..2000 {
+        store.make_room(NOW).unwrap();
+        set(&store, format!("k{i}").as_bytes(), &[b'x'; 100], None, NOW);
+    }
+    let evicted = store.take_evictions(usize::MAX);
+    assert!(!evicted.is_empty());
+    assert_eq!(evicted.len() as u64, store.stats.evicted_keys.load(Relaxed));
+    assert!(evicted.iter().all(|(k, _)| store.with_key(k, NOW, |k| k.version()) == 0), "evicted means gone here");
+    assert!(store.take_evictions(usize::MAX).is_empty(), "taken once");
+    // Another owner's eviction drops a copy that is not newer, and leaves
+    // no tombstone: a later copy may come back.
+    let other = Store::new();
+    let (key, version) = &evicted[0];
+    assert!(other.with_key(key, NOW, |k| k.apply(*version, Incoming::Put { value: b"v", expiry_ms: None })));
+    assert!(!other.with_key(key, NOW, |k| k.drop_evicted(version - 1)), "a newer copy stays");
+    assert!(other.with_key(key, NOW, |k| k.drop_evicted(*version)));
+    assert_eq!((other.len(), other.tombstones()), (0, 0));
+    assert_eq!(other.used_memory(), recount(&other));
+    // A lone node (no tombstones kept) queues nothing.
+    let lone = Store::new();
+    lone.set_keep_tombstones(false);
+    lone.set_maxmemory(64 * 1024);
+    lone.set_policy(Policy::AllKeysRandom);
+    for i in 0..2000 {
+        lone.make_room(NOW).unwrap();
+        set(&lone, format!("k{i}").as_bytes(), &[b'x'; 100], None, NOW);
+    }
+    assert!(lone.take_evictions(usize::MAX).is_empty());
+}

@@ -128,6 +128,8 @@ pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadli
             answered[fi][mi] = true;
             let now_ms = crate::process::unix_ms();
             if shared.version_ok(state.version(), now_ms) {
+                // Room first, as any insert (the held request runs next).
+                let _ = shared.store.make_room(now_ms);
                 shared.store.with_key(&fetches[fi].1.key, now_ms, |k| state.apply_to(k));
             }
         }

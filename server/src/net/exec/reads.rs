@@ -95,6 +95,9 @@ impl Exec {
             if newest.version() > local || r.through {
                 // This node was behind: catch up, then answer again.
                 if newest.version() > local && shared.version_ok(newest.version(), now_ms) {
+                    // Room first, as any insert (at noeviction it goes in
+                    // anyway: the read must run on the newest state).
+                    let _ = shared.store.make_room(now_ms);
                     shared.store.with_key(&key, now_ms, |k| newest.apply_to(k));
                     shared.metrics.read_repairs.fetch_add(1, Relaxed);
                 }
