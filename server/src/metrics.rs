@@ -179,6 +179,9 @@ pub static STATS: &[Stat] = &[
     c("replication", "tombstones_dropped", "Tombstones forgotten before their grace ended (per-shard bound).", |s| {
         s.store.stats.tombstones_dropped.load(Relaxed)
     }),
+    c("replication", "flush_refusals", "Replicated states refused because a FLUSHALL came after them.", |s| {
+        s.store.stats.flush_refusals.load(Relaxed)
+    }),
     c("replication", "evictions_shared", "Evicted keys passed on to their other owners (RC.EVICT, per owner).", |s| {
         s.metrics.evictions_shared.load(Relaxed)
     }),

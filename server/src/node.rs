@@ -290,6 +290,29 @@ async fn wait_for_stop(shared: &Shared) {
     }
 }
 
+/// A FLUSHALL a client ran here goes as `RC.FLUSH` (its flush epoch) to
+/// the members the broadcast did not reach, like a replicated write: one
+/// that is down or cut off gets it from the hint queue when it is back,
+/// and drops the keys it held from before the flush instead of spreading
+/// them again.
+async fn share_flush(shared: &Shared) {
+    let version = shared.store.take_flush_to_share();
+    if version == 0 {
+        return;
+    }
+    let op = crate::cluster::protocol::Request::Flush { version }.to_bytes();
+    // The members of the table ran the broadcast's shares (each with its
+    // own epoch: an epoch from this node's clock could remove writes they
+    // took since if their clock is behind). The others — former members,
+    // cut off long enough to leave the table — missed it.
+    let t = shared.topology();
+    for link in shared.links.all() {
+        if t.nodes.iter().all(|n| *n.name != *link.name) {
+            link.send(crate::peers::Msg::Repl { ops: vec![(crate::peers::ANY_SLOT, op.clone())], done: None }).await;
+        }
+    }
+}
+
 /// Evicted keys passed on per tick at most.
 const EVICTIONS_BATCH: usize = 8192;
 
@@ -299,6 +322,7 @@ const EVICTIONS_BATCH: usize = 8192;
 /// ever (issue 16 item 3). Sent like replicated writes (hinted while a
 /// link is down).
 async fn share_evictions(shared: &Shared) {
+    share_flush(shared).await;
     let evicted = shared.store.take_evictions(EVICTIONS_BATCH);
     if evicted.is_empty() {
         return;

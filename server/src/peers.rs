@@ -164,6 +164,10 @@ fn fail(msg: Msg, e: LinkError) {
     }
 }
 
+/// The slot of a replicated message that concerns no slot (`RC.FLUSH`):
+/// replayed from the hints to the member whatever it owns then.
+pub const ANY_SLOT: u16 = u16::MAX;
+
 /// Every link of this node, by member name.
 #[derive(Debug, Default)]
 pub struct Links {

@@ -670,3 +670,47 @@ fn deletes_while_a_node_is_partitioned_past_the_grace_stay_deleted() {
         |c| c.net.as_ref().expect("netns").heal(),
     );
 }
+
+/// Issue 16 item 2, FLUSHALL: node 2 is paused past Down while a client
+/// flushes the cluster. FLUSHALL leaves no tombstones, so before its flush
+/// epoch node 2 came back with every old key and anti-entropy spread them
+/// again. Now the others refuse states older than the flush
+/// (`flush_refusals`) and node 2 gets `RC.FLUSH` from the hint queue when
+/// it is back: no old key is live anywhere, and a key written after the
+/// flush is kept.
+#[test]
+fn flushall_while_a_node_is_away_stays_flushed() {
+    let _serial = serial();
+    let c = Cluster::start(3, ARGS);
+    c.wait_converged(3);
+    let old: Vec<String> = (0..100).map(|i| format!("old:{i}")).collect();
+    let mut r = c.node(0).raw();
+    for k in &old {
+        c.eventually(&format!("SET {k}"), || r.cmd(&["SET", k.as_str(), "v"]) == Frame::Simple("OK".into()));
+    }
+    let live =
+        |i: usize, k: &str| matches!(c.key_state(i, k), ringcache_server::cluster::replication::ReadState::Live { .. });
+    c.eventually("node 2 to hold every key", || old.iter().all(|k| live(2, k)));
+    c.node(2).signal("STOP");
+    wait_down(&c, &[0, 1], 2);
+    c.eventually("FLUSHALL", || r.cmd(&["FLUSHALL"]) == Frame::Simple("OK".into()));
+    c.eventually("SET after", || r.cmd(&["SET", "after", "v"]) == Frame::Simple("OK".into()));
+    c.node(2).signal("CONT");
+    c.wait_converged(3);
+    c.eventually("node 2 to drop what the flush removed", || old.iter().all(|k| !live(2, k)));
+    let checks = |i: usize| -> u64 {
+        ringcache_tests::info_field(c.node(i), "cluster", "antientropy_sum_checks").parse().unwrap_or(0)
+    };
+    let before: Vec<u64> = (0..3).map(checks).collect();
+    c.eventually("ten more anti-entropy comparisons on every node", || (0..3).all(|i| checks(i) >= before[i] + 10));
+    let back: Vec<(usize, &String)> =
+        (0..3).flat_map(|i| old.iter().map(move |k| (i, k))).filter(|&(i, k)| live(i, k)).collect();
+    assert!(back.is_empty(), "flushed keys came back: {back:?}\n{}", c.diagnose());
+    assert_eq!(read_through(c.node(2), "after").as_deref(), Some("v"));
+    let refused: Vec<String> =
+        (0..3).map(|i| ringcache_tests::info_field(c.node(i), "replication", "flush_refusals")).collect();
+    let line =
+        format!("FLUSHALL while a node was paused past Down: 0 of 100 flushed keys back; flush_refusals {refused:?}");
+    println!("{line}");
+    record(&line);
+}

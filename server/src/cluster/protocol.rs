@@ -16,6 +16,7 @@
 //! | `RC.PUT key version expiry_ms value` (expiry 0 = none) | `+OK` (applied if newer) |
 //! | `RC.DEL key version` | `+OK` (applied if newer) |
 //! | `RC.EVICT key version` | `+OK` (the live copy dropped if not newer; no tombstone) |
+//! | `RC.FLUSH version` | `+OK` (every older state removed, and refused from now on) |
 //! | `RC.READ key` | `*3 :version :expiry $value`, `*1 :version` (tombstone), `*-1` (unknown) |
 //! | `RC.FWD 2\|3 p\|s sent_ms+ttl_ms table command args...` | the command's own reply |
 //! | `RC.SLOTDONE slot`, `RC.DROPOK slot` | `+OK` |
@@ -217,6 +218,12 @@ pub enum Request<'a> {
         /// The evicted entry's version.
         version: u64,
     },
+    /// The sender ran FLUSHALL at `version`: remove every older state and
+    /// refuse older ones from now on (the flush epoch).
+    Flush {
+        /// The flush's version.
+        version: u64,
+    },
 }
 
 /// Which request a reply answers (what shape to decode it as).
@@ -250,9 +257,11 @@ pub enum Kind {
     Ping,
     /// [`Request::Evict`].
     Evict,
+    /// [`Request::Flush`].
+    Flush,
 }
 
-const NAMES: [(Kind, &[u8]); 14] = [
+const NAMES: [(Kind, &[u8]); 15] = [
     (Kind::Hello, b"RC.HELLO"),
     (Kind::Auth, b"RC.AUTH"),
     (Kind::Put, b"RC.PUT"),
@@ -267,6 +276,7 @@ const NAMES: [(Kind, &[u8]); 14] = [
     (Kind::KeyVersions, b"RC.KEYVERS"),
     (Kind::Ping, b"RC.PING"),
     (Kind::Evict, b"RC.EVICT"),
+    (Kind::Flush, b"RC.FLUSH"),
 ];
 
 impl Kind {
@@ -325,6 +335,7 @@ impl<'a> Request<'a> {
             Request::KeyVersions { .. } => Kind::KeyVersions,
             Request::Ping => Kind::Ping,
             Request::Evict { .. } => Kind::Evict,
+            Request::Flush { .. } => Kind::Flush,
         }
     }
 
@@ -350,6 +361,7 @@ impl<'a> Request<'a> {
             }
             Kind::Del if n == 3 => Request::Del { key: a(1), version: parse_u64(a(2)).ok_or(bad("version"))? },
             Kind::Evict if n == 3 => Request::Evict { key: a(1), version: parse_u64(a(2)).ok_or(bad("version"))? },
+            Kind::Flush if n == 2 => Request::Flush { version: parse_u64(a(1)).ok_or(bad("version"))? },
             Kind::Read if n == 2 => Request::Read { key: a(1) },
             Kind::Forward if n >= 6 => {
                 let resp3 = match a(1) {
@@ -395,6 +407,7 @@ impl<'a> Request<'a> {
             }
             Request::Del { key, version } => encode::command(buf, &[name, key, dec(*version).as_bytes()]),
             Request::Evict { key, version } => encode::command(buf, &[name, key, dec(*version).as_bytes()]),
+            Request::Flush { version } => encode::command(buf, &[name, dec(*version).as_bytes()]),
             Request::Read { key } => encode::command(buf, &[name, key]),
             Request::Forward { head, command } => {
                 encode_forward_head(buf, head, command.len());
@@ -632,11 +645,10 @@ impl Reply {
         }
         let int = |f: &Frame| if let Frame::Integer(n) = f { Some(*n as u64) } else { None };
         let reply = match (kind, frame) {
-            (Kind::Auth | Kind::Put | Kind::Del | Kind::Evict | Kind::SlotDone | Kind::DropOk, Frame::Simple(s))
-                if s == "OK" =>
-            {
-                Some(Reply::Ok)
-            }
+            (
+                Kind::Auth | Kind::Put | Kind::Del | Kind::Evict | Kind::Flush | Kind::SlotDone | Kind::DropOk,
+                Frame::Simple(s),
+            ) if s == "OK" => Some(Reply::Ok),
             (Kind::Ping, Frame::Simple(s)) if s == "PONG" => Some(Reply::Pong),
             (Kind::Hello, Frame::Array(a)) => match a.as_slice() {
                 [Frame::Bulk(nonce), Frame::Bulk(proof)] => {
@@ -726,7 +738,7 @@ mod tests {
 
     fn parts() -> impl Strategy<Value = Parts> {
         (
-            0..14usize,
+            0..15usize,
             bytes(),
             proptest::collection::vec(any::<u8>(), 0..NONCE_HEX_MAX),
             any::<u64>(),
@@ -774,6 +786,7 @@ mod tests {
             10 => Request::Sums { asker: &p.a },
             11 => Request::KeyVersions { slot: (p.n % u64::from(SLOT_COUNT)) as u16 },
             12 => Request::Evict { key: &p.a, version: p.n },
+            13 => Request::Flush { version: p.n },
             _ => Request::Ping,
         }
     }

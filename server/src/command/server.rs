@@ -31,7 +31,10 @@ pub fn flushall(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         2 if eq_ic(args.get(1), "SYNC") => false,
         _ => return Err(CmdError::Syntax),
     };
-    let old = ctx.shared.store.flush();
+    // In a cluster FLUSHALL runs on every member (a broadcast); the member
+    // the client asked also passes the flush epoch on to those that were
+    // not reached (see `Store::flush_all`).
+    let old = ctx.shared.store.flush_all(ctx.now_ms, !ctx.conn.peer);
     if asynchronous {
         // Freeing millions of entries takes a while; do it off the workers.
         std::thread::spawn(move || drop(old));

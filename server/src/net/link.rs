@@ -385,7 +385,7 @@ async fn session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             let grace = shared.store.tombstone_grace_ms();
             let mut ops = st.hints.take(REPLAY_BATCH, super::unix_ms(), grace);
             let before = ops.len();
-            ops.retain(|(slot, _)| t.table.owns(name, *slot));
+            ops.retain(|(slot, _)| *slot == crate::peers::ANY_SLOT || t.table.owns(name, *slot));
             st.hints.dropped += (before - ops.len()) as u64;
             st.stats.hints_replayed.fetch_add(ops.len() as u64, Relaxed);
             st.publish();

@@ -292,6 +292,13 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, late: &mut Lateness, mono_ms: u64,
                 Reply::Error(PeerError::OutOfMemory)
             }
         }
+        Request::Flush { version } => {
+            let removed = env.shared.store.flush_before(version);
+            if removed > 0 {
+                tracing::info!(removed, "a FLUSHALL this node missed removed the keys written before it");
+            }
+            Reply::Ok
+        }
         Request::Evict { key, version } => {
             env.shared.store.with_key(key, env.now_ms, |k| k.drop_evicted(version));
             Reply::Ok

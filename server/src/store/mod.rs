@@ -389,6 +389,8 @@ pub struct StoreStats {
     pub tombstones_dropped: AtomicU64,
     /// Copies refused by a slot's horizon (see [`KeyRef::apply`]).
     pub horizon_refusals: AtomicU64,
+    /// States refused because a FLUSHALL came after them.
+    pub flush_refusals: AtomicU64,
     /// Evictions not passed on to the other owners (queue full).
     pub evictions_unshared: AtomicU64,
     /// Copies dropped because another owner evicted them (`RC.EVICT`).
@@ -424,6 +426,12 @@ pub struct Store {
     /// (kept while tombstones are: only with peers). Bounded by
     /// [`EVICTIONS_MAX`]; overflow is counted and left to anti-entropy.
     evictions: Mutex<std::collections::VecDeque<(Box<[u8]>, u64)>>,
+    /// The flush epoch: every state older than this version was removed by
+    /// a FLUSHALL (here or on another member) and is refused from now on.
+    flushed_before: AtomicU64,
+    /// A FLUSHALL run here, not yet passed on to the other members (its
+    /// version; 0 none).
+    flush_to_share: AtomicU64,
     pub stats: StoreStats,
 }
 
@@ -456,6 +464,8 @@ impl Store {
             tomb_grace_ms: AtomicU64::new(600_000),
             keep_tombstones: std::sync::atomic::AtomicBool::new(true),
             evictions: Mutex::new(std::collections::VecDeque::new()),
+            flushed_before: AtomicU64::new(0),
+            flush_to_share: AtomicU64::new(0),
             stats: StoreStats::default(),
         }
     }
@@ -838,6 +848,65 @@ impl Store {
         }
         drop(guards);
         old
+    }
+
+    /// FLUSHALL: [`Store::flush`], and with peers a flush epoch: a version
+    /// newer than anything this node made or applied becomes the floor
+    /// below which no state is accepted again. `coordinator`: the node the
+    /// client asked (the others run the broadcast's shares) queues it for
+    /// the members the broadcast could not reach
+    /// ([`Store::take_flush_to_share`]), so one that missed the flush drops
+    /// what it held and nobody copies it back.
+    pub fn flush_all(&self, now_ms: u64, coordinator: bool) -> Vec<Table> {
+        let old = self.flush();
+        if self.keep_tombstones.load(Relaxed) {
+            let node = self.node_id.load(Relaxed);
+            let v = (0..SHARD_COUNT).map(|s| self.lock(s).next_version(now_ms, node)).max().unwrap_or(0);
+            self.flush_before(v);
+            if coordinator {
+                self.flush_to_share.fetch_max(v, Relaxed);
+            }
+        }
+        old
+    }
+
+    /// The flush epoch of a FLUSHALL at `version` (here or elsewhere):
+    /// removes every key older than it, raises the floor below which states
+    /// are refused, and moves every shard's clock past it. Keys written
+    /// after it (newer versions) stay. Returns the keys removed.
+    pub fn flush_before(&self, version: u64) -> usize {
+        let prev = self.flushed_before.fetch_max(version, Relaxed);
+        if prev >= version {
+            return 0;
+        }
+        let mut removed = 0;
+        for s in 0..SHARD_COUNT {
+            let mut g = self.lock(s);
+            g.observe(version);
+            let old: Vec<Vec<u8>> =
+                g.table.iter().filter(|(_, e)| e.version() < version).map(|(_, e)| e.key().to_vec()).collect();
+            let mut delta = 0;
+            for key in old {
+                if let Some(pos) = g.table.find(&key, hash_key(&key)) {
+                    delta += g.remove(pos, Some(key_slot(&key))).1;
+                    removed += 1;
+                }
+            }
+            drop(g);
+            self.account(delta);
+        }
+        removed
+    }
+
+    /// The flush epoch (0: none).
+    pub fn flushed_before(&self) -> u64 {
+        self.flushed_before.load(Relaxed)
+    }
+
+    /// The version of a FLUSHALL run here that the other members have not
+    /// been told of yet (0: none); taking it clears it.
+    pub fn take_flush_to_share(&self) -> u64 {
+        self.flush_to_share.swap(0, Relaxed)
     }
 
     /// Keys matching a glob pattern (KEYS).
@@ -1299,6 +1368,11 @@ impl<'a> KeyRef<'a> {
         }
         if mine == 0 && version <= self.shard.horizons[slot_index(self.slot)] {
             self.store.stats.horizon_refusals.fetch_add(1, Relaxed);
+            return false;
+        }
+        if version < self.store.flushed_before.load(Relaxed) {
+            // Written before a FLUSHALL: it stays flushed.
+            self.store.stats.flush_refusals.fetch_add(1, Relaxed);
             return false;
         }
         self.shard.observe(version);

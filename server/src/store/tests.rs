@@ -528,3 +528,38 @@ fn evictions_are_queued_for_the_other_owners_and_followed_by_version() {
     }
     assert!(lone.take_evictions(usize::MAX).is_empty());
 }
+
+#[test]
+fn a_flush_epoch_removes_and_refuses_older_states_only() {
+    let store = Store::new();
+    set(&store, b"old", b"v", None, NOW);
+    let old_version = store.with_key(b"old", NOW, |k| k.version());
+    store.flush_all(NOW, true);
+    let epoch = store.flushed_before();
+    assert!(epoch > old_version);
+    assert_eq!(store.take_flush_to_share(), epoch);
+    assert_eq!(store.take_flush_to_share(), 0, "taken once");
+    // A copy from before the flush (a member that missed it) is refused;
+    // a write after it is newer than the epoch and stays.
+    assert!(!store.with_key(b"old", NOW, |k| k.apply(old_version, Incoming::Put { value: b"v", expiry_ms: None })));
+    assert_eq!(store.stats.flush_refusals.load(Relaxed), 1);
+    set(&store, b"new", b"v", None, NOW);
+    assert!(store.with_key(b"new", NOW, |k| k.version()) > epoch);
+    // The member that missed it: keys older than the epoch go, newer stay.
+    let missed = Store::new();
+    assert!(missed.with_key(b"old", NOW, |k| k.apply(old_version, Incoming::Put { value: b"v", expiry_ms: None })));
+    assert!(missed.with_key(b"newer", NOW, |k| k.apply(epoch + 1, Incoming::Put { value: b"v", expiry_ms: None })));
+    assert_eq!(missed.flush_before(epoch), 1);
+    assert_eq!(missed.len(), 1);
+    assert_eq!(missed.flush_before(epoch), 0, "once");
+    assert_eq!(missed.used_memory(), recount(&missed));
+    assert_eq!(missed.slot_digests(&[key_slot(b"old")]), redigest(&missed)[usize::from(key_slot(b"old"))..][..1]);
+    // A shard clock moved past the epoch: later local writes are newer.
+    set(&missed, b"later", b"v", None, NOW - 1000);
+    assert!(missed.with_key(b"later", NOW, |k| k.version()) > epoch);
+    // A lone node keeps no epoch.
+    let lone = Store::new();
+    lone.set_keep_tombstones(false);
+    lone.flush_all(NOW, true);
+    assert_eq!((lone.flushed_before(), lone.take_flush_to_share()), (0, 0));
+}
