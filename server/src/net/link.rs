@@ -19,7 +19,8 @@
 //!
 //! A link that has just started, or whose connection has just broken, is
 //! not yet "unreachable" for calls: while it has been failing to connect
-//! for less than the replication timeout, calls that arrive are held (at
+//! for less than the replication timeout — counted afresh when the member
+//! (re)appears in the table under a new generation — calls that arrive are held (at
 //! most `HELD_MAX`) and sent as soon as it connects, so a member that
 //! joined a moment ago or restarted its socket never shows as
 //! `-CLUSTERDOWN` to a client. A held call is refused (unsent) once it has
@@ -64,6 +65,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const DRAIN_MSGS_MAX: usize = 256;
 /// Hints replayed per round, once fewer than this many requests wait.
 const REPLAY_BATCH: usize = 1024;
+/// How often a failing link looks for its member (re)appearing in the table.
+const TABLE_POLL: Duration = Duration::from_millis(50);
+
 /// Calls held at most while a link (re)connects.
 const HELD_MAX: usize = 1024;
 
@@ -149,6 +153,12 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
     let mut held: VecDeque<(Instant, Msg)> = VecDeque::new();
     let mut failing_since: Option<Instant> = None;
     let hold = config.replication_timeout;
+    // The member's generation in the table (None: not in it). When it
+    // (re)appears — a restart, a partition healed — the link reconnects
+    // at once and holds calls meanwhile, as for a young failure: a client
+    // must not see the link's old backoff as "unreachable".
+    let generation = |shared: &Shared| shared.topology().nodes.iter().find(|n| *n.name == *name).map(|n| n.generation);
+    let mut seen = generation(&shared);
     loop {
         if shared.lifecycle.phase() == Phase::Left {
             for (_, m) in held.drain(..) {
@@ -204,15 +214,35 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
         backoff = (backoff * 2).min(BACKOFF_MAX);
         loop {
             let now = Instant::now();
+            let g = generation(&shared);
+            if g != seen {
+                seen = g;
+                if g.is_some() {
+                    failing_since = Some(now);
+                    backoff = BACKOFF_MIN;
+                    break;
+                }
+            }
             while held.front().is_some_and(|(at, _)| *at + hold <= now) {
                 if let Some((_, m)) = held.pop_front() {
                     st.refuse(m);
                 }
             }
             let young = failing_since.is_some_and(|t| now < t + hold);
-            let wake = held.front().map_or(until, |(at, _)| until.min(*at + hold));
+            let wake = held.front().map_or(until, |(at, _)| until.min(*at + hold)).min(now + TABLE_POLL);
             tokio::select! {
                 m = rx.recv() => match m {
+                    // The member may have (re)joined since the last poll:
+                    // look before refusing, and reconnect at once if so.
+                    Some(m @ Msg::Call { .. })
+                        if !young && generation(&shared).is_some_and(|g| Some(g) != seen) && held.len() < HELD_MAX =>
+                    {
+                        held.push_back((now, m));
+                        seen = generation(&shared);
+                        failing_since = Some(now);
+                        backoff = BACKOFF_MIN;
+                        break;
+                    }
                     Some(m @ Msg::Call { .. }) if young && held.len() < HELD_MAX => held.push_back((now, m)),
                     Some(m) => st.refuse(m),
                     None => {
@@ -222,7 +252,7 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
                         return;
                     }
                 },
-                _ = tokio::time::sleep_until(wake) => if wake == until { break },
+                _ = tokio::time::sleep_until(wake) => if wake >= until { break },
             }
         }
     }
