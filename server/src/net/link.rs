@@ -157,8 +157,17 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
     // (re)appears — a restart, a partition healed — the link reconnects
     // at once and holds calls meanwhile, as for a young failure: a client
     // must not see the link's old backoff as "unreachable".
+    // (`seen` starts at the first table naming the member: links are made
+    // just before that table is published.)
     let generation = |shared: &Shared| shared.topology().nodes.iter().find(|n| *n.name == *name).map(|n| n.generation);
     let mut seen = generation(&shared);
+    let came_back = |seen: &mut Option<u64>, g: Option<u64>| {
+        let back = g.is_some() && seen.is_some() && g != *seen;
+        if g.is_some() || back {
+            *seen = g.or(*seen);
+        }
+        back
+    };
     loop {
         if shared.lifecycle.phase() == Phase::Left {
             for (_, m) in held.drain(..) {
@@ -214,14 +223,10 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
         backoff = (backoff * 2).min(BACKOFF_MAX);
         loop {
             let now = Instant::now();
-            let g = generation(&shared);
-            if g != seen {
-                seen = g;
-                if g.is_some() {
-                    failing_since = Some(now);
-                    backoff = BACKOFF_MIN;
-                    break;
-                }
+            if came_back(&mut seen, generation(&shared)) {
+                failing_since = Some(now);
+                backoff = BACKOFF_MIN;
+                break;
             }
             while held.front().is_some_and(|(at, _)| *at + hold <= now) {
                 if let Some((_, m)) = held.pop_front() {
@@ -235,10 +240,9 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
                     // The member may have (re)joined since the last poll:
                     // look before refusing, and reconnect at once if so.
                     Some(m @ Msg::Call { .. })
-                        if !young && generation(&shared).is_some_and(|g| Some(g) != seen) && held.len() < HELD_MAX =>
+                        if !young && held.len() < HELD_MAX && came_back(&mut seen, generation(&shared)) =>
                     {
                         held.push_back((now, m));
-                        seen = generation(&shared);
                         failing_since = Some(now);
                         backoff = BACKOFF_MIN;
                         break;
