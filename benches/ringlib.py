@@ -46,9 +46,13 @@ def node_argv(i: int, port: int, cport: int, seed_cports: list[int]) -> list[str
 
 
 def settled(ports: list[int], members: int) -> bool:
-    """Every node has its peer links up and no slot copy pending, in
-    flight or importing (a cluster that just formed settles in a moment)."""
+    """Every node serves keys (a seedless first node waits
+    --founding-wait-ms first), has its peer links up and no slot copy
+    pending, in flight or importing (a cluster that just formed settles in
+    a moment)."""
     for p in ports:
+        if "cluster_state:ok" not in cli(p, "cluster", "info"):
+            return False
         if members > 1 and cli(p, "info", "replication").count(",state=up,") != members - 1:
             return False
         i = info(p, "cluster")
