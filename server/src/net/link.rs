@@ -157,11 +157,16 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
     // (re)appears — a restart, a partition healed — the link reconnects
     // at once and holds calls meanwhile, as for a young failure: a client
     // must not see the link's old backoff as "unreachable".
-    // (`seen` starts at the first table naming the member: links are made
-    // just before that table is published.)
-    let generation = |shared: &Shared| shared.topology().nodes.iter().find(|n| *n.name == *name).map(|n| n.generation);
+    // Also when a new table still names it (a partition healed on this
+    // node's side: the member was there all along, unreachable). (`seen`
+    // starts at the first table naming the member: links are made just
+    // before that table is published.)
+    let generation = |shared: &Shared| {
+        let t = shared.topology();
+        t.nodes.iter().find(|n| *n.name == *name).map(|n| (t.table.epoch, n.generation))
+    };
     let mut seen = generation(&shared);
-    let came_back = |seen: &mut Option<u64>, g: Option<u64>| {
+    let came_back = |seen: &mut Option<(u64, u64)>, g: Option<(u64, u64)>| {
         let back = g.is_some() && seen.is_some() && g != *seen;
         if g.is_some() || back {
             *seen = g.or(*seen);

@@ -20,8 +20,18 @@ impl Exec {
                 && !env.shared.store.with_key(args.get(1), env.now_ms, |k| k.exists() || k.tombstone().is_some())
             {
                 env.shared.rebalance.read_through.fetch_add(1, Relaxed);
-                let link = env.shared.links.get(&from);
-                return self.ask_read(env, args, slot, vec![(from, link)], 1, true);
+                // The sender first; the slot's other owners too, for when
+                // the sender cannot answer (it failed while sending, or is
+                // across a partition): a co-owner's copy beats an error.
+                let mut ask = vec![(from.clone(), env.shared.links.get(&from))];
+                let me = t.myself().name.as_str();
+                for &i in t.table.owners(slot) {
+                    let name = t.table.members[usize::from(i)].name.as_str();
+                    if name != me && *name != *from {
+                        ask.push((Arc::from(name), env.shared.links.get(name)));
+                    }
+                }
+                return self.ask_read(env, args, slot, ask, 1, true);
             }
             if spec.first_key == 1 && spec.last_key == 1 && env.shared.config.read_quorum > 1 && !env.conn.share {
                 let slot = key_slot(args.get(1));

@@ -125,8 +125,9 @@ struct QuorumRead {
     asked: Vec<(Arc<str>, usize)>,
     need: usize,
     v: Version,
-    /// A read-through to the slot's previous owner: no answer from it
-    /// means "unknown", never "missing".
+    /// A read-through to the slot's previous owner (asked first) and its
+    /// co-owners: without the sender's answer, only a co-owner that knows
+    /// the key counts; otherwise "unknown", never "missing".
     through: bool,
 }
 

@@ -70,7 +70,10 @@ impl Exec {
                     states.push((name.clone(), st));
                 }
             }
-            if r.through && states.is_empty() {
+            // A read-through needs the sender's answer, or a co-owner that
+            // knows the key (its "unknown" could be a false miss).
+            let sender_answered = r.asked.first().is_some_and(|(n, _)| states.iter().any(|(m, _)| m == n));
+            if r.through && !sender_answered && states.iter().all(|(_, s)| *s == ReadState::Unknown) {
                 let mut b = BytesMut::new();
                 encode::error(&mut b, b"CLUSTERDOWN this slot is moving here and its previous owner did not answer");
                 self.chunks[i] = Chunk::Bytes(b.freeze());
