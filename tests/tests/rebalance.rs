@@ -448,3 +448,77 @@ fn plain_pipelines_see_no_errors_while_the_cluster_forms_and_grows() {
         assert_eq!(v, rounds, "ctr:{i}");
     }
 }
+
+/// Issue 16 item 4, the other membership changes: a plain client reading
+/// and incrementing through one node while a member of five leaves
+/// gracefully (SIGTERM) and then another is killed (kill -9). It never
+/// gets `-TRYAGAIN` and never misses a key that exists; `-CLUSTERDOWN` and
+/// `-TIMEOUT` (the killed primary, before it is declared down) are counted,
+/// and every counter value it is given is larger than the last.
+#[test]
+fn a_plain_client_sees_no_tryagain_and_no_miss_through_a_leave_and_a_kill() {
+    let mut c = Cluster::start(5, ARGS);
+    c.wait_converged(5);
+    let keys = 200;
+    let mut w = c.node(0).raw();
+    for i in 0..keys {
+        let k = format!("pk:{i}");
+        c.eventually(&format!("SET {k}"), || {
+            w.cmd(&["SET", k.as_str(), &i.to_string()]) == ringcache_tests::reply::ok()
+        });
+    }
+    let stop = AtomicBool::new(false);
+    let mut raw = c.node(0).raw();
+    let (rounds, refused) = std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            let (mut rounds, mut refused, mut last) = (0u64, 0u64, 0i64);
+            while !stop.load(Relaxed) {
+                rounds += 1;
+                let mut b = bytes::BytesMut::new();
+                for i in 0..keys {
+                    ringcache_protocol::encode::command(&mut b, &["GET".to_string(), format!("pk:{i}")]);
+                }
+                ringcache_protocol::encode::command(&mut b, &["INCR".to_string(), "pctr".to_string()]);
+                raw.send(&b);
+                for i in 0..keys {
+                    match raw.read() {
+                        ringcache_protocol::Frame::Bulk(v) => assert_eq!(v, i.to_string().as_bytes(), "pk:{i}"),
+                        // The killed primary, before it is declared down.
+                        ringcache_protocol::Frame::Error(e)
+                            if e.starts_with(b"CLUSTERDOWN") || e.starts_with(b"TIMEOUT") =>
+                        {
+                            refused += 1
+                        }
+                        other => panic!("GET pk:{i} in round {rounds}: {other:?}"),
+                    }
+                }
+                match raw.read() {
+                    ringcache_protocol::Frame::Integer(v) => {
+                        assert!(v > last, "INCR answered {v} after {last}");
+                        last = v;
+                    }
+                    ringcache_protocol::Frame::Error(e)
+                        if e.starts_with(b"CLUSTERDOWN") || e.starts_with(b"TIMEOUT") =>
+                    {
+                        refused += 1
+                    }
+                    other => panic!("INCR in round {rounds}: {other:?}"),
+                }
+            }
+            (rounds, refused)
+        });
+        let _stop = StopOnDrop(&stop);
+        let mut leaving = c.nodes[1].take().expect("running");
+        assert!(leaving.stop().success(), "graceful stop");
+        c.wait_converged(4);
+        wait_rebalanced(&c);
+        c.kill(2);
+        c.eventually("the others to drop the killed node", || [0, 3, 4].iter().all(|&i| c.known_nodes(i) == 3));
+        c.wait_converged(3);
+        wait_rebalanced(&c);
+        stop.store(true, Relaxed);
+        client.join().unwrap()
+    });
+    eprintln!("{rounds} rounds of {keys} GETs and an INCR; CLUSTERDOWN/TIMEOUT answers (retried): {refused}");
+    assert!(rounds > 1);
+}
