@@ -322,7 +322,6 @@ const EVICTIONS_BATCH: usize = 8192;
 /// ever (issue 16 item 3). Sent like replicated writes (hinted while a
 /// link is down).
 async fn share_evictions(shared: &Shared) {
-    share_flush(shared).await;
     let evicted = shared.store.take_evictions(EVICTIONS_BATCH);
     if evicted.is_empty() {
         return;
@@ -365,6 +364,7 @@ async fn expire_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if ticks.is_multiple_of(10) {
             shared.store.gc_tombstones(unix_ms());
         }
+        share_flush(&shared).await;
         share_evictions(&shared).await;
         let started = Instant::now();
         loop {

@@ -121,8 +121,9 @@ impl Lateness {
             self.previous = self.current.take();
             self.window_start_ms = mono_ms;
         }
-        self.current = Some(self.current.map_or(delay, |c| c.min(delay)));
-        let on_time = self.previous.map_or(delay, |p| p.min(delay)).min(self.current.unwrap_or(delay));
+        let current = self.current.map_or(delay, |c| c.min(delay));
+        self.current = Some(current);
+        let on_time = self.previous.map_or(current, |p| p.min(current));
         delay - on_time > ttl_ms as i64
     }
 }

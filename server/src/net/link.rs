@@ -168,8 +168,8 @@ async fn run(shared: Arc<Shared>, name: Arc<str>, mut rx: mpsc::Receiver<Msg>, s
     let mut seen = generation(&shared);
     let came_back = |seen: &mut Option<(u64, u64)>, g: Option<(u64, u64)>| {
         let back = g.is_some() && seen.is_some() && g != *seen;
-        if g.is_some() || back {
-            *seen = g.or(*seen);
+        if g.is_some() {
+            *seen = g;
         }
         back
     };
