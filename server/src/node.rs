@@ -25,6 +25,8 @@ const EXPIRE_BUDGET_BUCKETS: usize = 8192;
 const EXPIRE_ROUND_MAX: Duration = Duration::from_millis(25);
 /// How long a leaving node keeps serving after announcing its leave.
 const LEAVE_GRACE: Duration = Duration::from_millis(1000);
+/// How long a leaving node waits for the members to take note of its leave.
+const LEAVE_NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn listen_addr(bind: &str, port: u16) -> String {
     if bind.contains(':') && !bind.starts_with('[') { format!("[{bind}]:{port}") } else { format!("{bind}:{port}") }
@@ -245,6 +247,7 @@ impl Node {
         shared.lifecycle.on(Event::Shutdown);
         // Hand this node's slots over while still serving and a member.
         net::rebalance::drain(&shared, Instant::now() + shared.config.drain_timeout).await;
+        announce_leave(&shared).await;
         let _ = leave_tx.send(true);
         if shared.topology().nodes.len() > 1 {
             // Let the leave spread: requests routed here meanwhile are served.
@@ -288,6 +291,33 @@ async fn wait_for_stop(shared: &Shared) {
             _ = shared.shutdown.notified() => {}
         }
     }
+}
+
+/// Tells every member that this node leaves gracefully (`RC.LEAVE`), so
+/// that it leaves their majority count (`cluster::majority`): scaling in,
+/// down to one node, leaves the others writing, where a failure of as many
+/// members would leave them a minority. Waits for the answers (at most
+/// `LEAVE_NOTICE_TIMEOUT`) so the notice lands before gossip's news.
+async fn announce_leave(shared: &Shared) {
+    if shared.topology().nodes.len() < 2 {
+        return;
+    }
+    let req = crate::cluster::protocol::Request::Leave.to_bytes();
+    let mut waits = Vec::new();
+    for link in shared.links.all() {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        link.send(crate::peers::Msg::Call { req: req.clone(), count: 1, done }).await;
+        waits.push((link.name.clone(), rx));
+    }
+    let deadline = tokio::time::Instant::now() + LEAVE_NOTICE_TIMEOUT;
+    let (mut told, of) = (0, waits.len());
+    for (member, rx) in waits {
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(replies))) if replies.first().is_some_and(|r| r.starts_with(b"+OK")) => told += 1,
+            _ => info!(%member, "a member did not acknowledge this node's leave: it may count it as failed"),
+        }
+    }
+    info!(told, of, "announced this node's leave to the members");
 }
 
 /// A FLUSHALL a client ran here goes as `RC.FLUSH` (its flush epoch) to

@@ -437,6 +437,10 @@ pub struct Shared {
     /// (`cluster::majority`): members of its table it sees (high 32 bits)
     /// and how many the table has; 0 otherwise.
     minority: AtomicU64,
+    /// Members that announced a graceful leave (`RC.LEAVE`), for the
+    /// gossip driver to take out of its majority count; at most
+    /// `majority::DEPARTED_MAX`.
+    leaves: Mutex<Vec<String>>,
     /// `cluster::absence` as the other tasks see it: unix ms of the gossip
     /// driver's last tick (0: none yet), the absence it tolerates (ms), and
     /// whether it counts this node as returning from a long absence.
@@ -506,6 +510,7 @@ impl Shared {
             antientropy_wake: Notify::new(),
             lifecycle: Lifecycle::new(seeded),
             minority: AtomicU64::new(0),
+            leaves: Mutex::new(Vec::new()),
             presence_ms: AtomicU64::new(0),
             absence_limit_ms: AtomicU64::new(u64::MAX),
             returning: std::sync::atomic::AtomicBool::new(false),
@@ -571,6 +576,19 @@ impl Shared {
     pub fn set_minority(&self, m: Option<(usize, usize)>) {
         let packed = m.map_or(0, |(seen, of)| ((seen as u64) << 32) | (of as u64).max(1));
         self.minority.store(packed, Relaxed);
+    }
+
+    /// Member `name` announced that it leaves gracefully (`RC.LEAVE`).
+    pub fn member_leaves(&self, name: &str) {
+        let mut l = self.leaves.lock().expect("leaves lock");
+        if l.len() < crate::cluster::majority::DEPARTED_MAX && !l.iter().any(|n| n == name) {
+            l.push(name.to_string());
+        }
+    }
+
+    /// The graceful leaves announced since the last call.
+    pub fn take_leaves(&self) -> Vec<String> {
+        std::mem::take(&mut *self.leaves.lock().expect("leaves lock"))
     }
 
     /// Whether this node must not spread its data nor accept writes: it is

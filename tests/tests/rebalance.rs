@@ -522,3 +522,67 @@ fn a_plain_client_sees_no_tryagain_and_no_miss_through_a_leave_and_a_kill() {
     eprintln!("{rounds} rounds of {keys} GETs and an INCR; CLUSTERDOWN/TIMEOUT answers (retried): {refused}");
     assert!(rounds > 1);
 }
+
+/// Members that leave gracefully say so first (`RC.LEAVE`) and leave the
+/// majority count (issue 16: "members that left gracefully leave the
+/// count"): a cluster scaled in from three nodes to one, the second leave
+/// right after the first (inside the settle window), keeps its last node
+/// writing, with every key. Without the notice the last node is one of the
+/// three members of its settled table, a minority, and refuses writes for
+/// ever.
+#[test]
+fn scaling_in_to_one_node_by_graceful_leaves_keeps_it_writing() {
+    let n = 2000;
+    let mut c = loaded_cluster(ARGS, 3, n);
+    for i in [2, 1] {
+        let mut leaving = c.nodes[i].take().expect("running");
+        assert!(leaving.stop().success(), "graceful stop of node{i}: {}", leaving.log_tail(20));
+    }
+    c.wait_converged(1);
+    let mut con = c.node(0).redis();
+    c.eventually("node0 to accept writes alone", || con.set::<_, _, ()>("after", "scale-in").is_ok());
+    assert_eq!(info_field(c.node(0), "cluster", "cluster_minority"), "0");
+    assert_eq!(read_all(c.node(0), n), (0, 0), "misses and failed batches after scaling in");
+    let v: i64 = con.incr("ctr", 1).unwrap();
+    assert_eq!(v, 1);
+}
+
+/// A rolling restart (each node in turn: SIGTERM, start again under its
+/// name) keeps every key, and the cluster takes writes between the steps:
+/// the leave notice of a node must not keep it out once it is back.
+#[test]
+fn a_rolling_restart_keeps_every_key() {
+    let n = 2000;
+    let mut c = loaded_cluster(ARGS, 3, n);
+    let (mut acked, mut unknown) = (0i64, 0i64);
+    let mut incr = |c: &Cluster, via: usize| {
+        let mut con = c.node(via).raw();
+        c.eventually(&format!("INCR through node{via}"), || match con.cmd(&["INCR", "rolling"]) {
+            ringcache_protocol::Frame::Integer(_) => {
+                acked += 1;
+                true
+            }
+            ringcache_protocol::Frame::Error(e) if !e.ends_with(b"(not run)") => {
+                unknown += 1;
+                false
+            }
+            _ => false,
+        });
+    };
+    for i in 0..3 {
+        let mut stopping = c.nodes[i].take().expect("running");
+        assert!(stopping.stop().success(), "graceful stop of node{i}: {}", stopping.log_tail(20));
+        incr(&c, (i + 1) % 3);
+        c.restart(i);
+        c.wait_converged(3);
+        wait_rebalanced(&c);
+        incr(&c, i);
+    }
+    let v: i64 = c.node(0).redis().get("rolling").unwrap();
+    assert!((acked..=acked + unknown).contains(&v), "rolling = {v}, {acked} acknowledged, {unknown} unknown");
+    let _: () = c.node(0).redis().del("rolling").unwrap();
+    assert_placement(&c, &["node0", "node1", "node2"], n);
+    for i in 0..3 {
+        assert_eq!(read_all(c.node(i), n), (0, 0), "misses and failed batches through node{i}");
+    }
+}

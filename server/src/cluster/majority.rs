@@ -27,8 +27,14 @@
 //! so a clean partition has at most one writing side. Views that differ per node
 //! (a node that missed a change) are not a consensus protocol: see
 //! ARCHITECTURE.md for what this does not cover.
+//!
+//! A member that leaves gracefully (SIGTERM, SHUTDOWN) says so first
+//! (`RC.LEAVE`): it leaves the count at once ([`View::depart`]), so
+//! scaling a cluster in, down to one node, never strands the rest in a
+//! minority. Two disjoint sides still cannot both adopt: the member that
+//! left takes part on neither.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `--partition-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,12 +73,62 @@ pub struct View {
     /// The last decision was [`Decision::Minority`]: the table in force is
     /// not agreed, and never becomes the reference.
     minority: bool,
+    /// Members that announced a graceful leave: the gossip generation they
+    /// had then, and when (ms). Out of the count, and out of the member
+    /// set under that generation, for [`View::departed`]'s window.
+    departed: BTreeMap<String, (u64, u64)>,
 }
+
+/// Graceful leaves remembered at most (older ones are forgotten first).
+pub const DEPARTED_MAX: usize = 256;
 
 impl View {
     /// The view of a node that has met no one yet.
     pub fn new(me: &str) -> View {
-        View { reference: None, current: [me.to_string()].into(), since_ms: 0, minority: false }
+        View {
+            reference: None,
+            current: [me.to_string()].into(),
+            since_ms: 0,
+            minority: false,
+            departed: BTreeMap::new(),
+        }
+    }
+
+    /// `name`, of gossip generation `generation` (0: gossip does not list
+    /// it), announced at `now_ms` that it leaves gracefully: it stops
+    /// counting at once (the reference and the table in force forget it),
+    /// and for `window_ms` gossip's news of that generation is not taken
+    /// back (its leave spreads within a few detection periods). A newer
+    /// generation — the node restarted under its old name — counts at
+    /// once, as a newcomer.
+    pub fn depart(&mut self, name: &str, generation: u64, now_ms: u64, window_ms: u64) {
+        self.expire_departed(now_ms, window_ms);
+        if self.departed.len() >= DEPARTED_MAX {
+            let oldest = self.departed.iter().min_by_key(|(_, (_, at))| *at).map(|(n, _)| n.clone());
+            self.departed.remove(&oldest.expect("not empty"));
+        }
+        self.departed.insert(name.to_string(), (generation, now_ms));
+        if let Some(r) = self.reference.as_mut() {
+            r.remove(name);
+        }
+        self.current.remove(name);
+        debug_assert!(self.departed.len() <= DEPARTED_MAX);
+    }
+
+    /// Forgets the graceful leaves older than `window_ms`; whether there
+    /// were any (a member of that name still in gossip counts again: the
+    /// member set should be read anew).
+    pub fn expire_departed(&mut self, now_ms: u64, window_ms: u64) -> bool {
+        let before = self.departed.len();
+        self.departed.retain(|_, (_, at)| now_ms.saturating_sub(*at) < window_ms);
+        self.departed.len() != before
+    }
+
+    /// Whether `name` at gossip generation `generation` announced a
+    /// graceful leave less than `window_ms` ago (gossip's member list
+    /// should be read without it).
+    pub fn departed(&self, name: &str, generation: u64, now_ms: u64, window_ms: u64) -> bool {
+        self.departed.get(name).is_some_and(|(g, at)| generation <= *g && now_ms.saturating_sub(*at) < window_ms)
     }
 
     /// The decision on `seen` (member names gossip shows, this node
@@ -213,6 +269,47 @@ mod tests {
             Decision::Minority { seen: 1, of: 2 }
         );
         assert_eq!(w.reference().collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn members_that_left_gracefully_leave_the_count() {
+        let m = PartitionMode::Majority;
+        // Two nodes, one leaves: the other goes on alone.
+        let mut v = View::new("a");
+        assert_eq!(v.decide(m, ["a", "b"], 0, 6000), Decision::Adopt);
+        v.depart("b", 7, 100, 6000);
+        assert_eq!(v.decide(m, ["a"], 200, 6000), Decision::Adopt);
+        // Three nodes, two leave one right after the other (within the
+        // settle window): the last one still writes.
+        let mut w = View::new("a");
+        assert_eq!(w.decide(m, ["a", "b", "c"], 0, 6000), Decision::Adopt);
+        w.depart("c", 7, 10_000, 6000);
+        assert_eq!(w.decide(m, ["a", "b"], 10_100, 6000), Decision::Adopt);
+        w.depart("b", 7, 10_200, 6000);
+        assert_eq!(w.decide(m, ["a"], 10_300, 6000), Decision::Adopt);
+        assert!(w.departed("b", 7, 10_300, 6000), "gossip still listing b is old news");
+        assert!(!w.departed("b", 8, 10_300, 6000), "b restarted: a newcomer");
+        assert!(!w.departed("b", 7, 16_200, 6000), "forgotten after the window");
+        // A failure is still a failure: without the notice, one of three
+        // is a minority.
+        let mut x = View::new("a");
+        assert_eq!(x.decide(m, ["a", "b", "c"], 0, 6000), Decision::Adopt);
+        x.depart("c", 7, 10_000, 6000);
+        assert_eq!(x.decide(m, ["a"], 10_100, 6000), Decision::Minority { seen: 1, of: 2 });
+        // A leaver back under its old name counts as a newcomer.
+        assert_eq!(x.decide(m, ["a", "b", "c"], 20_000, 6000), Decision::Adopt);
+        assert_eq!(x.reference().collect::<Vec<_>>(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn departed_members_are_bounded() {
+        let mut v = View::new("a");
+        for i in 0..(DEPARTED_MAX as u64 + 10) {
+            v.depart(&format!("n{i}"), 1, i, u64::MAX);
+        }
+        assert_eq!(v.departed.len(), DEPARTED_MAX);
+        assert!(!v.departed("n0", 1, 300, u64::MAX), "the oldest went first");
+        assert!(v.departed(&format!("n{}", DEPARTED_MAX + 9), 1, 300, u64::MAX));
     }
 
     proptest! {

@@ -225,6 +225,10 @@ pub enum Request<'a> {
         /// The flush's version.
         version: u64,
     },
+    /// The sender leaves the cluster gracefully (its slots are handed
+    /// over): it no longer counts towards the majority of the receiver's
+    /// table (`cluster::majority`).
+    Leave,
 }
 
 /// Which request a reply answers (what shape to decode it as).
@@ -260,9 +264,11 @@ pub enum Kind {
     Evict,
     /// [`Request::Flush`].
     Flush,
+    /// [`Request::Leave`].
+    Leave,
 }
 
-const NAMES: [(Kind, &[u8]); 15] = [
+const NAMES: [(Kind, &[u8]); 16] = [
     (Kind::Hello, b"RC.HELLO"),
     (Kind::Auth, b"RC.AUTH"),
     (Kind::Put, b"RC.PUT"),
@@ -278,6 +284,7 @@ const NAMES: [(Kind, &[u8]); 15] = [
     (Kind::Ping, b"RC.PING"),
     (Kind::Evict, b"RC.EVICT"),
     (Kind::Flush, b"RC.FLUSH"),
+    (Kind::Leave, b"RC.LEAVE"),
 ];
 
 impl Kind {
@@ -337,6 +344,7 @@ impl<'a> Request<'a> {
             Request::Ping => Kind::Ping,
             Request::Evict { .. } => Kind::Evict,
             Request::Flush { .. } => Kind::Flush,
+            Request::Leave => Kind::Leave,
         }
     }
 
@@ -391,6 +399,7 @@ impl<'a> Request<'a> {
             Kind::Sums if n == 2 => Request::Sums { asker: a(1) },
             Kind::KeyVersions if n == 2 => Request::KeyVersions { slot: parse_slot(a(1)).ok_or(bad("slot"))? },
             Kind::Ping if n == 1 => Request::Ping,
+            Kind::Leave if n == 1 => Request::Leave,
             _ => return Err(bad("wrong number of arguments")),
         };
         Ok(req)
@@ -430,7 +439,7 @@ impl<'a> Request<'a> {
             }
             Request::Digests { shard } => encode::command(buf, &[name, dec(u64::from(*shard)).as_bytes()]),
             Request::Sums { asker } => encode::command(buf, &[name, asker]),
-            Request::Ping => encode::command(buf, &[name]),
+            Request::Ping | Request::Leave => encode::command(buf, &[name]),
         }
     }
 
@@ -647,7 +656,14 @@ impl Reply {
         let int = |f: &Frame| if let Frame::Integer(n) = f { Some(*n as u64) } else { None };
         let reply = match (kind, frame) {
             (
-                Kind::Auth | Kind::Put | Kind::Del | Kind::Evict | Kind::Flush | Kind::SlotDone | Kind::DropOk,
+                Kind::Auth
+                | Kind::Put
+                | Kind::Del
+                | Kind::Evict
+                | Kind::Flush
+                | Kind::Leave
+                | Kind::SlotDone
+                | Kind::DropOk,
                 Frame::Simple(s),
             ) if s == "OK" => Some(Reply::Ok),
             (Kind::Ping, Frame::Simple(s)) if s == "PONG" => Some(Reply::Pong),
@@ -739,7 +755,7 @@ mod tests {
 
     fn parts() -> impl Strategy<Value = Parts> {
         (
-            0..15usize,
+            0..16usize,
             bytes(),
             proptest::collection::vec(any::<u8>(), 0..NONCE_HEX_MAX),
             any::<u64>(),
@@ -788,6 +804,7 @@ mod tests {
             11 => Request::KeyVersions { slot: (p.n % u64::from(SLOT_COUNT)) as u16 },
             12 => Request::Evict { key: &p.a, version: p.n },
             13 => Request::Flush { version: p.n },
+            14 => Request::Leave,
             _ => Request::Ping,
         }
     }

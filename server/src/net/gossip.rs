@@ -403,6 +403,9 @@ impl Driver {
     /// The absence rule's tick (`cluster::absence`): how many members of
     /// the reference table this node sees, and whether it is returning.
     fn absence_tick(&mut self) {
+        if self.take_leaves() {
+            self.publish_at.get_or_insert(Instant::now() + PUBLISH_DELAY);
+        }
         let now_ms = self.started.elapsed().as_millis() as u64;
         let me = self.foca.identity().name.clone();
         let live: std::collections::HashSet<&str> =
@@ -440,20 +443,50 @@ impl Driver {
         self.shared.unsettle(0..ringcache_protocol::SLOT_COUNT);
     }
 
+    /// The settle window of `cluster::majority` for this node's gossip
+    /// timing (ms).
+    fn settle_ms(&self) -> u64 {
+        let g = &self.shared.config.gossip;
+        majority::settle_ms(g.probe_period.as_millis() as u64, g.suspect.as_millis() as u64)
+    }
+
+    /// Takes the graceful leaves peers announced into the majority view;
+    /// whether the member set should be read anew.
+    fn take_leaves(&mut self) -> bool {
+        let leaves = self.shared.take_leaves();
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let window = self.settle_ms();
+        for name in &leaves {
+            // The generation gossip knows it by now: a later one is the
+            // node restarted, a newcomer.
+            let generation =
+                self.foca.iter_members().map(|m| m.id()).find(|m| m.name == *name).map_or(0, |m| m.generation);
+            self.view.depart(name, generation, now_ms, window);
+        }
+        // Past the window, a member of that name that gossip still lists
+        // (restarted under its old name) counts again.
+        self.view.expire_departed(now_ms, window) || !leaves.is_empty()
+    }
+
     fn publish(&mut self) {
         self.publish_at = None;
+        self.take_leaves();
         let me = self.foca.identity().clone();
-        let members: Vec<NodeIdentity> = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let settle = self.settle_ms();
+        // A member that announced its leave is gone even while gossip
+        // still spreads the news.
+        let members: Vec<NodeIdentity> = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().clone())
+            .filter(|m| !self.view.departed(&m.name, m.generation, now_ms, settle))
+            .collect();
         let config = &self.shared.config;
         let probe = topology_of(&me, &members, self.epoch, config.replicas as usize, config.vnodes);
         // Only a side that sees most of the members this node last agreed
         // with changes the table (`cluster::majority`); the other keeps it
         // and refuses writes until they are back.
-        let settle = majority::settle_ms(
-            config.gossip.probe_period.as_millis() as u64,
-            config.gossip.suspect.as_millis() as u64,
-        );
-        let now_ms = self.started.elapsed().as_millis() as u64;
         let decision =
             self.view.decide(config.partition_mode, probe.nodes.iter().map(|n| n.name.as_str()), now_ms, settle);
         if let majority::Decision::Minority { seen, of } = decision {

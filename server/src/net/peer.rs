@@ -213,7 +213,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             match parser.parse(&input, &protocol::LIMITS, true) {
                 Ok(true) => {
                     let mut env = Env { shared: &shared, conn: &mut conn, stats: &mut stats, now_ms };
-                    handle(&mut exec, &mut env, &mut late, mono_ms, parser.args(&input));
+                    handle(&mut exec, &mut env, &mut late, mono_ms, &peer, parser.args(&input));
                     done += 1;
                     if done >= BATCH_MAX {
                         // Bound the batch: answer these, then parse on.
@@ -252,7 +252,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Runs one request of an authenticated peer, its reply into `exec.out`.
-fn handle(exec: &mut Exec, env: &mut Env<'_>, late: &mut Lateness, mono_ms: u64, args: Args<'_>) {
+fn handle(exec: &mut Exec, env: &mut Env<'_>, late: &mut Lateness, mono_ms: u64, peer: &str, args: Args<'_>) {
     let req = match Request::decode(args) {
         Ok(r) => r,
         Err(e) => {
@@ -297,6 +297,13 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, late: &mut Lateness, mono_ms: u64,
             if removed > 0 {
                 tracing::info!(removed, "a FLUSHALL this node missed removed the keys written before it");
             }
+            Reply::Ok
+        }
+        Request::Leave => {
+            // The name this link authenticated as: a member speaks only
+            // for itself.
+            tracing::info!(member = peer, "a member announced that it leaves gracefully: it leaves the majority count");
+            env.shared.member_leaves(peer);
             Reply::Ok
         }
         Request::Evict { key, version } => {
