@@ -127,6 +127,13 @@ pub static STATS: &[Stat] = &[
         "Forwarded requests that arrived after their sender's deadline and were not run.",
         |s| s.metrics.forwards_expired.load(Relaxed),
     ),
+    c(
+        "cluster",
+        "forwards_held",
+        "Forwarded requests held unsent while their key's primary was unreachable (until failure detection moved \
+         the slot, or the link came back).",
+        |s| s.metrics.forwards_held.load(Relaxed),
+    ),
     g(
         "cluster",
         "cluster_minority",

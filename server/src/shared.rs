@@ -97,6 +97,9 @@ pub struct Metrics {
     pub forwarded: AtomicU64,
     /// Forwarded requests received after their sender's deadline, not run.
     pub forwards_expired: AtomicU64,
+    /// Forwarded requests held (not sent) while their key's primary was
+    /// unreachable, until the table moved or the link came back.
+    pub forwards_held: AtomicU64,
     /// Writes refused (too few owners reachable) or not acknowledged by
     /// their write quorum in time.
     pub quorum_failures: AtomicU64,
@@ -148,6 +151,7 @@ impl Metrics {
             topology_changes: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             forwards_expired: AtomicU64::new(0),
+            forwards_held: AtomicU64::new(0),
             quorum_failures: AtomicU64::new(0),
             minority_refusals: AtomicU64::new(0),
             absence_wipes: AtomicU64::new(0),

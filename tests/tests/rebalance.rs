@@ -586,3 +586,61 @@ fn a_rolling_restart_keeps_every_key() {
         assert_eq!(read_all(c.node(i), n), (0, 0), "misses and failed batches through node{i}");
     }
 }
+
+/// A client writing and reading through a node that forwards to the key's
+/// primary while that primary is killed (-9) waits for failure detection
+/// instead of getting an error: the request is held unsent and goes to the
+/// slot's next primary once the table moves (`forwards_held`), the
+/// client's own node included.
+#[test]
+fn requests_to_a_killed_primary_wait_for_detection_instead_of_failing() {
+    let mut c = Cluster::start(5, &["--replication-timeout-ms", "3000"]);
+    c.wait_converged(5);
+    let table = |names: &[&str]| {
+        let ms: Vec<Member> = names.iter().map(|m| Member { name: m.to_string(), weight: 1 }).collect();
+        SlotTable::compute(1, &ms, 3, 256)
+    };
+    let before = table(&["node0", "node1", "node2", "node3", "node4"]);
+    let after = table(&["node0", "node1", "node3", "node4"]);
+    let primary = |t: &SlotTable, k: &str| t.members[usize::from(t.owners(key_slot(k.as_bytes()))[0])].name.clone();
+    // Keys node2 is the primary of; node0 (the client's node) is the next
+    // primary of some of them.
+    let keys: Vec<String> =
+        (0..).map(|i| format!("held:{i}")).filter(|k| primary(&before, k) == "node2").take(60).collect();
+    let here = keys.iter().filter(|k| primary(&after, k) == "node0").count();
+    assert!(here > 0 && here < keys.len(), "{here} of {} keys move their primary to node0", keys.len());
+    let mut con = c.node(0).raw();
+    let round = |con: &mut ringcache_tests::Raw, r: usize| {
+        let mut b = bytes::BytesMut::new();
+        for k in &keys {
+            ringcache_protocol::encode::command(&mut b, &["SET".to_string(), k.clone(), r.to_string()]);
+            ringcache_protocol::encode::command(&mut b, &["GET".to_string(), k.clone()]);
+        }
+        con.send(&b);
+        for k in &keys {
+            assert_eq!(con.read(), ringcache_tests::reply::ok(), "SET {k} in round {r}");
+            assert_eq!(con.read(), ringcache_tests::reply::bulk(&r.to_string()), "GET {k} in round {r}");
+        }
+    };
+    round(&mut con, 0);
+    c.kill(2);
+    // A request sent just before node0's link noticed the death may have
+    // run (-TIMEOUT, the client cannot know): start once the link is down.
+    c.eventually("node0's link to node2 to go down", || c.links_up(0) == 3);
+    let undetected = c.known_nodes(0) == 5;
+    let mut r = 1;
+    loop {
+        let detected = c.known_nodes(0) == 4;
+        round(&mut con, r);
+        r += 1;
+        if detected {
+            break;
+        }
+        assert!(r < 10_000, "node0 never dropped the killed node");
+    }
+    let held: u64 = info_field(c.node(0), "cluster", "forwards_held").parse().unwrap();
+    eprintln!("{r} rounds of {} SET+GET; forwards held: {held}", keys.len());
+    if undetected {
+        assert!(held > 0, "the first round after the kill met the unreachable primary");
+    }
+}

@@ -355,7 +355,16 @@ async fn run_request<S: AsyncWrite + Unpin>(
     // Held: its keys' newest state is fetched from the members that may
     // hold it, then it runs (or is refused, having not run).
     let mut round = 0;
-    while io.exec.held() {
+    loop {
+        if io.exec.awaits_primary() {
+            io.exec.await_primary(shared).await;
+            env.now_ms = unix_ms();
+            io.exec.run(&mut env, args);
+            continue;
+        }
+        if !io.exec.held() {
+            break;
+        }
         round += 1;
         match io.exec.fetch_held(shared, round).await {
             Ok(()) => {
@@ -365,6 +374,7 @@ async fn run_request<S: AsyncWrite + Unpin>(
             Err(text) => io.exec.refuse_held(&mut env, args, &text),
         }
     }
+    io.exec.request_done();
     if conn.quit {
         return false;
     }

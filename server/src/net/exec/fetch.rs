@@ -69,6 +69,33 @@ impl Exec {
         Ok(())
     }
 
+    /// Whether the request just run is held because its key's primary is
+    /// unreachable (see [`Exec::await_primary`]); it wrote no reply.
+    pub fn awaits_primary(&self) -> bool {
+        self.primary_hold.is_some()
+    }
+
+    /// Waits (at most twice the replication timeout, as a forward would)
+    /// until the slot table moves or the held request's primary is
+    /// reachable again; then run the request again. It is held once: run
+    /// again, it is forwarded even to an unreachable primary (and answered
+    /// `-CLUSTERDOWN ... (not sent)`).
+    pub async fn await_primary(&mut self, shared: &Shared) {
+        let Some((version, link)) = self.primary_hold.take() else { return };
+        self.primary_waited = true;
+        shared.metrics.forwards_held.fetch_add(1, Relaxed);
+        let until = Instant::now() + 2 * shared.config.replication_timeout;
+        while Instant::now() < until && shared.topology_version() == version && !link.connected() {
+            tokio::time::sleep(super::UNREACHABLE_PAUSE).await;
+        }
+    }
+
+    /// The request just run is answered (or deferred): the next one may
+    /// wait for its primary again.
+    pub fn request_done(&mut self) {
+        self.primary_waited = false;
+    }
+
     /// Answers the held request with `text` (an error that says it did not run).
     pub fn refuse_held(&mut self, env: &mut Env<'_>, args: Args<'_>, text: &str) {
         self.hold.clear();

@@ -96,6 +96,8 @@ impl Exec {
         // answered before then (the client's next request must come after
         // any effect of this one).
         let mut sent_and_lost = false;
+        // Requests held for an unreachable primary (each counted once).
+        let mut held: Vec<bool> = Vec::new();
         loop {
             for a in self.answers.iter_mut() {
                 let (rx, until, forward) = match a {
@@ -113,19 +115,39 @@ impl Exec {
                 };
             }
             // Forwarded requests the primary refused before running them
-            // because its table is behind ours (a join in progress): ask
-            // again shortly, all together, within the deadline, so the
-            // client never sees the transition.
+            // because its table is behind ours (a join in progress), and
+            // requests never sent because the primary was unreachable (it
+            // failed and gossip has not declared it down yet, or its link
+            // is reconnecting): send again, all together, within the
+            // deadline, to the slot's primary of then, so the client sees
+            // latency instead of the cluster's own transition.
+            let mut pause = UNREACHABLE_PAUSE;
             let again: Vec<usize> = (0..self.answers.len())
                 .filter(|&i| {
-                    matches!(&self.answers[i], Answer::Replies(r) if r.first().is_some_and(|b| refused_for_now(b)))
-                        && self.resend.get(i).is_some_and(Option::is_some)
+                    let retry = match &self.answers[i] {
+                        Answer::Replies(r) if r.first().is_some_and(|b| refused_for_now(b)) => {
+                            pause = RETRY_PAUSE;
+                            true
+                        }
+                        Answer::Unreachable => true,
+                        _ => false,
+                    };
+                    retry && self.resend.get(i).is_some_and(Option::is_some)
                 })
                 .collect();
-            if again.is_empty() || Instant::now() + RETRY_PAUSE * 2 >= forward_deadline {
+            let again = self.with_later_reads(again);
+            if again.is_empty() || Instant::now() + pause * 2 >= forward_deadline {
                 break;
             }
-            tokio::time::sleep(RETRY_PAUSE).await;
+            for &i in &again {
+                if matches!(self.answers[i], Answer::Unreachable) {
+                    held.resize(self.answers.len(), false);
+                    if !std::mem::replace(&mut held[i], true) {
+                        shared.metrics.forwards_held.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
             let t = shared.topology();
             for i in again {
                 let Some(Some(r)) = self.resend.get(i) else { continue };
@@ -133,7 +155,11 @@ impl Exec {
                     Some(slot) => {
                         let p = t.table.owners(slot)[0];
                         if p == t.me {
-                            continue; // primary here now: the client retries
+                            // Primary here now: not run anywhere; the
+                            // answer stands (only the client can send it
+                            // again here).
+                            self.resend[i] = None;
+                            continue;
                         }
                         shared.links.get(&t.nodes[usize::from(p)].name)
                     }
@@ -147,6 +173,35 @@ impl Exec {
         if sent_and_lost {
             tokio::time::sleep_until(forward_deadline).await;
         }
+    }
+}
+
+impl Exec {
+    /// `again` (ascending answer indices to send again) and the reads
+    /// after them in the batch of the same slot that did run: a pipelined
+    /// `SET k; GET k` whose SET must be sent again would otherwise answer
+    /// the GET from before the SET.
+    fn with_later_reads(&self, again: Vec<usize>) -> Vec<usize> {
+        let Some(&first) = again.first() else { return again };
+        let slots: Vec<(usize, u16)> =
+            again.iter().filter_map(|&i| Some((i, self.resend.get(i)?.as_ref()?.slot?))).collect();
+        if slots.is_empty() {
+            return again;
+        }
+        let mut out = again.clone();
+        for j in first + 1..self.answers.len() {
+            let Some(Some(r)) = self.resend.get(j) else { continue };
+            let Some(slot) = r.slot else { continue };
+            if again.binary_search(&j).is_err()
+                && matches!(self.answers[j], Answer::Replies(_))
+                && slots.iter().any(|&(i, s)| i < j && s == slot)
+                && r.is_read()
+            {
+                out.push(j);
+            }
+        }
+        out.sort_unstable();
+        out
     }
 }
 
@@ -182,6 +237,30 @@ mod tests {
         }
         .to_bytes();
         assert_eq!(patched, want);
+    }
+
+    #[test]
+    fn reads_are_told_from_writes_by_the_forwarded_command() {
+        let resend = |args: &[&[u8]]| {
+            let mut body = BytesMut::new();
+            for a in args {
+                encode::bulk(&mut body, a);
+            }
+            let (tx, _rx) = tokio::sync::mpsc::channel(1);
+            let head = ForwardHead {
+                resp3: false,
+                share: false,
+                deadline: Deadline::Relative { sent_ms: 0, ttl_ms: 2000 },
+                table: 1,
+            };
+            Resend { head, body: body.freeze(), argc: args.len(), slot: Some(7), link: Link::for_test("m", tx) }
+        };
+        assert!(resend(&[b"GET", b"k"]).is_read());
+        assert!(resend(&[b"get", b"k"]).is_read());
+        assert!(resend(&[b"MGET", b"k", b"j"]).is_read());
+        assert!(!resend(&[b"SET", b"k", b"v"]).is_read());
+        assert!(!resend(&[b"INCR", b"k"]).is_read());
+        assert!(!resend(&[b"NOSUCHCOMMAND", b"k"]).is_read());
     }
 
     #[test]

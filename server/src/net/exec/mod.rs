@@ -65,6 +65,9 @@ pub struct Env<'a> {
 
 /// Pause before a forwarded request refused with `-TRYAGAIN` is sent again.
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(3);
+/// Pause before a forwarded request whose primary was unreachable is tried
+/// again (failure detection takes hundreds of milliseconds).
+const UNREACHABLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn rejected(env: &mut Env<'_>, spec: &Spec) {
     if let Some(i) = command::lookup(spec.name.as_bytes()) {
@@ -190,6 +193,19 @@ struct Resend {
 }
 
 impl Resend {
+    /// Whether the command forwarded is a read (safe to send again after
+    /// it ran).
+    fn is_read(&self) -> bool {
+        // The body starts with the command name as a bulk string
+        // (`$3\r\nGET\r\n`), encoded here.
+        let b = &self.body[..];
+        let Some(end) = b.iter().take(8).position(|&c| c == b'\r') else { return false };
+        let Some(len) = std::str::from_utf8(&b[1..end]).ok().and_then(|n| n.parse::<usize>().ok()) else {
+            return false;
+        };
+        b.get(end + 2..end + 2 + len).and_then(command::lookup).is_some_and(|i| !command::COMMANDS[i].write)
+    }
+
     /// The request again, under the table digest `table`.
     fn request(&self, table: u64) -> Bytes {
         let mut b = BytesMut::with_capacity(self.body.len() + 64);
@@ -236,6 +252,12 @@ pub struct Exec {
     /// Keys the request just run is held for (a client's request on an
     /// importing or unsettled slot); see [`Exec::fetch_held`].
     hold: Vec<(u16, Fetch)>,
+    /// The request just run is held because its key's primary is
+    /// unreachable: the table version then and the primary's link; see
+    /// [`Exec::await_primary`].
+    primary_hold: Option<(u64, Link)>,
+    /// The request running waited for its primary once already.
+    primary_waited: bool,
 }
 
 impl Exec {
@@ -369,6 +391,18 @@ impl Exec {
                 encode::error(&mut self.out, e.text().as_bytes());
             }
             Plan::Forward(m) => {
+                if !env.conn.peer
+                    && !self.primary_waited
+                    && let Some(link) = self.peers.get(env.shared, &t, m).1
+                    && !link.connected()
+                {
+                    // The primary's link is down: it may have failed, and
+                    // gossip will soon say so and move its slots. Wait for
+                    // that (or for the link) instead of answering an error;
+                    // then run it where the table says, here included.
+                    self.primary_hold = Some((env.shared.topology_version(), link.clone()));
+                    return;
+                }
                 env.shared.metrics.forwarded.fetch_add(1, Relaxed);
                 let c = self.forward(env, &t, m, args.iter(), Mode::Primary);
                 self.defer(c);
