@@ -452,9 +452,11 @@ fn plain_pipelines_see_no_errors_while_the_cluster_forms_and_grows() {
 /// Issue 16 item 4, the other membership changes: a plain client reading
 /// and incrementing through one node while a member of five leaves
 /// gracefully (SIGTERM) and then another is killed (kill -9). It never
-/// gets `-TRYAGAIN` and never misses a key that exists; `-CLUSTERDOWN` and
-/// `-TIMEOUT` (the killed primary, before it is declared down) are counted,
-/// and every counter value it is given is larger than the last.
+/// gets `-TRYAGAIN` and never misses a key that exists, and every counter
+/// value it is given is larger than the last. `-TIMEOUT` (an INCR sent to
+/// the killed primary just before it died: it may have run) and
+/// `-CLUSTERDOWN` are counted and printed by kind; requests to the dead
+/// primary wait for detection instead (0 of either in runs so far).
 #[test]
 fn a_plain_client_sees_no_tryagain_and_no_miss_through_a_leave_and_a_kill() {
     let mut c = Cluster::start(5, ARGS);
@@ -469,9 +471,10 @@ fn a_plain_client_sees_no_tryagain_and_no_miss_through_a_leave_and_a_kill() {
     }
     let stop = AtomicBool::new(false);
     let mut raw = c.node(0).raw();
-    let (rounds, refused) = std::thread::scope(|s| {
+    let (rounds, refused, why) = std::thread::scope(|s| {
         let client = s.spawn(|| {
             let (mut rounds, mut refused, mut last) = (0u64, 0u64, 0i64);
+            let mut why: HashMap<String, u64> = HashMap::new();
             while !stop.load(Relaxed) {
                 rounds += 1;
                 let mut b = bytes::BytesMut::new();
@@ -487,7 +490,8 @@ fn a_plain_client_sees_no_tryagain_and_no_miss_through_a_leave_and_a_kill() {
                         ringcache_protocol::Frame::Error(e)
                             if e.starts_with(b"CLUSTERDOWN") || e.starts_with(b"TIMEOUT") =>
                         {
-                            refused += 1
+                            refused += 1;
+                            *why.entry(String::from_utf8_lossy(&e).into_owned()).or_insert(0) += 1;
                         }
                         other => panic!("GET pk:{i} in round {rounds}: {other:?}"),
                     }
@@ -500,12 +504,13 @@ fn a_plain_client_sees_no_tryagain_and_no_miss_through_a_leave_and_a_kill() {
                     ringcache_protocol::Frame::Error(e)
                         if e.starts_with(b"CLUSTERDOWN") || e.starts_with(b"TIMEOUT") =>
                     {
-                        refused += 1
+                        refused += 1;
+                        *why.entry(String::from_utf8_lossy(&e).into_owned()).or_insert(0) += 1;
                     }
                     other => panic!("INCR in round {rounds}: {other:?}"),
                 }
             }
-            (rounds, refused)
+            (rounds, refused, why)
         });
         let _stop = StopOnDrop(&stop);
         let mut leaving = c.nodes[1].take().expect("running");
@@ -520,6 +525,9 @@ fn a_plain_client_sees_no_tryagain_and_no_miss_through_a_leave_and_a_kill() {
         client.join().unwrap()
     });
     eprintln!("{rounds} rounds of {keys} GETs and an INCR; CLUSTERDOWN/TIMEOUT answers (retried): {refused}");
+    for (text, n) in &why {
+        eprintln!("  {n} x {text}");
+    }
     assert!(rounds > 1);
 }
 

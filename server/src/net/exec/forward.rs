@@ -90,6 +90,29 @@ impl Exec {
     /// Waits for the forwarded requests' answers (reads until `deadline`,
     /// forwards until `forward_deadline`), sending again those refused for
     /// the moment.
+    /// Runs forwarded request `i` here as a primary runs a peer's forward
+    /// (a peer's connection state, its own quorum wait): this node became
+    /// the primary of its slot since the request was planned. Its reply,
+    /// or `-TRYAGAIN` if the table moved again or the slot is not settled
+    /// here yet (sent again like a peer's).
+    async fn run_as_primary(&mut self, shared: &Shared, i: usize) -> Answer {
+        let Some(Some(r)) = self.resend.get(i) else { return Answer::Unreachable };
+        let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut conn = ConnState::new(Arc::new(ClientInfo::new(0, any, any, crate::net::unix_ms())), false);
+        conn.peer = true;
+        conn.resp = if r.head.resp3 { Version::Resp3 } else { Version::Resp2 };
+        conn.share = r.head.share;
+        let mut stats = LocalStats::default();
+        let mut sub = Exec::new(256);
+        let mut env = Env { shared, conn: &mut conn, stats: &mut stats, now_ms: crate::net::unix_ms() };
+        sub.run(&mut env, Args::from_slices(&r.args()));
+        // A peer's request is planned here or refused, never forwarded:
+        // this recursion is one level deep.
+        Box::pin(sub.finish(shared)).await;
+        stats.flush(&shared.metrics);
+        Answer::Replies(vec![sub.out.freeze()])
+    }
+
     pub(super) async fn await_forwards(&mut self, shared: &Shared, deadline: Instant, forward_deadline: Instant) {
         // A forward whose link failed after sending may still run at the
         // primary until the deadline it carries: its -TIMEOUT is not
@@ -99,7 +122,7 @@ impl Exec {
         // Requests held for an unreachable primary (each counted once).
         let mut held: Vec<bool> = Vec::new();
         loop {
-            for a in self.answers.iter_mut() {
+            for (i, a) in self.answers.iter_mut().enumerate() {
                 let (rx, until, forward) = match a {
                     Answer::Waiting(rx) => (rx, forward_deadline, true),
                     Answer::Reading(rx) => (rx, deadline, false),
@@ -108,6 +131,11 @@ impl Exec {
                 *a = match timeout_at(until, rx).await {
                     Ok(Ok(Ok(replies))) => Answer::Replies(replies),
                     Ok(Ok(Err(LinkError::Unreachable))) => Answer::Unreachable,
+                    // The link failed with the forward sent: a read has no
+                    // effect to wait for, and goes again like an unsent one.
+                    Ok(_) if forward && self.resend.get(i).is_some_and(|r| r.as_ref().is_some_and(Resend::is_read)) => {
+                        Answer::Unreachable
+                    }
                     _ => {
                         sent_and_lost |= forward;
                         Answer::Unknown
@@ -155,10 +183,9 @@ impl Exec {
                     Some(slot) => {
                         let p = t.table.owners(slot)[0];
                         if p == t.me {
-                            // Primary here now: not run anywhere; the
-                            // answer stands (only the client can send it
-                            // again here).
-                            self.resend[i] = None;
+                            // This node became the slot's primary: run it
+                            // here, as the primary runs a peer's forward.
+                            self.answers[i] = self.run_as_primary(shared, i).await;
                             continue;
                         }
                         shared.links.get(&t.nodes[usize::from(p)].name)
@@ -261,6 +288,9 @@ mod tests {
         assert!(!resend(&[b"SET", b"k", b"v"]).is_read());
         assert!(!resend(&[b"INCR", b"k"]).is_read());
         assert!(!resend(&[b"NOSUCHCOMMAND", b"k"]).is_read());
+        let long = vec![b'x'; 70_000];
+        let args: [&[u8]; 4] = [b"SET", b"key", &long, b""];
+        assert_eq!(resend(&args).args(), args);
     }
 
     #[test]

@@ -196,14 +196,25 @@ impl Resend {
     /// Whether the command forwarded is a read (safe to send again after
     /// it ran).
     fn is_read(&self) -> bool {
-        // The body starts with the command name as a bulk string
-        // (`$3\r\nGET\r\n`), encoded here.
-        let b = &self.body[..];
-        let Some(end) = b.iter().take(8).position(|&c| c == b'\r') else { return false };
-        let Some(len) = std::str::from_utf8(&b[1..end]).ok().and_then(|n| n.parse::<usize>().ok()) else {
-            return false;
-        };
-        b.get(end + 2..end + 2 + len).and_then(command::lookup).is_some_and(|i| !command::COMMANDS[i].write)
+        self.args().first().and_then(|name| command::lookup(name)).is_some_and(|i| !command::COMMANDS[i].write)
+    }
+
+    /// The forwarded command's arguments, from the bulk strings encoded
+    /// here (`$3\r\nGET\r\n...`).
+    fn args(&self) -> Vec<&[u8]> {
+        let mut out = Vec::with_capacity(self.argc);
+        let mut b = &self.body[..];
+        while out.len() < self.argc {
+            let Some(end) = b.iter().take(24).position(|&c| c == b'\r') else { break };
+            let Some(len) = std::str::from_utf8(&b[1..end]).ok().and_then(|n| n.parse::<usize>().ok()) else {
+                break;
+            };
+            let Some(arg) = b.get(end + 2..end + 2 + len) else { break };
+            out.push(arg);
+            b = b.get(end + 4 + len..).unwrap_or_default();
+        }
+        debug_assert_eq!(out.len(), self.argc, "a body this node encoded");
+        out
     }
 
     /// The request again, under the table digest `table`.
