@@ -52,7 +52,8 @@ pub struct Flags {
     #[arg(long = "seed", env = "RINGCACHE_SEED", value_delimiter = ',')]
     pub seeds: Vec<String>,
     /// Milliseconds a node started with seeds waits for one to answer
-    /// before it serves keys alone (0 = wait for ever).
+    /// before it serves keys alone (0 = wait for ever; the default with
+    /// `--partition-mode majority`, 30000 with `available`).
     #[arg(long, env = "RINGCACHE_JOIN_TIMEOUT_MS")]
     pub join_timeout_ms: Option<u64>,
     /// Milliseconds a clustered node with no seed but itself waits for
@@ -564,7 +565,14 @@ impl Config {
             max_clock_skew: Duration::from_millis(pick(flags.max_clock_skew_ms, file.max_clock_skew_ms, 60_000)),
             rebalance_rate: pick(flags.rebalance_rate, file.rebalance_rate, 0),
             drain_timeout: Duration::from_secs(pick(flags.drain_timeout, file.drain_timeout, 30)),
-            join_timeout: Duration::from_millis(pick(flags.join_timeout_ms, file.join_timeout_ms, 30_000)),
+            // Serving alone is a side of its own: with one writing side
+            // (majority mode) a node restarted where it reaches no seed
+            // (a partition) waits for ever unless told otherwise.
+            join_timeout: Duration::from_millis(pick(
+                flags.join_timeout_ms,
+                file.join_timeout_ms,
+                if partition_mode == PartitionMode::Majority { 0 } else { 30_000 },
+            )),
             founding_wait: Duration::from_millis(pick(flags.founding_wait_ms, file.founding_wait_ms, 6_000)),
             bind,
             port,

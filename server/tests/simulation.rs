@@ -74,9 +74,10 @@ const BASE_MS: u64 = 1_700_000_000_000;
 
 const MS: u64 = 1000; // simulated time is in microseconds
 const ANNOUNCE_PERIOD: u64 = 500 * MS;
-/// `--join-timeout-ms` default: a seeded node that met no one serves alone
-/// after this.
-const JOIN_TIMEOUT: u64 = 30_000 * MS;
+/// `--join-timeout-ms` default with `--partition-mode majority`: a seeded
+/// node that met no one waits for ever (serving alone would be a writing
+/// side of its own).
+const JOIN_TIMEOUT: Option<u64> = None;
 const PUBLISH_DELAY: u64 = 25 * MS;
 const WRITE_TIMEOUT: u64 = 2000 * MS;
 const CONFIRM_TIMEOUT: u64 = 2000 * MS;
@@ -857,7 +858,7 @@ impl Sim {
 
     fn announce(&mut self, i: usize) {
         // The gossip driver's announce tick also ends the wait for a seed.
-        if self.now - self.nodes[i].started_at >= JOIN_TIMEOUT
+        if JOIN_TIMEOUT.is_some_and(|t| self.now - self.nodes[i].started_at >= t)
             && self.nodes[i].phase.on(Event::JoinTimeout) == (Phase::AwaitingSeed, Phase::Alone)
         {
             let text = format!("{} serves alone: no seed answered within the join timeout", self.nodes[i].name);

@@ -410,6 +410,48 @@ fn split_five_nodes_two_three_then_heal() {
     finish("split 5 nodes 2|3 (same keys and counters written on both sides), then heal", &c, run, converged);
 }
 
+/// A node of the minority side of a 2|3 split is killed and restarted
+/// while the split lasts: empty, it meets only the other minority node and
+/// builds a table of the two. It must not become a writing side with it
+/// (the minority node refuses its peer link and replicated writes, and
+/// the restarted node then has no write quorum). Workers send every op to
+/// any of the five nodes, the same counters included; on heal nothing
+/// acknowledged is lost and every counter is exact.
+#[test]
+fn a_node_restarted_on_the_minority_side_acknowledges_nothing() {
+    if !netns_or_skip("restart a node on the minority side") {
+        return;
+    }
+    let w = Workload { shared_counters: 2, ..workload() };
+    let Scene { _serial, mut c, run, .. } = begin_with(5, true, 1000, &[], w);
+    let net = c.net.as_ref().expect("netns");
+    net.partition(&[&[0, 1, 2], &[3, 4]]);
+    wait_down(&c, &[0, 1, 2], 3);
+    c.eventually("nodes 3 and 4 to know they are in a minority", || {
+        [3, 4].iter().all(|&i| ringcache_tests::info_field(c.node(i), "cluster", "cluster_minority") == "1")
+    });
+    c.kill(4);
+    c.restart(4);
+    c.eventually("the restarted node 4 to meet node 3", || c.known_nodes(4) == 2);
+    // Keys node 4's table of {3, 4} makes it the primary of: before the
+    // fix node 4 acknowledged INCRs of them with node 3's replica ack.
+    let mut r4 = c.node(4).raw();
+    for i in 0..8 {
+        let k = format!("probe:{i}");
+        let reply = r4.cmd(&["INCR", k.as_str()]);
+        println!("INCR {k} through the restarted node 4 (owners {:?}): {reply:?}", c.owners_of(4, &k));
+        assert!(!matches!(reply, Frame::Integer(_)), "node 4 acknowledged a write on the minority side");
+    }
+    run.run_for(2000, Duration::from_secs(90));
+    let refused = ringcache_tests::info_field(c.node(3), "cluster", "minority_refusals");
+    println!("minority refusals on node 3: {refused}");
+    let healed = Instant::now();
+    c.net.as_ref().expect("netns").heal();
+    let converged = converge(&c, 5, healed);
+    run.run_for(1000, Duration::from_secs(60));
+    finish("restart a minority node during a 2|3 split, then heal", &c, run, converged);
+}
+
 /// `--partition-mode available`: both sides of a partition keep serving
 /// writes (each worker's keys on one side only), and last-writer-wins
 /// merges the sides on heal without losing an acknowledged write.

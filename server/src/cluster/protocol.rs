@@ -496,6 +496,10 @@ pub enum PeerError {
     VersionAhead,
     /// The receiver is at maxmemory and could not make room: not applied.
     OutOfMemory,
+    /// The receiver is on the minority side of a partition: a replicated
+    /// write is not applied (it would count towards a quorum the other
+    /// side does not know of).
+    Minority,
     /// A request the receiver could not decode: not run.
     Malformed(&'static str),
     /// An `RC.*` name the receiver does not know: not run.
@@ -514,6 +518,9 @@ impl PeerError {
             PeerError::TableDiffers => Borrowed(b"TRYAGAIN the forwarding node's table differs from this node's"),
             PeerError::VersionAhead => Borrowed(b"ERR version too far ahead of this node's clock (not applied)"),
             PeerError::OutOfMemory => Borrowed(b"OOM command not allowed when used memory > 'maxmemory'."),
+            PeerError::Minority => {
+                Borrowed(b"CLUSTERDOWN the receiver is on the minority side of a partition (not applied)")
+            }
             PeerError::Malformed(what) => Owned(format!("ERR malformed peer request ({what})").into_bytes()),
             PeerError::UnknownCommand => Borrowed(b"ERR unknown peer command"),
             PeerError::Other(b) => Owned(b.to_vec()),
@@ -532,6 +539,7 @@ impl PeerError {
             PeerError::TableDiffers,
             PeerError::VersionAhead,
             PeerError::OutOfMemory,
+            PeerError::Minority,
             PeerError::UnknownCommand,
         ];
         if let Some(e) = known.into_iter().find(|e| e.text().as_ref() == text) {
@@ -860,7 +868,7 @@ mod tests {
             m in any::<u64>(),
             list in proptest::collection::vec((bytes(), any::<u64>()), 0..8),
             flags in proptest::collection::vec(any::<bool>(), 0..8),
-            err in 0..7usize,
+            err in 0..8usize,
         ) {
             let (k, reply) = match kind {
                 0 => (Kind::Put, Reply::Ok),
@@ -885,6 +893,7 @@ mod tests {
             let e = [
                 PeerError::Expired, PeerError::TableDiffers, PeerError::VersionAhead, PeerError::OutOfMemory,
                 PeerError::Malformed("slot"), PeerError::UnknownCommand, PeerError::Other("TRYAGAIN later".into()),
+                PeerError::Minority,
             ][err].clone();
             let mut wire = BytesMut::new();
             Reply::Error(e.clone()).encode(&mut wire);

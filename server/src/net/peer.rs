@@ -91,6 +91,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut shutdow
 /// Handshake refusals that answered the stranger (counted before the answer).
 const NOT_A_PEER: &str = "not a peer handshake";
 const WRONG_PROOF: &str = "wrong proof (another cluster or secret)";
+const IN_MINORITY: &str = "this node is on the minority side of a partition";
 
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
@@ -98,6 +99,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     input: &mut BytesMut,
     parser: &mut RequestParser,
     refused: &AtomicU64,
+    in_minority: impl Fn() -> bool,
 ) -> Result<String, &'static str> {
     // Unauthenticated: small arguments, few of them, few bytes in all.
     let mut next = async |stream: &mut S, input: &mut BytesMut| -> Result<Vec<Vec<u8>>, &'static str> {
@@ -146,6 +148,15 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         let _ = stream.flush().await;
         return Err(WRONG_PROOF);
     }
+    if in_minority() {
+        // A member, but this side must not make quorums: a node restarted
+        // here (it sees only this side) would otherwise count this node's
+        // acknowledgements and write as a side of its own. Its link stays
+        // down until this node is back in a majority.
+        let _ = stream.write_all(b"-CLUSTERDOWN the receiver is on the minority side of a partition\r\n").await;
+        let _ = stream.flush().await;
+        return Err(IN_MINORITY);
+    }
     stream.write_all(b"+OK\r\n").await.map_err(|_| "write failed")?;
     stream.flush().await.map_err(|_| "write failed")?;
     Ok(String::from_utf8_lossy(name).into_owned())
@@ -162,10 +173,17 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut input = BytesMut::with_capacity(4096);
     let mut parser = RequestParser::new();
     let refused = &shared.metrics.peer_rejected;
-    let peer = match timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, &key, &mut input, &mut parser, refused)).await {
+    let in_minority = || shared.minority().is_some();
+    let shaking = handshake(&mut stream, &key, &mut input, &mut parser, refused, in_minority);
+    let peer = match timeout(HANDSHAKE_TIMEOUT, shaking).await {
         Ok(Ok(name)) => name,
         Ok(Err(why)) => {
             // (Refusals that answered were counted before the answer.)
+            if why == IN_MINORITY {
+                shared.metrics.minority_refusals.fetch_add(1, Relaxed);
+                debug!(%addr, why, "refused a peer connection");
+                return;
+            }
             if why != NOT_A_PEER && why != WRONG_PROOF {
                 refused.fetch_add(1, Relaxed);
             }
@@ -280,7 +298,13 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, late: &mut Lateness, mono_ms: u64,
     let reply = match req {
         Request::Put { .. } | Request::Del { .. } => {
             let op = Op::of(&req).expect("a put or a delete");
-            if !env.shared.version_ok(op.version, env.now_ms) {
+            if env.shared.minority().is_some() {
+                // A minority node acknowledges no write, its own or a
+                // peer's: a member that reached only the minority side (a
+                // node restarted there) cannot make a quorum of it.
+                env.shared.metrics.minority_refusals.fetch_add(1, Relaxed);
+                Reply::Error(PeerError::Minority)
+            } else if !env.shared.version_ok(op.version, env.now_ms) {
                 Reply::Error(PeerError::VersionAhead)
             } else if env.shared.store.make_room(env.now_ms).is_ok() {
                 // A replica honours maxmemory like any write: evict first,

@@ -85,7 +85,14 @@ impl Exec {
         self.primary_waited = true;
         shared.metrics.forwards_held.fetch_add(1, Relaxed);
         let until = Instant::now() + 2 * shared.config.replication_timeout;
-        while Instant::now() < until && shared.topology_version() == version && !link.connected() {
+        // Until the table moves, the link is back, or this node finds
+        // itself in a minority (its table then stays: the request is
+        // refused at once).
+        while Instant::now() < until
+            && shared.topology_version() == version
+            && !link.connected()
+            && shared.minority().is_none()
+        {
             tokio::time::sleep(super::UNREACHABLE_PAUSE).await;
         }
     }

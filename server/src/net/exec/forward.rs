@@ -44,17 +44,20 @@ impl Exec {
             argc += 1;
         }
         let slot = if share == Mode::Primary { first_key } else { None };
-        let resend = link.as_ref().map(|link| Resend { head, body: body.freeze(), argc, slot, link: link.clone() });
-        let req = match &resend {
-            Some(r) => r.request(t.digest),
-            None => Bytes::new(),
-        };
-        let answer = match &link {
-            Some(link) => match link.try_call(req.clone(), 1, true) {
-                Ok(rx) => Answer::Waiting(rx),
-                Err(_) => Answer::Unreachable,
-            },
-            None => Answer::Unreachable,
+        // A request that waited for its primary already (`await_primary`)
+        // does not wait again for a link still down: it is answered.
+        let waited = self.primary_waited && link.as_ref().is_some_and(|l| !l.connected());
+        let (answer, resend) = match link {
+            Some(_) if waited => (Answer::Unreachable, None),
+            Some(link) => {
+                let r = Resend { head, body: body.freeze(), argc, slot, link };
+                let answer = match r.link.try_call(r.request(t.digest), 1, true) {
+                    Ok(rx) => Answer::Waiting(rx),
+                    Err(_) => Answer::Unreachable,
+                };
+                (answer, Some(r))
+            }
+            None => (Answer::Unreachable, None),
         };
         self.push_answer(answer, resend);
         Chunk::Forward(self.answers.len() - 1)
@@ -157,7 +160,8 @@ impl Exec {
                             pause = RETRY_PAUSE;
                             true
                         }
-                        Answer::Unreachable => true,
+                        // (A minority keeps its table: nothing to wait for.)
+                        Answer::Unreachable => shared.minority().is_none(),
                         _ => false,
                     };
                     retry && self.resend.get(i).is_some_and(Option::is_some)
