@@ -79,6 +79,8 @@ const ANNOUNCE_PERIOD: u64 = 500 * MS;
 /// side of its own).
 const JOIN_TIMEOUT: Option<u64> = None;
 const PUBLISH_DELAY: u64 = 25 * MS;
+/// `node::LEAVE_GRACE`: a leaving node serves this long after its leave.
+const LEAVE_GRACE: u64 = 1000 * MS;
 const WRITE_TIMEOUT: u64 = 2000 * MS;
 const CONFIRM_TIMEOUT: u64 = 2000 * MS;
 const RETRY_DELAY: u64 = 200 * MS;
@@ -95,6 +97,12 @@ const DATA_QUIET_MAX: u64 = 45_000 * MS;
 /// the partitions healed is stuck: the members of its table it cannot see
 /// crashed for good. The operator's remedy (README) is to restart it.
 const STUCK_MINORITY_AFTER: u64 = 10_000 * MS;
+
+/// `majority::settle_ms` for the simulated gossip timing.
+fn settle_window() -> u64 {
+    let t = timing();
+    settle_ms(t.probe_period.as_millis() as u64, t.suspect.as_millis() as u64)
+}
 
 fn timing() -> GossipTiming {
     GossipTiming {
@@ -233,21 +241,68 @@ enum Msg {
         member: usize,
         state: Vec<u8>,
     },
+    /// `RC.LEAVE`: the sender leaves gracefully (`node::announce_leave`).
+    Leave,
 }
 
 #[derive(Debug)]
 enum Ev {
-    Timer { node: usize, life: u64, timer: Timer<NodeIdentity> },
-    Packet { to: usize, bytes: Vec<u8> },
-    Announce { node: usize, life: u64 },
-    Publish { node: usize, life: u64 },
-    Deliver { from: usize, to: usize, to_life: u64, msg: Msg },
-    WriteTimeout { node: usize, life: u64, write: u64 },
-    StartCopy { node: usize, life: u64, job: u64 },
-    CopyTimeout { node: usize, life: u64, id: u64 },
-    Pull { node: usize, life: u64 },
-    AntiEntropy { node: usize, life: u64 },
-    FetchTimeout { node: usize, life: u64, fetch: u64 },
+    Timer {
+        node: usize,
+        life: u64,
+        timer: Timer<NodeIdentity>,
+    },
+    Packet {
+        to: usize,
+        bytes: Vec<u8>,
+    },
+    Announce {
+        node: usize,
+        life: u64,
+    },
+    Publish {
+        node: usize,
+        life: u64,
+    },
+    Deliver {
+        from: usize,
+        to: usize,
+        to_life: u64,
+        msg: Msg,
+    },
+    WriteTimeout {
+        node: usize,
+        life: u64,
+        write: u64,
+    },
+    StartCopy {
+        node: usize,
+        life: u64,
+        job: u64,
+    },
+    CopyTimeout {
+        node: usize,
+        life: u64,
+        id: u64,
+    },
+    Pull {
+        node: usize,
+        life: u64,
+    },
+    AntiEntropy {
+        node: usize,
+        life: u64,
+    },
+    FetchTimeout {
+        node: usize,
+        life: u64,
+        fetch: u64,
+    },
+    /// A leaving node's process ends (`node.rs`: after its leave spread).
+    Exit {
+        node: usize,
+        life: u64,
+    },
 }
 
 /// Slot copies to one member (queued or in flight). The real shell has a
@@ -327,6 +382,8 @@ struct Node {
     /// On the minority side of a partition (`cluster::majority`): keeps
     /// its table, refuses writes.
     minority: bool,
+    /// Left gracefully; its process ends at the `Ev::Exit` due.
+    leaving: bool,
     view: View,
     /// Unsettled slots (`RebalanceState`'s bits), how many, and the
     /// marking generation.
@@ -380,6 +437,7 @@ impl Node {
             writes: BTreeMap::new(),
             ae_shard: 0,
             minority: false,
+            leaving: false,
             view: View::new(&format!("n{i}")),
             unsettled: vec![false; usize::from(SLOT_COUNT)],
             unsettled_n: 0,
@@ -492,6 +550,8 @@ struct Stats {
     fetch_refusals: u64,
     /// Acknowledged INCRs of the counters.
     counter_incrs: u64,
+    /// Graceful leaves (`RC.LEAVE`, then foca's leave).
+    leaves: u64,
 }
 
 struct Sim {
@@ -761,6 +821,7 @@ impl Sim {
         n.writes.clear();
         n.ae_shard = self.key_shards[0].0;
         n.minority = false;
+        n.leaving = false;
         n.view = View::new(&n.name);
         n.unsettled = vec![false; usize::from(SLOT_COUNT)];
         n.unsettled_n = 0;
@@ -856,6 +917,34 @@ impl Sim {
         }
     }
 
+    fn schedule_publish(&mut self, i: usize) {
+        if !self.nodes[i].publish_pending {
+            self.nodes[i].publish_pending = true;
+            let life = self.nodes[i].life;
+            self.at(self.now + PUBLISH_DELAY, Ev::Publish { node: i, life });
+        }
+    }
+
+    /// A graceful leave as `node.rs` runs it after the drain (not
+    /// modelled): `RC.LEAVE` to every member, then foca's leave, then the
+    /// process ends a moment later.
+    fn leave(&mut self, i: usize) {
+        self.stats.leaves += 1;
+        self.log(format!("{} leaves gracefully", self.nodes[i].name));
+        let others: Vec<usize> = self.up_nodes().into_iter().filter(|&j| j != i).collect();
+        for j in others {
+            self.send(i, j, Msg::Leave);
+        }
+        let n = &mut self.nodes[i];
+        n.leaving = true;
+        if let Some(foca) = n.foca.as_mut() {
+            let _ = foca.leave_cluster(&mut n.rt);
+        }
+        let life = n.life;
+        self.drain(i);
+        self.at(self.now + LEAVE_GRACE, Ev::Exit { node: i, life });
+    }
+
     fn announce(&mut self, i: usize) {
         // The gossip driver's announce tick also ends the wait for a seed.
         if JOIN_TIMEOUT.is_some_and(|t| self.now - self.nodes[i].started_at >= t)
@@ -863,6 +952,11 @@ impl Sim {
         {
             let text = format!("{} serves alone: no seed answered within the join timeout", self.nodes[i].name);
             self.log(text);
+        }
+        // As the driver's absence tick: a leave past the window is
+        // forgotten, and a member of that name counts again.
+        if self.nodes[i].view.expire_departed(self.now / MS, settle_window()) {
+            self.schedule_publish(i);
         }
         let n = &mut self.nodes[i];
         let Some(foca) = n.foca.as_mut() else { return };
@@ -892,15 +986,19 @@ impl Sim {
         n.publish_pending = false;
         let foca = n.foca.as_ref().expect("up");
         let me = foca.identity().clone();
-        let members: Vec<NodeIdentity> = foca.iter_members().map(|m| m.id().clone()).collect();
+        let (now_ms, settle) = (self.now / MS, settle_window());
+        // Members that announced their leave are gone (as `net::gossip`).
+        let members: Vec<NodeIdentity> = foca
+            .iter_members()
+            .map(|m| m.id().clone())
+            .filter(|m| !n.view.departed(&m.name, m.generation, now_ms, settle))
+            .collect();
         let replicas = if self.sabotage == Sabotage::OneOwner { 1 } else { RF };
         let (topo, fresh) = memo_topology(&me, &members, n.epoch, replicas);
         // Only a side that sees most of its table changes it (as
         // `net::gossip`'s publish, with the same function).
-        let t = timing();
-        let settle = settle_ms(t.probe_period.as_millis() as u64, t.suspect.as_millis() as u64);
         let decision =
-            n.view.decide(PartitionMode::Majority, topo.nodes.iter().map(|m| m.name.as_str()), self.now / MS, settle);
+            n.view.decide(PartitionMode::Majority, topo.nodes.iter().map(|m| m.name.as_str()), now_ms, settle);
         let was = n.minority;
         n.minority = decision != Decision::Adopt;
         if n.minority != was {
@@ -1503,6 +1601,13 @@ impl Sim {
                     self.finish_fetch(node, fetch);
                 }
             }
+            Ev::Exit { node, life } => {
+                if self.life_ok(node, life) {
+                    // Without the drain modelled, its copies are lost as
+                    // in a crash (and excused as one).
+                    self.crash(node);
+                }
+            }
             Ev::Deliver { from, to, to_life, msg } => {
                 // A crash or a partition breaks the connection: what was
                 // in flight is lost.
@@ -1523,6 +1628,21 @@ impl Sim {
             // ... and so does a node on the minority side.
             Msg::Fwd { .. } if self.nodes[to].minority => self.stats.refused_minority += 1,
             Msg::Fwd { key, op } => self.coordinate(to, key, op, 0),
+            // A minority node applies and acknowledges no replicated write
+            // (`PeerError::Minority`, net/peer.rs).
+            Msg::Repl { .. } if self.nodes[to].minority => self.stats.refused_minority += 1,
+            Msg::Leave => {
+                let name = self.nodes[from].name.clone();
+                let n = &mut self.nodes[to];
+                let Some(foca) = n.foca.as_ref() else { return };
+                // As `net::gossip`'s take_leaves: the generation gossip knows.
+                let generation =
+                    foca.iter_members().map(|m| m.id()).find(|m| m.name == name).map_or(0, |m| m.generation);
+                n.view.depart(&name, generation, self.now / MS, settle_window());
+                let text = format!("{} takes note that {name} leaves", n.name);
+                self.log(text);
+                self.schedule_publish(to);
+            }
             Msg::Repl { write, req } => {
                 if self.sabotage != Sabotage::AckWithoutApply {
                     self.apply(to, &req);
@@ -1723,6 +1843,12 @@ impl Sim {
         self.loss = 0.0;
         self.msg_loss = 0.0;
         self.log("quiet period: partitions healed, no faults, no writes".into());
+        // A leave under way is a fault too: its process ends now.
+        for i in self.up_nodes() {
+            if self.nodes[i].leaving {
+                self.crash(i);
+            }
+        }
         // Operators keep the seeds up: a seed that crashed comes back (as
         // an empty newcomer). Without a live seed a node that never met a
         // live member (it started while every seed was down) cannot be
@@ -1884,10 +2010,14 @@ impl Sim {
         let up = self.up_nodes();
         let down: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].started && !self.nodes[i].up).collect();
         let fresh: Vec<usize> = (0..self.nodes.len()).filter(|&i| !self.nodes[i].started).collect();
-        match self.rng.below(6) {
+        match self.rng.below(7) {
             0 | 1 if up.len() > 2 => {
                 let i = self.rng.pick(&up);
                 self.crash(i);
+            }
+            6 if up.len() > 2 => {
+                let i = self.rng.pick(&up);
+                self.leave(i);
             }
             2 if !down.is_empty() => {
                 let i = self.rng.pick(&down);
@@ -2254,6 +2384,7 @@ fn run_seeds(check_counters: bool) {
                 total.fetches += s.fetches;
                 total.fetch_refusals += s.fetch_refusals;
                 total.counter_incrs += s.counter_incrs;
+                total.leaves += s.leaves;
                 total.packets += s.packets;
                 total.packets_lost += s.packets_lost;
                 total.msgs += s.msgs;

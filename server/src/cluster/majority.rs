@@ -77,6 +77,10 @@ pub struct View {
     /// had then, and when (ms). Out of the count, and out of the member
     /// set under that generation, for [`View::departed`]'s window.
     departed: BTreeMap<String, (u64, u64)>,
+    /// Members a graceful leave took out of the reference: one that comes
+    /// back (restarted under its name) counts in it again, as before its
+    /// leave.
+    left: BTreeSet<String>,
 }
 
 /// Graceful leaves remembered at most (older ones are forgotten first).
@@ -91,6 +95,7 @@ impl View {
             since_ms: 0,
             minority: false,
             departed: BTreeMap::new(),
+            left: BTreeSet::new(),
         }
     }
 
@@ -108,8 +113,14 @@ impl View {
             self.departed.remove(&oldest.expect("not empty"));
         }
         self.departed.insert(name.to_string(), (generation, now_ms));
-        if let Some(r) = self.reference.as_mut() {
-            r.remove(name);
+        if let Some(r) = self.reference.as_mut()
+            && r.remove(name)
+        {
+            if self.left.len() >= DEPARTED_MAX {
+                let first = self.left.iter().next().cloned().expect("not empty");
+                self.left.remove(&first);
+            }
+            self.left.insert(name.to_string());
         }
         self.current.remove(name);
         debug_assert!(self.departed.len() <= DEPARTED_MAX);
@@ -143,6 +154,16 @@ impl View {
         settle_ms: u64,
     ) -> Decision {
         let seen: BTreeSet<String> = seen.into_iter().map(str::to_string).collect();
+        // A member back after its graceful leave counts as before it (two
+        // disjoint sides still cannot both hold a majority: one counts it
+        // in the larger table, the other not at all).
+        let back: Vec<String> = self.left.intersection(&seen).cloned().collect();
+        for name in back {
+            self.left.remove(&name);
+            if let Some(r) = self.reference.as_mut() {
+                r.insert(name);
+            }
+        }
         if self.reference.is_some() && !self.minority && now_ms.saturating_sub(self.since_ms) >= settle_ms {
             self.reference = Some(self.current.clone());
         }
@@ -299,6 +320,16 @@ mod tests {
         // A leaver back under its old name counts as a newcomer.
         assert_eq!(x.decide(m, ["a", "b", "c"], 20_000, 6000), Decision::Adopt);
         assert_eq!(x.reference().collect::<Vec<_>>(), ["a", "b", "c"]);
+        // ... and as a member of the table it left (the simulation's seed
+        // 332): c and d fail, b leaves, and the rest is a minority of what
+        // is left; b back makes three of five again.
+        let mut y = View::new("a");
+        assert_eq!(y.decide(m, ["a", "b", "c", "d", "e"], 0, 6000), Decision::Adopt);
+        assert_eq!(y.decide(m, ["a", "b", "e"], 10_000, 6000), Decision::Adopt);
+        y.depart("b", 7, 10_100, 6000);
+        assert_eq!(y.decide(m, ["a", "e"], 10_200, 6000), Decision::Minority { seen: 2, of: 4 });
+        assert_eq!(y.decide(m, ["a", "b", "e"], 12_000, 6000), Decision::Adopt);
+        assert_eq!(y.reference().collect::<Vec<_>>(), ["a", "b", "c", "d", "e"]);
     }
 
     #[test]
