@@ -315,3 +315,32 @@ fn redis_benchmark_works_against_any_node() {
     let Frame::Integer(n) = c.node(0).raw().cmd(&["DBSIZE"]) else { panic!() };
     assert!(n > 500 && n <= 1000, "{n} keys");
 }
+
+/// A forwarded request refused for the moment (here: routed by another
+/// table) makes the later ones of its slot in the same batch wait their
+/// turn: its sender sends them all again in order, so a client's pipeline
+/// `SET k 1; SET k 2` never ends as `k = 1`.
+#[test]
+fn a_refused_forward_keeps_the_later_ones_of_its_slot_in_order() {
+    let c = cluster(&[]);
+    let key = c.key_where("order", |o| o[0] == 1);
+    let digest = info_field(c.node(1), "cluster", "cluster_members_digest");
+    let wrong = if digest == "0123456789abcdef" { "fedcba9876543210" } else { "0123456789abcdef" };
+    let fwd = |table: &str, value: &str| -> Vec<String> {
+        ["RC.FWD", "2", "p", "0+60000", table, "SET", key.as_str(), value].map(String::from).to_vec()
+    };
+    let mut p = c.peer(1);
+    let mut batch = bytes::BytesMut::new();
+    ringcache_protocol::encode::command(&mut batch, &fwd(wrong, "1"));
+    ringcache_protocol::encode::command(&mut batch, &fwd(&digest, "2"));
+    p.send(&batch);
+    let first = p.read();
+    assert!(matches!(&first, Frame::Error(e) if e.starts_with(b"TRYAGAIN the forwarding node's table")), "{first:?}");
+    let second = p.read();
+    assert!(matches!(&second, Frame::Error(e) if e.starts_with(b"TRYAGAIN an earlier request")), "{second:?}");
+    assert_eq!(c.node(1).raw().cmd(&["GET", key.as_str()]), null(), "neither ran");
+    // Sent again in order (the sender's resend), they run in order.
+    assert_eq!(p.cmd(&fwd(&digest, "1")), ok());
+    assert_eq!(p.cmd(&fwd(&digest, "2")), ok());
+    assert_eq!(c.node(1).raw().cmd(&["GET", key.as_str()]), bulk("2"));
+}

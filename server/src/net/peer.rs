@@ -227,11 +227,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let mono_ms = crate::process::mono_ms();
         let mut close = false;
         let mut done = 0;
+        // Slots of forwarded requests this batch refused for the moment.
+        let mut blocked: Vec<u16> = Vec::new();
         loop {
             match parser.parse(&input, &protocol::LIMITS, true) {
                 Ok(true) => {
                     let mut env = Env { shared: &shared, conn: &mut conn, stats: &mut stats, now_ms };
-                    handle(&mut exec, &mut env, &mut late, mono_ms, &peer, parser.args(&input));
+                    let at = Here { late: &mut late, mono_ms, peer: &peer, blocked: &mut blocked };
+                    handle(&mut exec, &mut env, at, parser.args(&input));
                     done += 1;
                     if done >= BATCH_MAX {
                         // Bound the batch: answer these, then parse on.
@@ -269,8 +272,27 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     debug!(%addr, %peer, "peer disconnected");
 }
 
+/// What a request of a peer connection is handled with besides the
+/// node's state: the connection's lateness, the monotonic time, the
+/// member it authenticated as, and the slots of forwarded requests its
+/// batch refused for the moment.
+struct Here<'a> {
+    late: &'a mut Lateness,
+    mono_ms: u64,
+    peer: &'a str,
+    blocked: &'a mut Vec<u16>,
+}
+
+/// The slot of a forwarded command's first key, if it names keys.
+fn forward_slot(command: Args<'_>) -> Option<u16> {
+    let spec = &crate::command::COMMANDS[crate::command::lookup(command.get(0))?];
+    let first = usize::try_from(spec.first_key).ok().filter(|&f| f > 0 && f < command.len())?;
+    Some(ringcache_protocol::key_slot(command.get(first)))
+}
+
 /// Runs one request of an authenticated peer, its reply into `exec.out`.
-fn handle(exec: &mut Exec, env: &mut Env<'_>, late: &mut Lateness, mono_ms: u64, peer: &str, args: Args<'_>) {
+fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
+    let Here { late, mono_ms, peer, blocked } = at;
     let req = match Request::decode(args) {
         Ok(r) => r,
         Err(e) => {
@@ -336,20 +358,34 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, late: &mut Lateness, mono_ms: u64,
         }
         Request::Read { key } => Reply::State(env.shared.store.with_key(key, env.now_ms, |k| ReadState::of(k))),
         Request::Forward { head, command } => {
+            let slot = forward_slot(command);
             if late.expired(head.deadline, mono_ms, env.now_ms) {
                 // The forwarding node has answered -TIMEOUT already: running
                 // it now could undo writes acknowledged since.
                 env.shared.metrics.forwards_expired.fetch_add(1, Relaxed);
                 Reply::Error(PeerError::Expired)
+            } else if slot.is_some_and(|s| blocked.contains(&s)) {
+                // An earlier request of this slot in this batch was refused
+                // for the moment: its sender sends it again, then this one;
+                // running this one now would reorder the client's pipeline
+                // (SET k 1 refused, SET k 2 run, SET k 1 run again).
+                Reply::Error(PeerError::Other(bytes::Bytes::from_static(
+                    b"TRYAGAIN an earlier request of this slot was refused for the moment (kept in order)",
+                )))
             } else if head.table != env.shared.topology().digest {
                 // The sender routed by another member set: both views are
                 // still converging (the sender retries shortly).
+                blocked.extend(slot);
                 Reply::Error(PeerError::TableDiffers)
             } else {
                 env.conn.resp = if head.resp3 { Version::Resp3 } else { Version::Resp2 };
                 env.conn.share = head.share;
+                let before = exec.out.len();
                 exec.run(env, command);
                 env.conn.share = false;
+                if exec.out.get(before..).is_some_and(|r| r.starts_with(b"-TRYAGAIN")) {
+                    blocked.extend(slot);
+                }
                 return;
             }
         }
