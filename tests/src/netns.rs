@@ -228,6 +228,22 @@ impl Netns {
         }
     }
 
+    /// Drops `percent` % of the packets (random, each way, UDP and TCP)
+    /// between node `i` and every other node: a flaky link, not a cut.
+    pub fn lossy(&self, i: usize, percent: u32) {
+        let ns = self.ns(i);
+        let p = percent.min(100).to_string();
+        for other in (0..self.nodes).filter(|&o| o != i) {
+            let peer = self.ip(other).to_string();
+            for (chain, dir) in [("in", "saddr"), ("out", "daddr")] {
+                must(&[
+                    "ip", "netns", "exec", &ns, "nft", "add", "rule", "inet", "rcfault", chain, "ip", dir, &peer,
+                    "numgen", "random", "mod", "100", "<", &p, "drop",
+                ]);
+            }
+        }
+    }
+
     /// Cuts every link between nodes of different groups.
     pub fn partition(&self, groups: &[&[usize]]) {
         for (gi, g) in groups.iter().enumerate() {

@@ -410,6 +410,27 @@ fn split_five_nodes_two_three_then_heal() {
     finish("split 5 nodes 2|3 (same keys and counters written on both sides), then heal", &c, run, converged);
 }
 
+/// Node 2's links to the others lose 20 % of their packets (both ways,
+/// gossip and peer links) for a while under the workload, the same
+/// counters written through every node: suspicion may flap and links
+/// reconnect; nothing acknowledged is lost and the counters stay exact.
+#[test]
+fn a_lossy_node_loses_nothing() {
+    if !netns_or_skip("a lossy node") {
+        return;
+    }
+    let w = Workload { shared_counters: 2, ..workload() };
+    let Scene { _serial, c, run, .. } = begin_with(3, true, 1000, &[], w);
+    let net = c.net.as_ref().expect("netns");
+    net.lossy(2, 20);
+    run.run_for(3000, Duration::from_secs(120));
+    let healed = Instant::now();
+    net.heal();
+    let converged = converge(&c, 3, healed);
+    run.run_for(800, Duration::from_secs(60));
+    finish("node 2's links lose 20 % of their packets, then heal", &c, run, converged);
+}
+
 /// A node of the minority side of a 2|3 split is killed and restarted
 /// while the split lasts: empty, it meets only the other minority node and
 /// builds a table of the two. It must not become a writing side with it
