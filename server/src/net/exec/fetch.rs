@@ -75,16 +75,19 @@ impl Exec {
         self.primary_hold.is_some()
     }
 
-    /// Waits (at most twice the replication timeout, as a forward would)
-    /// until the slot table moves or the held request's primary is
-    /// reachable again; then run the request again. It is held once: run
-    /// again, it is forwarded even to an unreachable primary (and answered
-    /// `-CLUSTERDOWN ... (not sent)`).
+    /// Waits until the slot table moves or the held request's primary is
+    /// reachable again, at most twice the failure-detection time (probe,
+    /// its timeout, suspicion) and never longer than a forward would wait
+    /// (twice the replication timeout); then run the request again. It is
+    /// held once: run again, it is forwarded even to an unreachable
+    /// primary (and answered `-CLUSTERDOWN ... (not sent)`).
     pub async fn await_primary(&mut self, shared: &Shared) {
         let Some((version, link)) = self.primary_hold.take() else { return };
         self.primary_waited = true;
         shared.metrics.forwards_held.fetch_add(1, Relaxed);
-        let until = Instant::now() + 2 * shared.config.replication_timeout;
+        let g = &shared.config.gossip;
+        let detection = g.probe_period + g.probe_rtt + g.suspect;
+        let until = Instant::now() + (2 * detection).min(2 * shared.config.replication_timeout);
         // Until the table moves, the link is back, or this node finds
         // itself in a minority (its table then stays: the request is
         // refused at once).
