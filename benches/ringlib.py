@@ -5,12 +5,14 @@ only."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "target" / "release" / "ringcache"
+# RINGCACHE_BIN: another build (e.g. an older commit's) to measure instead.
+BIN = Path(os.environ.get("RINGCACHE_BIN", ROOT / "target" / "release" / "ringcache"))
 
 
 def free_port() -> int:
