@@ -90,9 +90,6 @@ impl Exec {
         self.resend.push(resend);
     }
 
-    /// Waits for the forwarded requests' answers (reads until `deadline`,
-    /// forwards until `forward_deadline`), sending again those refused for
-    /// the moment.
     /// Runs forwarded request `i` here as a primary runs a peer's forward
     /// (a peer's connection state, its own quorum wait): this node became
     /// the primary of its slot since the request was planned. Its reply,
@@ -116,6 +113,9 @@ impl Exec {
         Answer::Replies(vec![sub.out.freeze()])
     }
 
+    /// Waits for the forwarded requests' answers (reads until `deadline`,
+    /// forwards until `forward_deadline`), sending again those refused for
+    /// the moment or never sent.
     pub(super) async fn await_forwards(&mut self, shared: &Shared, deadline: Instant, forward_deadline: Instant) {
         // A forward whose link failed after sending may still run at the
         // primary until the deadline it carries: its -TIMEOUT is not
