@@ -305,12 +305,14 @@ async fn announce_leave(shared: &Shared) {
     let req = crate::cluster::protocol::Request::Leave.to_bytes();
     let mut waits = Vec::new();
     for link in shared.links.all() {
-        let (done, rx) = tokio::sync::oneshot::channel();
-        link.send(crate::peers::Msg::Call { req: req.clone(), count: 1, done }).await;
-        waits.push((link.name.clone(), rx));
+        // Never waits on a full queue (a stuck link must not hold the
+        // shutdown): such a member is told nothing.
+        if let Ok(rx) = link.try_call(req.clone(), 1, false) {
+            waits.push((link.name.clone(), rx));
+        }
     }
     let deadline = tokio::time::Instant::now() + LEAVE_NOTICE_TIMEOUT;
-    let (mut told, of) = (0, waits.len());
+    let (mut told, of) = (0, shared.links.all().len());
     for (member, rx) in waits {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(Ok(replies))) if replies.first().is_some_and(|r| r.starts_with(b"+OK")) => told += 1,
