@@ -320,6 +320,32 @@ fn rolling_restart() {
     finish("rolling restart: SIGTERM and restart each of 3 nodes", &c, run, converged);
 }
 
+/// Graceful restarts while every worker keeps sending to every node, the
+/// leaving one included, and all increment the same counters: a leaving
+/// node must not coordinate a counter's INCR while its new primary does.
+/// Known failing (2026-12-06): 3, 2 and 9 counter errors (two acknowledged
+/// INCRs answering the same value) in three runs — with this stop's code,
+/// without `RC.LEAVE`, and without the dead-primary hold, so neither
+/// caused it. Run: `cargo test -p ringcache-tests --test faults
+/// graceful_restarts_under -- --ignored --nocapture` (~2 min).
+#[test]
+#[ignore = "known bug: duplicate INCR answers around graceful restarts (issue 16)"]
+fn graceful_restarts_under_shared_counters() {
+    let w = Workload { shared_counters: 2, ..workload() };
+    let Scene { _serial, mut c, run, .. } = begin_with(5, false, 800, &[], w);
+    let mut converged = Duration::ZERO;
+    for i in [0, 1, 2, 3, 4, 0, 1, 2] {
+        let mut s = c.nodes[i].take().expect("running");
+        assert!(s.stop().success(), "node {i} exited");
+        run.run_for(300, Duration::from_secs(60));
+        let back = Instant::now();
+        c.restart(i);
+        converged = converged.max(converge(&c, 5, back));
+        run.run_for(300, Duration::from_secs(60));
+    }
+    finish("graceful restarts of 5 nodes, every node targeted, shared counters", &c, run, converged);
+}
+
 #[test]
 fn join_and_leave_under_load() {
     let Scene { _serial, mut c, t, run } = begin(3, false, 800);
