@@ -303,8 +303,10 @@ async fn announce_leave(shared: &Shared) {
         return;
     }
     let req = crate::cluster::protocol::Request::Leave.to_bytes();
+    let links = shared.links.all();
+    let of = links.len();
     let mut waits = Vec::new();
-    for link in shared.links.all() {
+    for link in links {
         // Never waits on a full queue (a stuck link must not hold the
         // shutdown): such a member is told nothing.
         if let Ok(rx) = link.try_call(req.clone(), 1, false) {
@@ -312,7 +314,7 @@ async fn announce_leave(shared: &Shared) {
         }
     }
     let deadline = tokio::time::Instant::now() + LEAVE_NOTICE_TIMEOUT;
-    let (mut told, of) = (0, shared.links.all().len());
+    let mut told = 0;
     for (member, rx) in waits {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(Ok(replies))) if replies.first().is_some_and(|r| r.starts_with(b"+OK")) => told += 1,
