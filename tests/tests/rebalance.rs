@@ -637,6 +637,7 @@ fn requests_to_a_killed_primary_wait_for_detection_instead_of_failing() {
     c.eventually("node0's link to node2 to go down", || c.links_up(0) == 3);
     let undetected = c.known_nodes(0) == 5;
     let mut r = 1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let detected = c.known_nodes(0) == 4;
         round(&mut con, r);
@@ -644,7 +645,7 @@ fn requests_to_a_killed_primary_wait_for_detection_instead_of_failing() {
         if detected {
             break;
         }
-        assert!(r < 10_000, "node0 never dropped the killed node");
+        assert!(std::time::Instant::now() < deadline, "node0 never dropped the killed node:\n{}", c.diagnose());
     }
     let held: u64 = info_field(c.node(0), "cluster", "forwards_held").parse().unwrap();
     eprintln!("{r} rounds of {} SET+GET; forwards held: {held}", keys.len());
