@@ -247,6 +247,7 @@ impl Node {
         shared.lifecycle.on(Event::Shutdown);
         // Hand this node's slots over while still serving and a member.
         net::rebalance::drain(&shared, Instant::now() + shared.config.drain_timeout).await;
+        hand_over(&shared).await;
         announce_leave(&shared).await;
         let _ = leave_tx.send(true);
         if shared.topology().nodes.len() > 1 {
@@ -291,6 +292,25 @@ async fn wait_for_stop(shared: &Shared) {
             _ = shared.shutdown.notified() => {}
         }
     }
+}
+
+/// After the drain, before the others hear of the leave: this node stops
+/// coordinating writes (its table gives it no slot, so its clients'
+/// requests go to the owners the others will have without it), and waits
+/// for the writes it is still coordinating to end. Otherwise, once the
+/// others took its slots over, it and the new primary would both run
+/// INCRs of one key, each from its own copy, and acknowledged increments
+/// would be lost (two clients answered the same count).
+async fn hand_over(shared: &Shared) {
+    if !shared.hand_over() {
+        return;
+    }
+    let deadline = Instant::now() + 2 * shared.config.replication_timeout;
+    while shared.coordinating.load(std::sync::atomic::Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let left = shared.coordinating.load(std::sync::atomic::Ordering::Relaxed);
+    info!(writes_still_coordinated = left, "handed this node's slots over: its requests now go to their next owners");
 }
 
 /// Tells every member that this node leaves gracefully (`RC.LEAVE`), so

@@ -445,6 +445,9 @@ pub struct Shared {
     /// gossip driver to take out of its majority count; at most
     /// `majority::DEPARTED_MAX`.
     leaves: Mutex<Vec<String>>,
+    /// Wakes the gossip driver when a leave is announced: the members
+    /// take the leaver's slots over at once, not at the next tick.
+    pub leave_notice: Notify,
     /// `cluster::absence` as the other tasks see it: unix ms of the gossip
     /// driver's last tick (0: none yet), the absence it tolerates (ms), and
     /// whether it counts this node as returning from a long absence.
@@ -462,6 +465,32 @@ pub struct Shared {
     /// reload it only when this moves (one relaxed load per command). On a
     /// cache line of its own so writes to neighbours never evict it.
     topology_version: Padded<AtomicU64>,
+    /// Set once this node has handed its slots over (a graceful leave):
+    /// every table it publishes from then on gives it no slot
+    /// (`Topology::handed_over`). Read and written under `topology`'s lock.
+    handed_over: AtomicBool,
+    /// Client writes this node coordinates whose replication has not
+    /// ended (see [`Coordinating`]): a leaving node waits for them before
+    /// the others take its slots over.
+    pub coordinating: Arc<AtomicUsize>,
+}
+
+/// One batch of writes this node coordinates, counted in
+/// [`Shared::coordinating`] from its first replicated key until dropped.
+#[derive(Debug)]
+pub struct Coordinating(Arc<AtomicUsize>);
+
+impl Coordinating {
+    pub fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Relaxed);
+        Coordinating(count.clone())
+    }
+}
+
+impl Drop for Coordinating {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 #[repr(align(64))]
@@ -515,6 +544,7 @@ impl Shared {
             lifecycle: Lifecycle::new(seeded),
             minority: AtomicU64::new(0),
             leaves: Mutex::new(Vec::new()),
+            leave_notice: Notify::new(),
             presence_ms: AtomicU64::new(0),
             absence_limit_ms: AtomicU64::new(u64::MAX),
             returning: std::sync::atomic::AtomicBool::new(false),
@@ -522,6 +552,8 @@ impl Shared {
             last_skew_log_ms: AtomicU64::new(0),
             topology: RwLock::new(Arc::new(topology)),
             topology_version: Padded(AtomicU64::new(1)),
+            handed_over: AtomicBool::new(false),
+            coordinating: Arc::default(),
         }
     }
 
@@ -588,6 +620,8 @@ impl Shared {
         if l.len() < crate::cluster::majority::DEPARTED_MAX && !l.iter().any(|n| n == name) {
             l.push(name.to_string());
         }
+        drop(l);
+        self.leave_notice.notify_one();
     }
 
     /// The graceful leaves announced since the last call.
@@ -624,10 +658,35 @@ impl Shared {
     }
 
     pub fn set_topology(&self, t: Topology) {
-        *self.topology.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(t);
+        {
+            let mut cur = self.topology.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let t = if self.handed_over.load(Relaxed) { self.without_me(&t) } else { t };
+            *cur = Arc::new(t);
+        }
         self.topology_version.0.fetch_add(1, Relaxed);
         self.topology_changed.notify_one();
         self.antientropy_wake.notify_one();
+    }
+
+    fn without_me(&self, t: &Topology) -> Topology {
+        t.handed_over(self.config.replicas as usize, self.config.vnodes)
+    }
+
+    /// A leaving node's handover (after its drain): from now on its tables
+    /// give it no slot, so it forwards every keyed request to the owners
+    /// the others will have once it is gone, and coordinates none itself.
+    /// Returns whether the table changed (false if done already or alone).
+    pub fn hand_over(&self) -> bool {
+        {
+            let mut cur = self.topology.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cur.nodes.len() < 2 || self.handed_over.swap(true, Relaxed) {
+                return false;
+            }
+            *cur = Arc::new(self.without_me(&cur));
+        }
+        self.topology_version.0.fetch_add(1, Relaxed);
+        self.topology_changed.notify_one();
+        true
     }
 
     /// Marks `slots` unsettled and wakes anti-entropy to compare them.

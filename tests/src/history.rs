@@ -55,6 +55,8 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Op {
     pub worker: usize,
+    /// The node the worker sent it to.
+    pub node: SocketAddr,
     pub key: String,
     pub kind: Kind,
     pub invoked: Duration,
@@ -222,7 +224,7 @@ fn worker(
         };
         let invoked = start.elapsed();
         let outcome = perform(&mut conns, addr, &key, &kind, cfg.timeout);
-        local.push(Op { worker: w, key, kind, invoked, completed: start.elapsed(), outcome });
+        local.push(Op { worker: w, node: addr, key, kind, invoked, completed: start.elapsed(), outcome });
         done.fetch_add(1, Ordering::Relaxed);
         if local.len() >= 256 {
             ops.lock().unwrap().append(&mut local);

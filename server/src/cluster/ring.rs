@@ -107,6 +107,23 @@ impl SlotTable {
         &self.owners[s..s + self.replicas]
     }
 
+    /// This table with member `m` owning nothing: placement as the others
+    /// compute it once `m` has left (epoch one later), indexed like this
+    /// table so `m` keeps its index. What a leaving member routes by after
+    /// handing its slots over.
+    pub fn without_member(&self, m: u16, replicas: usize, vnodes: u32) -> SlotTable {
+        let others: Vec<Member> =
+            self.members.iter().enumerate().filter(|&(i, _)| i != usize::from(m)).map(|(_, x)| x.clone()).collect();
+        let mut t = SlotTable::compute(self.epoch + 1, &others, replicas, vnodes);
+        for o in &mut t.owners {
+            if *o >= m {
+                *o += 1;
+            }
+        }
+        t.members = self.members.clone();
+        t
+    }
+
     /// The primary owner of `slot`.
     pub fn primary(&self, slot: u16) -> Option<&Member> {
         self.owners(slot).first().map(|&m| &self.members[usize::from(m)])
@@ -168,6 +185,32 @@ mod tests {
         assert_eq!(t.ranges(), vec![(0, 16383, &[0u16][..])]);
         assert_eq!(t.primary(123).unwrap().name, "a");
         assert_eq!(t.epoch, 7);
+    }
+
+    #[test]
+    fn a_member_without_slots_keeps_its_index_and_the_others_placement() {
+        let ns = names(5);
+        let full = table(&ns, 3);
+        for m in 0..5u16 {
+            let gone = full.without_member(m, 3, 256);
+            let rest: Vec<String> =
+                ns.iter().enumerate().filter(|&(i, _)| i != usize::from(m)).map(|(_, n)| n.clone()).collect();
+            let want = table(&rest, 3);
+            assert_eq!(gone.members, full.members);
+            assert_eq!(gone.epoch, full.epoch + 1);
+            for slot in 0..SLOT_COUNT {
+                assert!(!gone.owners(slot).contains(&m));
+                let names: Vec<&str> =
+                    gone.owners(slot).iter().map(|&i| gone.members[usize::from(i)].name.as_str()).collect();
+                let expect: Vec<&str> =
+                    want.owners(slot).iter().map(|&i| want.members[usize::from(i)].name.as_str()).collect();
+                assert_eq!(names, expect, "slot {slot} without member {m}");
+            }
+        }
+        // Two members, one leaving: the other owns everything alone.
+        let two = table(&names(2), 3).without_member(0, 3, 256);
+        assert_eq!(two.replicas(), 1);
+        assert_eq!(two.ranges(), vec![(0, 16383, &[1u16][..])]);
     }
 
     #[test]

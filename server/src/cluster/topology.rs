@@ -142,6 +142,24 @@ impl Topology {
         t
     }
 
+    /// This topology once this node has handed its slots over (a graceful
+    /// leave): the others' placement without it, with the members digest
+    /// of their table without it, so requests it forwards are run by the
+    /// owners of that table and it coordinates nothing (two coordinators
+    /// of one key would each count from their own copy). It stays listed,
+    /// owning nothing, so its own entry and index stay valid.
+    pub fn handed_over(&self, replicas: usize, vnodes: u32) -> Topology {
+        let table = self.table.without_member(self.me, replicas, vnodes);
+        let others: Vec<NodeInfo> =
+            self.nodes.iter().enumerate().filter(|&(i, _)| i != usize::from(self.me)).map(|(_, n)| n.clone()).collect();
+        Topology { table, nodes: self.nodes.clone(), me: self.me, digest: digest_of(&others) }
+    }
+
+    /// Whether this node owns no slot (it handed them over).
+    pub fn owns_nothing(&self) -> bool {
+        (0..ringcache_protocol::SLOT_COUNT).all(|s| !self.table.owners(s).contains(&self.me))
+    }
+
     /// A cluster of one: this node owns every slot.
     pub fn single(node: NodeInfo, replicas: usize, vnodes: u32) -> Topology {
         let name = node.name.clone();
@@ -184,6 +202,25 @@ mod tests {
         }
         // Alone, a node's id is the hash of its name, as before it met anyone.
         assert_eq!(version_node_id(["a"], "a", 12), xxh3_64(b"a") & 4095);
+    }
+
+    #[test]
+    fn a_handed_over_topology_routes_as_the_others_do_without_it() {
+        let names = ["a", "b", "c", "d"];
+        let full = Topology::for_test(&names, "b");
+        let gone = full.handed_over(3, 16);
+        let rest: Vec<NodeInfo> = full.nodes.iter().filter(|n| n.name != "b").cloned().collect();
+        let others = Topology::new(1, rest, "a", 3, 16);
+        assert_eq!(gone.digest, others.digest, "forwards carry the digest the others check");
+        assert_eq!(gone.myself().name, "b");
+        assert!(gone.owns_nothing());
+        assert!(!full.owns_nothing());
+        for slot in 0..ringcache_protocol::SLOT_COUNT {
+            let name = |t: &Topology, o: &u16| t.nodes[usize::from(*o)].name.clone();
+            let a: Vec<String> = gone.table.owners(slot).iter().map(|o| name(&gone, o)).collect();
+            let b: Vec<String> = others.table.owners(slot).iter().map(|o| name(&others, o)).collect();
+            assert_eq!(a, b, "slot {slot}");
+        }
     }
 
     #[test]

@@ -208,6 +208,11 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
                 d.report_conflicts();
             }
             _ = async { sleep_until(publish_at.expect("guarded")).await }, if publish_at.is_some() => d.publish(),
+            _ = d.shared.leave_notice.notified() => {
+                if d.take_leaves() {
+                    d.publish_at.get_or_insert(Instant::now() + PUBLISH_DELAY);
+                }
+            }
             _ = stop.changed() => {
                 d.leaving = true;
                 if let Err(e) = d.foca.leave_cluster(&mut d.runtime) {

@@ -104,7 +104,11 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if v != seen {
             seen = v;
             let now = shared.topology();
-            if now.table.epoch != last.table.epoch {
+            if shared.lifecycle.phase() >= Phase::Draining {
+                // The drain hands this node's slots over (and its table
+                // then gives it none): nothing more to plan.
+                last = now;
+            } else if now.table.epoch != last.table.epoch {
                 let me = now.myself().name.clone();
                 let old = effective_old(&shared, &last, &now);
                 let p = plan(&old.table, &now.table, &me);

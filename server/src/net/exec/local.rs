@@ -117,6 +117,9 @@ impl Exec {
             wait |= need > 1;
             self.items.push(Item { slot, op: op.freeze(), replicas, need });
         }
+        if !self.items.is_empty() && self.coordinating.is_none() {
+            self.coordinating = Some(crate::shared::Coordinating::new(&env.shared.coordinating));
+        }
         if wait {
             self.chunks.push(Chunk::Quorum { reply: (start, end), items: (first_item, self.items.len()) });
             self.mark = end;

@@ -269,6 +269,9 @@ pub struct Exec {
     primary_hold: Option<(u64, Link)>,
     /// The request running waited for its primary once already.
     primary_waited: bool,
+    /// Counts this batch while it coordinates replicated writes (see
+    /// `Shared::coordinating`).
+    coordinating: Option<crate::shared::Coordinating>,
 }
 
 impl Exec {
@@ -521,6 +524,7 @@ impl Exec {
         self.answers.clear();
         self.resend.clear();
         self.items.clear();
+        self.coordinating = None;
         self.mark = 0;
         self.deferred = false;
     }
