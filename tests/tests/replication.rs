@@ -335,7 +335,7 @@ fn a_refused_forward_keeps_the_later_ones_of_its_slot_in_order() {
     ringcache_protocol::encode::command(&mut batch, &fwd(&digest, "2"));
     p.send(&batch);
     let first = p.read();
-    assert!(matches!(&first, Frame::Error(e) if e.starts_with(b"TRYAGAIN the forwarding node's table")), "{first:?}");
+    assert!(matches!(&first, Frame::Error(e) if e.starts_with(b"TRYAGAIN the asking node's table")), "{first:?}");
     let second = p.read();
     assert!(matches!(&second, Frame::Error(e) if e.starts_with(b"TRYAGAIN an earlier request")), "{second:?}");
     assert_eq!(c.node(1).raw().cmd(&["GET", key.as_str()]), null(), "neither ran");

@@ -17,7 +17,7 @@
 //! | `RC.DEL key version` | `+OK` (applied if newer) |
 //! | `RC.EVICT key version` | `+OK` (the live copy dropped if not newer; no tombstone) |
 //! | `RC.FLUSH version` | `+OK` (every older state removed, and refused from now on) |
-//! | `RC.READ key` | `*3 :version :expiry $value`, `*1 :version` (tombstone), `*-1` (unknown) |
+//! | `RC.READ key [table]` | `*3 :version :expiry $value`, `*1 :version` (tombstone), `*-1` (unknown); with `table` (16 hex) `-TRYAGAIN` unless the receiver's members digest is the same |
 //! | `RC.FWD 2\|3 p\|s sent_ms+ttl_ms table command args...` | the command's own reply |
 //! | `RC.SLOTDONE slot`, `RC.DROPOK slot` | `+OK` |
 //! | `RC.SENDING me table slot...` | `*n :1\|0` (still sending each slot?) |
@@ -165,6 +165,11 @@ pub enum Request<'a> {
     Read {
         /// The key.
         key: &'a [u8],
+        /// Set by a node fetching a key of a slot it imports from the
+        /// receiver: answered only on the same table (else
+        /// [`PeerError::TableDiffers`], asked again), so the receiver no
+        /// longer coordinates the slot's writes by the old one.
+        table: Option<u64>,
     },
     /// A client command routed to the receiver to run.
     Forward {
@@ -371,7 +376,10 @@ impl<'a> Request<'a> {
             Kind::Del if n == 3 => Request::Del { key: a(1), version: parse_u64(a(2)).ok_or(bad("version"))? },
             Kind::Evict if n == 3 => Request::Evict { key: a(1), version: parse_u64(a(2)).ok_or(bad("version"))? },
             Kind::Flush if n == 2 => Request::Flush { version: parse_u64(a(1)).ok_or(bad("version"))? },
-            Kind::Read if n == 2 => Request::Read { key: a(1) },
+            Kind::Read if n == 2 => Request::Read { key: a(1), table: None },
+            Kind::Read if n == 3 => {
+                Request::Read { key: a(1), table: Some(parse_hex_u64(a(2)).ok_or(bad("table digest"))?) }
+            }
             Kind::Forward if n >= 6 => {
                 let resp3 = match a(1) {
                     b"2" => false,
@@ -418,7 +426,8 @@ impl<'a> Request<'a> {
             Request::Del { key, version } => encode::command(buf, &[name, key, dec(*version).as_bytes()]),
             Request::Evict { key, version } => encode::command(buf, &[name, key, dec(*version).as_bytes()]),
             Request::Flush { version } => encode::command(buf, &[name, dec(*version).as_bytes()]),
-            Request::Read { key } => encode::command(buf, &[name, key]),
+            Request::Read { key, table: None } => encode::command(buf, &[name, key]),
+            Request::Read { key, table: Some(t) } => encode::command(buf, &[name, key, format!("{t:016x}").as_bytes()]),
             Request::Forward { head, command } => {
                 encode_forward_head(buf, head, command.len());
                 for a in command.iter() {
@@ -515,7 +524,7 @@ impl PeerError {
         use std::borrow::Cow::{Borrowed, Owned};
         match self {
             PeerError::Expired => Borrowed(b"TIMEOUT forwarded request expired before it ran (not run)"),
-            PeerError::TableDiffers => Borrowed(b"TRYAGAIN the forwarding node's table differs from this node's"),
+            PeerError::TableDiffers => Borrowed(b"TRYAGAIN the asking node's table differs from this node's"),
             PeerError::VersionAhead => Borrowed(b"ERR version too far ahead of this node's clock (not applied)"),
             PeerError::OutOfMemory => Borrowed(b"OOM command not allowed when used memory > 'maxmemory'."),
             PeerError::Minority => {
@@ -790,7 +799,7 @@ mod tests {
             1 => Request::Auth { proof: &p.a },
             2 => Request::Put { key: &p.a, version: p.n, expiry_ms: (p.m != 0).then_some(p.m), value: &p.b },
             3 => Request::Del { key: &p.a, version: p.n },
-            4 => Request::Read { key: &p.a },
+            4 => Request::Read { key: &p.a, table: p.flags.0.then_some(p.n) },
             5 => Request::Forward {
                 head: ForwardHead {
                     resp3: p.flags.0,

@@ -345,7 +345,7 @@ async fn repair_slot(shared: &Shared, link: &Link, slot: u16) -> bool {
     let mut fetched = 0u64;
     let mut complete = true;
     for k in wanted {
-        let Some(Reply::State(state)) = call(link, &Request::Read { key: k }).await else {
+        let Some(Reply::State(state)) = call(link, &Request::Read { key: k, table: None }).await else {
             complete = false;
             continue;
         };

@@ -356,7 +356,13 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
             env.shared.store.with_key(key, env.now_ms, |k| k.drop_evicted(version));
             Reply::Ok
         }
-        Request::Read { key } => Reply::State(env.shared.store.with_key(key, env.now_ms, |k| ReadState::of(k))),
+        Request::Read { table: Some(t), .. } if t != env.shared.topology().digest => {
+            // A node importing the key's slot from this one asks: until
+            // this node has its table it may still coordinate the slot's
+            // writes by the old one, so an answer now could miss some.
+            Reply::Error(PeerError::TableDiffers)
+        }
+        Request::Read { key, .. } => Reply::State(env.shared.store.with_key(key, env.now_ms, |k| ReadState::of(k))),
         Request::Forward { head, command } => {
             let slot = forward_slot(command);
             if late.expired(head.deadline, mono_ms, env.now_ms) {

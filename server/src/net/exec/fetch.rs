@@ -3,7 +3,7 @@
 //! peer's is answered `-TRYAGAIN` (its forwarding node sends it again)
 //! while the fetch runs after the batch.
 
-use crate::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, verdict};
+use crate::cluster::settle::{Fetch, KeyState, Source, Verdict, fetch_for, verdict};
 
 use super::*;
 
@@ -129,8 +129,9 @@ pub(super) fn keys_of<'a>(spec: &Spec, args: Args<'a>) -> impl Iterator<Item = &
 const ASK_AGAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Asks every member named in `fetches` at once (each bounded by
-/// `deadline`; a member whose link refused the request unsent is asked
-/// again until then), applies the states they answer, and returns each
+/// `deadline`; a member whose link refused the request unsent, or that
+/// refused it for the moment, is asked again until then), applies the
+/// states they answer, and returns each
 /// fetch's verdict; a key whose verdict is [`Verdict::Fetched`] is
 /// remembered as fetched until its slot's owners change again.
 pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadline: Instant) -> Vec<Verdict> {
@@ -138,11 +139,18 @@ pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadli
     let mut answered: Vec<Vec<bool>> = fetches.iter().map(|(_, f)| vec![false; f.from.len()]).collect();
     loop {
         let mut waits = Vec::new();
+        // The importing sender answers on this node's table only: until it
+        // has it, it may still coordinate the slot's writes by the old one
+        // (a join's old primary), and a write here then would count from
+        // a copy missing them.
+        let table = shared.topology().digest;
         for (fi, (_, f)) in fetches.iter().enumerate() {
-            let req = Request::Read { key: &f.key }.to_bytes();
-            for (mi, (member, _)) in f.from.iter().enumerate() {
+            let plain = Request::Read { key: &f.key, table: None }.to_bytes();
+            let fenced = Request::Read { key: &f.key, table: Some(table) }.to_bytes();
+            for (mi, (member, source)) in f.from.iter().enumerate() {
                 if !answered[fi][mi] {
-                    let rx = shared.links.get(member).and_then(|l| l.try_call(req.clone(), 1, false).ok());
+                    let req = if *source == Source::Importing { fenced.clone() } else { plain.clone() };
+                    let rx = shared.links.get(member).and_then(|l| l.try_call(req, 1, false).ok());
                     waits.push((fi, mi, rx));
                 }
             }
@@ -154,6 +162,10 @@ pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadli
                 None => Ok(Ok(Err(LinkError::Unreachable))),
             };
             let state = match reply {
+                Ok(Ok(Ok(replies))) if replies.first().is_some_and(|raw| raw.starts_with(b"-TRYAGAIN")) => {
+                    unsent = true; // its table differs for the moment
+                    None
+                }
                 Ok(Ok(Ok(replies))) => replies.first().and_then(|raw| ReadState::parse(raw)),
                 Ok(Ok(Err(LinkError::Unreachable))) => {
                     unsent = true;

@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn only_a_tryagain_is_sent_again() {
-        assert!(refused_for_now(b"-TRYAGAIN the forwarding node's table differs from this node's\r\n"));
+        assert!(refused_for_now(b"-TRYAGAIN the asking node's table differs from this node's\r\n"));
         assert!(refused_for_now(b"-TRYAGAIN this key is moving to this node; retry\r\n"));
         assert!(!refused_for_now(b"-TIMEOUT forwarded request expired before it ran (not run)\r\n"));
         assert!(!refused_for_now(b"+OK\r\n"));

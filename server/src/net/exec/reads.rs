@@ -30,7 +30,7 @@ impl Exec {
         let start = self.out.len();
         self.run_here(env, args);
         let end = self.out.len();
-        let req = Request::Read { key: args.get(1) }.to_bytes();
+        let req = Request::Read { key: args.get(1), table: None }.to_bytes();
         let mut asked = Vec::new();
         for (name, link) in owners {
             let answer = match link.map(|l| l.try_call(req.clone(), 1, false)) {
