@@ -134,6 +134,13 @@ pub static STATS: &[Stat] = &[
          the slot, or the link came back).",
         |s| s.metrics.forwards_held.load(Relaxed),
     ),
+    c(
+        "cluster",
+        "pauses_noticed",
+        "Times this node found it had not been scheduled for longer than half the failure-detection time (it was \
+         stopped) and unsettled every slot before serving on.",
+        |s| s.metrics.pauses_noticed.load(Relaxed),
+    ),
     g(
         "cluster",
         "cluster_minority",

@@ -415,6 +415,9 @@ async fn expire_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         ticks += 1;
+        if shared.config.clustered() {
+            shared.heartbeat(unix_ms());
+        }
         if ticks.is_multiple_of(10) {
             shared.store.gc_tombstones(unix_ms());
         }

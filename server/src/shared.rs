@@ -100,6 +100,9 @@ pub struct Metrics {
     /// Forwarded requests held (not sent) while their key's primary was
     /// unreachable, until the table moved or the link came back.
     pub forwards_held: AtomicU64,
+    /// Times this node found it had not been scheduled for longer than
+    /// its pause limit (SIGSTOP, a frozen VM) and unsettled every slot.
+    pub pauses_noticed: AtomicU64,
     /// Writes refused (too few owners reachable) or not acknowledged by
     /// their write quorum in time.
     pub quorum_failures: AtomicU64,
@@ -152,6 +155,7 @@ impl Metrics {
             forwarded: AtomicU64::new(0),
             forwards_expired: AtomicU64::new(0),
             forwards_held: AtomicU64::new(0),
+            pauses_noticed: AtomicU64::new(0),
             quorum_failures: AtomicU64::new(0),
             minority_refusals: AtomicU64::new(0),
             absence_wipes: AtomicU64::new(0),
@@ -445,6 +449,9 @@ pub struct Shared {
     /// gossip driver to take out of its majority count; at most
     /// `majority::DEPARTED_MAX`.
     leaves: Mutex<Vec<String>>,
+    /// Unix ms of the last heartbeat (`node::expire_loop`, every 100 ms)
+    /// or request that checked it; see [`Shared::notice_pause`].
+    heartbeat_ms: AtomicU64,
     /// Wakes the gossip driver when a leave is announced: the members
     /// take the leaver's slots over at once, not at the next tick.
     pub leave_notice: Notify,
@@ -545,6 +552,7 @@ impl Shared {
             minority: AtomicU64::new(0),
             leaves: Mutex::new(Vec::new()),
             leave_notice: Notify::new(),
+            heartbeat_ms: AtomicU64::new(0),
             presence_ms: AtomicU64::new(0),
             absence_limit_ms: AtomicU64::new(u64::MAX),
             returning: std::sync::atomic::AtomicBool::new(false),
@@ -622,6 +630,42 @@ impl Shared {
         }
         drop(l);
         self.leave_notice.notify_one();
+    }
+
+    /// Called by the heartbeat and before a request runs in a cluster: if
+    /// this node has not been scheduled for longer than half the time the
+    /// others need to declare it down (probe timeout + suspicion) — it
+    /// was stopped (SIGSTOP, a frozen VM) — they may have declared it
+    /// down and written its slots meanwhile. Its copy may then be stale
+    /// while it still takes itself for their primary: a request it read
+    /// on waking (queued in its socket) would count from that copy, and
+    /// its newer version would overwrite the writes made meanwhile. So
+    /// every slot becomes unsettled first: writes fetch their key from
+    /// the co-owners before they run. Returns whether it did.
+    pub fn notice_pause(&self, now_ms: u64) -> bool {
+        let last = self.heartbeat_ms.load(Relaxed);
+        let g = &self.config.gossip;
+        let limit = ((g.probe_rtt + g.suspect) / 2).as_millis() as u64;
+        if now_ms <= last.saturating_add(limit.max(1)) {
+            return false;
+        }
+        if self.heartbeat_ms.compare_exchange(last, now_ms, Relaxed, Relaxed).is_err() || last == 0 {
+            return false; // another caller noticed it (or the first beat)
+        }
+        self.unsettle(0..ringcache_protocol::SLOT_COUNT);
+        self.metrics.pauses_noticed.fetch_add(1, Relaxed);
+        tracing::warn!(
+            not_scheduled_ms = now_ms - last,
+            "this node was not scheduled for longer than its pause limit (stopped?): others may have taken its \
+             slots meanwhile, so every slot's writes fetch from the co-owners first until compared"
+        );
+        true
+    }
+
+    /// The heartbeat (`node::expire_loop`): notices a pause, then beats.
+    pub fn heartbeat(&self, now_ms: u64) {
+        self.notice_pause(now_ms);
+        self.heartbeat_ms.fetch_max(now_ms, Relaxed);
     }
 
     /// The graceful leaves announced since the last call.

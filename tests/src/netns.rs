@@ -216,13 +216,23 @@ impl Netns {
     /// Drops TCP between nodes `a` and `b`, both ways, and nothing else:
     /// gossip (UDP) still sees both alive while no peer link connects.
     pub fn cut_tcp(&self, a: usize, b: usize) {
+        self.cut_proto(a, b, "tcp");
+    }
+
+    /// Drops UDP between nodes `a` and `b`, both ways, and nothing else:
+    /// gossip cannot pass while peer links (TCP) stay up.
+    pub fn cut_udp(&self, a: usize, b: usize) {
+        self.cut_proto(a, b, "udp");
+    }
+
+    fn cut_proto(&self, a: usize, b: usize, proto: &str) {
         for (me, other) in [(a, b), (b, a)] {
             let ns = self.ns(me);
             let peer = self.ip(other).to_string();
             for (chain, dir) in [("in", "saddr"), ("out", "daddr")] {
                 must(&[
                     "ip", "netns", "exec", &ns, "nft", "add", "rule", "inet", "rcfault", chain, "ip", dir, &peer,
-                    "meta", "l4proto", "tcp", "drop",
+                    "meta", "l4proto", proto, "drop",
                 ]);
             }
         }

@@ -345,6 +345,9 @@ impl Exec {
             }
             return;
         }
+        // A node that was stopped long enough to be declared down may be
+        // running a request it read on waking: unsettle before it runs.
+        env.shared.notice_pause(env.now_ms);
         let Some(spec) = command::precheck(env.conn, env.shared, args) else {
             return self.run_here(env, args);
         };
