@@ -21,6 +21,8 @@ use crate::shared::Shared;
 /// Active expiry: how often, how many buckets per pass, and how long one
 /// round may go on while more than a quarter of the keys seen had expired.
 const EXPIRE_PERIOD: Duration = Duration::from_millis(100);
+/// How often a clustered node notes that it runs (`Shared::notice_pause`).
+const HEARTBEAT_PERIOD: Duration = Duration::from_millis(100);
 const EXPIRE_BUDGET_BUCKETS: usize = 8192;
 const EXPIRE_ROUND_MAX: Duration = Duration::from_millis(25);
 /// How long a leaving node keeps serving after announcing its leave.
@@ -242,6 +244,9 @@ impl Node {
             tasks.push(tokio::spawn(net::antientropy::run(shared.clone(), stop_rx.clone())));
         }
         tasks.push(tokio::spawn(expire_loop(shared.clone(), stop_rx.clone())));
+        if shared.config.clustered() {
+            tasks.push(tokio::spawn(heartbeat_loop(shared.clone(), stop_rx.clone())));
+        }
 
         wait_for_stop(&shared).await;
         shared.lifecycle.on(Event::Shutdown);
@@ -405,6 +410,20 @@ async fn share_evictions(shared: &Shared) {
     }
 }
 
+/// Beats every `HEARTBEAT_PERIOD` and nothing else (no await that could
+/// stretch a beat), so that a gap between beats means this process was
+/// not scheduled (`Shared::notice_pause`).
+async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.heartbeat(unix_ms()),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 async fn expire_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(EXPIRE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -415,9 +434,6 @@ async fn expire_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         ticks += 1;
-        if shared.config.clustered() {
-            shared.heartbeat(unix_ms());
-        }
         if ticks.is_multiple_of(10) {
             shared.store.gc_tombstones(unix_ms());
         }

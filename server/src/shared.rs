@@ -449,7 +449,7 @@ pub struct Shared {
     /// gossip driver to take out of its majority count; at most
     /// `majority::DEPARTED_MAX`.
     leaves: Mutex<Vec<String>>,
-    /// Unix ms of the last heartbeat (`node::expire_loop`, every 100 ms)
+    /// Unix ms of the last heartbeat (`node::heartbeat_loop`, every 100 ms)
     /// or request that checked it; see [`Shared::notice_pause`].
     heartbeat_ms: AtomicU64,
     /// Wakes the gossip driver when a leave is announced: the members
@@ -662,7 +662,7 @@ impl Shared {
         true
     }
 
-    /// The heartbeat (`node::expire_loop`): notices a pause, then beats.
+    /// The heartbeat (`node::heartbeat_loop`): notices a pause, then beats.
     pub fn heartbeat(&self, now_ms: u64) {
         self.notice_pause(now_ms);
         self.heartbeat_ms.fetch_max(now_ms, Relaxed);
