@@ -54,7 +54,7 @@ use ringcache_server::cluster::membership::{
 };
 use ringcache_server::cluster::rebalance::{Plan, Send, plan, sender};
 use ringcache_server::cluster::replication::{ReadState, encode_current, encode_del, encode_put, parse_op, quorum};
-use ringcache_server::cluster::settle::{Fetch, KeyState, Source, Verdict, fetch_for, owners_changed, verdict};
+use ringcache_server::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, owners_changed, verdict};
 use ringcache_server::cluster::topology::{NodeInfo, Topology};
 use ringcache_server::config::GossipTiming;
 use ringcache_server::net::gossip::foca_config;
@@ -236,8 +236,8 @@ enum Msg {
         fetch: u64,
         member: usize,
         key: Vec<u8>,
-        /// The asker's members digest, set when asking the importing
-        /// sender (answered only on the same table, as `net::peer`).
+        /// The asker's members digest (answered only on the same table,
+        /// as `net::peer`).
         table: Option<u64>,
     },
     /// Its answer: the key's state as the real reply encodes it.
@@ -1410,10 +1410,9 @@ impl Sim {
                 self.stats.fetch_refusals += 1;
                 return;
             }
-            let table = n.topo.digest;
+            let table = Some(n.topo.digest);
             let id = self.id();
-            let targets: Vec<(usize, Option<u64>)> =
-                fetch.from.iter().map(|(m, src)| (index_of(m), (*src == Source::Importing).then_some(table))).collect();
+            let targets: Vec<(usize, Option<u64>)> = fetch.from.iter().map(|(m, _)| (index_of(m), table)).collect();
             let answered = vec![false; targets.len()];
             let n = &mut self.nodes[i];
             n.fetches.insert(id, PendingFetch { op, fetch, answered, round: round + 1 });

@@ -165,8 +165,8 @@ pub enum Request<'a> {
     Read {
         /// The key.
         key: &'a [u8],
-        /// Set by a node fetching a key of a slot it imports from the
-        /// receiver: answered only on the same table (else
+        /// Set by a node fetching a key before a write (the slot is
+        /// importing or unsettled): answered only on the same table (else
         /// [`PeerError::TableDiffers`], asked again), so the receiver no
         /// longer coordinates the slot's writes by the old one.
         table: Option<u64>,

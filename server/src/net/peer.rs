@@ -357,9 +357,9 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
             Reply::Ok
         }
         Request::Read { table: Some(t), .. } if t != env.shared.topology().digest => {
-            // A node importing the key's slot from this one asks: until
-            // this node has its table it may still coordinate the slot's
-            // writes by the old one, so an answer now could miss some.
+            // A node fetching the key before a write asks: until this node
+            // has its table it may still coordinate the slot's writes by
+            // the old one, so an answer now could miss some.
             Reply::Error(PeerError::TableDiffers)
         }
         Request::Read { key, .. } => Reply::State(env.shared.store.with_key(key, env.now_ms, |k| ReadState::of(k))),

@@ -3,7 +3,7 @@
 //! peer's is answered `-TRYAGAIN` (its forwarding node sends it again)
 //! while the fetch runs after the batch.
 
-use crate::cluster::settle::{Fetch, KeyState, Source, Verdict, fetch_for, verdict};
+use crate::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, verdict};
 
 use super::*;
 
@@ -139,18 +139,17 @@ pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadli
     let mut answered: Vec<Vec<bool>> = fetches.iter().map(|(_, f)| vec![false; f.from.len()]).collect();
     loop {
         let mut waits = Vec::new();
-        // The importing sender answers on this node's table only: until it
-        // has it, it may still coordinate the slot's writes by the old one
-        // (a join's old primary), and a write here then would count from
-        // a copy missing them.
+        // Members answer on this node's table only: until one has it, it
+        // may still coordinate the slot's writes by the old one (a join's
+        // old primary, importing sender; the interim primary when a
+        // member it stood in for comes back, co-owner), and a write here
+        // would then count from a copy missing them.
         let table = shared.topology().digest;
         for (fi, (_, f)) in fetches.iter().enumerate() {
-            let plain = Request::Read { key: &f.key, table: None }.to_bytes();
-            let fenced = Request::Read { key: &f.key, table: Some(table) }.to_bytes();
-            for (mi, (member, source)) in f.from.iter().enumerate() {
+            let req = Request::Read { key: &f.key, table: Some(table) }.to_bytes();
+            for (mi, (member, _)) in f.from.iter().enumerate() {
                 if !answered[fi][mi] {
-                    let req = if *source == Source::Importing { fenced.clone() } else { plain.clone() };
-                    let rx = shared.links.get(member).and_then(|l| l.try_call(req, 1, false).ok());
+                    let rx = shared.links.get(member).and_then(|l| l.try_call(req.clone(), 1, false).ok());
                     waits.push((fi, mi, rx));
                 }
             }
