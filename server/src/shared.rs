@@ -452,6 +452,9 @@ pub struct Shared {
     /// Unix ms of the last heartbeat (`node::heartbeat_loop`, every 100 ms)
     /// or request that checked it; see [`Shared::notice_pause`].
     heartbeat_ms: AtomicU64,
+    /// Half the failure-detection time (probe timeout + suspicion), ms:
+    /// a longer gap between beats is a pause ([`Shared::notice_pause`]).
+    pause_limit_ms: u64,
     /// Wakes the gossip driver when a leave is announced: the members
     /// take the leaver's slots over at once, not at the next tick.
     pub leave_notice: Notify,
@@ -533,6 +536,7 @@ impl Shared {
         // keys: for seeds to answer, or — with no seed but itself — for
         // members that remember it (`--founding-wait-ms`, see net::gossip).
         let seeded = config.clustered();
+        let pause_limit_ms = (((config.gossip.probe_rtt + config.gossip.suspect) / 2).as_millis() as u64).max(1);
         Shared {
             settings: Settings::new(&config),
             config,
@@ -553,6 +557,7 @@ impl Shared {
             leaves: Mutex::new(Vec::new()),
             leave_notice: Notify::new(),
             heartbeat_ms: AtomicU64::new(0),
+            pause_limit_ms,
             presence_ms: AtomicU64::new(0),
             absence_limit_ms: AtomicU64::new(u64::MAX),
             returning: std::sync::atomic::AtomicBool::new(false),
@@ -644,9 +649,7 @@ impl Shared {
     /// the co-owners before they run. Returns whether it did.
     pub fn notice_pause(&self, now_ms: u64) -> bool {
         let last = self.heartbeat_ms.load(Relaxed);
-        let g = &self.config.gossip;
-        let limit = ((g.probe_rtt + g.suspect) / 2).as_millis() as u64;
-        if now_ms <= last.saturating_add(limit.max(1)) {
+        if now_ms <= last.saturating_add(self.pause_limit_ms) {
             return false;
         }
         if self.heartbeat_ms.compare_exchange(last, now_ms, Relaxed, Relaxed).is_err() || last == 0 {
