@@ -445,6 +445,9 @@ pub struct Cluster {
     extra: Vec<String>,
     /// Environment of each node's process (empty: the test's own).
     env: Vec<Vec<(String, String)>>,
+    /// Every process ever started as node `i`, oldest first: their logs
+    /// outlive the processes, so a failed long run can print them all.
+    incarnations: Vec<Vec<Arc<Mutex<Vec<String>>>>>,
     /// Nodes in network namespaces (declared last: dropped after the
     /// processes in them are killed).
     pub net: Option<Netns>,
@@ -495,8 +498,14 @@ impl Cluster {
         net: Option<Netns>,
         env: Vec<Vec<(String, String)>>,
     ) -> Cluster {
-        let mut c =
-            Cluster { nodes: Vec::new(), ports, extra: extra.iter().map(|s| s.to_string()).collect(), env, net };
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            ports,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env,
+            incarnations: Vec::new(),
+            net,
+        };
         // Spawn every process before waiting for any: they start together.
         let children: Vec<_> = (0..n).map(|i| c.spawn(i)).collect();
         let started: Vec<Result<Server, String>> = children.into_iter().map(Starting::try_wait_ready).collect();
@@ -571,12 +580,31 @@ impl Cluster {
         self.extra.iter().position(|a| a == "--cluster-secret").map_or(TEST_SECRET, |i| &self.extra[i + 1])
     }
 
-    fn spawn(&self, i: usize) -> Starting {
+    fn spawn(&mut self, i: usize) -> Starting {
         let args = self.args(i);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> =
             self.env.get(i).map(|e| e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).unwrap_or_default();
-        Server::spawn_in(self.net.as_ref().map(|n| (n, i)), &refs, &env)
+        let starting = Server::spawn_in(self.net.as_ref().map(|n| (n, i)), &refs, &env);
+        if self.incarnations.len() <= i {
+            self.incarnations.resize_with(i + 1, Vec::new);
+        }
+        self.incarnations[i].push(starting.log.clone());
+        starting
+    }
+
+    /// The logs of every process started as node `i` so far (restarts
+    /// included, each headed by a `---- process N` line), oldest first.
+    pub fn logs_of_every_incarnation(&self, i: usize) -> String {
+        let mut out = String::new();
+        for (n, log) in self.incarnations.get(i).into_iter().flatten().enumerate() {
+            out.push_str(&format!("---- process {n} of node{i}\n"));
+            for line in log.lock().unwrap().iter() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Starts one more node, seeded with all the others; returns its index.
