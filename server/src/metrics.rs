@@ -326,6 +326,25 @@ pub static STATS: &[Stat] = &[
         "Requests refused because a fetch before them got too few answers (the sender, or a write quorum).",
         |s| s.rebalance.fetch_refusals.load(Relaxed),
     ),
+    g(
+        "cluster",
+        "slots_without_keepers",
+        "Slots owned here whose writes are refused: too few of the members that last held them are in the table.",
+        |s| {
+            if !s.rebalance.keepers_enforced.load(Relaxed) || s.rebalance.unsettled() == 0 {
+                return 0;
+            }
+            let t = s.topology();
+            let k = s.rebalance.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            k.short_slots(&t, s.config.write_quorum) as u64
+        },
+    ),
+    c(
+        "cluster",
+        "keeper_refusals",
+        "Writes refused because too few of the members that last held their slot are in the table.",
+        |s| s.rebalance.keeper_refusals.load(Relaxed),
+    ),
     c(
         "cluster",
         "rebalance_slots_handed_off",

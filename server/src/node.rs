@@ -251,9 +251,19 @@ impl Node {
         wait_for_stop(&shared).await;
         shared.lifecycle.on(Event::Shutdown);
         // Hand this node's slots over while still serving and a member.
-        net::rebalance::drain(&shared, Instant::now() + shared.config.drain_timeout).await;
+        let drained = net::rebalance::drain(&shared, Instant::now() + shared.config.drain_timeout).await;
         hand_over(&shared).await;
-        announce_leave(&shared).await;
+        if !drained {
+            // Its slots' next owners may lack writes only it had: they must
+            // treat it as failed (`cluster::keepers`), not as gone with
+            // nothing left behind.
+            warn!("the drain did not copy every slot: leaving without announcing it, as a failed member");
+        } else if let Some((seen, of)) = shared.minority() {
+            // Its table is the old one; what it drained went by that table.
+            warn!(seen, of, "on the minority side of a partition: leaving without announcing it, as a failed member");
+        } else {
+            announce_leave(&shared).await;
+        }
         let _ = leave_tx.send(true);
         if shared.topology().nodes.len() > 1 {
             // Let the leave spread: requests routed here meanwhile are served.

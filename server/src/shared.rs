@@ -536,6 +536,7 @@ impl Shared {
         // keys: for seeds to answer, or — with no seed but itself — for
         // members that remember it (`--founding-wait-ms`, see net::gossip).
         let seeded = config.clustered();
+        let keepers_enforced = config.partition_mode != crate::cluster::majority::PartitionMode::Available;
         let pause_limit_ms = (((config.gossip.probe_rtt + config.gossip.suspect) / 2).as_millis() as u64).max(1);
         Shared {
             settings: Settings::new(&config),
@@ -549,7 +550,11 @@ impl Shared {
             topology_changed: Notify::new(),
             client_addr: Mutex::new(None),
             links: Links::default(),
-            rebalance: RebalanceState::default(),
+            rebalance: {
+                let r = RebalanceState::default();
+                r.keepers_enforced.store(keepers_enforced, Relaxed);
+                r
+            },
             antientropy: AntiEntropyStats::default(),
             antientropy_wake: Notify::new(),
             lifecycle: Lifecycle::new(seeded),

@@ -116,8 +116,8 @@ fn finish(scenario: &str, c: &Cluster, run: Running, converged: Duration) -> Rep
         dump_history(scenario, &ops);
     }
     if !report.is_clean() {
-        for &i in &live {
-            dump_log(scenario, i, &c.node(i).log());
+        for i in 0..c.nodes.len() {
+            dump_log(scenario, i, &c.logs_of_every_incarnation(i));
         }
         for &i in &live {
             for line in c
@@ -158,7 +158,7 @@ fn dump_history(scenario: &str, ops: &[Op]) {
     println!("history written to {}", path.display());
 }
 
-/// A running node's whole log after a failed scenario, beside its history.
+/// Every log node `node` wrote (each process it ran as) after a failed scenario, beside its history.
 fn dump_log(scenario: &str, node: usize, log: &str) {
     let _ = std::fs::write(artifact("log", scenario, &format!("-node{node}")), log);
 }
@@ -337,6 +337,74 @@ fn a_stopped_primary_does_not_count_from_its_stale_copy_on_waking() {
     println!("INCR answers {answers:?}; pauses noticed by node {p}: {noticed}");
     assert_eq!(distinct.len(), answers.len(), "two acknowledged INCRs answered the same count: {answers:?}");
     assert!(last >= 16 + queued_ran, "acknowledged increments were lost: answers {answers:?}");
+}
+
+/// Issue 16 item 1, the window before a partition is detected: two of a
+/// counter's three owners (its primary and a replica) end up on the
+/// minority side of a 2|3 split and keep acknowledging INCRs until they
+/// notice they are a minority; the third owner, on the majority side,
+/// never sees those. Once the majority side declares the two down, it
+/// must not count on from the third's copy (its answers would repeat
+/// ones the minority gave, and its newer versions would win on heal):
+/// the slot's writes are refused there until the two are back
+/// (`cluster::keepers`). Deterministic: the split is made right after
+/// the counter reached 10.
+#[test]
+fn the_majority_side_does_not_count_from_a_copy_missing_the_minoritys_increments() {
+    if !netns_or_skip("majority side and minority increments") {
+        return;
+    }
+    let _s = serial();
+    let c = Cluster::start_in_netns(5, ARGS);
+    c.wait_converged(5);
+    let key = "ctr:split";
+    let owners = c.owners_of(0, key);
+    assert_eq!(owners.len(), 3, "three owners");
+    let minority = [owners[0], owners[1]];
+    let majority: Vec<usize> = (0..5).filter(|i| !minority.contains(i)).collect();
+    let incr = |i: usize| c.node(i).raw().cmd(&["INCR", key]);
+    for n in 1..=10 {
+        assert_eq!(incr(owners[0]), Frame::Integer(n));
+    }
+    let net = c.net.as_ref().expect("netns");
+    net.partition(&[&majority, &minority]);
+    // Before anyone notices: the primary and its replica acknowledge.
+    let mut answers: Vec<i64> = Vec::new();
+    for _ in 0..5 {
+        if let Frame::Integer(n) = incr(owners[0]) {
+            answers.push(n);
+        }
+    }
+    println!("INCRs acknowledged by the minority before it noticed: {answers:?}");
+    wait_down(&c, &majority, 3);
+    c.eventually("the two to know they are a minority", || {
+        minority.iter().all(|&i| ringcache_tests::info_field(c.node(i), "cluster", "cluster_minority") == "1")
+    });
+    let mut refusals = Vec::new();
+    for &i in &majority {
+        match incr(i) {
+            Frame::Integer(n) => answers.push(n),
+            other => refusals.push(format!("{other:?}")),
+        }
+    }
+    println!("the majority side's INCRs of the same counter: {refusals:?}");
+    let refused: u64 = majority
+        .iter()
+        .map(|&i| ringcache_tests::info_field(c.node(i), "cluster", "keeper_refusals").parse::<u64>().unwrap_or(0))
+        .sum();
+    net.heal();
+    c.wait_converged(5);
+    let last = match incr(owners[2]) {
+        Frame::Integer(n) => n,
+        f => panic!("INCR after the heal: {f:?}"),
+    };
+    answers.push(last);
+    let mut distinct = answers.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    println!("INCR answers {answers:?}; keeper refusals on the majority side: {refused}");
+    assert_eq!(distinct.len(), answers.len(), "two acknowledged INCRs answered the same count: {answers:?}");
+    assert!(last >= 10 + answers.len() as i64, "acknowledged increments were lost: answers {answers:?}");
 }
 
 /// Issue 16, clocks: the nodes' wall clocks 4 s apart each way (node 1

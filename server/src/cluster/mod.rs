@@ -28,6 +28,11 @@
 //! - [`settle`]: what a request must fetch before it runs on a key whose
 //!   slot is importing or unsettled, and when the fetch counts as done.
 //!
+//! - [`keepers`]: which members hold a slot's acknowledged writes; a slot
+//!   too few of them can reach refuses writes (failures together, the
+//!   majority side of a partition), and settles only after comparing
+//!   with enough of them.
+//!
 //! - [`rebalance`]: which slot copies a node sends, and to whom, when the
 //!   slot table changes; which slots it may drop.
 //!
@@ -36,6 +41,7 @@
 
 pub mod absence;
 pub mod antientropy;
+pub mod keepers;
 pub mod lifecycle;
 pub mod majority;
 pub mod membership;

@@ -54,6 +54,9 @@ pub const HANDSHAKE_BYTES_MAX: usize = 8192;
 /// Slots one `RC.SENDING` may ask about.
 pub const SENDING_SLOTS_MAX: usize = 4096;
 
+/// Keepers one `RC.SLOTDONE` may name.
+pub const KEEPERS_MAX: usize = 16;
+
 /// Longest handshake nonce (hex) accepted.
 pub const NONCE_HEX_MAX: usize = 64;
 
@@ -182,6 +185,10 @@ pub enum Request<'a> {
     SlotDone {
         /// The slot.
         slot: u16,
+        /// The members that hold the slot's writes as far as the sender
+        /// knows (`cluster::keepers`; empty: it does not track them); at
+        /// most `KEEPERS_MAX`.
+        keepers: Vec<&'a [u8]>,
     },
     /// The copies of `slot` were confirmed; a former owner may drop it.
     DropOk {
@@ -201,6 +208,11 @@ pub enum Request<'a> {
     Digests {
         /// The store shard (below `SHARD_COUNT`).
         shard: u16,
+        /// From a primary: the asker's members digest, and a bit per slot
+        /// of the shard (in `shard_slots` order) that settled at the
+        /// asker, its keepers now its owners (`cluster::keepers`); the
+        /// receiver, on the same table, takes the same keepers.
+        settled: Option<(u64, u64)>,
     },
     /// Per shard, the XOR of the digests of the slots `asker` is primary
     /// for and the receiver co-owns.
@@ -395,14 +407,24 @@ impl<'a> Request<'a> {
                 let table = parse_hex_u64(a(4)).ok_or(bad("table digest"))?;
                 Request::Forward { head: ForwardHead { resp3, share, deadline, table }, command: args.skip(5) }
             }
-            Kind::SlotDone if n == 2 => Request::SlotDone { slot: parse_slot(a(1)).ok_or(bad("slot"))? },
+            Kind::SlotDone if (2..=2 + KEEPERS_MAX).contains(&n) => {
+                Request::SlotDone { slot: parse_slot(a(1)).ok_or(bad("slot"))?, keepers: (2..n).map(a).collect() }
+            }
             Kind::DropOk if n == 2 => Request::DropOk { slot: parse_slot(a(1)).ok_or(bad("slot"))? },
             Kind::Sending if (3..=3 + SENDING_SLOTS_MAX).contains(&n) => {
                 let slots = (3..n).map(|i| parse_slot(a(i))).collect::<Option<Vec<u16>>>().ok_or(bad("slot"))?;
                 Request::Sending { to: a(1), table: parse_u64(a(2)).ok_or(bad("table digest"))?, slots }
             }
-            Kind::Digests if n == 2 => Request::Digests {
+            Kind::Digests if n == 2 || n == 4 => Request::Digests {
                 shard: parse_u64(a(1)).filter(|&s| s < SHARD_COUNT as u64).ok_or(bad("shard"))? as u16,
+                settled: if n == 4 {
+                    Some((
+                        parse_hex_u64(a(2)).ok_or(bad("table digest"))?,
+                        parse_hex_u64(a(3)).ok_or(bad("settled slots"))?,
+                    ))
+                } else {
+                    None
+                },
             },
             Kind::Sums if n == 2 => Request::Sums { asker: a(1) },
             Kind::KeyVersions if n == 2 => Request::KeyVersions { slot: parse_slot(a(1)).ok_or(bad("slot"))? },
@@ -434,7 +456,15 @@ impl<'a> Request<'a> {
                     encode::bulk(buf, a);
                 }
             }
-            Request::SlotDone { slot } | Request::DropOk { slot } | Request::KeyVersions { slot } => {
+            Request::SlotDone { slot, keepers } => {
+                encode::array_header(buf, 2 + keepers.len());
+                encode::bulk(buf, name);
+                encode::bulk(buf, dec(u64::from(*slot)).as_bytes());
+                for k in keepers {
+                    encode::bulk(buf, k);
+                }
+            }
+            Request::DropOk { slot } | Request::KeyVersions { slot } => {
                 encode::command(buf, &[name, dec(u64::from(*slot)).as_bytes()]);
             }
             Request::Sending { to, table, slots } => {
@@ -446,7 +476,18 @@ impl<'a> Request<'a> {
                     encode::bulk(buf, dec(u64::from(*s)).as_bytes());
                 }
             }
-            Request::Digests { shard } => encode::command(buf, &[name, dec(u64::from(*shard)).as_bytes()]),
+            Request::Digests { shard, settled: None } => {
+                encode::command(buf, &[name, dec(u64::from(*shard)).as_bytes()])
+            }
+            Request::Digests { shard, settled: Some((table, bits)) } => encode::command(
+                buf,
+                &[
+                    name,
+                    dec(u64::from(*shard)).as_bytes(),
+                    format!("{table:016x}").as_bytes(),
+                    format!("{bits:016x}").as_bytes(),
+                ],
+            ),
             Request::Sums { asker } => encode::command(buf, &[name, asker]),
             Request::Ping | Request::Leave => encode::command(buf, &[name]),
         }
@@ -509,6 +550,10 @@ pub enum PeerError {
     /// write is not applied (it would count towards a quorum the other
     /// side does not know of).
     Minority,
+    /// A write's fetch (`RC.READ` with a table) of a key whose slot's
+    /// keepers the receiver cannot reach (`cluster::keepers`): not
+    /// answered, so the asker refuses the write.
+    KeepersShort,
     /// A request the receiver could not decode: not run.
     Malformed(&'static str),
     /// An `RC.*` name the receiver does not know: not run.
@@ -530,6 +575,9 @@ impl PeerError {
             PeerError::Minority => {
                 Borrowed(b"CLUSTERDOWN the receiver is on the minority side of a partition (not applied)")
             }
+            PeerError::KeepersShort => Borrowed(
+                b"CLUSTERDOWN too few of the members holding this key's writes are in the receiver's table (not answered)",
+            ),
             PeerError::Malformed(what) => Owned(format!("ERR malformed peer request ({what})").into_bytes()),
             PeerError::UnknownCommand => Borrowed(b"ERR unknown peer command"),
             PeerError::Other(b) => Owned(b.to_vec()),
@@ -549,6 +597,7 @@ impl PeerError {
             PeerError::VersionAhead,
             PeerError::OutOfMemory,
             PeerError::Minority,
+            PeerError::KeepersShort,
             PeerError::UnknownCommand,
         ];
         if let Some(e) = known.into_iter().find(|e| e.text().as_ref() == text) {
@@ -625,6 +674,10 @@ pub enum Reply {
         digests: Vec<u64>,
         /// The members digest of the replier's table when it took them.
         table: u64,
+        /// `RC.DIGESTS`: a bit per slot (in the order asked) whose
+        /// keepers the replier cannot reach (`cluster::keepers`): it must
+        /// not settle. Zero for `RC.SUMS`.
+        short: u64,
     },
     /// Per asked slot, whether a copy is still coming (`RC.SENDING`).
     Flags(Vec<bool>),
@@ -646,7 +699,7 @@ impl Reply {
                 encode::bulk(buf, proof);
             }
             Reply::State(s) => s.encode(buf),
-            Reply::Digests { digests, table } => encode_digests(buf, digests, *table),
+            Reply::Digests { digests, table, short } => encode_digests(buf, digests, *table, *short),
             Reply::Flags(flags) => {
                 encode::array_header(buf, flags.len());
                 for f in flags {
@@ -691,11 +744,12 @@ impl Reply {
                 _ => None,
             },
             (Kind::Read, f) => ReadState::decode(f).map(Reply::State),
-            (Kind::Digests | Kind::Sums, Frame::Array(a)) if !a.is_empty() => {
+            (Kind::Digests | Kind::Sums, Frame::Array(a)) if a.len() >= 2 => {
                 let all: Option<Vec<u64>> = a.iter().map(int).collect();
                 all.map(|mut digests| {
-                    let table = digests.pop().expect("not empty");
-                    Reply::Digests { digests, table }
+                    let short = digests.pop().expect("two at least");
+                    let table = digests.pop().expect("two at least");
+                    Reply::Digests { digests, table, short }
                 })
             }
             (Kind::Sending, Frame::Array(a)) => a
@@ -730,12 +784,13 @@ impl Reply {
 }
 
 /// `*n+1 :digest... :table` without building a `Vec` first.
-pub fn encode_digests(buf: &mut BytesMut, digests: &[u64], table: u64) {
-    encode::array_header(buf, digests.len() + 1);
+pub fn encode_digests(buf: &mut BytesMut, digests: &[u64], table: u64, short: u64) {
+    encode::array_header(buf, digests.len() + 2);
     for d in digests {
         encode::integer(buf, *d as i64);
     }
     encode::integer(buf, table as i64);
+    encode::integer(buf, short as i64);
 }
 
 #[cfg(test)]
@@ -813,10 +868,15 @@ mod tests {
                 },
                 command: Args::from_slices(cmd),
             },
-            6 => Request::SlotDone { slot: (p.n % u64::from(SLOT_COUNT)) as u16 },
+            6 => Request::SlotDone {
+                slot: (p.n % u64::from(SLOT_COUNT)) as u16,
+                keepers: cmd.iter().take(KEEPERS_MAX).copied().collect(),
+            },
             7 => Request::DropOk { slot: (p.n % u64::from(SLOT_COUNT)) as u16 },
             8 => Request::Sending { to: &p.a, table: p.n, slots: p.slots.clone() },
-            9 => Request::Digests { shard: (p.n % SHARD_COUNT as u64) as u16 },
+            9 => {
+                Request::Digests { shard: (p.n % SHARD_COUNT as u64) as u16, settled: p.flags.0.then_some((p.m, p.n)) }
+            }
             10 => Request::Sums { asker: &p.a },
             11 => Request::KeyVersions { slot: (p.n % u64::from(SLOT_COUNT)) as u16 },
             12 => Request::Evict { key: &p.a, version: p.n },
@@ -877,7 +937,7 @@ mod tests {
             m in any::<u64>(),
             list in proptest::collection::vec((bytes(), any::<u64>()), 0..8),
             flags in proptest::collection::vec(any::<bool>(), 0..8),
-            err in 0..8usize,
+            err in 0..9usize,
         ) {
             let (k, reply) = match kind {
                 0 => (Kind::Put, Reply::Ok),
@@ -892,7 +952,10 @@ mod tests {
                         value: list.first().map(|(b, _)| b.clone().into()).unwrap_or_default(),
                     },
                 })),
-                4 => (Kind::Digests, Reply::Digests { digests: list.iter().map(|(_, v)| *v).collect(), table: n }),
+                4 => (
+                    Kind::Digests,
+                    Reply::Digests { digests: list.iter().map(|(_, v)| *v).collect(), table: n, short: m },
+                ),
                 5 => (Kind::Sending, Reply::Flags(flags)),
                 _ => (Kind::KeyVersions, Reply::KeyVersions(list.into_iter().map(|(k, v)| (k.into(), v)).collect())),
             };
@@ -902,7 +965,7 @@ mod tests {
             let e = [
                 PeerError::Expired, PeerError::TableDiffers, PeerError::VersionAhead, PeerError::OutOfMemory,
                 PeerError::Malformed("slot"), PeerError::UnknownCommand, PeerError::Other("TRYAGAIN later".into()),
-                PeerError::Minority,
+                PeerError::Minority, PeerError::KeepersShort,
             ][err].clone();
             let mut wire = BytesMut::new();
             Reply::Error(e.clone()).encode(&mut wire);

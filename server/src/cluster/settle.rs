@@ -111,6 +111,10 @@ pub enum Verdict {
     Fetched,
     /// The importing sender did not answer: the key may exist only there.
     SenderSilent(Arc<str>),
+    /// A member asked cannot reach enough of the slot's keepers
+    /// (`cluster::keepers`): writes acknowledged across a partition may
+    /// be missing from every copy here.
+    KeepersShort(Arc<str>),
     /// Too few co-owners answered for the write quorum.
     Short {
         /// Owners whose state this node has (itself included).
@@ -118,6 +122,17 @@ pub enum Verdict {
         /// The write quorum over the slot's owners.
         need: usize,
     },
+}
+
+/// Like [`verdict`], where `short[i]` says that `f.from[i]` refused to
+/// answer because it cannot reach the slot's keepers: that refuses the
+/// write whatever the others said.
+pub fn verdict_with_keepers(f: &Fetch, answered: &[bool], short: &[bool], write_quorum: u32) -> Verdict {
+    assert_eq!(f.from.len(), short.len(), "one flag per member asked");
+    match short.iter().position(|&s| s) {
+        Some(i) => Verdict::KeepersShort(f.from[i].0.clone()),
+        None => verdict(f, answered, write_quorum),
+    }
 }
 
 /// The verdict on `f` once its answers are in: `answered[i]` says whether
@@ -145,6 +160,10 @@ impl Verdict {
             Verdict::SenderSilent(from) => Some(format!(
                 "CLUSTERDOWN slot {slot} is moving to this node and its previous owner {from} did not answer \
                  (not run)"
+            )),
+            Verdict::KeepersShort(member) => Some(format!(
+                "CLUSTERDOWN slot {slot}'s writes were last held by members that {member} cannot reach (failed \
+                 together, or across a partition): writes wait until they are back (not run)"
             )),
             Verdict::Short { have, need } => Some(format!(
                 "CLUSTERDOWN slot {slot}'s owners changed and too few answered to settle the key \

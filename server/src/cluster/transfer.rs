@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use ringcache_protocol::SLOT_COUNT;
 
+use super::keepers::{Keepers, Shortfall};
 use super::rebalance::sender;
 use super::topology::Topology;
 
@@ -44,6 +45,14 @@ pub struct RebalanceState {
     /// Grows at every marking: a comparison that started before a marking
     /// settles nothing.
     unsettle_gen: AtomicU64,
+    /// Which members hold each owned slot's acknowledged writes
+    /// (`cluster::keepers`).
+    pub keepers: RwLock<Keepers>,
+    /// Whether the keepers rule refuses writes and holds settles
+    /// (`--partition-mode majority`; off with `available`).
+    pub keepers_enforced: std::sync::atomic::AtomicBool,
+    /// Writes refused because too few of their slot's keepers are members.
+    pub keeper_refusals: AtomicU64,
     /// Slot copies waiting to start.
     pub slots_pending: AtomicU64,
     /// Slot copies sent and not yet confirmed.
@@ -89,6 +98,9 @@ impl Default for RebalanceState {
             unsettled_n: AtomicUsize::new(0),
             unsettle_gen: AtomicU64::new(0),
             planned: AtomicU64::new(0),
+            keepers: RwLock::default(),
+            keepers_enforced: std::sync::atomic::AtomicBool::new(true),
+            keeper_refusals: AtomicU64::new(0),
             slots_pending: AtomicU64::new(0),
             slots_in_flight: AtomicU64::new(0),
             slots_sent: AtomicU64::new(0),
@@ -163,14 +175,49 @@ impl RebalanceState {
     }
 
     /// Settles `slot` if nothing was marked since `generation`.
-    pub fn settle(&self, slot: u16, generation: u64) {
+    pub fn settle(&self, slot: u16, generation: u64) -> bool {
         if self.unsettle_gen.load(Relaxed) != generation {
-            return;
+            return false;
         }
         let bit = 1u64 << (slot % 64);
         if self.unsettled[usize::from(slot / 64)].fetch_and(!bit, Relaxed) & bit != 0 {
             self.unsettled_n.fetch_sub(1, Relaxed);
         }
+        true
+    }
+
+    /// Settles `slot`, whose primary this node is and which it has compared
+    /// with every co-owner in `t` (and the members `compared` names), if
+    /// nothing was marked since `generation` and those members include
+    /// enough of its keepers; its keepers are then its owners. Returns
+    /// whether it settled.
+    pub fn settle_compared(
+        &self,
+        slot: u16,
+        generation: u64,
+        t: &Topology,
+        compared: impl Fn(&str) -> bool,
+        w: u32,
+    ) -> bool {
+        let enforced = self.keepers_enforced.load(Relaxed);
+        if enforced
+            && !self.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner).covered_by(slot, t, compared, w)
+        {
+            return false;
+        }
+        if !self.settle(slot, generation) {
+            return false;
+        }
+        self.keepers.write().unwrap_or_else(std::sync::PoisonError::into_inner).settled(slot, t);
+        true
+    }
+
+    /// Whether a write to `slot` must be refused in `t` (keepers rule).
+    pub fn keepers_short(&self, slot: u16, t: &Topology, w: u32) -> Option<Shortfall> {
+        if !self.keepers_enforced.load(Relaxed) {
+            return None;
+        }
+        self.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner).short(slot, t, w)
     }
 
     /// Forgets the keys fetched while importing (nothing is importing any more).

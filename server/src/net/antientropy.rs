@@ -101,10 +101,11 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         if t.nodes.len() < 2 {
-            // Alone: no co-owner can hold anything newer.
+            // Alone: no co-owner can hold anything newer (unless its
+            // keepers failed: `settle_compared` leaves those unsettled).
             let generation = shared.rebalance.unsettle_gen();
             for slot in 0..SLOT_COUNT {
-                shared.rebalance.settle(slot, generation);
+                shared.rebalance.settle_compared(slot, generation, &t, |_| false, shared.config.write_quorum);
             }
             continue;
         }
@@ -156,7 +157,9 @@ async fn differing_shards(shared: &Shared, t: &Topology, strays: bool) -> VecDeq
     for peer in peers {
         let Some(link) = shared.links.get(&t.nodes[usize::from(peer)].name) else { continue };
         shared.antientropy.sum_checks.fetch_add(1, Relaxed);
-        let Some((theirs, their_table)) = call_digests(&link, &Request::Sums { asker: me }).await else { continue };
+        let Some((theirs, their_table, _)) = call_digests(&link, &Request::Sums { asker: me }).await else {
+            continue;
+        };
         if theirs.len() != SHARD_COUNT {
             continue;
         }
@@ -188,6 +191,8 @@ async fn round(shared: &Shared, shard: usize, strays: bool) {
     // and how many co-owners each slot has still to be compared with.
     let mut peers: HashMap<u16, Vec<usize>> = HashMap::new();
     let mut unanswered = vec![0usize; slots.len()];
+    // Per slot, the members that matched it on this table (keepers count).
+    let mut compared: Vec<Vec<u16>> = vec![Vec::new(); slots.len()];
     for (i, &slot) in slots.iter().enumerate() {
         let owners = t.table.owners(slot);
         if owners.first() != Some(&t.me) {
@@ -199,6 +204,14 @@ async fn round(shared: &Shared, shard: usize, strays: bool) {
         for &o in &owners[1..] {
             peers.entry(o).or_default().push(i);
         }
+        if shared.rebalance.is_unsettled(slot) {
+            // Keepers the table no longer makes owners (joins moved the
+            // slot before it settled): compared too, or it never could.
+            let k = shared.rebalance.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for o in k.beyond_owners(slot, &t) {
+                peers.entry(o).or_default().push(i);
+            }
+        }
     }
     // Slots held here without being owned here (a copy nobody planned:
     // views that disagreed when a partition healed named different
@@ -206,15 +219,27 @@ async fn round(shared: &Shared, shard: usize, strays: bool) {
     let strays: Vec<usize> = (0..slots.len())
         .filter(|&i| strays && !t.table.owners(slots[i]).contains(&t.me) && !shared.rebalance.is_sending(slots[i]))
         .collect();
-    let settle = |unanswered: &[usize]| {
+    let settle = |unanswered: &[usize], compared: &[Vec<u16>]| {
         for (i, &n) in unanswered.iter().enumerate() {
-            if n == 0 {
-                shared.rebalance.settle(slots[i], generation);
+            if n == 0 && t.table.owners(slots[i]).first() == Some(&t.me) {
+                let matched = |name: &str| compared[i].iter().any(|&o| t.nodes[usize::from(o)].name == name);
+                shared.rebalance.settle_compared(slots[i], generation, &t, matched, shared.config.write_quorum);
             }
         }
     };
+    // The slots settled here with their keepers now their owners: the
+    // co-owners on this table take the same keepers.
+    let settled_bits = || {
+        let k = shared.rebalance.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.iter().enumerate().fold(0u64, |bits, (i, &slot)| {
+            let mine = t.table.owners(slot).first() == Some(&t.me);
+            if mine && !shared.rebalance.is_unsettled(slot) && k.current(slot, &t) { bits | 1 << i } else { bits }
+        })
+    };
+    let before = settled_bits();
+    let digests_request = Request::Digests { shard: shard as u16, settled: Some((members_digest(&t), before)) };
     if peers.is_empty() && strays.is_empty() {
-        settle(&unanswered);
+        settle(&unanswered, &compared);
         return;
     }
     shared.antientropy.rounds.fetch_add(1, Relaxed);
@@ -225,9 +250,11 @@ async fn round(shared: &Shared, shard: usize, strays: bool) {
             hand_off(shared, &link, slots[i]).await;
         }
     }
+    let mut asked = Vec::with_capacity(peers.len());
     for (peer, idx) in peers {
         let Some(link) = shared.links.get(&t.nodes[usize::from(peer)].name) else { continue };
-        let Some((theirs, their_table)) = call_digests(&link, &Request::Digests { shard: shard as u16 }).await else {
+        asked.push(link.clone());
+        let Some((theirs, their_table, short)) = call_digests(&link, &digests_request).await else {
             continue;
         };
         if theirs.len() != slots.len() {
@@ -241,16 +268,33 @@ async fn round(shared: &Shared, shard: usize, strays: bool) {
             shared.antientropy.slots_compared.fetch_add(1, Relaxed);
             if theirs[i] != mine[i] {
                 shared.antientropy.slots_differing.fetch_add(1, Relaxed);
-                if !repair_slot(shared, &link, slots[i]).await {
+                // A keeper that is no longer an owner only gives.
+                let owner = t.table.owners(slots[i]).contains(&peer);
+                if !repair_slot(shared, &link, slots[i], owner).await {
                     continue;
                 }
             }
-            if same_table {
-                unanswered[i] -= 1;
+            // A co-owner that cannot reach the slot's keepers (it knows
+            // of writes this node may not have, `cluster::keepers`):
+            // compared, not settled.
+            if same_table && short & (1 << i) == 0 {
+                if t.table.owners(slots[i]).contains(&peer) {
+                    unanswered[i] -= 1;
+                }
+                compared[i].push(peer);
             }
         }
     }
-    settle(&unanswered);
+    settle(&unanswered, &compared);
+    // Slots this round settled: tell the co-owners now (a settled,
+    // converged shard may not be compared slot by slot again for long).
+    let after = settled_bits();
+    if after & !before != 0 {
+        let tell = Request::Digests { shard: shard as u16, settled: Some((members_digest(&t), after)) };
+        for link in asked {
+            let _ = call(&link, &tell).await;
+        }
+    }
 }
 
 /// Sends one request and returns its typed reply (None: no answer in
@@ -262,9 +306,9 @@ async fn call(link: &Link, req: &Request<'_>) -> Option<Reply> {
 
 /// The digests `req` (`RC.SUMS` or `RC.DIGESTS`) answers, and the members
 /// digest they were taken under.
-async fn call_digests(link: &Link, req: &Request<'_>) -> Option<(Vec<u64>, u64)> {
+async fn call_digests(link: &Link, req: &Request<'_>) -> Option<(Vec<u64>, u64, u64)> {
     match call(link, req).await? {
-        Reply::Digests { digests, table } => Some((digests, table)),
+        Reply::Digests { digests, table, short } => Some((digests, table, short)),
         _ => None,
     }
 }
@@ -326,17 +370,18 @@ fn newer_here(shared: &Shared, slot: u16, theirs: &HashMap<Bytes, u64>) -> (Vec<
     acc.into_inner()
 }
 
-/// Whether every newer key there was fetched (this node now holds the
-/// newest of both).
-async fn repair_slot(shared: &Shared, link: &Link, slot: u16) -> bool {
+/// Brings `slot` here up to the member's copy (and, with `push_newer`,
+/// the member up to this one's); whether every newer key there was
+/// fetched (this node now holds the newest of both).
+async fn repair_slot(shared: &Shared, link: &Link, slot: u16, push_newer: bool) -> bool {
     let Some(theirs) = key_versions(link, slot).await else {
         return false;
     };
     let now = super::unix_ms();
     // Newer here (or missing there): send as replicated writes.
     let (push, mine) = newer_here(shared, slot, &theirs);
-    let pushed = push.len() as u64;
-    if !push.is_empty() {
+    let pushed = if push_newer { push.len() as u64 } else { 0 };
+    if push_newer && !push.is_empty() {
         link.send(Msg::Repl { ops: push, done: None }).await;
     }
     // Newer there (or missing here): fetch and apply.

@@ -530,7 +530,16 @@ impl Driver {
             crate::cluster::topology::version_node_id(names.iter().copied(), &me.name, crate::store::VERSION_NODE_BITS);
         self.shared.store.set_node_id(id);
         super::link::sync(&self.shared, &topology);
-        super::rebalance::before_publish(&self.shared, &topology);
+        // Members of the last table gone from this one that announced
+        // their leave: they drained their slots first (`cluster::keepers`).
+        let last = self.shared.topology();
+        let graceful: Vec<&str> = last
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .filter(|n| !names.contains(n) && self.view.departed(n, 0, now_ms, settle))
+            .collect();
+        super::rebalance::before_publish(&self.shared, &topology, &graceful);
         let met = topology.nodes.len() > 1;
         self.shared.set_topology(topology);
         if met {

@@ -362,6 +362,23 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
             // the old one, so an answer now could miss some.
             Reply::Error(PeerError::TableDiffers)
         }
+        Request::Read { key, table: Some(_) }
+            if env
+                .shared
+                .rebalance
+                .keepers_short(
+                    ringcache_protocol::key_slot(key),
+                    &env.shared.topology(),
+                    env.shared.config.write_quorum,
+                )
+                .is_some() =>
+        {
+            // A write's fetch of a key whose slot's writes may be only on
+            // members this node cannot reach: answering from this copy
+            // would let the asker count from it (`cluster::keepers`).
+            env.shared.rebalance.keeper_refusals.fetch_add(1, Relaxed);
+            Reply::Error(PeerError::KeepersShort)
+        }
         Request::Read { key, .. } => Reply::State(env.shared.store.with_key(key, env.now_ms, |k| ReadState::of(k))),
         Request::Forward { head, command } => {
             let slot = forward_slot(command);
@@ -395,7 +412,17 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
                 return;
             }
         }
-        Request::SlotDone { slot } => {
+        Request::SlotDone { slot, keepers } => {
+            // The sender's keepers first: writes may be refused from now.
+            let theirs: Vec<String> = keepers.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+            let theirs: Vec<&str> = theirs.iter().map(String::as_str).collect();
+            let t = env.shared.topology();
+            env.shared
+                .rebalance
+                .keepers
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .received(slot, &theirs, &t);
             env.shared.rebalance.import_done(slot, env.shared.lifecycle.phase().newcomer());
             Reply::Ok
         }
@@ -408,12 +435,33 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
             let to = String::from_utf8_lossy(to);
             Reply::Flags(env.shared.rebalance.sending(&to, table, &slots))
         }
-        Request::Digests { shard } => {
+        Request::Digests { shard, settled } => {
             let slots = crate::cluster::antientropy::shard_slots(usize::from(shard));
             // The table first: the digests then cover every write this
             // node applied under an older table.
-            let table = crate::cluster::membership::members_digest(&env.shared.topology());
-            protocol::encode_digests(&mut exec.out, &env.shared.store.slot_digests(&slots), table);
+            let t = env.shared.topology();
+            let table = crate::cluster::membership::members_digest(&t);
+            if let Some((theirs, bits)) = settled
+                && theirs == table
+                && bits != 0
+            {
+                // Their primary settled these slots on this same table
+                // (compared with this node among the rest): their owners
+                // hold their writes (`cluster::keepers`).
+                let mut k = env.shared.rebalance.keepers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (i, &slot) in slots.iter().enumerate() {
+                    if bits & (1 << i) != 0 && t.table.owners(slot).contains(&t.me) {
+                        k.settled(slot, &t);
+                    }
+                }
+            }
+            // Slots whose keepers this node cannot reach: the asking
+            // primary must not settle them (`cluster::keepers`).
+            let short = slots.iter().enumerate().fold(0u64, |bits, (i, &slot)| {
+                let w = env.shared.config.write_quorum;
+                if env.shared.rebalance.keepers_short(slot, &t, w).is_some() { bits | 1 << i } else { bits }
+            });
+            protocol::encode_digests(&mut exec.out, &env.shared.store.slot_digests(&slots), table, short);
             return;
         }
         Request::Sums { asker } => {
@@ -429,7 +477,7 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
                 }
                 None => vec![0; SHARD_COUNT],
             };
-            Reply::Digests { digests, table: crate::cluster::membership::members_digest(&t) }
+            Reply::Digests { digests, table: crate::cluster::membership::members_digest(&t), short: 0 }
         }
         Request::KeyVersions { slot } => {
             let list = std::cell::RefCell::new(Vec::new());

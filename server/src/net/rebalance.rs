@@ -374,7 +374,17 @@ async fn start_copy(shared: &Shared, job: &Job, slot_ops: Vec<BytesMut>, flying:
         chunks.last_mut().expect("one chunk").push((job.slot, op));
     }
     let bytes: usize = chunks.iter().flatten().map(|(_, b)| b.len()).sum();
-    let done_req = Request::SlotDone { slot: job.slot }.to_bytes();
+    let done_req = {
+        let k = shared.rebalance.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keepers: Vec<&[u8]> = k
+            .for_copy(job.slot)
+            .unwrap_or_default()
+            .iter()
+            .take(crate::cluster::protocol::KEEPERS_MAX)
+            .map(|n| n.as_bytes())
+            .collect();
+        Request::SlotDone { slot: job.slot, keepers }.to_bytes()
+    };
     let mut waits = Vec::new();
     for target in &job.to {
         let Some(link) = shared.links.get(target) else { continue };
@@ -455,10 +465,16 @@ fn effective_old(shared: &Shared, last: &Arc<Topology>, now: &Topology) -> Arc<T
 /// Called by the membership task before it publishes `now`: marks the
 /// slots this node starts receiving, so reads that reach it under the new
 /// table already read through.
-pub fn before_publish(shared: &Shared, now: &Topology) {
+pub fn before_publish(shared: &Shared, now: &Topology, graceful: &[&str]) {
     let last = shared.topology();
     let old = effective_old(shared, &last, now);
     shared.rebalance.expect_imports(&old, now, newcomer(shared, &last));
+    shared.rebalance.keepers.write().unwrap_or_else(std::sync::PoisonError::into_inner).on_table(
+        &old,
+        now,
+        graceful,
+        newcomer(shared, &last),
+    );
     let changed = crate::cluster::settle::owners_changed(&last, now);
     if !changed.is_empty() {
         shared.unsettle(changed);
@@ -515,11 +531,12 @@ impl Pace {
 /// without it, so that member holds the data when the others switch
 /// tables (they then copy again from the surviving owners, which only adds
 /// what was written meanwhile). Bounded by `deadline`; slots not confirmed
-/// by then are left to the surviving owners' copies.
-pub async fn drain(shared: &Shared, deadline: Instant) {
+/// by then are left to the surviving owners' copies. Returns whether
+/// every slot was copied (a node alone has nothing to copy).
+pub async fn drain(shared: &Shared, deadline: Instant) -> bool {
     let now = shared.topology();
     if now.nodes.len() < 2 {
-        return;
+        return true;
     }
     let me = now.myself().name.clone();
     let after = without(&now, &me, shared.config.replicas as usize, shared.config.vnodes);
@@ -542,7 +559,7 @@ pub async fn drain(shared: &Shared, deadline: Instant) {
     info!(slots = queue.len(), "draining: copying this node's slots to their next owners before leaving");
     let started = Instant::now();
     let mut flying: VecDeque<InFlight> = VecDeque::new();
-    let (mut copied, mut failed) = (0usize, 0usize);
+    let (mut copied, mut failed, mut given_up) = (0usize, 0usize, 0usize);
     while (!queue.is_empty() || !flying.is_empty()) && Instant::now() < deadline {
         while flying.len() < SLOTS_IN_FLIGHT {
             let group = take_group(&mut queue, |_| true);
@@ -559,6 +576,8 @@ pub async fn drain(shared: &Shared, deadline: Instant) {
                     job.attempts += 1;
                     if job.attempts < 3 {
                         queue.push_back(job);
+                    } else {
+                        given_up += 1;
                     }
                 }
             }
@@ -568,7 +587,8 @@ pub async fn drain(shared: &Shared, deadline: Instant) {
         ms = started.elapsed().as_millis() as u64,
         slots_copied = copied,
         failures = failed,
-        slots_left = queue.len() + flying.len(),
+        slots_left = queue.len() + flying.len() + given_up,
         "drain finished"
     );
+    queue.is_empty() && flying.is_empty() && given_up == 0
 }

@@ -3,7 +3,7 @@
 //! peer's is answered `-TRYAGAIN` (its forwarding node sends it again)
 //! while the fetch runs after the batch.
 
-use crate::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, verdict};
+use crate::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, verdict_with_keepers};
 
 use super::*;
 
@@ -38,6 +38,36 @@ impl Exec {
             }
         }
         out
+    }
+
+    /// Refuses a write to a slot too few of whose keepers are members of
+    /// `t` (`cluster::keepers`): the writes acknowledged there may be only
+    /// on members this node cannot reach. Writes the error; returns
+    /// whether it did.
+    pub(super) fn keepers_refused(&mut self, env: &mut Env<'_>, spec: &Spec, args: Args<'_>, t: &Topology) -> bool {
+        let r = &env.shared.rebalance;
+        if !spec.write || spec.first_key <= 0 || r.unsettled() == 0 {
+            return false;
+        }
+        for key in keys_of(spec, args) {
+            let slot = key_slot(key);
+            if !r.is_unsettled(slot) || !t.table.owners(slot).contains(&t.me) {
+                continue;
+            }
+            if let Some(s) = r.keepers_short(slot, t, env.shared.config.write_quorum) {
+                r.keeper_refusals.fetch_add(1, Relaxed);
+                rejected(env, spec);
+                let text = format!(
+                    "CLUSTERDOWN slot {slot}'s writes were last held by members of which only {} of the {} needed \
+                     are in this node's table (failed together, or across a partition): writes wait until they \
+                     are back (not run)",
+                    s.have, s.need
+                );
+                encode::error(&mut self.out, text.as_bytes());
+                return true;
+            }
+        }
+        false
     }
 
     /// Whether the request just run is held until its keys are fetched
@@ -137,6 +167,8 @@ const ASK_AGAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(25
 pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadline: Instant) -> Vec<Verdict> {
     // answered[f][m]: member m of fetch f answered.
     let mut answered: Vec<Vec<bool>> = fetches.iter().map(|(_, f)| vec![false; f.from.len()]).collect();
+    // short[f][m]: member m cannot reach the keepers of fetch f's slot.
+    let mut short = answered.clone();
     loop {
         let mut waits = Vec::new();
         // Members answer on this node's table only: until one has it, it
@@ -148,7 +180,7 @@ pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadli
         for (fi, (_, f)) in fetches.iter().enumerate() {
             let req = Request::Read { key: &f.key, table: Some(table) }.to_bytes();
             for (mi, (member, _)) in f.from.iter().enumerate() {
-                if !answered[fi][mi] {
+                if !answered[fi][mi] && !short[fi][mi] {
                     let rx = shared.links.get(member).and_then(|l| l.try_call(req.clone(), 1, false).ok());
                     waits.push((fi, mi, rx));
                 }
@@ -163,6 +195,15 @@ pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadli
             let state = match reply {
                 Ok(Ok(Ok(replies))) if replies.first().is_some_and(|raw| raw.starts_with(b"-TRYAGAIN")) => {
                     unsent = true; // its table differs for the moment
+                    None
+                }
+                Ok(Ok(Ok(replies)))
+                    if replies.first().is_some_and(|raw| {
+                        PeerReply::parse(Kind::Read, raw)
+                            == PeerReply::Error(crate::cluster::protocol::PeerError::KeepersShort)
+                    }) =>
+                {
+                    short[fi][mi] = true;
                     None
                 }
                 Ok(Ok(Ok(replies))) => replies.first().and_then(|raw| ReadState::parse(raw)),
@@ -187,8 +228,8 @@ pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadli
         tokio::time::sleep(ASK_AGAIN_PAUSE).await;
     }
     let mut verdicts = Vec::with_capacity(fetches.len());
-    for ((_, f), answered) in fetches.iter().zip(&answered) {
-        let v = verdict(f, answered, shared.config.write_quorum);
+    for (((_, f), answered), short) in fetches.iter().zip(&answered).zip(&short) {
+        let v = verdict_with_keepers(f, answered, short, shared.config.write_quorum);
         if v == Verdict::Fetched {
             shared.rebalance.mark_checked(f.key.clone());
         }

@@ -53,6 +53,9 @@ impl Exec {
         // for that in `run`; a forwarded one is answered -TRYAGAIN (its
         // forwarding node sends it again, within its deadline) and the
         // fetch runs after this batch.
+        if self.keepers_refused(env, spec, args, t) {
+            return;
+        }
         let fetches = self.fetches_for(env, spec, args, t);
         if !fetches.is_empty() {
             let unsettled = fetches.iter().any(|(_, f)| f.from.iter().any(|(_, s)| *s == Source::CoOwner));

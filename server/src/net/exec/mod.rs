@@ -385,6 +385,9 @@ impl Exec {
             // before the request runs; the client waits, and sees no error
             // for the cluster's own work. (A single-key read reads through
             // instead, in `local`.)
+            if self.keepers_refused(env, spec, args, &t) {
+                return;
+            }
             let fetches = self.fetches_for(env, spec, args, &t);
             if !fetches.is_empty() {
                 self.hold = fetches;
