@@ -317,7 +317,8 @@ pub static STATS: &[Stat] = &[
     c(
         "cluster",
         "rebalance_held_requests",
-        "Client requests held while their keys' newest state was fetched (importing or unsettled slot).",
+        "Client requests held while their keys' newest state was fetched (importing or unsettled slot), or while \
+         the table converged.",
         |s| s.rebalance.held_requests.load(Relaxed),
     ),
     c(

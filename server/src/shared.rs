@@ -475,6 +475,10 @@ pub struct Shared {
     /// reload it only when this moves (one relaxed load per command). On a
     /// cache line of its own so writes to neighbours never evict it.
     topology_version: Padded<AtomicU64>,
+    /// When the table last changed (unix ms): a slot whose keepers look
+    /// short right after is more likely a table still converging than a
+    /// failure (`cluster::keepers`).
+    table_changed_ms: AtomicU64,
     /// Set once this node has handed its slots over (a graceful leave):
     /// every table it publishes from then on gives it no slot
     /// (`Topology::handed_over`). Read and written under `topology`'s lock.
@@ -570,6 +574,7 @@ impl Shared {
             last_skew_log_ms: AtomicU64::new(0),
             topology: RwLock::new(Arc::new(topology)),
             topology_version: Padded(AtomicU64::new(1)),
+            table_changed_ms: AtomicU64::new(now_ms),
             handed_over: AtomicBool::new(false),
             coordinating: Arc::default(),
         }
@@ -716,8 +721,18 @@ impl Shared {
             *cur = Arc::new(t);
         }
         self.topology_version.0.fetch_add(1, Relaxed);
+        self.table_changed_ms.store(crate::process::unix_ms(), Relaxed);
         self.topology_changed.notify_one();
         self.antientropy_wake.notify_one();
+    }
+
+    /// Until when (unix ms) a slot whose keepers look short is taken for a
+    /// table still converging after its last change (members learn of
+    /// each other at different moments): twice the failure-detection time.
+    pub fn converging_until_ms(&self) -> u64 {
+        let g = &self.config.gossip;
+        let detection = (g.probe_period + g.probe_rtt + g.suspect).as_millis() as u64;
+        self.table_changed_ms.load(Relaxed).saturating_add(2 * detection)
     }
 
     fn without_me(&self, t: &Topology) -> Topology {

@@ -130,8 +130,19 @@ impl Keepers {
             };
             let settled_before = prior.len() == before.len()
                 && before.iter().all(|&o| prior.iter().any(|k| **k == *old.nodes[usize::from(o)].name));
-            self.slots[i] =
-                Some(if !failed && settled_before { intern(&mut interned, now, true, mine) } else { prior });
+            self.slots[i] = Some(if !failed && settled_before {
+                // The new owners, and the keepers that left gracefully
+                // (still counted present: a newcomer's own name is not).
+                let owners = intern(&mut interned, now, true, mine);
+                let gone = |k: &Arc<str>| self.graceful.iter().any(|g| g == k);
+                if prior.iter().any(gone) {
+                    owners.iter().chain(prior.iter().filter(|k| gone(k))).cloned().collect()
+                } else {
+                    owners
+                }
+            } else {
+                prior
+            });
         }
     }
 
@@ -379,6 +390,22 @@ mod tests {
         assert!(!k.covered(slot, &more, 2), "the owners alone do not cover a, b, c");
         assert!(k.covered_by(slot, &more, |n| n == "a", 2), "c and a make 2 of 3");
         assert!(!k.covered_by(slot, &more, |n| n == "f", 2));
+    }
+
+    #[test]
+    fn a_newcomer_scaled_in_to_alone_by_graceful_leaves_settles() {
+        // c joined a and b (empty: its own name does not count), then b
+        // and a left gracefully one after the other.
+        let abc = topo(&["a", "b", "c"], "c");
+        let mut k = Keepers::default();
+        k.on_table(&topo(&["a", "b"], "a"), &abc, &[], true);
+        let slot = slot_owned_by(&abc, &["a", "b", "c"]);
+        let ac = topo(&["a", "c"], "c");
+        k.on_table(&abc, &ac, &["b"], false);
+        let alone = topo(&["c"], "c");
+        k.on_table(&ac, &alone, &["a"], false);
+        assert_eq!(k.short(slot, &alone, 2), None, "a and b drained to it");
+        assert!(k.covered(slot, &alone, 2));
     }
 
     #[test]

@@ -362,6 +362,12 @@ async fn run_request<S: AsyncWrite + Unpin>(
             io.exec.run(&mut env, args);
             continue;
         }
+        if io.exec.awaits_keepers() {
+            io.exec.await_keepers(shared).await;
+            env.now_ms = unix_ms();
+            io.exec.run(&mut env, args);
+            continue;
+        }
         if !io.exec.held() {
             break;
         }

@@ -42,8 +42,9 @@ impl Exec {
 
     /// Refuses a write to a slot too few of whose keepers are members of
     /// `t` (`cluster::keepers`): the writes acknowledged there may be only
-    /// on members this node cannot reach. Writes the error; returns
-    /// whether it did.
+    /// on members this node cannot reach. Right after a table change a
+    /// client's request is held instead (once) and a forwarded one is
+    /// answered `-TRYAGAIN`. Returns whether it answered or held.
     pub(super) fn keepers_refused(&mut self, env: &mut Env<'_>, spec: &Spec, args: Args<'_>, t: &Topology) -> bool {
         let r = &env.shared.rebalance;
         if !spec.write || spec.first_key <= 0 || r.unsettled() == 0 {
@@ -55,6 +56,21 @@ impl Exec {
                 continue;
             }
             if let Some(s) = r.keepers_short(slot, t, env.shared.config.write_quorum) {
+                if env.now_ms < env.shared.converging_until_ms() {
+                    // Right after a table change this is more likely a
+                    // member the table does not list yet than a failure:
+                    // a client's request waits for the table to move (once),
+                    // a forwarded one is sent again by its forwarding node.
+                    if env.conn.peer {
+                        rejected(env, spec);
+                        encode::error(&mut self.out, b"TRYAGAIN this key's slot table is still settling; retry");
+                        return true;
+                    }
+                    if !self.keepers_waited {
+                        self.keepers_hold = Some(env.shared.topology_version());
+                        return true;
+                    }
+                }
                 r.keeper_refusals.fetch_add(1, Relaxed);
                 rejected(env, spec);
                 let text = format!(
@@ -99,6 +115,25 @@ impl Exec {
         Ok(())
     }
 
+    /// Whether the request just run is held because its slot's keepers
+    /// looked short right after a table change (see
+    /// [`Exec::await_keepers`]); it wrote no reply.
+    pub fn awaits_keepers(&self) -> bool {
+        self.keepers_hold.is_some()
+    }
+
+    /// Waits until the slot table moves again or the time a table takes
+    /// to converge has passed; then the request runs again (once: then it
+    /// is refused if the keepers are still short).
+    pub async fn await_keepers(&mut self, shared: &Shared) {
+        let Some(version) = self.keepers_hold.take() else { return };
+        self.keepers_waited = true;
+        shared.rebalance.held_requests.fetch_add(1, Relaxed);
+        while shared.topology_version() == version && crate::process::unix_ms() < shared.converging_until_ms() {
+            tokio::time::sleep(super::UNREACHABLE_PAUSE).await;
+        }
+    }
+
     /// Whether the request just run is held because its key's primary is
     /// unreachable (see [`Exec::await_primary`]); it wrote no reply.
     pub fn awaits_primary(&self) -> bool {
@@ -134,6 +169,7 @@ impl Exec {
     /// wait for its primary again.
     pub fn request_done(&mut self) {
         self.primary_waited = false;
+        self.keepers_waited = false;
     }
 
     /// Answers the held request with `text` (an error that says it did not run).

@@ -269,6 +269,12 @@ pub struct Exec {
     primary_hold: Option<(u64, Link)>,
     /// The request running waited for its primary once already.
     primary_waited: bool,
+    /// The request just run is held because its slot's keepers looked
+    /// short right after a table change: the table version then; see
+    /// [`Exec::await_keepers`].
+    keepers_hold: Option<u64>,
+    /// The request running waited for its keepers once already.
+    keepers_waited: bool,
     /// Counts this batch while it coordinates replicated writes (see
     /// `Shared::coordinating`).
     coordinating: Option<crate::shared::Coordinating>,
