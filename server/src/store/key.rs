@@ -190,8 +190,17 @@ impl<'a> KeyRef<'a> {
         old
     }
 
+    /// A tombstone lives for the grace from when its delete happened (its
+    /// version's time, never later than now): copying it again (repair,
+    /// replication) does not make it live longer, and one whose grace has
+    /// passed is not made again. Otherwise two owners whose copies of it
+    /// expire moments apart hand it back and forth for ever.
     fn put_tomb(&mut self, version: u64) {
-        let until = self.now_ms.saturating_add(self.store.tomb_grace_ms.load(Relaxed));
+        let stamped = super::version_parts(version).0.min(self.now_ms);
+        let until = stamped.saturating_add(self.store.tomb_grace_ms.load(Relaxed));
+        if until <= self.now_ms {
+            return;
+        }
         let delta = self.shard.tomb(self.key, version, until, &self.store.stats.tombstones_dropped);
         self.store.account(delta);
     }
