@@ -197,7 +197,9 @@ impl Keepers {
     }
 
     /// Whether `slot`'s owners in `now` (which its primary has compared)
-    /// include the read quorum of its keepers, so it may settle.
+    /// include the read quorum of its keepers, so it may settle (the
+    /// shell asks [`Keepers::covered_by`] with the members it compared).
+    #[cfg(test)]
     pub fn covered(&self, slot: u16, now: &Topology, w: u32) -> bool {
         let owners = now.table.owners(slot);
         self.covered_by(slot, now, |k| owners.iter().any(|&o| *now.nodes[usize::from(o)].name == *k), w)
