@@ -457,10 +457,17 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
             }
             // Slots whose keepers this node cannot reach: the asking
             // primary must not settle them (`cluster::keepers`).
-            let short = slots.iter().enumerate().fold(0u64, |bits, (i, &slot)| {
-                let w = env.shared.config.write_quorum;
-                if env.shared.rebalance.keepers_short(slot, &t, w).is_some() { bits | 1 << i } else { bits }
-            });
+            let r = &env.shared.rebalance;
+            let short =
+                if r.keepers_enforced.load(Relaxed) {
+                    let k = r.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let w = env.shared.config.write_quorum;
+                    slots.iter().enumerate().fold(0u64, |bits, (i, &slot)| {
+                        if k.short(slot, &t, w).is_some() { bits | 1 << i } else { bits }
+                    })
+                } else {
+                    0
+                };
             protocol::encode_digests(&mut exec.out, &env.shared.store.slot_digests(&slots), table, short);
             return;
         }
