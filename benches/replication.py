@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Replication cost: a 3-node RF=3 cluster (W=1 and W=2) beside a single
-node and redis-server, in one run, on this machine.
+node, redis-server and a Redis Cluster of 3 primaries with 2 replicas each
+(so every key is on 3 processes, as with RF=3), in one run, on this machine.
 
 For each setup redis-benchmark drives SET then GET (100-byte values,
 100,000-key random keyspace, 50 clients) at pipeline depth 1 and 16, in
@@ -14,6 +15,12 @@ write's with a single-node write's (goal <= 1.5x).
 All processes share this machine's CPUs, so a 3-node cluster's throughput
 here is bounded by the same 2 cores that serve a single node: the CPU per
 request is the figure that carries over to real deployments.
+
+Redis Cluster replicates asynchronously (its primaries answer before any
+replica has the write), so its rows compare most directly with W=1; W=2
+waits for one replica's acknowledgement. The "vs Redis Cluster" column
+divides each row's server CPU per request by Redis Cluster's for the same
+operation and pipeline depth (issue goal: <= 1.0x for SET and GET).
 
     cargo build --release -p ringcache-server
     python3 benches/replication.py [--requests 100000] [--out bench-results]
@@ -72,8 +79,8 @@ class Setup:
                 p.kill()
 
 
-def wait_ready(ports: list[int], check=None) -> None:
-    deadline = time.time() + 30
+def wait_ready(ports: list[int], check=None, deadline_s: float = 30) -> None:
+    deadline = time.time() + deadline_s
     while time.time() < deadline:
         if all(ping(p) for p in ports) and (check is None or check()):
             return
@@ -90,6 +97,54 @@ def start_redis(logs: Path) -> Setup:
     )
     wait_ready([port])
     return Setup("redis-server", [p], [port])
+
+
+def start_redis_cluster(logs: Path, primaries: int = 3, replicas: int = 2) -> Setup:
+    """Redis in cluster mode: `primaries` primaries, each with `replicas`
+    replicas, created by `redis-cli --cluster create`; ready once every node
+    says `cluster_state:ok` and every replica's link to its primary is up."""
+    n = primaries * (1 + replicas)
+    ports = [free_port() for _ in range(n)]
+    procs = []
+    for port in ports:
+        argv = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
+        argv += ["--cluster-enabled", "yes", "--cluster-config-file", str(logs / f"nodes-{port}.conf")]
+        argv += ["--dir", str(logs)]
+        procs.append(subprocess.Popen(argv, stdout=open(logs / f"redis-cluster-{port}.log", "w"), stderr=subprocess.STDOUT))
+    setup = Setup("redis cluster", procs, ports)
+    try:
+        wait_ready(ports)
+        create = ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports]]
+        create += ["--cluster-replicas", str(replicas), "--cluster-yes"]
+        out = subprocess.run(create, capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise SystemExit(f"redis-cli --cluster create failed:\n{out.stdout}\n{out.stderr}")
+
+        def formed() -> bool:
+            for p in ports:
+                if "cluster_state:ok" not in cli_text(p, "cluster", "info"):
+                    return False
+                role = cli_text(p, "info", "replication")
+                if "role:slave" in role and "master_link_status:up" not in role:
+                    return False
+            return True
+
+        wait_ready(ports, formed, deadline_s=120)
+    except BaseException:
+        setup.stop()
+        raise
+    # Clients are pointed at a primary (redis-benchmark --cluster finds the rest).
+    primaries_first = [p for p in ports if "role:master" in cli_text(p, "info", "replication")]
+    setup.ports = primaries_first + [p for p in ports if p not in primaries_first]
+    return setup
+
+
+def cli_text(port: int, *args: str) -> str:
+    try:
+        out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=5)
+        return out.stdout
+    except subprocess.TimeoutExpired:
+        return ""
 
 
 def start_ringcache(n: int, extra: list[str], logs: Path, name: str) -> Setup:
@@ -140,6 +195,7 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="ringcache-repl-bench-"))
     setups = [
         ("redis-server", lambda: start_redis(logs), False),
+        ("redis cluster 3 primaries x 2 replicas", lambda: start_redis_cluster(logs), True),
         ("ringcache 1 node", lambda: start_ringcache(1, [], logs, "single"), False),
         ("ringcache 3 nodes RF=3 W=1", lambda: start_ringcache(3, ["--write-quorum", "1"], logs, "w1"), True),
         ("ringcache 3 nodes RF=3 W=2", lambda: start_ringcache(3, ["--write-quorum", "2"], logs, "w2"), True),
@@ -162,17 +218,21 @@ def main() -> int:
         finally:
             s.stop()
     single = {(r["test"], r["pipeline"]): r for r in results if r["setup"] == "ringcache 1 node"}
+    rcluster = {(r["test"], r["pipeline"]): r for r in results if r["setup"].startswith("redis cluster")}
+
+    def ratio(r: dict, base: dict) -> str:
+        # CPU time is counted in 10 ms ticks: a short run may show none.
+        b = base[(r["test"], r["pipeline"])]["cpu_us_per_req"]
+        return f"{r['cpu_us_per_req'] / b:.2f}x" if b else "n/a"
+
     lines = [
-        "| setup | op | P | req/s | p50 ms | p99 ms | server CPU µs/req | CPU vs 1 node |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setup | op | P | req/s | p50 ms | p99 ms | server CPU µs/req | CPU vs 1 node | CPU vs Redis Cluster |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        base = single[(r["test"], r["pipeline"])]["cpu_us_per_req"]
         lines.append(
             f"| {r['setup']} | {r['test'].upper()} | {r['pipeline']} | {r['rps']:.0f} | {r['p50_ms']:.3f} | "
-            f"{r['p99_ms']:.3f} | {r['cpu_us_per_req']:.2f} | "
-            # CPU time is counted in 10 ms ticks: a short run may show none.
-            + (f"{r['cpu_us_per_req'] / base:.2f}x |" if base else "n/a |")
+            f"{r['p99_ms']:.3f} | {r['cpu_us_per_req']:.2f} | {ratio(r, single)} | {ratio(r, rcluster)} |"
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

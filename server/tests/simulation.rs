@@ -106,6 +106,9 @@ const AE_ROUND: u64 = 30 * MS;
 /// owners' data within the second bound.
 const MEMBERSHIP_QUIET_MAX: u64 = 30_000 * MS;
 const DATA_QUIET_MAX: u64 = 45_000 * MS;
+/// Then every unsettled slot whose keepers are all present must settle
+/// (writes to it are accepted again) within this.
+const SETTLE_QUIET_MAX: u64 = 30_000 * MS;
 /// In a quiet period, a node still on the minority side this long after
 /// the partitions healed is stuck: the members of its table it cannot see
 /// crashed for good. The operator's remedy (README) is to restart it.
@@ -623,6 +626,13 @@ struct Stats {
     keeper_refusals: u64,
     /// Graceful leaves (`RC.LEAVE`, then foca's leave).
     leaves: u64,
+    /// At the end of quiet periods: slots of the key universe still
+    /// refusing writes because too many of their keepers crashed (gone for
+    /// good, or restarted empty): by design, they wait for one to return.
+    blocked_for_good: u64,
+    /// Members declared down (and rejoining) during quiet periods: false
+    /// suspicions from delay spikes alone.
+    quiet_rejoins: u64,
 }
 
 struct Sim {
@@ -638,6 +648,8 @@ struct Sim {
     loss: f64,
     msg_loss: f64,
     delay_max: u64,
+    /// In a quiet period (`converge`): no faults, no writes.
+    quiet: bool,
     keys: Vec<Vec<u8>>,
     /// Store shards (ascending) holding a key of the universe, with those keys' slots.
     key_shards: Vec<(usize, Vec<u16>)>,
@@ -824,6 +836,7 @@ impl Sim {
             loss,
             msg_loss,
             delay_max,
+            quiet: false,
             keys,
             key_shards,
             data_slot,
@@ -1013,6 +1026,9 @@ impl Sim {
             // `net::gossip`).
             if matches!(note, OwnedNotification::Defunct | OwnedNotification::Rejoin(_)) {
                 self.nodes[i].unsettle(0..SLOT_COUNT);
+                if self.quiet {
+                    self.stats.quiet_rejoins += 1;
+                }
             }
             let text = match note {
                 OwnedNotification::MemberUp(m) => format!("sees {m:?} up"),
@@ -1545,8 +1561,25 @@ impl Sim {
         let deleted = value.is_none();
         self.oracle.written.insert((key.clone(), version), value.clone());
         self.touched.push((i, key.clone()));
+        let n = &self.nodes[i];
+        let how = if n.unsettled[usize::from(slot)] {
+            format!(
+                " (unsettled, keepers {:?}, fetched from {:?})",
+                n.keepers.of(slot),
+                fetch_for(
+                    &n.topo,
+                    slot,
+                    &key,
+                    &KeyState { unsettled: true, importing_from: None, here: true, fetched: false },
+                    true
+                )
+                .map(|f| f.from.iter().map(|(m, _)| m.to_string()).collect::<Vec<_>>())
+            )
+        } else {
+            String::new()
+        };
         self.log(format!(
-            "{} writes {} v{version} = {:?} ({op:?}) for owners {owners:?}",
+            "{} writes {} v{version} = {:?} ({op:?}) for owners {owners:?}{how}",
             self.nodes[i].name,
             String::from_utf8_lossy(&key),
             value.as_deref().map(String::from_utf8_lossy)
@@ -2087,6 +2120,7 @@ impl Sim {
         self.loss = 0.0;
         self.msg_loss = 0.0;
         self.log("quiet period: partitions healed, no faults, no writes".into());
+        self.quiet = true;
         // A leave under way is a fault too: its process ends now.
         for i in self.up_nodes() {
             if self.nodes[i].leaving {
@@ -2170,6 +2204,36 @@ impl Sim {
             }
             self.run_until(self.now + 250 * MS);
         }
+        // Liveness: once everything healed, every owned slot settles (its
+        // writes stop fetching first), unless some owner finds too many of
+        // its keepers gone (for good, or restarted empty): its writes wait
+        // for one to return, by design. Checked on a calm network: with
+        // this run's delay spikes (up to 5 × `delay_max`) and the default
+        // failure-detection timing, members can be declared down and
+        // rejoin again and again (`quiet_rejoins`), and every rejoin
+        // unsettles the rejoiner's slots.
+        let delay_max = self.delay_max;
+        self.delay_max = 2 * MS;
+        let agreed = self.now;
+        loop {
+            let stuck = self.unsettled_with_keepers_present();
+            if stuck.is_empty() {
+                break;
+            }
+            if self.now - agreed > SETTLE_QUIET_MAX {
+                self.fail(format!(
+                    "slots whose keepers are all present stayed unsettled {} ms after the owners agreed, on a calm \
+                     network (their writes fetch first for ever):\n{}",
+                    SETTLE_QUIET_MAX / MS,
+                    stuck.join("\n")
+                ));
+            }
+            self.run_until(self.now + 250 * MS);
+        }
+        let blocked = (self.key_shards.iter().flat_map(|(_, s)| s.iter().copied()))
+            .filter(|&s| self.keepers_short_somewhere(s))
+            .count();
+        self.stats.blocked_for_good += blocked as u64;
         self.check_all();
         // No acknowledged write lost: the primary holds it or something newer.
         let now_ms = now_ms(self.now);
@@ -2204,6 +2268,82 @@ impl Sim {
         self.log(format!("converged after {} ms", (self.now - start) / MS));
         self.loss = loss;
         self.msg_loss = msg_loss;
+        self.delay_max = delay_max;
+        self.quiet = false;
+    }
+
+    /// Whether some up owner of `slot` finds its keepers short: too few
+    /// are members, or (a node that started empty) its own name does not
+    /// count. Its writes then wait for a keeper to return, by design.
+    fn keepers_short_somewhere(&self, slot: u16) -> bool {
+        self.up_nodes().into_iter().any(|j| {
+            let n = &self.nodes[j];
+            n.topo.table.owners(slot).contains(&n.topo.me) && n.keepers.short(slot, &n.topo, W).is_some()
+        })
+    }
+
+    /// Per up node, its unsettled owned slots of the key universe that no
+    /// up owner finds short of keepers (first few of each), for the liveness
+    /// check.
+    fn unsettled_with_keepers_present(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in self.up_nodes() {
+            let n = &self.nodes[i];
+            if n.unsettled_n == 0 {
+                continue;
+            }
+            // Only the slots of the key universe: anti-entropy here visits
+            // just the store shards that hold them.
+            let slots: Vec<String> = (self.key_shards.iter().flat_map(|(_, s)| s.iter().copied()))
+                .filter(|&s| {
+                    // The bit of a slot no longer owned here is left over and
+                    // unused (a write is not coordinated here).
+                    n.unsettled[usize::from(s)]
+                        && n.topo.table.owners(s).contains(&n.topo.me)
+                        && !self.keepers_short_somewhere(s)
+                })
+                .map(|s| format!("{s} ({})", self.slot_views(s)))
+                .collect();
+            if !slots.is_empty() {
+                let first: Vec<&String> = slots.iter().take(8).collect();
+                out.push(format!(
+                    "{}: {} slots, e.g. {first:?}; {} imports open, phase {:?}",
+                    n.name,
+                    slots.len(),
+                    n.imports.len(),
+                    n.phase.phase()
+                ));
+            }
+        }
+        out
+    }
+
+    /// Every up node's view of `slot`: owner or not, settled or not, its
+    /// keepers and whether they are short there.
+    fn slot_views(&self, slot: u16) -> String {
+        let views: Vec<String> = self
+            .up_nodes()
+            .into_iter()
+            .map(|i| {
+                let n = &self.nodes[i];
+                let owners: Vec<&str> = n
+                    .topo
+                    .table
+                    .owners(slot)
+                    .iter()
+                    .map(|&o| n.topo.table.members[usize::from(o)].name.as_str())
+                    .collect();
+                format!(
+                    "{}: owners {owners:?}{}, keepers {:?}{}{}",
+                    n.name,
+                    if n.unsettled[usize::from(slot)] { " unsettled" } else { "" },
+                    n.keepers.of(slot),
+                    if n.keepers.short(slot, &n.topo, W).is_some() { " SHORT" } else { "" },
+                    n.ae_pending.get(&slot).map(|p| format!(", waiting for {:?}", p.left)).unwrap_or_default()
+                )
+            })
+            .collect();
+        views.join("; ")
     }
 
     fn data_detail(&self) -> String {
@@ -2675,6 +2815,8 @@ fn run_seeds(mode: Mode) {
                 total.counter_incrs += s.counter_incrs;
                 total.leaves += s.leaves;
                 total.keeper_refusals += s.keeper_refusals;
+                total.blocked_for_good += s.blocked_for_good;
+                total.quiet_rejoins += s.quiet_rejoins;
                 total.packets += s.packets;
                 total.packets_lost += s.packets_lost;
                 total.msgs += s.msgs;
