@@ -63,6 +63,27 @@ fn keys_written_through_one_node_are_on_every_owner() {
     }
 }
 
+/// A fresh cluster of newcomers with W = 1 settles its slots and takes
+/// writes: before the fix each node waited for its own (empty) earlier
+/// self among a slot's keepers and refused every write for ever.
+#[test]
+fn a_fresh_cluster_with_write_quorum_one_takes_writes() {
+    let c = cluster(&["--write-quorum", "1"]);
+    c.eventually("every slot settled (no slot without its keepers)", || {
+        (0..3).all(|n| info_field(c.node(n), "cluster", "slots_without_keepers") == "0")
+    });
+    let mut con = c.node(0).redis();
+    for i in 0..300 {
+        let () = con.set(format!("w1:{i}"), i).unwrap();
+    }
+    for n in 0..3 {
+        let mut con = c.node(n).redis();
+        let got: Option<String> = con.get("w1:299").unwrap();
+        assert_eq!(got.as_deref(), Some("299"), "through node {n}");
+        assert_eq!(info_field(c.node(n), "cluster", "keeper_refusals"), "0");
+    }
+}
+
 #[test]
 fn acknowledged_writes_survive_a_killed_primary() {
     let mut c = cluster(&[]);

@@ -186,7 +186,21 @@ impl Keepers {
         let absent = |k: &str| k == me && self.self_absent[usize::from(slot)];
         let have =
             keepers.iter().filter(|k| !absent(k) && (present(k) || self.graceful.iter().any(|g| g == *k))).count();
-        Some(Shortfall { have, need: Self::need(keepers.len(), w) })
+        let need = if keepers.iter().any(|k| absent(k)) {
+            // This node's own earlier self is among the keepers but held
+            // nothing it still has (it started empty): no point waiting for
+            // it, and writes that only it (and keepers gone for good) held
+            // are lost already. So only keepers that may return count as
+            // missing: refused while one is missing and, with this node's
+            // earlier self, they reach W (with W = 1, while any is
+            // missing). Without this a newcomer with W = 1 could never
+            // settle (it would need itself).
+            let q = quorum(w, keepers.len());
+            keepers.len().saturating_sub(q.saturating_sub(1).max(1))
+        } else {
+            Self::need(keepers.len(), w)
+        };
+        Some(Shortfall { have, need })
     }
 
     /// Whether a write to `slot` must be refused in `now`: too few of its
@@ -283,6 +297,30 @@ mod tests {
         let back = topo(&["a", "c", "d", "e"], "c");
         k.on_table(&rest, &back, &[], false);
         assert_eq!(k.short(slot, &back, 2), None);
+    }
+
+    #[test]
+    fn newcomers_with_write_quorum_one_settle_once_they_compared_every_other_keeper() {
+        // Three newcomers form a cluster with W = 1: each one's own name
+        // among a slot's keepers holds nothing, and must not be waited for.
+        let alone = topo(&["b", "c"], "b");
+        let all = topo(&["a", "b", "c"], "a");
+        let slot = slot_owned_by(&all, &["a", "b", "c"]);
+        let mut k = Keepers::default();
+        k.on_table(&alone, &all, &[], true);
+        assert_eq!(k.short(slot, &all, 1), None, "b and c are members");
+        assert!(!k.covered_by(slot, &all, |m| m == "b", 1), "c may hold a write b lacks");
+        assert!(k.covered_by(slot, &all, |m| m == "b" || m == "c", 1));
+        // With W = 1 any missing keeper may hold the only copy of a write.
+        let two = topo(&["a", "b"], "a");
+        k.on_table(&all, &two, &[], false);
+        assert!(k.short(slot, &two, 1).is_some());
+        // W = 2: the same rule as without the newcomer's own name (one
+        // missing keeper plus its own empty self reach W).
+        assert!(k.short(slot, &two, 2).is_some());
+        assert_eq!(k.short(slot, &all, 2), None);
+        k.settled(slot, &all);
+        assert_eq!(k.short(slot, &two, 2), None, "settled: a itself holds the writes now");
     }
 
     #[test]
