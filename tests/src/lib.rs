@@ -281,6 +281,10 @@ impl Server {
                 cmd.env_remove(k);
             }
         }
+        // A developer's log filter for the nodes (e.g. `info,foca=debug`).
+        if let Ok(filter) = std::env::var("RINGCACHE_TEST_NODE_LOG") {
+            cmd.env("RINGCACHE_LOG", filter);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
