@@ -275,6 +275,9 @@ pub static STATS: &[Stat] = &[
     c("cluster", "gossip_name_conflicts", "Times two live members were seen using one node name.", |s| {
         s.metrics.gossip_name_conflicts.load(Relaxed)
     }),
+    c("cluster", "gossip_refuted_suspicions", "Suspicions a member refuted in time (no rejoin forced).", |s| {
+        s.metrics.gossip_refuted_suspicions.load(Relaxed)
+    }),
     c("cluster", "topology_changes", "Membership changes that produced a new slot table.", |s| {
         s.metrics.topology_changes.load(Relaxed)
     }),

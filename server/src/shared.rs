@@ -125,6 +125,9 @@ pub struct Metrics {
     pub gossip_members_refused: AtomicU64,
     /// Times two live members were seen using one node name.
     pub gossip_name_conflicts: AtomicU64,
+    /// Suspicions a member refuted in time, whose down timer was dropped
+    /// (see `net::gossip::suspicion_refuted`).
+    pub gossip_refuted_suspicions: AtomicU64,
     /// Replicated states refused: their version was too far ahead of this node's clock.
     pub versions_refused: AtomicU64,
     /// Client connections refused by protected mode (no password, not loopback).
@@ -166,6 +169,7 @@ impl Metrics {
             read_repairs: AtomicU64::new(0),
             gossip_members_refused: AtomicU64::new(0),
             gossip_name_conflicts: AtomicU64::new(0),
+            gossip_refuted_suspicions: AtomicU64::new(0),
             versions_refused: AtomicU64::new(0),
             clients_denied: AtomicU64::new(0),
             admin_unauthorized: AtomicU64::new(0),
