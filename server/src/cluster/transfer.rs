@@ -148,7 +148,7 @@ impl RebalanceState {
 
     /// Marks `slots` unsettled (see the field).
     pub fn unsettle(&self, slots: impl IntoIterator<Item = u16>) {
-        self.unsettle_gen.fetch_add(1, Relaxed);
+        self.unsettle_gen.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         lock(&self.checked).clear();
         for slot in slots {
             let bit = 1u64 << (slot % 64);
@@ -169,9 +169,12 @@ impl RebalanceState {
         self.unsettled_n.load(Relaxed)
     }
 
-    /// The marking generation, read before a comparison starts.
+    /// The marking generation, read before a comparison starts and before
+    /// the table it compares on: the table is published between two marks
+    /// (`net::gossip`), so a generation that is still current at settle
+    /// time was read after the table in force was published.
     pub fn unsettle_gen(&self) -> u64 {
-        self.unsettle_gen.load(Relaxed)
+        self.unsettle_gen.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Settles `slot` if nothing was marked since `generation`.

@@ -103,9 +103,13 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if t.nodes.len() < 2 {
             // Alone: no co-owner can hold anything newer (unless its
             // keepers failed: `settle_compared` leaves those unsettled).
+            // The generation before the table (`TransferState::unsettle_gen`).
             let generation = shared.rebalance.unsettle_gen();
-            for slot in 0..SLOT_COUNT {
-                shared.rebalance.settle_compared(slot, generation, &t, |_| false, shared.config.write_quorum);
+            let t = shared.topology();
+            if t.nodes.len() < 2 {
+                for slot in 0..SLOT_COUNT {
+                    shared.rebalance.settle_compared(slot, generation, &t, |_| false, shared.config.write_quorum);
+                }
             }
             continue;
         }
@@ -184,8 +188,9 @@ async fn differing_shards(shared: &Shared, t: &Topology, strays: bool) -> VecDeq
 /// for (settling what agrees); with `strays`, also hands slots held here
 /// but no longer owned to their primary.
 async fn round(shared: &Shared, shard: usize, strays: bool) {
-    let t = shared.topology();
+    // The generation before the table (see `TransferState::unsettle_gen`).
     let generation = shared.rebalance.unsettle_gen();
+    let t = shared.topology();
     let slots = shard_slots(shard);
     // Peers sharing a slot this node is primary for, with those slots;
     // and how many co-owners each slot has still to be compared with.

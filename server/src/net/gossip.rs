@@ -565,6 +565,13 @@ impl Driver {
         super::rebalance::before_publish(&self.shared, &topology, &graceful);
         let met = topology.nodes.len() > 1;
         self.shared.set_topology(topology);
+        // `before_publish` marked the slots whose owners changed before the
+        // table was in force; a comparison that read the marking generation
+        // after that but the table before it would settle them on the old
+        // owners (a lone node settling everything just as the table with
+        // its returning peers came). A second mark after the publish voids
+        // it (`TransferState::unsettle_gen`).
+        self.shared.unsettle(std::iter::empty());
         if met {
             // Only now: until the table names a member, keys stay refused.
             self.shared.lifecycle.met();
