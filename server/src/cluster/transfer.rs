@@ -6,7 +6,8 @@
 //! the rebalance and anti-entropy tasks; no clocks, no IO.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ringcache_protocol::SLOT_COUNT;
@@ -148,7 +149,7 @@ impl RebalanceState {
 
     /// Marks `slots` unsettled (see the field).
     pub fn unsettle(&self, slots: impl IntoIterator<Item = u16>) {
-        self.unsettle_gen.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.unsettle_gen.fetch_add(1, AcqRel);
         lock(&self.checked).clear();
         for slot in slots {
             let bit = 1u64 << (slot % 64);
@@ -174,7 +175,7 @@ impl RebalanceState {
     /// (`net::gossip`), so a generation that is still current at settle
     /// time was read after the table in force was published.
     pub fn unsettle_gen(&self) -> u64 {
-        self.unsettle_gen.load(std::sync::atomic::Ordering::Acquire)
+        self.unsettle_gen.load(Acquire)
     }
 
     /// Settles `slot` if nothing was marked since `generation`.

@@ -92,6 +92,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             progress = false;
             continue;
         }
+        // The generation before the table (`RebalanceState::unsettle_gen`).
+        let generation = shared.rebalance.unsettle_gen();
         let t = shared.topology();
         if t.table.epoch != table.0 {
             table = (t.table.epoch, tokio::time::Instant::now());
@@ -103,13 +105,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if t.nodes.len() < 2 {
             // Alone: no co-owner can hold anything newer (unless its
             // keepers failed: `settle_compared` leaves those unsettled).
-            // The generation before the table (`TransferState::unsettle_gen`).
-            let generation = shared.rebalance.unsettle_gen();
-            let t = shared.topology();
-            if t.nodes.len() < 2 {
-                for slot in 0..SLOT_COUNT {
-                    shared.rebalance.settle_compared(slot, generation, &t, |_| false, shared.config.write_quorum);
-                }
+            for slot in 0..SLOT_COUNT {
+                shared.rebalance.settle_compared(slot, generation, &t, |_| false, shared.config.write_quorum);
             }
             continue;
         }
@@ -188,7 +185,7 @@ async fn differing_shards(shared: &Shared, t: &Topology, strays: bool) -> VecDeq
 /// for (settling what agrees); with `strays`, also hands slots held here
 /// but no longer owned to their primary.
 async fn round(shared: &Shared, shard: usize, strays: bool) {
-    // The generation before the table (see `TransferState::unsettle_gen`).
+    // The generation before the table (see `RebalanceState::unsettle_gen`).
     let generation = shared.rebalance.unsettle_gen();
     let t = shared.topology();
     let slots = shard_slots(shard);

@@ -570,7 +570,7 @@ impl Driver {
         // after that but the table before it would settle them on the old
         // owners (a lone node settling everything just as the table with
         // its returning peers came). A second mark after the publish voids
-        // it (`TransferState::unsettle_gen`).
+        // it (`RebalanceState::unsettle_gen`).
         self.shared.unsettle(std::iter::empty());
         if met {
             // Only now: until the table names a member, keys stay refused.
