@@ -457,6 +457,33 @@ pub struct Cluster {
     pub net: Option<Netns>,
 }
 
+/// Lines of each node's log printed when a test fails (the whole logs go
+/// to files).
+const FAILED_TAIL_LINES: usize = 30;
+
+impl Drop for Cluster {
+    /// When the test is failing, keeps what the nodes logged: every
+    /// incarnation's whole log in `target/test-logs/<test>-node<i>.txt`,
+    /// and the last lines of each printed (CI shows only the output).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let test = std::thread::current().name().unwrap_or("test").replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").join("target/test-logs");
+        let _ = std::fs::create_dir_all(&dir);
+        for i in 0..self.incarnations.len() {
+            let log = self.logs_of_every_incarnation(i);
+            let path = dir.join(format!("{test}-node{i}.txt"));
+            let _ = std::fs::write(&path, &log);
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(FAILED_TAIL_LINES)..].join("\n");
+            eprintln!("---- node{i}: last {FAILED_TAIL_LINES} log lines (all in {}):\n{tail}", path.display());
+        }
+    }
+}
+
 impl Cluster {
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();

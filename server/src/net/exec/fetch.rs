@@ -105,8 +105,22 @@ impl Exec {
         }
         shared.rebalance.held_requests.fetch_add(1, Relaxed);
         let deadline = Instant::now() + shared.config.replication_timeout;
+        let version = shared.topology_version();
         let verdicts = fetch_keys(shared, &fetches, deadline).await;
         for ((slot, _), v) in fetches.iter().zip(&verdicts) {
+            if matches!(v, Verdict::KeepersShort(_))
+                && !self.keepers_waited
+                && crate::process::unix_ms() < shared.converging_until_ms()
+            {
+                // A co-owner still misses members its table lists (as
+                // right after a change: members learn of each other at
+                // different moments): wait for the table to move, as for
+                // this node's own keepers ([`Exec::keepers_refused`]),
+                // then fetch again (the caller runs the request again).
+                self.keepers_waited = true;
+                wait_for_table(shared, version).await;
+                return Ok(());
+            }
             if let Some(text) = v.refusal(*slot) {
                 shared.rebalance.fetch_refusals.fetch_add(1, Relaxed);
                 return Err(text);
@@ -129,9 +143,7 @@ impl Exec {
         let Some(version) = self.keepers_hold.take() else { return };
         self.keepers_waited = true;
         shared.rebalance.held_requests.fetch_add(1, Relaxed);
-        while shared.topology_version() == version && crate::process::unix_ms() < shared.converging_until_ms() {
-            tokio::time::sleep(super::UNREACHABLE_PAUSE).await;
-        }
+        wait_for_table(shared, version).await;
     }
 
     /// Whether the request just run is held because its key's primary is
@@ -182,6 +194,14 @@ impl Exec {
     }
 }
 
+/// Waits until the slot table moves from `version` or the time a table
+/// takes to converge after its last change has passed.
+async fn wait_for_table(shared: &Shared, version: u64) {
+    while shared.topology_version() == version && crate::process::unix_ms() < shared.converging_until_ms() {
+        tokio::time::sleep(super::UNREACHABLE_PAUSE).await;
+    }
+}
+
 /// The keys `spec` names in `args`.
 pub(super) fn keys_of<'a>(spec: &Spec, args: Args<'a>) -> impl Iterator<Item = &'a [u8]> + Clone {
     let argc = args.len() as i32;
@@ -203,9 +223,12 @@ const ASK_AGAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(25
 pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadline: Instant) -> Vec<Verdict> {
     // answered[f][m]: member m of fetch f answered.
     let mut answered: Vec<Vec<bool>> = fetches.iter().map(|(_, f)| vec![false; f.from.len()]).collect();
-    // short[f][m]: member m cannot reach the keepers of fetch f's slot.
+    // short[f][m]: member m cannot reach the keepers of fetch f's slot
+    // (its last answer). While the table converges it is asked again: it
+    // may lack a member the table already lists.
     let mut short = answered.clone();
     loop {
+        let converging = crate::process::unix_ms() < shared.converging_until_ms();
         let mut waits = Vec::new();
         // Members answer on this node's table only: until one has it, it
         // may still coordinate the slot's writes by the old one (a join's
@@ -216,7 +239,7 @@ pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadli
         for (fi, (_, f)) in fetches.iter().enumerate() {
             let req = Request::Read { key: &f.key, table: Some(table) }.to_bytes();
             for (mi, (member, _)) in f.from.iter().enumerate() {
-                if !answered[fi][mi] && !short[fi][mi] {
+                if !answered[fi][mi] && (converging || !short[fi][mi]) {
                     let rx = shared.links.get(member).and_then(|l| l.try_call(req.clone(), 1, false).ok());
                     waits.push((fi, mi, rx));
                 }
@@ -240,6 +263,7 @@ pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadli
                     }) =>
                 {
                     short[fi][mi] = true;
+                    unsent |= converging;
                     None
                 }
                 Ok(Ok(Ok(replies))) => replies.first().and_then(|raw| ReadState::parse(raw)),
@@ -250,6 +274,7 @@ pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadli
                 _ => None,
             };
             let Some(state) = state else { continue };
+            short[fi][mi] = false;
             answered[fi][mi] = true;
             let now_ms = crate::process::unix_ms();
             if shared.version_ok(state.version(), now_ms) {
