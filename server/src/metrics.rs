@@ -374,6 +374,12 @@ pub static STATS: &[Stat] = &[
     c("cluster", "antientropy_keys_repaired", "Keys sent or fetched by anti-entropy repair.", |s| {
         s.antientropy.keys_repaired.load(Relaxed)
     }),
+    c(
+        "cluster",
+        "antientropy_short_answers",
+        "Unsettled slots a co-owner matched but that did not settle: it cannot reach their keepers.",
+        |s| s.antientropy.short_answers.load(Relaxed),
+    ),
     g("keyspace", "keys", "Keys held by this node.", |s| s.store.len() as u64).metric_only(),
     g("keyspace", "keys_with_expiry", "Keys with a TTL held by this node.", |s| s.store.volatile_len() as u64)
         .metric_only(),

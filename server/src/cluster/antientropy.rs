@@ -22,6 +22,9 @@ pub struct AntiEntropyStats {
     pub slots_differing: AtomicU64,
     /// Keys sent or fetched by repair.
     pub keys_repaired: AtomicU64,
+    /// Unsettled slots a co-owner matched but answered "short" for (it
+    /// cannot reach their keepers), so they did not settle.
+    pub short_answers: AtomicU64,
 }
 
 /// Per store shard: the XOR of the digests of the slots whose primary is

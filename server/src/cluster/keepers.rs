@@ -249,6 +249,12 @@ impl Keepers {
         })
     }
 
+    /// Like [`Keepers::current`], and this node's own name counts (the
+    /// slot settled here since its keepers were set).
+    pub fn current_here(&self, slot: u16, now: &Topology) -> bool {
+        !self.self_absent[usize::from(slot)] && self.current(slot, now)
+    }
+
     /// How many slots this node owns in `now` whose writes are refused.
     pub fn short_slots(&self, now: &Topology, w: u32) -> usize {
         let members: BTreeSet<&str> = now.nodes.iter().map(|n| n.name.as_str()).collect();

@@ -219,6 +219,13 @@ pub enum Request<'a> {
     Sums {
         /// The asking member's name.
         asker: &'a [u8],
+        /// The asker's members digest when every slot it is primary for
+        /// and the receiver co-owns has settled there, its keepers now its
+        /// owners: the receiver, on the same table, takes the same keepers
+        /// (a co-owner that missed a settled bit of `Digests` — its table
+        /// was behind — would otherwise keep older keepers, and after a
+        /// later failure answer "short" for ever).
+        settled: Option<u64>,
     },
     /// Every key and tombstone of a slot with its version.
     KeyVersions {
@@ -426,7 +433,10 @@ impl<'a> Request<'a> {
                     None
                 },
             },
-            Kind::Sums if n == 2 => Request::Sums { asker: a(1) },
+            Kind::Sums if n == 2 || n == 3 => Request::Sums {
+                asker: a(1),
+                settled: if n == 3 { Some(parse_hex_u64(a(2)).ok_or(bad("table digest"))?) } else { None },
+            },
             Kind::KeyVersions if n == 2 => Request::KeyVersions { slot: parse_slot(a(1)).ok_or(bad("slot"))? },
             Kind::Ping if n == 1 => Request::Ping,
             Kind::Leave if n == 1 => Request::Leave,
@@ -488,7 +498,10 @@ impl<'a> Request<'a> {
                     format!("{bits:016x}").as_bytes(),
                 ],
             ),
-            Request::Sums { asker } => encode::command(buf, &[name, asker]),
+            Request::Sums { asker, settled: None } => encode::command(buf, &[name, asker]),
+            Request::Sums { asker, settled: Some(table) } => {
+                encode::command(buf, &[name, asker, format!("{table:016x}").as_bytes()])
+            }
             Request::Ping | Request::Leave => encode::command(buf, &[name]),
         }
     }
@@ -877,7 +890,7 @@ mod tests {
             9 => {
                 Request::Digests { shard: (p.n % SHARD_COUNT as u64) as u16, settled: p.flags.0.then_some((p.m, p.n)) }
             }
-            10 => Request::Sums { asker: &p.a },
+            10 => Request::Sums { asker: &p.a, settled: p.flags.0.then_some(p.n) },
             11 => Request::KeyVersions { slot: (p.n % u64::from(SLOT_COUNT)) as u16 },
             12 => Request::Evict { key: &p.a, version: p.n },
             13 => Request::Flush { version: p.n },

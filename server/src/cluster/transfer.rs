@@ -216,6 +216,39 @@ impl RebalanceState {
         true
     }
 
+    /// `RC.SUMS` from `primary` (a member of `t`, on the same table) said
+    /// every slot it is primary for and this node co-owns settled there:
+    /// those slots take their owners in `t` as keepers here too.
+    pub fn keepers_settled_by(&self, primary: u16, t: &Topology) {
+        let theirs = |slot: u16| {
+            let owners = t.table.owners(slot);
+            owners.first() == Some(&primary) && owners.contains(&t.me)
+        };
+        let stale: Vec<u16> = {
+            let k = self.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (0..ringcache_protocol::SLOT_COUNT).filter(|&s| theirs(s) && !k.current_here(s, t)).collect()
+        };
+        if !stale.is_empty() {
+            let mut k = self.keepers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for slot in stale {
+                k.settled(slot, t);
+            }
+        }
+    }
+
+    /// Whether every slot this node is primary for and `peer` co-owns in
+    /// `t` has settled here with its owners as keepers (what `RC.SUMS`
+    /// tells the peer).
+    pub fn settled_with(&self, peer: u16, t: &Topology) -> bool {
+        let k = self.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (0..ringcache_protocol::SLOT_COUNT).all(|slot| {
+            let owners = t.table.owners(slot);
+            owners.first() != Some(&t.me)
+                || !owners[1..].contains(&peer)
+                || (!self.is_unsettled(slot) && k.current_here(slot, t))
+        })
+    }
+
     /// Whether a write to `slot` must be refused in `t` (keepers rule).
     pub fn keepers_short(&self, slot: u16, t: &Topology, w: u32) -> Option<Shortfall> {
         if !self.keepers_enforced.load(Relaxed) {
@@ -367,6 +400,54 @@ mod tests {
         let after_leave = topo(&["a", "me"], "me");
         r.expect_imports(&topo(&["a", "b", "me"], "me"), &after_leave, false);
         assert!(r.imports_by_sender(usize::MAX).get("b").is_some_and(|v| !v.is_empty()));
+    }
+
+    fn index(t: &Topology, name: &str) -> u16 {
+        t.nodes.iter().position(|n| n.name == name).expect("a member") as u16
+    }
+
+    /// A co-owner whose table was behind when its primary told it a slot
+    /// settled (the `RC.DIGESTS` bit) kept the keepers it had as a
+    /// newcomer, its own name not counting; after a later failure it
+    /// answered "short" for ever and the slot's new primary could never
+    /// settle it (CI: four slots unsettled after a leave and a kill). The
+    /// primary's `RC.SUMS` now says so once every slot they share settled.
+    #[test]
+    fn a_co_owner_that_missed_a_settled_bit_takes_it_from_the_sums() {
+        let r = RebalanceState::default();
+        let t1 = topo(&["a", "b", "c", "r"], "r");
+        let (a, b) = (index(&t1, "a"), index(&t1, "b"));
+        let slot = (0..SLOT_COUNT)
+            .find(|&s| {
+                let o = t1.table.owners(s);
+                o[0] == a && o.contains(&t1.me) && o.contains(&b)
+            })
+            .expect("a slot of a, b and r with a primary");
+        lock_keepers(&r).on_table(&topo(&["a", "b", "c"], "a"), &t1, &[], true);
+        // b fails: without a word from the primary, r finds it short.
+        let t2 = topo(&["a", "c", "r"], "r");
+        let mut missed = lock_keepers(&r).clone();
+        missed.on_table(&t1, &t2, &[], false);
+        assert!(missed.short(slot, &t2, 2).is_some());
+        // The primary settled everything it shares with r, and said so.
+        let p = RebalanceState::default();
+        let at_a = topo(&["a", "b", "c", "r"], "a");
+        lock_keepers(&p).on_table(&topo(&["b", "c", "r"], "b"), &at_a, &[], true);
+        p.unsettle(0..SLOT_COUNT);
+        let peer = index(&at_a, "r");
+        assert!(!p.settled_with(peer, &at_a));
+        let generation = p.unsettle_gen();
+        for s in (0..SLOT_COUNT).filter(|&s| at_a.table.owners(s)[0] == at_a.me) {
+            assert!(p.settle_compared(s, generation, &at_a, |_| true, 2), "slot {s}");
+        }
+        assert!(p.settled_with(peer, &at_a));
+        r.keepers_settled_by(a, &t1);
+        lock_keepers(&r).on_table(&t1, &t2, &[], false);
+        assert_eq!(r.keepers_short(slot, &t2, 2), None, "r and a hold its writes");
+    }
+
+    fn lock_keepers(r: &RebalanceState) -> std::sync::RwLockWriteGuard<'_, Keepers> {
+        r.keepers.write().unwrap()
     }
 
     #[test]

@@ -60,6 +60,14 @@ const STRAY_GRACE: Duration = Duration::from_secs(10);
 
 type Versions = HashMap<Vec<u8>, u64>;
 
+/// When a co-owner's "short" answer was last logged (see `round`).
+static LAST_SHORT_LOG: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+const SHORT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut shard = 0usize;
     let mut progress = true;
@@ -158,7 +166,8 @@ async fn differing_shards(shared: &Shared, t: &Topology, strays: bool) -> VecDeq
     for peer in peers {
         let Some(link) = shared.links.get(&t.nodes[usize::from(peer)].name) else { continue };
         shared.antientropy.sum_checks.fetch_add(1, Relaxed);
-        let Some((theirs, their_table, _)) = call_digests(&link, &Request::Sums { asker: me }).await else {
+        let settled = shared.rebalance.settled_with(peer, t).then_some(table);
+        let Some((theirs, their_table, _)) = call_digests(&link, &Request::Sums { asker: me, settled }).await else {
             continue;
         };
         if theirs.len() != SHARD_COUNT {
@@ -284,6 +293,18 @@ async fn round(shared: &Shared, shard: usize, strays: bool) {
                     unanswered[i] -= 1;
                 }
                 compared[i].push(peer);
+            } else if same_table && shared.rebalance.is_unsettled(slots[i]) {
+                shared.antientropy.short_answers.fetch_add(1, Relaxed);
+                let mut last = lock(&LAST_SHORT_LOG);
+                if last.is_none_or(|at| at.elapsed() > SHORT_LOG_EVERY) {
+                    *last = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        slot = slots[i],
+                        member = %t.nodes[usize::from(peer)].name,
+                        "an unsettled slot's co-owner cannot reach its keepers: the slot does not settle \
+                         (logged at most every 10 s)"
+                    );
+                }
             }
         }
     }

@@ -471,7 +471,7 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
             protocol::encode_digests(&mut exec.out, &env.shared.store.slot_digests(&slots), table, short);
             return;
         }
-        Request::Sums { asker } => {
+        Request::Sums { asker, settled } => {
             // Per shard, the XOR of the digests of the slots the asker is
             // primary for and this node co-owns; then the members digest.
             // An asker this table does not know gets zeros (its table
@@ -480,6 +480,11 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
             let asker = String::from_utf8_lossy(asker);
             let digests = match t.nodes.iter().position(|n| n.name == asker) {
                 Some(i) => {
+                    if settled == Some(crate::cluster::membership::members_digest(&t)) {
+                        // Every slot it is primary for and this node
+                        // co-owns settled there on this same table.
+                        env.shared.rebalance.keepers_settled_by(i as u16, &t);
+                    }
                     crate::cluster::antientropy::shard_sums(&t, &env.shared.store.all_slot_digests(), i as u16, t.me)
                 }
                 None => vec![0; SHARD_COUNT],
