@@ -219,13 +219,14 @@ pub enum Request<'a> {
     Sums {
         /// The asking member's name.
         asker: &'a [u8],
-        /// The asker's members digest when every slot it is primary for
-        /// and the receiver co-owns has settled there, its keepers now its
-        /// owners: the receiver, on the same table, takes the same keepers
-        /// (a co-owner that missed a settled bit of `Digests` — its table
-        /// was behind — would otherwise keep older keepers, and after a
-        /// later failure answer "short" for ever).
-        settled: Option<u64>,
+        /// The asker's members digest, and a bit per store shard (256)
+        /// where every slot it is primary for and the receiver co-owns has
+        /// settled there, its keepers now its owners: the receiver, on the
+        /// same table, takes the same keepers (a co-owner that missed a
+        /// settled bit of `Digests` — its table was behind — would
+        /// otherwise keep older keepers, and after a later failure answer
+        /// "short" for ever).
+        settled: Option<(u64, [u64; 4])>,
     },
     /// Every key and tombstone of a slot with its version.
     KeyVersions {
@@ -433,9 +434,14 @@ impl<'a> Request<'a> {
                     None
                 },
             },
-            Kind::Sums if n == 2 || n == 3 => Request::Sums {
+            Kind::Sums if n == 2 || n == 7 => Request::Sums {
                 asker: a(1),
-                settled: if n == 3 { Some(parse_hex_u64(a(2)).ok_or(bad("table digest"))?) } else { None },
+                settled: if n == 7 {
+                    let word = |i: usize| parse_hex_u64(a(3 + i)).ok_or(bad("settled shards"));
+                    Some((parse_hex_u64(a(2)).ok_or(bad("table digest"))?, [word(0)?, word(1)?, word(2)?, word(3)?]))
+                } else {
+                    None
+                },
             },
             Kind::KeyVersions if n == 2 => Request::KeyVersions { slot: parse_slot(a(1)).ok_or(bad("slot"))? },
             Kind::Ping if n == 1 => Request::Ping,
@@ -499,8 +505,11 @@ impl<'a> Request<'a> {
                 ],
             ),
             Request::Sums { asker, settled: None } => encode::command(buf, &[name, asker]),
-            Request::Sums { asker, settled: Some(table) } => {
-                encode::command(buf, &[name, asker, format!("{table:016x}").as_bytes()])
+            Request::Sums { asker, settled: Some((table, shards)) } => {
+                let hex: Vec<String> = std::iter::once(table).chain(shards).map(|w| format!("{w:016x}")).collect();
+                let mut args: Vec<&[u8]> = vec![name, asker];
+                args.extend(hex.iter().map(String::as_bytes));
+                encode::command(buf, &args)
             }
             Request::Ping | Request::Leave => encode::command(buf, &[name]),
         }
@@ -890,7 +899,10 @@ mod tests {
             9 => {
                 Request::Digests { shard: (p.n % SHARD_COUNT as u64) as u16, settled: p.flags.0.then_some((p.m, p.n)) }
             }
-            10 => Request::Sums { asker: &p.a, settled: p.flags.0.then_some(p.n) },
+            10 => Request::Sums {
+                asker: &p.a,
+                settled: p.flags.0.then_some((p.n, [p.m, p.n ^ p.m, p.m.rotate_left(7), !p.n])),
+            },
             11 => Request::KeyVersions { slot: (p.n % u64::from(SLOT_COUNT)) as u16 },
             12 => Request::Evict { key: &p.a, version: p.n },
             13 => Request::Flush { version: p.n },

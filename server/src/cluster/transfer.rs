@@ -217,12 +217,14 @@ impl RebalanceState {
     }
 
     /// `RC.SUMS` from `primary` (a member of `t`, on the same table) said
-    /// every slot it is primary for and this node co-owns settled there:
-    /// those slots take their owners in `t` as keepers here too.
-    pub fn keepers_settled_by(&self, primary: u16, t: &Topology) {
+    /// that in the store shards whose bits `shards` sets every slot it is
+    /// primary for and this node co-owns settled there: those slots take
+    /// their owners in `t` as keepers here too.
+    pub fn keepers_settled_by(&self, primary: u16, t: &Topology, shards: &[u64; 4]) {
         let theirs = |slot: u16| {
             let owners = t.table.owners(slot);
-            owners.first() == Some(&primary) && owners.contains(&t.me)
+            let shard = usize::from(slot) % crate::store::SHARD_COUNT;
+            shards[shard / 64] & (1 << (shard % 64)) != 0 && owners.first() == Some(&primary) && owners.contains(&t.me)
         };
         let stale: Vec<u16> = {
             let k = self.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -236,17 +238,24 @@ impl RebalanceState {
         }
     }
 
-    /// Whether every slot this node is primary for and `peer` co-owns in
-    /// `t` has settled here with its owners as keepers (what `RC.SUMS`
-    /// tells the peer).
-    pub fn settled_with(&self, peer: u16, t: &Topology) -> bool {
+    /// Per store shard (a bit each), whether every slot of it this node is
+    /// primary for and `peer` co-owns in `t` has settled here with its
+    /// owners as keepers (what `RC.SUMS` tells the peer).
+    pub fn settled_with(&self, peer: u16, t: &Topology) -> [u64; 4] {
+        const { assert!(crate::store::SHARD_COUNT == 256, "four words of shard bits") };
+        let mut shards = [u64::MAX; 4];
         let k = self.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        (0..ringcache_protocol::SLOT_COUNT).all(|slot| {
+        for slot in 0..ringcache_protocol::SLOT_COUNT {
             let owners = t.table.owners(slot);
-            owners.first() != Some(&t.me)
-                || !owners[1..].contains(&peer)
-                || (!self.is_unsettled(slot) && k.current_here(slot, t))
-        })
+            if owners.first() == Some(&t.me)
+                && owners[1..].contains(&peer)
+                && (self.is_unsettled(slot) || !k.current_here(slot, t))
+            {
+                let shard = usize::from(slot) % crate::store::SHARD_COUNT;
+                shards[shard / 64] &= !(1 << (shard % 64));
+            }
+        }
+        shards
     }
 
     /// Whether a write to `slot` must be refused in `t` (keepers rule).
@@ -435,13 +444,26 @@ mod tests {
         lock_keepers(&p).on_table(&topo(&["b", "c", "r"], "b"), &at_a, &[], true);
         p.unsettle(0..SLOT_COUNT);
         let peer = index(&at_a, "r");
-        assert!(!p.settled_with(peer, &at_a));
+        assert_eq!(p.settled_with(peer, &at_a), [0; 4]);
         let generation = p.unsettle_gen();
-        for s in (0..SLOT_COUNT).filter(|&s| at_a.table.owners(s)[0] == at_a.me) {
+        let shard_of = |s: u16| usize::from(s) % crate::store::SHARD_COUNT;
+        let primary_with_r = |s: &u16| {
+            let o = at_a.table.owners(*s);
+            o[0] == at_a.me && o.contains(&peer)
+        };
+        // One slot of another shard stays unsettled: its shard's bit stays
+        // clear, the others' are set.
+        let keep = (0..SLOT_COUNT).filter(primary_with_r).find(|&s| shard_of(s) != shard_of(slot)).expect("a slot");
+        let other_shard = shard_of(keep);
+        for s in (0..SLOT_COUNT).filter(|&s| at_a.table.owners(s)[0] == at_a.me && s != keep) {
             assert!(p.settle_compared(s, generation, &at_a, |_| true, 2), "slot {s}");
         }
-        assert!(p.settled_with(peer, &at_a));
-        r.keepers_settled_by(a, &t1);
+        let shards = p.settled_with(peer, &at_a);
+        let bit = |shard: usize| shards[shard / 64] & (1 << (shard % 64)) != 0;
+        assert!(bit(shard_of(slot)));
+        assert_eq!(shards.iter().map(|w| w.count_zeros()).sum::<u32>(), 1, "{shards:x?}");
+        assert!(!bit(other_shard));
+        r.keepers_settled_by(a, &t1, &shards);
         lock_keepers(&r).on_table(&t1, &t2, &[], false);
         assert_eq!(r.keepers_short(slot, &t2, 2), None, "r and a hold its writes");
     }

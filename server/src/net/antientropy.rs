@@ -166,7 +166,8 @@ async fn differing_shards(shared: &Shared, t: &Topology, strays: bool) -> VecDeq
     for peer in peers {
         let Some(link) = shared.links.get(&t.nodes[usize::from(peer)].name) else { continue };
         shared.antientropy.sum_checks.fetch_add(1, Relaxed);
-        let settled = shared.rebalance.settled_with(peer, t).then_some(table);
+        let shards = shared.rebalance.settled_with(peer, t);
+        let settled = (shards != [0; 4]).then_some((table, shards));
         let Some((theirs, their_table, _)) = call_digests(&link, &Request::Sums { asker: me, settled }).await else {
             continue;
         };

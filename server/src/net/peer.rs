@@ -480,10 +480,12 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
             let asker = String::from_utf8_lossy(asker);
             let digests = match t.nodes.iter().position(|n| n.name == asker) {
                 Some(i) => {
-                    if settled == Some(crate::cluster::membership::members_digest(&t)) {
-                        // Every slot it is primary for and this node
-                        // co-owns settled there on this same table.
-                        env.shared.rebalance.keepers_settled_by(i as u16, &t);
+                    if let Some((table, shards)) = settled
+                        && table == crate::cluster::membership::members_digest(&t)
+                    {
+                        // In those shards, every slot it is primary for and
+                        // this node co-owns settled there on this same table.
+                        env.shared.rebalance.keepers_settled_by(i as u16, &t, &shards);
                     }
                     crate::cluster::antientropy::shard_sums(&t, &env.shared.store.all_slot_digests(), i as u16, t.me)
                 }
