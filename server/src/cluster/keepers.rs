@@ -54,12 +54,21 @@ pub struct Keepers {
     /// Members that left gracefully (their copies were drained), oldest
     /// first; a name that is back in a table is dropped from here.
     graceful: Vec<Arc<str>>,
+    /// Per slot: the epoch of the table it last settled on here (0: never),
+    /// so a copy's older keepers that arrive after it do not undo it.
+    settled_epoch: Vec<u64>,
 }
 
 impl Default for Keepers {
     fn default() -> Self {
         let n = usize::from(ringcache_protocol::SLOT_COUNT);
-        Keepers { slots: vec![None; n], lost: vec![None; n], self_absent: vec![false; n], graceful: Vec::new() }
+        Keepers {
+            slots: vec![None; n],
+            lost: vec![None; n],
+            self_absent: vec![false; n],
+            graceful: Vec::new(),
+            settled_epoch: vec![0; n],
+        }
     }
 }
 
@@ -149,6 +158,7 @@ impl Keepers {
     /// `slot` settled in `now`: its owners there hold its writes.
     pub fn settled(&mut self, slot: u16, now: &Topology) {
         self.self_absent[usize::from(slot)] = false;
+        self.settled_epoch[usize::from(slot)] = now.table.epoch;
         let owners = now.table.owners(slot);
         self.slots[usize::from(slot)] = owners.contains(&now.me).then(|| names_of(now, owners));
     }
@@ -165,9 +175,14 @@ impl Keepers {
     /// owners as keepers, which is wrong when they had not settled it (a
     /// failure, a partition): the sender knows better. Taken unless this
     /// node's own keepers already differ from its owners in `now` (it
-    /// knows of a failure itself).
+    /// knows of a failure itself), or when the slot already settled here
+    /// on `now` (its primary compared it, this copy included or not, before
+    /// the copy's confirmation came: the sender's keepers are older).
     pub fn received(&mut self, slot: u16, theirs: &[&str], now: &Topology) {
         if theirs.is_empty() || !now.table.owners(slot).contains(&now.me) {
+            return;
+        }
+        if now.table.epoch != 0 && self.settled_epoch[usize::from(slot)] == now.table.epoch {
             return;
         }
         if self.of(slot).is_none() || self.current(slot, now) {
@@ -327,6 +342,56 @@ mod tests {
         assert_eq!(k.short(slot, &all, 2), None);
         k.settled(slot, &all);
         assert_eq!(k.short(slot, &two, 2), None, "settled: a itself holds the writes now");
+    }
+
+    /// CI (fresh clone of 245b8cd): after a graceful leave and then a
+    /// kill, a co-owner answered "short" for three slots for good. It had
+    /// gained them with the leave; their primary settled them (comparing
+    /// with it by repair before the copy's confirmation came) and told it;
+    /// then `RC.SLOTDONE` brought the sender's keepers from before the
+    /// settle (the owners and the leaver) and made its own name not count
+    /// again. After the kill those looked short.
+    #[test]
+    fn a_copy_confirmed_after_the_slot_settled_does_not_undo_the_settle() {
+        let names = ["node0", "node1", "node2", "node3", "node4"];
+        let mut e2 = topo(&names, "node3");
+        e2.table.epoch = 2;
+        let mut e3 = topo(&["node0", "node2", "node3", "node4"], "node3");
+        e3.table.epoch = 3;
+        let mut e4 = topo(&["node0", "node3", "node4"], "node3");
+        e4.table.epoch = 4;
+        let slot = (0..ringcache_protocol::SLOT_COUNT)
+            .find(|&s| {
+                let o = |t: &Topology| -> Vec<String> {
+                    t.table.owners(s).iter().map(|&i| t.nodes[usize::from(i)].name.clone()).collect()
+                };
+                o(&e2).contains(&"node1".to_string())
+                    && !o(&e2).contains(&"node3".to_string())
+                    && o(&e3).contains(&"node3".to_string())
+                    && o(&e3).contains(&"node2".to_string())
+            })
+            .expect("a slot node3 gains when node1 leaves");
+        let mut k = Keepers::default();
+        k.on_table(&topo(&["node0", "node1", "node2", "node4"], "node0"), &e2, &[], true);
+        k.on_table(&e2, &e3, &["node1"], false);
+        let sender: Vec<String> = k.of(slot).unwrap().iter().map(|n| n.to_string()).collect();
+        assert!(sender.contains(&"node1".to_string()), "the leaver stays a keeper until the slot settles");
+        k.settled(slot, &e3);
+        let theirs: Vec<&str> = sender.iter().map(String::as_str).collect();
+        k.received(slot, &theirs, &e3);
+        k.on_table(&e3, &e4, &[], false);
+        assert_eq!(k.short(slot, &e4, 2), None, "keepers {:?}", k.of(slot));
+        // Before a slot settles, the sender's keepers are taken (it may
+        // know of a failure this node does not).
+        let other = (0..ringcache_protocol::SLOT_COUNT)
+            .find(|&s| {
+                let has = |t: &Topology, n: &str| t.table.owners(s).iter().any(|&i| t.nodes[usize::from(i)].name == n);
+                !has(&e2, "node1") && has(&e2, "node3") && has(&e3, "node3")
+            })
+            .expect("a slot node3 keeps, without node1");
+        assert!(k.current(other, &e3));
+        k.received(other, &["node0", "node2", "node4", "node1"], &e3);
+        assert_eq!(k.of(other).map(<[Arc<str>]>::len), Some(4));
     }
 
     #[test]
