@@ -57,6 +57,9 @@ pub struct Keepers {
     /// Per slot: the epoch of the table it last settled on here (0: never),
     /// so a copy's older keepers that arrive after it do not undo it.
     settled_epoch: Vec<u64>,
+    /// Grows at every change, so callers can skip work when nothing
+    /// changed (`RC.SUMS` once a second).
+    version: u64,
 }
 
 impl Default for Keepers {
@@ -68,6 +71,7 @@ impl Default for Keepers {
             self_absent: vec![false; n],
             graceful: Vec::new(),
             settled_epoch: vec![0; n],
+            version: 0,
         }
     }
 }
@@ -100,6 +104,7 @@ impl Keepers {
     /// and joins) forgets what its own earlier tables said: it held
     /// nothing.
     pub fn on_table(&mut self, old: &Topology, now: &Topology, graceful: &[&str], newcomer: bool) {
+        self.version += 1;
         if newcomer && now.nodes.len() > 1 {
             self.slots.iter_mut().chain(self.lost.iter_mut()).for_each(|s| *s = None);
             self.self_absent.iter_mut().for_each(|a| *a = true);
@@ -157,6 +162,7 @@ impl Keepers {
 
     /// `slot` settled in `now`: its owners there hold its writes.
     pub fn settled(&mut self, slot: u16, now: &Topology) {
+        self.version += 1;
         self.self_absent[usize::from(slot)] = false;
         self.settled_epoch[usize::from(slot)] = now.table.epoch;
         let owners = now.table.owners(slot);
@@ -186,9 +192,15 @@ impl Keepers {
             return;
         }
         if self.of(slot).is_none() || self.current(slot, now) {
+            self.version += 1;
             self.slots[usize::from(slot)] = Some(theirs.iter().map(|&n| Arc::from(n)).collect());
             self.self_absent[usize::from(slot)] = true;
         }
+    }
+
+    /// Grows at every change of these keepers.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The keepers of `slot` (None: not tracked here).

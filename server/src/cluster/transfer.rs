@@ -49,6 +49,14 @@ pub struct RebalanceState {
     /// Which members hold each owned slot's acknowledged writes
     /// (`cluster::keepers`).
     pub keepers: RwLock<Keepers>,
+    /// `RC.SUMS` shard bits per peer index, with what they were computed
+    /// from (table epoch, marking generation, keepers version): recomputed
+    /// only when one changed (a converged node sends the same each second).
+    sums_sent: Mutex<HashMap<u16, SumsSent>>,
+    /// Per asker index: the last `RC.SUMS` shard bits applied (table
+    /// digest, bits) and the keepers version after: the same again with
+    /// nothing changed since is skipped.
+    sums_applied: Mutex<HashMap<u16, SumsApplied>>,
     /// Whether the keepers rule refuses writes and holds settles
     /// (`--partition-mode majority`; off with `available`).
     pub keepers_enforced: std::sync::atomic::AtomicBool,
@@ -87,6 +95,15 @@ pub struct RebalanceState {
     pub last_ms: AtomicU64,
 }
 
+/// Shard bits, per store shard (256), as `RC.SUMS` carries them.
+type ShardBits = [u64; 4];
+/// What `RC.SUMS` bits sent to a peer were computed from (table epoch,
+/// marking generation, keepers version), and the bits.
+type SumsSent = (u64, u64, u64, ShardBits);
+/// The last `RC.SUMS` bits applied from an asker (table digest, bits) and
+/// the keepers version after.
+type SumsApplied = (u64, ShardBits, u64);
+
 impl Default for RebalanceState {
     fn default() -> Self {
         RebalanceState {
@@ -100,6 +117,8 @@ impl Default for RebalanceState {
             unsettle_gen: AtomicU64::new(0),
             planned: AtomicU64::new(0),
             keepers: RwLock::default(),
+            sums_sent: Mutex::default(),
+            sums_applied: Mutex::default(),
             keepers_enforced: std::sync::atomic::AtomicBool::new(true),
             keeper_refusals: AtomicU64::new(0),
             slots_pending: AtomicU64::new(0),
@@ -220,7 +239,12 @@ impl RebalanceState {
     /// that in the store shards whose bits `shards` sets every slot it is
     /// primary for and this node co-owns settled there: those slots take
     /// their owners in `t` as keepers here too.
-    pub fn keepers_settled_by(&self, primary: u16, t: &Topology, shards: &[u64; 4]) {
+    pub fn keepers_settled_by(&self, primary: u16, t: &Topology, table: u64, shards: &[u64; 4]) {
+        let seen = (table, *shards);
+        let applied = |k: &Keepers| lock(&self.sums_applied).get(&primary) == Some(&(seen.0, seen.1, k.version()));
+        if applied(&self.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+            return;
+        }
         let theirs = |slot: u16| {
             let owners = t.table.owners(slot);
             let shard = usize::from(slot) % crate::store::SHARD_COUNT;
@@ -230,12 +254,11 @@ impl RebalanceState {
             let k = self.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             (0..ringcache_protocol::SLOT_COUNT).filter(|&s| theirs(s) && !k.current_here(s, t)).collect()
         };
-        if !stale.is_empty() {
-            let mut k = self.keepers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for slot in stale {
-                k.settled(slot, t);
-            }
+        let mut k = self.keepers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for slot in stale {
+            k.settled(slot, t);
         }
+        lock(&self.sums_applied).insert(primary, (seen.0, seen.1, k.version()));
     }
 
     /// Per store shard (a bit each), whether every slot of it this node is
@@ -243,8 +266,14 @@ impl RebalanceState {
     /// owners as keepers (what `RC.SUMS` tells the peer).
     pub fn settled_with(&self, peer: u16, t: &Topology) -> [u64; 4] {
         const { assert!(crate::store::SHARD_COUNT == 256, "four words of shard bits") };
-        let mut shards = [u64::MAX; 4];
         let k = self.keepers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let from = (t.table.epoch, self.unsettle_gen(), k.version());
+        if let Some(&(e, g, v, bits)) = lock(&self.sums_sent).get(&peer)
+            && (e, g, v) == from
+        {
+            return bits;
+        }
+        let mut shards = [u64::MAX; 4];
         for slot in 0..ringcache_protocol::SLOT_COUNT {
             let owners = t.table.owners(slot);
             if owners.first() == Some(&t.me)
@@ -255,6 +284,7 @@ impl RebalanceState {
                 shards[shard / 64] &= !(1 << (shard % 64));
             }
         }
+        lock(&self.sums_sent).insert(peer, (from.0, from.1, from.2, shards));
         shards
     }
 
@@ -463,7 +493,7 @@ mod tests {
         assert!(bit(shard_of(slot)));
         assert_eq!(shards.iter().map(|w| w.count_zeros()).sum::<u32>(), 1, "{shards:x?}");
         assert!(!bit(other_shard));
-        r.keepers_settled_by(a, &t1, &shards);
+        r.keepers_settled_by(a, &t1, 1, &shards);
         lock_keepers(&r).on_table(&t1, &t2, &[], false);
         assert_eq!(r.keepers_short(slot, &t2, 2), None, "r and a hold its writes");
     }

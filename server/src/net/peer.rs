@@ -485,7 +485,7 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
                     {
                         // In those shards, every slot it is primary for and
                         // this node co-owns settled there on this same table.
-                        env.shared.rebalance.keepers_settled_by(i as u16, &t, &shards);
+                        env.shared.rebalance.keepers_settled_by(i as u16, &t, table, &shards);
                     }
                     crate::cluster::antientropy::shard_sums(&t, &env.shared.store.all_slot_digests(), i as u16, t.me)
                 }
