@@ -39,6 +39,7 @@ use crate::cluster::membership::members_digest;
 use crate::cluster::protocol::{Reply, Request};
 use crate::cluster::replication::{encode_del, encode_put};
 use crate::cluster::topology::Topology;
+use crate::cluster::transfer::lock;
 use crate::peers::{Link, Msg};
 use crate::shared::Shared;
 use crate::store::SHARD_COUNT;
@@ -63,10 +64,6 @@ type Versions = HashMap<Vec<u8>, u64>;
 /// When a co-owner's "short" answer was last logged (see `round`).
 static LAST_SHORT_LOG: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
 const SHORT_LOG_EVERY: Duration = Duration::from_secs(10);
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut shard = 0usize;
