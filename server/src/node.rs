@@ -18,11 +18,13 @@ use crate::net::gossip::Gossip;
 use crate::net::{self, unix_ms};
 use crate::shared::Shared;
 
-/// Active expiry: how often, how many buckets per pass, and how long one
-/// round may go on while more than a quarter of the keys seen had expired.
-const EXPIRE_PERIOD: Duration = Duration::from_millis(100);
-/// How often a clustered node notes that it runs (`Shared::notice_pause`).
-const HEARTBEAT_PERIOD: Duration = Duration::from_millis(100);
+/// The housekeeping tick: a clustered node notes that it runs
+/// (`Shared::notice_pause`), and active expiry runs when the store has
+/// chores. Then how many buckets one pass visits, and how long one round
+/// may go on while more than a quarter of the keys seen had expired.
+const TICK_PERIOD: Duration = Duration::from_millis(100);
+/// Tombstone collection: every this many ticks with chores.
+const GC_EVERY_TICKS: u64 = 10;
 const EXPIRE_BUDGET_BUCKETS: usize = 8192;
 const EXPIRE_ROUND_MAX: Duration = Duration::from_millis(25);
 /// How long a leaving node keeps serving after announcing its leave.
@@ -243,10 +245,9 @@ impl Node {
             tasks.push(tokio::spawn(net::rebalance::run(shared.clone(), stop_rx.clone())));
             tasks.push(tokio::spawn(net::antientropy::run(shared.clone(), stop_rx.clone())));
         }
-        tasks.push(tokio::spawn(expire_loop(shared.clone(), stop_rx.clone())));
-        if shared.config.clustered() {
-            tasks.push(tokio::spawn(heartbeat_loop(shared.clone(), stop_rx.clone())));
-        }
+        let chores = Arc::new(tokio::sync::Notify::new());
+        tasks.push(tokio::spawn(tick_loop(shared.clone(), chores.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(chores_loop(shared.clone(), chores, stop_rx.clone())));
 
         wait_for_stop(&shared).await;
         shared.lifecycle.on(Event::Shutdown);
@@ -420,31 +421,43 @@ async fn share_evictions(shared: &Shared) {
     }
 }
 
-/// Beats every `HEARTBEAT_PERIOD` and nothing else (no await that could
-/// stretch a beat), so that a gap between beats means this process was
-/// not scheduled (`Shared::notice_pause`).
-async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(HEARTBEAT_PERIOD);
+/// Ticks every `TICK_PERIOD` and does nothing else that could stretch a
+/// tick: on a clustered node it beats, so that a gap between beats means
+/// this process was not scheduled (`Shared::notice_pause`); and when the
+/// store has chores (keys with an expiry, tombstones, evictions or a flush
+/// to share) it wakes `chores_loop`. An idle store of plain keys costs one
+/// wake-up per tick and no shard lock.
+async fn tick_loop(shared: Arc<Shared>, chores: Arc<tokio::sync::Notify>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TICK_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => shared.heartbeat(unix_ms()),
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-async fn expire_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(EXPIRE_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks = 0u64;
+    let clustered = shared.config.clustered();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        ticks += 1;
-        if ticks.is_multiple_of(10) {
+        if clustered {
+            shared.heartbeat(unix_ms());
+        }
+        if shared.store.has_chores() {
+            // One permit at most: a tick while the last round still runs
+            // leaves one more round, not a queue of them.
+            chores.notify_one();
+        }
+    }
+}
+
+/// Active expiry, tombstone collection and sharing evictions and flushes,
+/// one round per wake-up from `tick_loop`.
+async fn chores_loop(shared: Arc<Shared>, chores: Arc<tokio::sync::Notify>, mut stop: watch::Receiver<bool>) {
+    let mut rounds = 0u64;
+    loop {
+        tokio::select! {
+            _ = chores.notified() => {}
+            _ = stop.changed() => return,
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(GC_EVERY_TICKS) {
             shared.store.gc_tombstones(unix_ms());
         }
         share_flush(&shared).await;

@@ -453,7 +453,7 @@ pub struct Shared {
     /// gossip driver to take out of its majority count; at most
     /// `majority::DEPARTED_MAX`.
     leaves: Mutex<Vec<String>>,
-    /// Unix ms of the last heartbeat (`node::heartbeat_loop`, every 100 ms)
+    /// Unix ms of the last heartbeat (`node::tick_loop`, every 100 ms)
     /// or request that checked it; see [`Shared::notice_pause`].
     heartbeat_ms: AtomicU64,
     /// Half the failure-detection time (probe timeout + suspicion), ms:
@@ -679,7 +679,7 @@ impl Shared {
         true
     }
 
-    /// The heartbeat (`node::heartbeat_loop`): notices a pause, then beats.
+    /// The heartbeat (`node::tick_loop`): notices a pause, then beats.
     pub fn heartbeat(&self, now_ms: u64) {
         self.notice_pause(now_ms);
         self.heartbeat_ms.fetch_max(now_ms, Relaxed);

@@ -40,7 +40,9 @@ mod table;
 mod tombs;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 
 use ringcache_protocol::{SLOT_COUNT, key_slot};
 
@@ -166,6 +168,7 @@ impl Store {
                 lock: Mutex::new(ShardInner::new((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))),
                 buckets: AtomicPtr::new(std::ptr::null_mut()),
                 capacity: AtomicUsize::new(0),
+                chores: AtomicBool::new(false),
             })
             .collect();
         Store {
@@ -456,6 +459,10 @@ impl Store {
                 break;
             }
             let s = self.expire_shard.load(Relaxed) % SHARD_COUNT;
+            if !self.shards[s].chores.load(Relaxed) {
+                self.expire_shard.store(s + 1, Relaxed);
+                continue;
+            }
             let mut g = self.lock(s);
             let cap = g.table.capacity();
             if g.volatile == 0 || cap == 0 {
@@ -500,10 +507,23 @@ impl Store {
         (seen, expired)
     }
 
+    /// Whether active expiry or tombstone collection may find work: some
+    /// shard holds a key with an expiry or a tombstone (read without
+    /// locks, from the copies guards leave on drop), or evicted keys or a
+    /// flush wait to be shared. False on an idle store of plain keys.
+    pub fn has_chores(&self) -> bool {
+        self.flush_to_share.load(Relaxed) != 0
+            || self.shards.iter().any(|s| s.chores.load(Relaxed))
+            || !self.evictions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+    }
+
     /// Drops tombstones whose grace period ended. Returns how many.
     pub fn gc_tombstones(&self, now_ms: u64) -> usize {
         let mut n = 0;
         for s in 0..SHARD_COUNT {
+            if !self.shards[s].chores.load(Relaxed) {
+                continue;
+            }
             let mut g = self.lock(s);
             if g.tombs.is_empty() {
                 continue;

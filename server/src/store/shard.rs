@@ -3,7 +3,7 @@
 //! counts and digests, clock, tombstones, horizons).
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 
 use ringcache_protocol::key_slot;
@@ -27,12 +27,15 @@ pub(super) fn slot_index(slot: u16) -> usize {
 /// that [`Store::prefetch`] reads without the lock. The copy is refreshed
 /// whenever a guard is dropped ([`ShardGuard`]); a stale copy only makes a
 /// prefetch useless, never wrong (a prefetch never faults). Aligned so each
-/// shard's lock has its own cache line.
+/// shard's lock has its own cache line. `chores` is likewise a copy, of
+/// whether the shard holds keys with an expiry or tombstones, so the
+/// housekeeping tick can tell an idle store without taking 256 locks.
 #[repr(align(64))]
 pub(super) struct Shard {
     pub(super) lock: Mutex<ShardInner>,
     pub(super) buckets: AtomicPtr<u8>,
     pub(super) capacity: AtomicUsize,
+    pub(super) chores: AtomicBool,
 }
 
 /// A locked shard. On drop it publishes the table's bucket array for
@@ -62,6 +65,10 @@ impl Drop for ShardGuard<'_> {
         if self.shard.capacity.load(Relaxed) != cap || self.shard.buckets.load(Relaxed) != ptr {
             self.shard.buckets.store(ptr, Relaxed);
             self.shard.capacity.store(cap, Relaxed);
+        }
+        let chores = self.guard.volatile > 0 || !self.guard.tombs.is_empty();
+        if self.shard.chores.load(Relaxed) != chores {
+            self.shard.chores.store(chores, Relaxed);
         }
     }
 }

@@ -322,6 +322,27 @@ fn deletes_leave_tombstones_until_the_grace_period_ends() {
 }
 
 #[test]
+fn chores_follow_expiring_keys_and_tombstones() {
+    let store = Store::new();
+    store.set_tombstone_grace_ms(1000);
+    set(&store, b"plain", b"1", None, NOW);
+    assert!(!store.has_chores(), "plain keys leave nothing to do");
+    set(&store, b"ttl", b"1", Some(NOW + 10), NOW);
+    assert!(store.has_chores());
+    while store.active_expire(NOW + 10, 1000).1 == 0 {}
+    assert!(!store.has_chores(), "the expired key is gone");
+    assert!(store.with_key(b"plain", NOW, |k| k.remove().is_some()));
+    assert!(store.has_chores(), "the delete's tombstone waits for collection");
+    assert_eq!(store.gc_tombstones(NOW + 1000), 1);
+    assert!(!store.has_chores());
+    set(&store, b"ttl", b"1", Some(NOW + 10), NOW);
+    store.flush_all(NOW, true);
+    assert!(store.has_chores(), "the flush waits to be shared");
+    assert!(store.take_flush_to_share() > 0);
+    assert!(!store.has_chores(), "the flush dropped the expiring key");
+}
+
+#[test]
 fn tombstones_are_bounded_per_shard() {
     let store = Store::new();
     // Keys of one hash tag share a shard.
