@@ -7,7 +7,9 @@ nothing, whatever it holds).
 For each key count the cluster is started, loaded through one node
 (`redis-cli --pipe`, 100-byte values), left to settle, and then measured
 over a quiet window: CPU time of each server process (from /proc, as %
-of one core), and the cluster's own traffic in that window — peer calls
+of one core), its wake-ups (context switches of all its threads, which
+vary less between runs than CPU time on a virtual host), and the
+cluster's own traffic in that window — peer calls
 (requests other than replicated writes: anti-entropy's sums, digests and
 key lists, pings), anti-entropy shard-sum checks, slot-digest comparisons
 and keys repaired. redis-server holds the same keys for the same window.
@@ -52,8 +54,24 @@ def peer_calls(port: int) -> int:
     return total
 
 
+def wakeups(pid: int) -> int:
+    """Context switches of every thread of `pid` so far: how often it was
+    woken. Steadier than CPU time on a shared or virtual host, where the
+    cost of one wake-up varies from run to run."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return total
+
+
 def counters(setup: Setup, ringcache: bool) -> dict[str, int]:
     c = {"cpu_ms": int(1000 * sum(cpu_seconds(p.pid) for p in setup.procs))}
+    c["wakeups"] = sum(wakeups(p.pid) for p in setup.procs)
     if ringcache:
         c["peer_calls"] = sum(peer_calls(p) for p in setup.ports)
         for f in ("antientropy_sum_checks", "antientropy_rounds", "antientropy_slots_compared",
@@ -71,6 +89,7 @@ def measure(setup: Setup, ringcache: bool, window: float) -> dict[str, float]:
     diff = {k: after[k] - before[k] for k in before}
     n = len(setup.procs)
     out = {"cpu_pct_per_node": 100 * diff.pop("cpu_ms") / 1000 / elapsed / n}
+    out["wakeups_per_s_per_node"] = diff.pop("wakeups") / elapsed / n
     out.update({f"{k}_per_s": v / elapsed for k, v in diff.items()})
     return out
 
@@ -99,11 +118,13 @@ def main() -> int:
             finally:
                 setup.stop()
     print()
-    print(f"| setup | keys | CPU per node (% of a core) | peer calls/s | AE sum checks/s | slot digests compared/s | keys repaired/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| setup | keys | CPU per node (% of a core) | wake-ups/s per node | peer calls/s | AE sum checks/s "
+          "| slot digests compared/s | keys repaired/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['setup']} | {r['keys']:,} | {r['cpu_pct_per_node']:.2f} | {r.get('peer_calls_per_s', 0):.1f} | "
+            f"| {r['setup']} | {r['keys']:,} | {r['cpu_pct_per_node']:.2f} | {r['wakeups_per_s_per_node']:.0f} "
+            f"| {r.get('peer_calls_per_s', 0):.1f} | "
             f"{r.get('antientropy_sum_checks_per_s', 0):.1f} | {r.get('antientropy_slots_compared_per_s', 0):.1f} | "
             f"{r.get('antientropy_keys_repaired_per_s', 0):.1f} |"
         )

@@ -122,6 +122,9 @@ struct Driver {
     foca: Node,
     runtime: AccumulatingRuntime<NodeIdentity>,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer<NodeIdentity>)>>,
+    /// foca's periodic gossip timer while foca has nothing to spread (see
+    /// `drain`), with the time it was due.
+    held_gossip: Option<(Instant, Timer<NodeIdentity>)>,
     timer_seq: u64,
     seeds: Vec<String>,
     seed_addrs: Vec<SocketAddr>,
@@ -170,6 +173,7 @@ pub async fn run(shared: Arc<Shared>, g: Gossip, mut stop: watch::Receiver<bool>
         foca,
         runtime: AccumulatingRuntime::new(),
         timers: BinaryHeap::new(),
+        held_gossip: None,
         timer_seq: 0,
         leaving: false,
         seeds: g.seeds,
@@ -395,8 +399,23 @@ impl Driver {
         }
         let now = Instant::now();
         while let Some((after, timer)) = self.runtime.to_schedule() {
+            if matches!(timer, Timer::PeriodicGossip(_)) {
+                // The newest one stands (an older token is void anyway).
+                self.held_gossip = Some((now + after, timer));
+                continue;
+            }
             self.timer_seq += 1;
             self.timers.push(Reverse((now + after, self.timer_seq, timer)));
+        }
+        // foca's periodic gossip timer only re-arms itself while it has no
+        // update to spread: it is held back until foca has one, so an idle
+        // member does not wake for it (`interval` times a second). It then
+        // fires at its time, or at once if that has passed.
+        if self.foca.updates_backlog() > 0
+            && let Some((at, timer)) = self.held_gossip.take()
+        {
+            self.timer_seq += 1;
+            self.timers.push(Reverse((at.max(now), self.timer_seq, timer)));
         }
         while let Some(n) = self.runtime.to_notify() {
             self.connected = connected_after(self.connected, &n);
