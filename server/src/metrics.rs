@@ -380,6 +380,12 @@ pub static STATS: &[Stat] = &[
         "Unsettled slots a co-owner matched but that did not settle: it cannot reach their keepers.",
         |s| s.antientropy.short_answers.load(Relaxed),
     ),
+    c(
+        "cluster",
+        "antientropy_repairs_deferred",
+        "Settled slots that differed from a co-owner but were left for a second look (writes in flight).",
+        |s| s.antientropy.repairs_deferred.load(Relaxed),
+    ),
     g("keyspace", "keys", "Keys held by this node.", |s| s.store.len() as u64).metric_only(),
     g("keyspace", "keys_with_expiry", "Keys with a TTL held by this node.", |s| s.store.volatile_len() as u64)
         .metric_only(),

@@ -34,7 +34,7 @@ use bytes::{Bytes, BytesMut};
 use ringcache_protocol::SLOT_COUNT;
 use tokio::sync::watch;
 
-use crate::cluster::antientropy::{shard_slots, shard_sums};
+use crate::cluster::antientropy::{Divergence, shard_slots, shard_sums};
 use crate::cluster::membership::members_digest;
 use crate::cluster::protocol::{Reply, Request};
 use crate::cluster::replication::{encode_del, encode_put};
@@ -72,6 +72,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut backlog: VecDeque<usize> = VecDeque::new();
     // The table's epoch, and since when it has been the table.
     let mut table = (0u64, tokio::time::Instant::now());
+    // Settled slots that differed once, for a second look.
+    let mut divergence = Divergence::default();
     loop {
         // Unsettled slots (owners changed) are compared first, and without
         // the pause while that settles some (writes to them fetch first
@@ -102,6 +104,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let t = shared.topology();
         if t.table.epoch != table.0 {
             table = (t.table.epoch, tokio::time::Instant::now());
+            // Member indexes and owners change with the table.
+            divergence = Divergence::default();
         }
         if shared.rebalance.importing() > 0 {
             progress = false;
@@ -123,7 +127,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             {
                 shard = next;
             }
-            round(&shared, shard, false).await;
+            round(&shared, shard, false, &mut divergence).await;
             progress = shared.rebalance.unsettled() < before;
             shard = (shard + 1) % SHARD_COUNT;
             continue;
@@ -134,7 +138,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             backlog = differing_shards(&shared, &t, strays).await;
         }
         if let Some(s) = backlog.pop_front() {
-            round(&shared, s, strays).await;
+            round(&shared, s, strays, &mut divergence).await;
         }
     }
 }
@@ -191,7 +195,7 @@ async fn differing_shards(shared: &Shared, t: &Topology, strays: bool) -> VecDeq
 /// Compares `shard` with the co-owners of the slots this node is primary
 /// for (settling what agrees); with `strays`, also hands slots held here
 /// but no longer owned to their primary.
-async fn round(shared: &Shared, shard: usize, strays: bool) {
+async fn round(shared: &Shared, shard: usize, strays: bool, divergence: &mut Divergence) {
     // The generation before the table (see `RebalanceState::unsettle_gen`).
     let generation = shared.rebalance.unsettle_gen();
     let t = shared.topology();
@@ -275,8 +279,17 @@ async fn round(shared: &Shared, shard: usize, strays: bool) {
         let same_table = their_table == members_digest(&t);
         for i in idx {
             shared.antientropy.slots_compared.fetch_add(1, Relaxed);
-            if theirs[i] != mine[i] {
+            if theirs[i] == mine[i] {
+                divergence.agreed(slots[i], peer);
+            } else {
                 shared.antientropy.slots_differing.fetch_add(1, Relaxed);
+                if !shared.rebalance.is_unsettled(slots[i])
+                    && !divergence.repair_now(slots[i], peer, mine[i], theirs[i], super::unix_ms())
+                {
+                    // Settled, and maybe only a write on its way there.
+                    shared.antientropy.repairs_deferred.fetch_add(1, Relaxed);
+                    continue;
+                }
                 // A keeper that is no longer an owner only gives.
                 let owner = t.table.owners(slots[i]).contains(&peer);
                 if !repair_slot(shared, &link, slots[i], owner).await {
