@@ -29,65 +29,10 @@ const READ_CHUNK: usize = 16 * 1024;
 const READ_CHUNK_MAX: usize = 1024 * 1024;
 const OUT_FLUSH_BYTES: usize = 64 * 1024;
 const BUFFER_KEEP_MAX: usize = 256 * 1024;
-/// Requests collected before running them; bounds the prefetch distance.
-const BATCH_REQUESTS_MAX: usize = 64;
-
 /// RESET may drop authentication, which changes the limits the requests
 /// after it are parsed with: it runs on its own, never inside a batch.
 fn is_reset(input: &[u8], ranges: &[(usize, usize)]) -> bool {
     ranges.first().is_some_and(|&(a, b)| input[a..b].eq_ignore_ascii_case(b"RESET"))
-}
-
-/// Requests parsed from one read, kept as argument ranges into the read
-/// buffer until they run. Running them together lets the store prefetch
-/// every request's bucket first: the cache misses of a pipeline overlap
-/// instead of queueing (the same idea as Valkey's batch key prefetching).
-#[derive(Default)]
-struct Batch {
-    ranges: Vec<(usize, usize)>,
-    /// Each request's slice of `ranges`.
-    requests: Vec<(usize, usize)>,
-}
-
-impl Batch {
-    fn push(&mut self, ranges: &[(usize, usize)]) {
-        let start = self.ranges.len();
-        self.ranges.extend_from_slice(ranges);
-        self.requests.push((start, self.ranges.len()));
-    }
-
-    fn len(&self) -> usize {
-        self.requests.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.requests.is_empty()
-    }
-
-    fn clear(&mut self) {
-        self.ranges.clear();
-        self.requests.clear();
-    }
-
-    fn args<'a>(&'a self, input: &'a [u8], i: usize) -> Args<'a> {
-        let (a, b) = self.requests[i];
-        Args::from_ranges(input, &self.ranges[a..b])
-    }
-
-    /// Prefetches the bucket of each request's first argument after the
-    /// name: the key, for every command with keys (for others it is a
-    /// harmless wasted hint).
-    fn prefetch(&self, shared: &Shared, input: &[u8]) {
-        if self.len() < 2 {
-            return;
-        }
-        for i in 0..self.len() {
-            let args = self.args(input, i);
-            if args.len() >= 2 {
-                shared.store.prefetch(args.get(1));
-            }
-        }
-    }
 }
 
 /// Redis's protected-mode refusal, adapted.
@@ -204,7 +149,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut exec = Exec::new(READ_CHUNK);
     let mut stats = LocalStats::default();
-    let mut batch = Batch::default();
+    let mut batch = super::batch::Batch::default();
     loop {
         // Read more at once for a large bulk, but never reserve more than
         // what already arrived: an announced length alone buys nothing.
@@ -259,12 +204,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             {
                 batch.push(ranges);
                 in_batch = true;
-                if batch.len() < BATCH_REQUESTS_MAX {
+                if batch.len() < super::batch::BATCH_REQUESTS_MAX {
                     continue;
                 }
             }
             if !batch.is_empty() {
-                batch.prefetch(shared, &input);
+                batch.prefetch(&shared.store, &input);
                 for i in 0..batch.len() {
                     let io = Io { stream: &mut stream, exec: &mut exec, stats: &mut stats };
                     if !run_request(shared, &mut conn, io, now_ms, batch.args(&input, i)).await {

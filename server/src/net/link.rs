@@ -111,7 +111,10 @@ struct State {
 impl State {
     fn hint(&mut self, ops: Vec<(u16, Bytes)>) {
         for (slot, op) in ops {
-            self.hints.push(slot, op);
+            // A copy of its own: an op cut from a batch's shared buffer
+            // (`Exec::ops_buf`) would keep the whole buffer alive for as
+            // long as the hint waits, beyond what the hint bytes count.
+            self.hints.push(slot, Bytes::copy_from_slice(&op));
         }
         self.publish();
     }
@@ -577,14 +580,30 @@ fn take_replies(
     inflight_ops: &mut usize,
     inflight_bytes: &mut usize,
 ) -> Result<(), String> {
-    while let Some((frame, n)) = decode_frame(rbuf, limits).map_err(|e| e.to_string())? {
-        let raw = rbuf.split_to(n).freeze();
+    loop {
         let Some(p) = pending.front_mut() else {
+            if rbuf.is_empty() {
+                return Ok(());
+            }
             return Err("reply to nothing".into());
         };
         match &mut p.what {
-            Waiting::Repl { ok, .. } => *ok &= !frame.is_error(),
-            Waiting::Call { replies, .. } => replies.push(raw),
+            // The usual answer to a replicated write, taken without
+            // decoding or copying it.
+            Waiting::Repl { .. } if rbuf.starts_with(b"+OK\r\n") => rbuf.advance(5),
+            Waiting::Repl { ok, .. } => {
+                let Some((frame, n)) = decode_frame(rbuf, limits).map_err(|e| e.to_string())? else {
+                    return Ok(());
+                };
+                rbuf.advance(n);
+                *ok &= !frame.is_error();
+            }
+            Waiting::Call { replies, .. } => {
+                let Some((_, n)) = decode_frame(rbuf, limits).map_err(|e| e.to_string())? else {
+                    return Ok(());
+                };
+                replies.push(rbuf.split_to(n).freeze());
+            }
         }
         p.left -= 1;
         *inflight_ops -= 1;
@@ -606,5 +625,4 @@ fn take_replies(
             }
         }
     }
-    Ok(())
 }

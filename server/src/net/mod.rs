@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod antientropy;
+pub mod batch;
 pub mod client;
 pub mod exec;
 pub mod gossip;

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
+use super::batch::{BATCH_REQUESTS_MAX, Batch};
 use super::exec::{Env, Exec};
 use super::link::nonce;
 use super::unix_ms;
@@ -200,6 +201,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut conn = ConnState::new(Arc::new(ClientInfo::new(0, addr, laddr, unix_ms())), false);
     conn.peer = true;
     let mut exec = Exec::new(READ_CHUNK);
+    let mut batch = Batch::default();
     let mut stats = LocalStats::default();
     // How late this connection's forwarded requests arrive.
     let mut late = Lateness::default();
@@ -229,13 +231,40 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let mut done = 0;
         // Slots of forwarded requests this batch refused for the moment.
         let mut blocked: Vec<u16> = Vec::new();
+        batch.clear();
         loop {
-            match parser.parse(&input, &protocol::LIMITS, true) {
-                Ok(true) => {
+            let parsed = parser.parse(&input, &protocol::LIMITS, true);
+            // Requests are collected (up to `BATCH_REQUESTS_MAX`) and run
+            // together after prefetching their keys' buckets (see `Batch`).
+            let mut in_batch = false;
+            if let Ok(true) = parsed
+                && let Some(ranges) = parser.ranges()
+            {
+                batch.push(ranges);
+                in_batch = true;
+                done += 1;
+                if batch.len() < BATCH_REQUESTS_MAX && done < BATCH_MAX {
+                    continue;
+                }
+            }
+            if !batch.is_empty() {
+                batch.prefetch(&shared.store, &input);
+                for i in 0..batch.len() {
                     let mut env = Env { shared: &shared, conn: &mut conn, stats: &mut stats, now_ms };
                     let at = Here { late: &mut late, mono_ms, peer: &peer, blocked: &mut blocked };
-                    handle(&mut exec, &mut env, at, parser.args(&input));
-                    done += 1;
+                    handle(&mut exec, &mut env, at, batch.args(&input, i));
+                }
+                batch.clear();
+            }
+            match parsed {
+                Ok(true) => {
+                    if !in_batch {
+                        // An inline request (no peer sends one): on its own.
+                        let mut env = Env { shared: &shared, conn: &mut conn, stats: &mut stats, now_ms };
+                        let at = Here { late: &mut late, mono_ms, peer: &peer, blocked: &mut blocked };
+                        handle(&mut exec, &mut env, at, parser.args(&input));
+                        done += 1;
+                    }
                     if done >= BATCH_MAX {
                         // Bound the batch: answer these, then parse on.
                         more = true;

@@ -112,13 +112,14 @@ impl Exec {
         let first_item = self.items.len();
         let mut wait = false;
         for KeyPlan { key, slot, replicas, need } in plans {
-            let mut op = BytesMut::new();
-            env.shared.store.with_key(key, env.now_ms, |k| encode_current(&mut op, k));
-            if op.is_empty() {
+            self.ops_room();
+            let buf = &mut self.ops_buf;
+            env.shared.store.with_key(key, env.now_ms, |k| encode_current(buf, k));
+            if self.ops_buf.is_empty() {
                 continue; // nothing there, nothing deleted (an expired key)
             }
             wait |= need > 1;
-            self.items.push(Item { slot, op: op.freeze(), replicas, need });
+            self.items.push(Item { slot, op: self.ops_buf.split().freeze(), replicas, need });
         }
         if !self.items.is_empty() && self.coordinating.is_none() {
             self.coordinating = Some(crate::shared::Coordinating::new(&env.shared.coordinating));

@@ -278,7 +278,15 @@ pub struct Exec {
     /// Counts this batch while it coordinates replicated writes (see
     /// `Shared::coordinating`).
     coordinating: Option<crate::shared::Coordinating>,
+    /// Where replicated states are encoded: each item's `op` is split off
+    /// it, so the ops of many writes share one allocation.
+    ops_buf: BytesMut,
 }
+
+/// The room `Exec::ops_buf` is given when it runs low (a batch's worth of
+/// small writes; it is let go when the batch finishes, so an idle
+/// connection keeps none).
+const OPS_BUF_CHUNK: usize = 4 * 1024;
 
 impl Exec {
     pub fn new(capacity: usize) -> Self {
@@ -288,6 +296,15 @@ impl Exec {
     /// Whether some reply of this batch is still to come.
     pub fn pending(&self) -> bool {
         self.deferred || !self.items.is_empty() || !self.fetches.is_empty()
+    }
+
+    /// A fresh chunk for `ops_buf` when it has little room left, so the
+    /// next states are encoded without allocating each on its own (the
+    /// old chunk lives on in the ops split off it until they are acked).
+    fn ops_room(&mut self) {
+        if self.ops_buf.capacity() - self.ops_buf.len() < OPS_BUF_CHUNK / 8 {
+            self.ops_buf = BytesMut::with_capacity(OPS_BUF_CHUNK);
+        }
     }
 
     /// Covers the bytes written since the last chunk with a ready chunk.
@@ -536,6 +553,9 @@ impl Exec {
         self.answers.clear();
         self.resend.clear();
         self.items.clear();
+        // The ops sent keep their chunk alive until acknowledged; this
+        // connection keeps none while it waits for its next batch.
+        self.ops_buf = BytesMut::new();
         self.coordinating = None;
         self.mark = 0;
         self.deferred = false;
