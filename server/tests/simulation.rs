@@ -57,6 +57,7 @@ use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, Post
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ringcache_protocol::{Limits, RequestParser, SLOT_COUNT, key_slot};
+use ringcache_server::cluster::antientropy::Divergence;
 use ringcache_server::cluster::keepers::Keepers;
 use ringcache_server::cluster::lifecycle::{Event, Lifecycle, Phase};
 use ringcache_server::cluster::majority::{Decision, PartitionMode, View, settle_ms};
@@ -242,6 +243,9 @@ enum Msg {
         /// The slot settled at the primary, its keepers now its owners
         /// (the bit of `RC.DIGESTS`, `cluster::keepers`).
         settled: bool,
+        /// The slot is unsettled at the primary: a difference is repaired
+        /// at once; else only per `cluster::antientropy::Divergence`.
+        unsettled: bool,
     },
     /// The states the other owner had newer, and whether it compared on
     /// the same table (only then does the comparison settle the slot).
@@ -251,6 +255,9 @@ enum Msg {
         reqs: Vec<Vec<u8>>,
         /// The replier cannot reach the slot's keepers: not settled.
         short: bool,
+        /// The slot differed but its repair waits for a second look
+        /// (`Divergence`): not compared.
+        deferred: bool,
     },
     /// `RC.READ` for a write's fetch (`cluster::settle`).
     Read {
@@ -452,6 +459,11 @@ struct Node {
     ae_pending: BTreeMap<u16, PendingAe>,
     /// Who holds each owned slot's writes (`RebalanceState::keepers`).
     keepers: Keepers,
+    /// Settled slots that differed from an offer once, and the (table
+    /// epoch, life) they were seen under (`net::antientropy` keeps them at
+    /// the primary and forgets them on a table change; here the co-owner
+    /// decides, per offering primary).
+    divergence: (Divergence, u64, u64),
 }
 
 impl Node {
@@ -502,6 +514,7 @@ impl Node {
             fetches: BTreeMap::new(),
             ae_pending: BTreeMap::new(),
             keepers: Keepers::default(),
+            divergence: (Divergence::default(), 0, 0),
         }
     }
 }
@@ -607,6 +620,8 @@ struct Stats {
     copies: u64,
     drops: u64,
     repairs: u64,
+    /// Offers of a settled slot that differed, left for a second look.
+    repairs_deferred: u64,
     converged: u64,
     excused: u64,
     /// Client writes refused by the join gate.
@@ -718,10 +733,13 @@ enum Sabotage {
     /// No keepers rule: a slot whose keepers are across a partition (or
     /// failed together) takes writes, and settles, on what is left.
     NoKeepers,
+    /// Anti-entropy defers every settled slot's repair for ever (a
+    /// `Divergence` that never says "now").
+    NeverRepairSettled,
 }
 
 impl Sabotage {
-    const ALL: [Sabotage; 10] = [
+    const ALL: [Sabotage; 11] = [
         Sabotage::NoCopies,
         Sabotage::ApplyOlder,
         Sabotage::NoAntiEntropy,
@@ -732,6 +750,7 @@ impl Sabotage {
         Sabotage::NoCopiesNoAntiEntropy,
         Sabotage::NoHandover,
         Sabotage::NoKeepers,
+        Sabotage::NeverRepairSettled,
     ];
 
     /// How a sabotaged run is checked: the missing handover is checked
@@ -1690,7 +1709,7 @@ impl Sim {
                     let reqs: Vec<Vec<u8>> =
                         snapshot(&self.nodes[i].store, slot, now_ms).into_iter().map(|(_, _, r)| r).collect();
                     let to = index_of(&topo.table.members[usize::from(owners[0])].name);
-                    self.send(i, to, Msg::AeOffer { slot, digest, table, reqs, settled: false });
+                    self.send(i, to, Msg::AeOffer { slot, digest, table, reqs, settled: false, unsettled: true });
                 }
                 continue;
             }
@@ -1717,19 +1736,20 @@ impl Sim {
             };
             let left = co_owners.union(&beyond).copied().collect();
             n.ae_pending.insert(slot, PendingAe { generation, left, compared: BTreeSet::new() });
-            let settled = !n.unsettled[usize::from(slot)] && n.keepers.current(slot, &topo);
+            let unsettled = n.unsettled[usize::from(slot)];
+            let settled = !unsettled && n.keepers.current(slot, &topo);
             for to in co_owners {
-                self.send(i, to, Msg::AeOffer { slot, digest, table, reqs: reqs.clone(), settled });
+                self.send(i, to, Msg::AeOffer { slot, digest, table, reqs: reqs.clone(), settled, unsettled });
             }
             for to in beyond {
-                self.send(i, to, Msg::AeOffer { slot, digest, table, reqs: Vec::new(), settled: false });
+                self.send(i, to, Msg::AeOffer { slot, digest, table, reqs: Vec::new(), settled: false, unsettled });
             }
         }
     }
 
     /// A co-owner's side of anti-entropy: `offer` is a `Msg::AeOffer`.
     fn ae_offer(&mut self, i: usize, from: usize, offer: Msg) {
-        let Msg::AeOffer { slot, digest, table, reqs, settled } = offer else { unreachable!("an offer") };
+        let Msg::AeOffer { slot, digest, table, reqs, settled, unsettled } = offer else { unreachable!("an offer") };
         let now_ms = now_ms(self.now);
         let same_table = members_digest(&self.nodes[i].topo) == table;
         let short =
@@ -1740,8 +1760,23 @@ impl Sim {
         if settled && same_table && topo.table.owners(slot).contains(&topo.me) {
             self.nodes[i].keepers.settled(slot, &topo);
         }
-        if self.nodes[i].store.slot_digests(&[slot])[0] == digest {
-            self.send(i, from, Msg::AeReply { slot, same_table, reqs: Vec::new(), short });
+        let n = &mut self.nodes[i];
+        if (n.divergence.1, n.divergence.2) != (topo.table.epoch, n.life) {
+            n.divergence = (Divergence::default(), topo.table.epoch, n.life);
+        }
+        let mine = n.store.slot_digests(&[slot])[0];
+        if mine == digest {
+            n.divergence.0.agreed(slot, from as u16);
+            self.send(i, from, Msg::AeReply { slot, same_table, reqs: Vec::new(), short, deferred: false });
+            return;
+        }
+        let defer = !unsettled
+            && (self.sabotage == Sabotage::NeverRepairSettled
+                || !n.divergence.0.repair_now(slot, from as u16, mine, digest, now_ms));
+        if defer {
+            // Settled at the primary, and maybe only a write on its way.
+            self.stats.repairs_deferred += 1;
+            self.send(i, from, Msg::AeReply { slot, same_table, reqs: Vec::new(), short, deferred: true });
             return;
         }
         let offered: BTreeMap<Vec<u8>, u64> = reqs.iter().map(|r| parse_req(r)).collect();
@@ -1756,7 +1791,7 @@ impl Sim {
             }
             self.apply(i, r);
         }
-        self.send(i, from, Msg::AeReply { slot, same_table, reqs: newer_here, short });
+        self.send(i, from, Msg::AeReply { slot, same_table, reqs: newer_here, short, deferred: false });
     }
 
     // ---- events -------------------------------------------------------------------
@@ -1953,7 +1988,7 @@ impl Sim {
                 self.check_joining(to);
             }
             offer @ Msg::AeOffer { .. } => self.ae_offer(to, from, offer),
-            Msg::AeReply { slot, same_table, reqs, short } => {
+            Msg::AeReply { slot, same_table, reqs, short, deferred } => {
                 for r in &reqs {
                     self.apply(to, r);
                 }
@@ -1962,6 +1997,7 @@ impl Sim {
                 let n = &mut self.nodes[to];
                 if same_table
                     && !short
+                    && !deferred
                     && let Some(p) = n.ae_pending.get_mut(&slot)
                 {
                     p.left.remove(&from);
@@ -2806,6 +2842,7 @@ fn run_seeds(mode: Mode) {
                 total.copies += s.copies;
                 total.drops += s.drops;
                 total.repairs += s.repairs;
+                total.repairs_deferred += s.repairs_deferred;
                 total.converged += s.converged;
                 total.excused += s.excused;
                 total.refused_awaiting_seed += s.refused_awaiting_seed;
