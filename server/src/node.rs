@@ -20,11 +20,13 @@ use crate::shared::Shared;
 
 /// The housekeeping tick: a clustered node notes that it runs
 /// (`Shared::notice_pause`), and active expiry runs when the store has
-/// chores. Then how many buckets one pass visits, and how long one round
-/// may go on while more than a quarter of the keys seen had expired.
+/// chores.
 const TICK_PERIOD: Duration = Duration::from_millis(100);
-/// Tombstone collection: every this many ticks with chores.
-const GC_EVERY_TICKS: u64 = 10;
+/// Tombstone collection: every this many chores rounds (one per tick
+/// while there are chores).
+const GC_EVERY_ROUNDS: u64 = 10;
+/// Active expiry: how many buckets one pass visits, and how long one round
+/// may go on while more than a quarter of the keys seen had expired.
 const EXPIRE_BUDGET_BUCKETS: usize = 8192;
 const EXPIRE_ROUND_MAX: Duration = Duration::from_millis(25);
 /// How long a leaving node keeps serving after announcing its leave.
@@ -457,7 +459,7 @@ async fn chores_loop(shared: Arc<Shared>, chores: Arc<tokio::sync::Notify>, mut 
             _ = stop.changed() => return,
         }
         rounds += 1;
-        if rounds.is_multiple_of(GC_EVERY_TICKS) {
+        if rounds.is_multiple_of(GC_EVERY_ROUNDS) {
             shared.store.gc_tombstones(unix_ms());
         }
         share_flush(&shared).await;
