@@ -64,6 +64,34 @@ pub fn plan(old: &SlotTable, new: &SlotTable, me: &str) -> Plan {
     p
 }
 
+/// Adds to `sends` the copies node `me` owes `newcomer`, a member of `new`
+/// that just joined or came back under a new generation (restarted, so
+/// empty): it expects each slot it owns from that slot's sender in
+/// `before`, the table without it, and waits until that sender confirms,
+/// even where `me`'s own plan sends nothing (an empty copy is then the
+/// truth). Linear in the slots: a rejoining member must not make the
+/// planner walk `sends` once per slot (16,384 × thousands of sends stalled
+/// debug nodes past their pause limit).
+pub fn add_newcomer_copies(sends: &mut Vec<Send>, before: &SlotTable, new: &SlotTable, me: &str, newcomer: &str) {
+    let mut at: Vec<Option<usize>> = vec![None; usize::from(SLOT_COUNT)];
+    for (i, s) in sends.iter().enumerate() {
+        at[usize::from(s.slot)] = Some(i);
+    }
+    for slot in 0..SLOT_COUNT {
+        if !new.owns(newcomer, slot) || sender(before, new, slot) != Some(me) {
+            continue;
+        }
+        match at[usize::from(slot)] {
+            Some(i) if sends[i].to.iter().any(|t| t == newcomer) => {}
+            Some(i) => sends[i].to.push(newcomer.to_string()),
+            None => {
+                at[usize::from(slot)] = Some(sends.len());
+                sends.push(Send { slot, to: vec![newcomer.to_string()] });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -154,6 +182,48 @@ mod tests {
         let (old, new) = (table(&names_of(4), 3), table(&survivors, 3));
         let sends: usize = survivors.iter().map(|m| plan(&old, &new, m).sends.len()).sum();
         assert!(sends > 0);
+    }
+
+    /// A member that restarted under a new generation (same name, same
+    /// table) gets every slot it owns from that slot's sender without it,
+    /// once, on top of what the plan already sends.
+    #[test]
+    fn a_restarted_member_gets_each_of_its_slots_once_from_its_sender() {
+        let all = names_of(4);
+        let now = table(&all, 3);
+        let before = table(&all.iter().filter(|n| *n != "node-2").cloned().collect::<Vec<_>>(), 3);
+        let mut covered = vec![0u32; usize::from(SLOT_COUNT)];
+        for me in all.iter().filter(|n| *n != "node-2") {
+            // A plan that already sends some slots to node-2 and others
+            // elsewhere: the additions must neither repeat nor drop them.
+            let mut sends: Vec<Send> = (0..SLOT_COUNT)
+                .step_by(7)
+                .filter(|&s| sender(&before, &now, s) == Some(me.as_str()))
+                .map(|slot| {
+                    let to = if slot % 2 == 0 && now.owns("node-2", slot) { "node-2" } else { "node-x" };
+                    Send { slot, to: vec![to.to_string()] }
+                })
+                .collect();
+            let planned = sends.clone();
+            add_newcomer_copies(&mut sends, &before, &now, me, "node-2");
+            let mut slots: Vec<u16> = sends.iter().map(|s| s.slot).collect();
+            slots.dedup();
+            assert_eq!(slots.len(), sends.len(), "one entry per slot");
+            for p in &planned {
+                let s = sends.iter().find(|s| s.slot == p.slot).expect("planned send kept");
+                assert!(p.to.iter().all(|t| s.to.contains(t)), "slot {}: planned targets kept", p.slot);
+            }
+            for s in &sends {
+                assert_eq!(sender(&before, &now, s.slot), Some(me.as_str()), "slot {}: sent by its sender", s.slot);
+                let to_newcomer = s.to.iter().filter(|t| *t == "node-2").count();
+                assert!(to_newcomer <= 1, "slot {}: one copy to the newcomer", s.slot);
+                covered[usize::from(s.slot)] += u32::try_from(to_newcomer).expect("count");
+            }
+        }
+        for slot in 0..SLOT_COUNT {
+            let want = u32::from(now.owns("node-2", slot));
+            assert_eq!(covered[usize::from(slot)], want, "slot {slot}: copies to node-2");
+        }
     }
 
     proptest! {

@@ -31,7 +31,7 @@ use tracing::{info, warn};
 use crate::cluster::lifecycle::{Event, Phase};
 use crate::cluster::membership::members_digest;
 use crate::cluster::protocol::{Kind, Reply, Request};
-use crate::cluster::rebalance::{plan, sender};
+use crate::cluster::rebalance::{add_newcomer_copies, plan};
 use crate::cluster::replication::{encode_del, encode_put};
 use crate::cluster::topology::Topology;
 use crate::cluster::transfer::lock;
@@ -142,17 +142,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 };
                 for n in now.nodes.iter().filter(|n| established && n.name != me).filter(is_new) {
                     let before = without(&now, &n.name, shared.config.replicas as usize, shared.config.vnodes);
-                    for slot in 0..ringcache_protocol::SLOT_COUNT {
-                        if now.table.owns(&n.name, slot)
-                            && sender(&before.table, &now.table, slot) == Some(me.as_str())
-                            && !sends.iter().any(|s| s.slot == slot && s.to.contains(&n.name))
-                        {
-                            match sends.iter_mut().find(|s| s.slot == slot) {
-                                Some(s) => s.to.push(n.name.clone()),
-                                None => sends.push(crate::cluster::rebalance::Send { slot, to: vec![n.name.clone()] }),
-                            }
-                        }
-                    }
+                    add_newcomer_copies(&mut sends, &before.table, &now.table, &me, &n.name);
                 }
                 for s in sends {
                     // Once the copies are confirmed: the former owners that
