@@ -1,5 +1,5 @@
 """Helpers the cluster benchmarks share (replication.py, rebalance.py):
-free loopback ports, redis-cli and INFO, the argv of a ringcache node
+free loopback ports, redis-cli and INFO (or one open connection), the argv of a ringcache node
 seeded with its peers, and "the cluster has settled". Standard library
 only."""
 
@@ -36,6 +36,48 @@ def info(port: int, section: str) -> dict[str, str]:
             k, v = line.split(":", 1)
             out[k] = v.strip()
     return out
+
+
+class Conn:
+    """One RESP connection kept open, for polling a node while it works
+    (spawning redis-cli for each check costs milliseconds of CPU on the
+    machine under test)."""
+
+    def __init__(self, port: int):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.f = self.s.makefile("rb")
+
+    def cmd(self, *args: str) -> str:
+        """The reply as text: a bulk or simple string, an integer, an error
+        line; arrays are not read (no caller needs one)."""
+        req = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+        self.s.sendall(req.encode())
+        line = self.f.readline()
+        if line[:1] == b"$":
+            n = int(line[1:])
+            return "" if n < 0 else self.f.read(n + 2)[:-2].decode()
+        if line[:1] == b"*":
+            raise ValueError("array replies are not read here")
+        return line[1:].decode().strip()
+
+    def info(self, section: str) -> dict[str, str]:
+        return dict(line.split(":", 1) for line in self.cmd("INFO", section).splitlines() if ":" in line)
+
+    def close(self) -> None:
+        self.s.close()
+
+
+def settled_conns(conns: list[Conn], members: int) -> bool:
+    """`settled` over open connections (see there)."""
+    for c in conns:
+        if "cluster_state:ok" not in c.cmd("CLUSTER", "INFO"):
+            return False
+        if members > 1 and c.cmd("INFO", "replication").count(",state=up,") != members - 1:
+            return False
+        i = c.info("cluster")
+        if any(i.get(f, "1").strip() != "0" for f in ("rebalance_slots_pending", "rebalance_slots_in_flight", "rebalance_slots_importing")):
+            return False
+    return True
 
 
 def node_argv(i: int, port: int, cport: int, seed_cports: list[int]) -> list[str]:
