@@ -96,6 +96,8 @@ impl Exec {
     /// 1). `Ok`: run it again (its keys count as fetched); `Err`: answer
     /// it with this error (it did not run).
     pub async fn fetch_held(&mut self, shared: &Shared, round: u32) -> Result<(), String> {
+        // The batch's forwards so far run meanwhile.
+        self.send_forwards();
         let fetches = std::mem::take(&mut self.hold);
         if round > HOLD_ROUNDS_MAX {
             shared.rebalance.fetch_refusals.fetch_add(1, Relaxed);
@@ -141,6 +143,7 @@ impl Exec {
     /// is refused if the keepers are still short).
     pub async fn await_keepers(&mut self, shared: &Shared) {
         let Some(version) = self.keepers_hold.take() else { return };
+        self.send_forwards();
         self.keepers_waited = true;
         shared.rebalance.held_requests.fetch_add(1, Relaxed);
         wait_for_table(shared, version).await;
@@ -160,6 +163,7 @@ impl Exec {
     /// primary (and answered `-CLUSTERDOWN ... (not sent)`).
     pub async fn await_primary(&mut self, shared: &Shared) {
         let Some((version, link)) = self.primary_hold.take() else { return };
+        self.send_forwards();
         self.primary_waited = true;
         shared.metrics.forwards_held.fetch_add(1, Relaxed);
         let g = &shared.config.gossip;

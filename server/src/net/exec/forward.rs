@@ -33,34 +33,119 @@ impl Exec {
             },
             table: t.digest,
         };
-        let mut body = BytesMut::new();
-        let mut argc = 0;
-        let mut first_key = None;
-        for a in args {
-            if argc == 1 {
-                first_key = Some(key_slot(a));
-            }
-            encode::bulk(&mut body, a);
-            argc += 1;
-        }
-        let slot = if share == Mode::Primary { first_key } else { None };
+        let args: Vec<&[u8]> = args.collect();
+        let argc = args.len();
+        let slot = if share == Mode::Primary { args.get(1).map(|k| key_slot(k)) } else { None };
         // A request that waited for its primary already (`await_primary`)
         // does not wait again for a link still down: it is answered.
         let waited = self.primary_waited && link.as_ref().is_some_and(|l| !l.connected());
-        let (answer, resend) = match link {
-            Some(_) if waited => (Answer::Unreachable, None),
-            Some(link) => {
-                let r = Resend { head, body: body.freeze(), argc, slot, link };
-                let answer = match r.link.try_call(r.request(t.digest), 1, true) {
-                    Ok(rx) => Answer::Waiting(rx),
-                    Err(_) => Answer::Unreachable,
-                };
-                (answer, Some(r))
+        let link = match link {
+            Some(link) if !waited => link,
+            _ => {
+                self.push_answer(Answer::Unreachable, None);
+                return Chunk::Forward(self.answers.len() - 1);
             }
-            None => (Answer::Unreachable, None),
         };
-        self.push_answer(answer, resend);
+        // Encoded straight into the member's group; the body (what a
+        // resend needs) is copied out of it at its exact size.
+        let need = 64 + args.iter().map(|a| a.len() + 16).sum::<usize>();
+        let g = self.forward_group(&link, need);
+        let group = &mut self.forward_groups[g];
+        encode_forward_head(&mut group.req, &head, argc);
+        let body_at = group.req.len();
+        for a in &args {
+            encode::bulk(&mut group.req, a);
+        }
+        let body = Bytes::copy_from_slice(&group.req[body_at..]);
+        group.answers.push(self.answers.len());
+        self.push_answer(Answer::Queued, Some(Resend { head, body, argc, slot, link }));
         Chunk::Forward(self.answers.len() - 1)
+    }
+
+    /// The index of the forward group for `link` with room for `need` more
+    /// bytes: a full one is sent first and a new one started.
+    fn forward_group(&mut self, link: &Link, need: usize) -> usize {
+        if let Some(i) = self.forward_groups.iter().position(|g| g.link.name == link.name) {
+            if self.forward_groups[i].req.len() + need <= FORWARD_GROUP_BYTES {
+                return i;
+            }
+            let full = self.forward_groups.swap_remove(i);
+            self.send_forward_group(full);
+        }
+        self.forward_groups.push(ForwardGroup {
+            link: link.clone(),
+            req: BytesMut::with_capacity(need.max(FORWARD_GROUP_BYTES)),
+            answers: Vec::new(),
+        });
+        self.forward_groups.len() - 1
+    }
+
+    /// Sends the forwards planned so far, one call per member group. Done
+    /// before the batch waits for anything, so they run at their primaries
+    /// meanwhile.
+    pub(super) fn send_forwards(&mut self) {
+        for g in std::mem::take(&mut self.forward_groups) {
+            self.send_forward_group(g);
+        }
+    }
+
+    fn send_forward_group(&mut self, g: ForwardGroup) {
+        let ForwardGroup { link, req, answers } = g;
+        match link.try_call(req.freeze(), answers.len(), true) {
+            Ok(rx) => {
+                let call = self.calls.len();
+                self.calls.push(Call::Waiting(rx));
+                for (pos, i) in answers.into_iter().enumerate() {
+                    self.answers[i] = Answer::InCall { call, pos };
+                }
+            }
+            Err(_) => {
+                for i in answers {
+                    self.answers[i] = Answer::Unreachable;
+                }
+            }
+        }
+    }
+
+    /// Waits for the calls that carry forward groups (until `until`) and
+    /// gives each of their requests its answer. Returns whether one was
+    /// sent and lost (its link failed after sending, or no answer came):
+    /// it may still run at the primary.
+    async fn await_calls(&mut self, until: Instant) -> bool {
+        for call in &mut self.calls {
+            if let Call::Waiting(rx) = call {
+                *call = Call::Done(match timeout_at(until, rx).await {
+                    Ok(Ok(r)) => Some(r),
+                    Ok(Err(_)) => Some(Err(LinkError::Closed)),
+                    Err(_) => None,
+                });
+            }
+        }
+        let mut lost = false;
+        for i in 0..self.answers.len() {
+            let Answer::InCall { call, pos } = self.answers[i] else { continue };
+            let Call::Done(outcome) = &self.calls[call] else { continue };
+            self.answers[i] = match outcome {
+                Some(Ok(replies)) => match replies.get(pos) {
+                    Some(r) => Answer::Replies(vec![r.clone()]),
+                    None => {
+                        lost = true;
+                        Answer::Unknown
+                    }
+                },
+                Some(Err(LinkError::Unreachable)) => Answer::Unreachable,
+                // The link failed with the forward sent: a read has no
+                // effect to wait for, and goes again like an unsent one.
+                Some(Err(_)) if self.resend.get(i).is_some_and(|r| r.as_ref().is_some_and(Resend::is_read)) => {
+                    Answer::Unreachable
+                }
+                _ => {
+                    lost = true;
+                    Answer::Unknown
+                }
+            };
+        }
+        lost
     }
 
     pub(super) fn split(&mut self, env: &mut Env<'_>, spec: &'static Spec, args: Args<'_>, t: &Topology, s: Split<'_>) {
@@ -125,6 +210,7 @@ impl Exec {
         // Requests held for an unreachable primary (each counted once).
         let mut held: Vec<bool> = Vec::new();
         loop {
+            sent_and_lost |= self.await_calls(forward_deadline).await;
             for (i, a) in self.answers.iter_mut().enumerate() {
                 let (rx, until, forward) = match a {
                     Answer::Waiting(rx) => (rx, forward_deadline, true),

@@ -24,7 +24,11 @@ impl Exec {
                         to.extend_from_slice(b);
                     }
                 }
-                Answer::Unreachable | Answer::Waiting(_) | Answer::Reading(_) => {
+                Answer::Unreachable
+                | Answer::Waiting(_)
+                | Answer::Reading(_)
+                | Answer::Queued
+                | Answer::InCall { .. } => {
                     encode::error(to, b"CLUSTERDOWN the primary of this key is unreachable (not sent)")
                 }
                 Answer::Unknown => encode::error(

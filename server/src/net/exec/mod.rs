@@ -84,6 +84,15 @@ fn is_single_key_read(spec: &Spec) -> bool {
 /// How a forwarded call ended.
 #[derive(Debug)]
 enum Answer {
+    /// A forward planned, to be sent with the others for its member
+    /// ([`Exec::send_forwards`]).
+    Queued,
+    /// A forward sent in call `call` of the batch ([`Exec::calls`]), as
+    /// its `pos`th request.
+    InCall {
+        call: usize,
+        pos: usize,
+    },
     Waiting(oneshot::Receiver<Result<Vec<Bytes>, LinkError>>),
     /// An owner's answer to RC.READ: due within the replication timeout.
     Reading(oneshot::Receiver<Result<Vec<Bytes>, LinkError>>),
@@ -243,6 +252,30 @@ struct KeyPlan<'a> {
 
 type OwnerBatch = (Vec<(u16, Bytes)>, bool);
 
+/// The forwards of a batch for one member, encoded one after the other:
+/// sent as one call (one queue message, one reply channel, one buffer)
+/// instead of one per request.
+#[derive(Debug)]
+struct ForwardGroup {
+    link: Link,
+    req: BytesMut,
+    /// The answer index of each request in `req`, in order.
+    answers: Vec<usize>,
+}
+
+/// A call carrying a group of forwards, then its outcome.
+#[derive(Debug)]
+enum Call {
+    Waiting(oneshot::Receiver<Result<Vec<Bytes>, LinkError>>),
+    /// The replies, or how the link failed (`None`: no answer in time).
+    Done(Option<Result<Vec<Bytes>, LinkError>>),
+}
+
+/// A forward group is sent once adding a request would take it past this
+/// (the request then starts the next group), so its buffer stays below
+/// glibc's large-chunk size (see [`OPS_BUF_CHUNK`]).
+const FORWARD_GROUP_BYTES: usize = 960;
+
 /// The replies of one batch (see the module doc).
 #[derive(Debug, Default)]
 pub struct Exec {
@@ -281,6 +314,10 @@ pub struct Exec {
     /// Where replicated states are encoded: each item's `op` is split off
     /// it, so the ops of many writes share one allocation.
     ops_buf: BytesMut,
+    /// Forwards planned and not sent yet, per member.
+    forward_groups: Vec<ForwardGroup>,
+    /// The calls that carried forward groups ([`Answer::InCall`]).
+    calls: Vec<Call>,
 }
 
 /// The room `Exec::ops_buf` is given when it runs low: several small
@@ -533,6 +570,7 @@ impl Exec {
             self.mark = 0;
             return;
         }
+        self.send_forwards();
         let timeout = shared.config.replication_timeout;
         let deadline = Instant::now() + timeout;
         if !self.fetches.is_empty() {
@@ -554,6 +592,7 @@ impl Exec {
         }
         self.chunks.clear();
         self.answers.clear();
+        self.calls.clear();
         self.resend.clear();
         self.items.clear();
         // The ops sent keep their chunk alive until acknowledged; this
