@@ -418,7 +418,7 @@ impl<'a> Args<'a> {
     }
 
     /// The arguments in order, the command name first.
-    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + Clone + '_ {
         (0..self.len()).map(move |i| self.get(i))
     }
 

@@ -20,7 +20,7 @@ impl Exec {
         env: &mut Env<'_>,
         t: &Topology,
         m: u16,
-        args: impl Iterator<Item = &'b [u8]>,
+        args: impl Iterator<Item = &'b [u8]> + Clone,
         share: Mode,
     ) -> Chunk {
         let link = self.peers.get(env.shared, t, m).1.cloned();
@@ -33,9 +33,8 @@ impl Exec {
             },
             table: t.digest,
         };
-        let args: Vec<&[u8]> = args.collect();
-        let argc = args.len();
-        let slot = if share == Mode::Primary { args.get(1).map(|k| key_slot(k)) } else { None };
+        let argc = args.clone().count();
+        let slot = if share == Mode::Primary { args.clone().nth(1).map(key_slot) } else { None };
         // A request that waited for its primary already (`await_primary`)
         // does not wait again for a link still down: it is answered.
         let waited = self.primary_waited && link.as_ref().is_some_and(|l| !l.connected());
@@ -48,17 +47,17 @@ impl Exec {
         };
         // Encoded straight into the member's group; the body (what a
         // resend needs) is copied out of it at its exact size.
-        let need = 64 + args.iter().map(|a| a.len() + 16).sum::<usize>();
+        let need = 64 + args.clone().map(|a| a.len() + 16).sum::<usize>();
         let g = self.forward_group(&link, need);
         let group = &mut self.forward_groups[g];
         encode_forward_head(&mut group.req, &head, argc);
         let body_at = group.req.len();
-        for a in &args {
+        for a in args {
             encode::bulk(&mut group.req, a);
         }
-        let body = Bytes::copy_from_slice(&group.req[body_at..]);
-        group.answers.push(self.answers.len());
-        self.push_answer(Answer::Queued, Some(Resend { head, body, argc, slot, link }));
+        // The body is cut out of the group's buffer once it is frozen.
+        group.answers.push((self.answers.len(), body_at..group.req.len()));
+        self.push_answer(Answer::Queued, Some(Resend { head, body: Bytes::new(), argc, slot, link }));
         Chunk::Forward(self.answers.len() - 1)
     }
 
@@ -91,16 +90,22 @@ impl Exec {
 
     fn send_forward_group(&mut self, g: ForwardGroup) {
         let ForwardGroup { link, req, answers } = g;
-        match link.try_call(req.freeze(), answers.len(), true) {
+        let req = req.freeze();
+        for (i, body) in &answers {
+            if let Some(Some(r)) = self.resend.get_mut(*i) {
+                r.body = req.slice(body.clone());
+            }
+        }
+        match link.try_call(req, answers.len(), true) {
             Ok(rx) => {
                 let call = self.calls.len();
                 self.calls.push(Call::Waiting(rx));
-                for (pos, i) in answers.into_iter().enumerate() {
+                for (pos, (i, _)) in answers.into_iter().enumerate() {
                     self.answers[i] = Answer::InCall { call, pos };
                 }
             }
             Err(_) => {
-                for i in answers {
+                for (i, _) in answers {
                     self.answers[i] = Answer::Unreachable;
                 }
             }
@@ -127,7 +132,7 @@ impl Exec {
             let Call::Done(outcome) = &self.calls[call] else { continue };
             self.answers[i] = match outcome {
                 Some(Ok(replies)) => match replies.get(pos) {
-                    Some(r) => Answer::Replies(vec![r.clone()]),
+                    Some(r) => Answer::One(r.clone()),
                     None => {
                         lost = true;
                         Answer::Unknown
@@ -242,7 +247,7 @@ impl Exec {
             let again: Vec<usize> = (0..self.answers.len())
                 .filter(|&i| {
                     let retry = match &self.answers[i] {
-                        Answer::Replies(r) if r.first().is_some_and(|b| refused_for_now(b)) => {
+                        a if a.replies().and_then(<[Bytes]>::first).is_some_and(|b| refused_for_now(b)) => {
                             pause = RETRY_PAUSE;
                             true
                         }
@@ -310,7 +315,7 @@ impl Exec {
             let Some(Some(r)) = self.resend.get(j) else { continue };
             let Some(slot) = r.slot else { continue };
             if again.binary_search(&j).is_err()
-                && matches!(self.answers[j], Answer::Replies(_))
+                && self.answers[j].replies().is_some()
                 && slots.iter().any(|&(i, s)| i < j && s == slot)
                 && r.is_read()
             {

@@ -10,18 +10,21 @@ impl Exec {
             Chunk::Read(r) => to.extend_from_slice(&self.out[r.reply.0..r.reply.1]),
             Chunk::Bytes(b) => to.extend_from_slice(b),
             Chunk::Forward(i) => match &self.answers[*i] {
-                // Refused for the moment until the deadline passed (the
-                // primary could not settle the key, or the tables kept
-                // moving): not run, which is what a client is told, not
-                // "try again" (the sending again happened here).
-                Answer::Replies(r) if r.len() == 1 && refused_for_now(&r[0]) => {
-                    let text = String::from_utf8_lossy(&r[0][1..r[0].len().saturating_sub(2)]).into_owned();
-                    let text = format!("CLUSTERDOWN the key's owners did not settle in time (not run): {text}");
-                    encode::error(to, text.as_bytes());
-                }
-                Answer::Replies(r) => {
-                    for b in r {
-                        to.extend_from_slice(b);
+                a @ (Answer::Replies(_) | Answer::One(_)) => {
+                    let r = a.replies().unwrap_or_default();
+                    if r.len() == 1 && refused_for_now(&r[0]) {
+                        // Refused for the moment until the deadline passed
+                        // (the primary could not settle the key, or the
+                        // tables kept moving): not run, which is what a
+                        // client is told, not "try again" (the sending
+                        // again happened here).
+                        let text = String::from_utf8_lossy(&r[0][1..r[0].len().saturating_sub(2)]).into_owned();
+                        let text = format!("CLUSTERDOWN the key's owners did not settle in time (not run): {text}");
+                        encode::error(to, text.as_bytes());
+                    } else {
+                        for b in r {
+                            to.extend_from_slice(b);
+                        }
                     }
                 }
                 Answer::Unreachable

@@ -97,10 +97,23 @@ enum Answer {
     /// An owner's answer to RC.READ: due within the replication timeout.
     Reading(oneshot::Receiver<Result<Vec<Bytes>, LinkError>>),
     Replies(Vec<Bytes>),
+    /// One raw reply (a forward's, out of its group's call).
+    One(Bytes),
     /// Never sent: the primary is unreachable.
     Unreachable,
     /// Sent, no answer: it may have run.
     Unknown,
+}
+
+impl Answer {
+    /// The raw replies, once they came.
+    fn replies(&self) -> Option<&[Bytes]> {
+        match self {
+            Answer::Replies(r) => Some(r),
+            Answer::One(b) => Some(std::slice::from_ref(b)),
+            _ => None,
+        }
+    }
 }
 
 /// A reply, or the place of one that is not known yet.
@@ -259,8 +272,9 @@ type OwnerBatch = (Vec<(u16, Bytes)>, bool);
 struct ForwardGroup {
     link: Link,
     req: BytesMut,
-    /// The answer index of each request in `req`, in order.
-    answers: Vec<usize>,
+    /// The answer index of each request in `req`, in order, and where its
+    /// body (the command's arguments) lies in `req`.
+    answers: Vec<(usize, std::ops::Range<usize>)>,
 }
 
 /// A call carrying a group of forwards, then its outcome.

@@ -64,7 +64,7 @@ impl Exec {
             let (key, slot) = (r.args[1].clone(), r.slot);
             let mut states = Vec::new();
             for (name, a) in &r.asked {
-                if let Answer::Replies(replies) = &self.answers[*a]
+                if let Some(replies) = self.answers[*a].replies()
                     && let Some(st) = replies.first().and_then(|raw| ReadState::parse(raw))
                 {
                     states.push((name.clone(), st));
