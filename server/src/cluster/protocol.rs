@@ -531,11 +531,40 @@ pub fn encode_forward_head(buf: &mut BytesMut, head: &ForwardHead, argc: usize) 
     encode::bulk(buf, Kind::Forward.name());
     encode::bulk(buf, if head.resp3 { b"3" } else { b"2" });
     encode::bulk(buf, if head.share { b"s" } else { b"p" });
-    match head.deadline {
-        Deadline::Relative { sent_ms, ttl_ms } => encode::bulk(buf, format!("{sent_ms}+{ttl_ms}").as_bytes()),
-        Deadline::Absolute(at) => encode::bulk(buf, dec(at).as_bytes()),
+    // On the stack: this runs for every forwarded request.
+    let mut text = [0u8; 41];
+    let len = match head.deadline {
+        Deadline::Relative { sent_ms, ttl_ms } => {
+            let a = put_u64(&mut text, 0, sent_ms);
+            text[a] = b'+';
+            put_u64(&mut text, a + 1, ttl_ms)
+        }
+        Deadline::Absolute(at) => put_u64(&mut text, 0, at),
+    };
+    encode::bulk(buf, &text[..len]);
+    let mut hex = [0u8; 16];
+    for (i, h) in hex.iter_mut().enumerate() {
+        *h = b"0123456789abcdef"[((head.table >> (60 - 4 * i)) & 0xf) as usize];
     }
-    encode::bulk(buf, format!("{:016x}", head.table).as_bytes());
+    encode::bulk(buf, &hex);
+}
+
+/// Writes `n` in decimal into `out` at `at`; returns the end.
+fn put_u64(out: &mut [u8], at: usize, n: u64) -> usize {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let digits = &tmp[i..];
+    out[at..at + digits.len()].copy_from_slice(digits);
+    at + digits.len()
 }
 
 /// `sent+ttl` (relative) or a plain unix ms (absolute, older nodes).
@@ -935,6 +964,23 @@ mod tests {
         // The older, absolute form is the receiver's wall clock.
         assert!(!m.expired(Deadline::Absolute(100), 0, 100));
         assert!(m.expired(Deadline::Absolute(100), 0, 101));
+    }
+
+    #[test]
+    fn a_forward_head_is_written_as_text() {
+        let mut b = BytesMut::new();
+        let head = ForwardHead {
+            resp3: false,
+            share: true,
+            deadline: Deadline::Relative { sent_ms: 12, ttl_ms: 2000 },
+            table: 0x0123_4567_89ab_cdef,
+        };
+        encode_forward_head(&mut b, &head, 0);
+        assert_eq!(&b[..], &b"*5\r\n$6\r\nRC.FWD\r\n$1\r\n2\r\n$1\r\ns\r\n$7\r\n12+2000\r\n$16\r\n0123456789abcdef\r\n"[..]);
+        let mut b = BytesMut::new();
+        let head = ForwardHead { deadline: Deadline::Absolute(u64::MAX), table: 0xa, ..head };
+        encode_forward_head(&mut b, &head, 0);
+        assert!(b.ends_with(b"$20\r\n18446744073709551615\r\n$16\r\n000000000000000a\r\n"), "{b:?}");
     }
 
     #[test]
