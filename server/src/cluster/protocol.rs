@@ -976,7 +976,10 @@ mod tests {
             table: 0x0123_4567_89ab_cdef,
         };
         encode_forward_head(&mut b, &head, 0);
-        assert_eq!(&b[..], &b"*5\r\n$6\r\nRC.FWD\r\n$1\r\n2\r\n$1\r\ns\r\n$7\r\n12+2000\r\n$16\r\n0123456789abcdef\r\n"[..]);
+        assert_eq!(
+            &b[..],
+            &b"*5\r\n$6\r\nRC.FWD\r\n$1\r\n2\r\n$1\r\ns\r\n$7\r\n12+2000\r\n$16\r\n0123456789abcdef\r\n"[..]
+        );
         let mut b = BytesMut::new();
         let head = ForwardHead { deadline: Deadline::Absolute(u64::MAX), table: 0xa, ..head };
         encode_forward_head(&mut b, &head, 0);
