@@ -8,7 +8,7 @@
 //! and `KeyRef::apply` are the production code), replicates writes as the
 //! real `RC.PUT`/`RC.DEL` requests (encoded by `replication`, parsed back with
 //! the protocol's `RequestParser` and the typed peer protocol), plans slot copies with
-//! `rebalance::plan`/`sender`, and runs anti-entropy over the store's slot
+//! `rebalance::plan`/`add_newcomer_copies`, and runs anti-entropy over the store's slot
 //! digests. The IO shells (`net/`) are modelled here in a few lines each:
 //! what they do on a table change, on a write, on a copy, on a digest
 //! mismatch.
@@ -64,7 +64,7 @@ use ringcache_server::cluster::majority::{Decision, PartitionMode, View, settle_
 use ringcache_server::cluster::membership::{
     ClusterSettings, NodeIdentity, PacketKey, announce_targets, connected_after, members_digest, topology_of,
 };
-use ringcache_server::cluster::rebalance::{Plan, Send, plan, sender};
+use ringcache_server::cluster::rebalance::{Plan, add_newcomer_copies, plan, sender};
 use ringcache_server::cluster::replication::{ReadState, encode_current, encode_del, encode_put, parse_op, quorum};
 use ringcache_server::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, owners_changed, verdict_with_keepers};
 use ringcache_server::cluster::topology::{NodeInfo, Topology};
@@ -1227,29 +1227,15 @@ impl Sim {
         let p = memo_plan(&old, &new, &me, replicas);
         let lost: BTreeSet<u16> = p.drops.iter().copied().collect();
         let mut sends = p.sends.clone();
-        // The shell finds a slot's send by a linear search (quadratic in a
-        // debug build); an index gives the same result here.
-        let mut by_slot: Vec<Option<usize>> = vec![None; usize::from(SLOT_COUNT)];
-        for (k, s) in sends.iter().enumerate() {
-            by_slot[usize::from(s.slot)] = Some(k);
-        }
         let established = !newcomer;
         // New members, and members back under a new generation (restarted
-        // before they were declared down): as net/rebalance.rs.
+        // before they were declared down): as net/rebalance.rs, with the
+        // same planner (`add_newcomer_copies`).
         let is_new =
             |m: &&NodeInfo| last.nodes.iter().find(|o| o.name == m.name).is_none_or(|o| o.generation != m.generation);
         for m in new.nodes.iter().filter(|m| established && m.name != me).filter(is_new) {
-            for &slot in memo_newcomer(&new, &m.name, &me, replicas).iter() {
-                if !by_slot[usize::from(slot)].is_some_and(|k| sends[k].to.contains(&m.name)) {
-                    match by_slot[usize::from(slot)] {
-                        Some(k) => sends[k].to.push(m.name.clone()),
-                        None => {
-                            by_slot[usize::from(slot)] = Some(sends.len());
-                            sends.push(Send { slot, to: vec![m.name.clone()] });
-                        }
-                    }
-                }
-            }
+            let before = without(&new, &m.name, replicas);
+            add_newcomer_copies(&mut sends, &before.table, &new.table, &me, &m.name);
         }
         let mut jobs: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
         for s in sends {
@@ -2599,14 +2585,10 @@ struct Memo {
     /// The slots `me` must import, with their senders (before filtering by
     /// what a joining node already received).
     imports: HashMap<ChangeKey, Rc<Vec<(u16, String)>>>,
-    /// The slots `me` sends to a newcomer (`sender` of the table without it).
-    newcomer: HashMap<NewcomerKey, Rc<Vec<u16>>>,
 }
 
 /// (old member names, new member names, this node, replicas).
 type ChangeKey = (Vec<String>, Vec<String>, String, usize);
-/// (member names, newcomer, this node, replicas).
-type NewcomerKey = (Vec<String>, String, String, usize);
 
 thread_local! {
     static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
@@ -2657,21 +2639,6 @@ fn memo_topology(me: &NodeIdentity, members: &[NodeIdentity], epoch: u64, replic
 fn memo_plan(old: &Topology, new: &Topology, me: &str, replicas: usize) -> Rc<Plan> {
     let key = (names(old), names(new), me.to_string(), replicas);
     memo(|m| &mut m.plans, key, || plan(&old.table, &new.table, me)).0
-}
-
-fn memo_newcomer(new: &Topology, newcomer: &str, me: &str, replicas: usize) -> Rc<Vec<u16>> {
-    let key = (names(new), newcomer.to_string(), me.to_string(), replicas);
-    memo(
-        |m| &mut m.newcomer,
-        key,
-        || {
-            let before = without(new, newcomer, replicas);
-            (0..SLOT_COUNT)
-                .filter(|&slot| new.table.owns(newcomer, slot) && sender(&before.table, &new.table, slot) == Some(me))
-                .collect()
-        },
-    )
-    .0
 }
 
 // ---- the tests ----------------------------------------------------------------------

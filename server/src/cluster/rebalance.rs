@@ -39,7 +39,7 @@ fn names(t: &SlotTable, slot: u16) -> Vec<&str> {
 /// The member of `old` that sends `slot`'s copies under `new`, if any old
 /// owner is still a member.
 pub fn sender<'a>(old: &'a SlotTable, new: &SlotTable, slot: u16) -> Option<&'a str> {
-    names(old, slot).into_iter().find(|n| new.member_index(n).is_some())
+    old.owners(slot).iter().map(|&i| old.members[usize::from(i)].name.as_str()).find(|n| new.member_index(n).is_some())
 }
 
 /// The plan of node `me` for the change from `old` to `new`.
@@ -73,12 +73,13 @@ pub fn plan(old: &SlotTable, new: &SlotTable, me: &str) -> Plan {
 /// planner walk `sends` once per slot (16,384 × thousands of sends stalled
 /// debug nodes past their pause limit).
 pub fn add_newcomer_copies(sends: &mut Vec<Send>, before: &SlotTable, new: &SlotTable, me: &str, newcomer: &str) {
+    let Some(joiner) = new.member_index(newcomer) else { return };
     let mut at: Vec<Option<usize>> = vec![None; usize::from(SLOT_COUNT)];
     for (i, s) in sends.iter().enumerate() {
         at[usize::from(s.slot)] = Some(i);
     }
     for slot in 0..SLOT_COUNT {
-        if !new.owns(newcomer, slot) || sender(before, new, slot) != Some(me) {
+        if !new.owners(slot).contains(&joiner) || sender(before, new, slot) != Some(me) {
             continue;
         }
         match at[usize::from(slot)] {
