@@ -64,7 +64,7 @@ use ringcache_server::cluster::majority::{Decision, PartitionMode, View, settle_
 use ringcache_server::cluster::membership::{
     ClusterSettings, NodeIdentity, PacketKey, announce_targets, connected_after, members_digest, topology_of,
 };
-use ringcache_server::cluster::rebalance::{Plan, add_newcomer_copies, plan, sender};
+use ringcache_server::cluster::rebalance::{Plan, add_newcomer_copies, imports, plan};
 use ringcache_server::cluster::replication::{ReadState, encode_current, encode_del, encode_put, parse_op, quorum};
 use ringcache_server::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, owners_changed, verdict_with_keepers};
 use ringcache_server::cluster::topology::{NodeInfo, Topology};
@@ -2528,15 +2528,14 @@ fn effective_old(n: &Node, newcomer: bool, last: &Rc<Topology>, now: &Topology, 
     if newcomer && now.nodes.len() > 1 { without(now, &n.name, replicas) } else { last.clone() }
 }
 
-/// `net::rebalance::without`: the topology of `t`'s members but `name`.
+/// `Topology::without`, memoized: the topology of `t`'s members but `name`.
 fn without(t: &Topology, name: &str, replicas: usize) -> Rc<Topology> {
-    let nodes: Vec<_> = t.nodes.iter().filter(|n| n.name != name).cloned().collect();
-    let me = nodes[0].name.clone();
-    let key = (me.clone(), nodes.iter().map(|n| n.name.clone()).collect(), replicas);
-    memo(|m| &mut m.topos, key, || Topology::new(t.table.epoch, nodes, &me, replicas, VNODES)).0
+    let rest: Vec<String> = t.nodes.iter().filter(|n| n.name != name).map(|n| n.name.clone()).collect();
+    let key = (rest[0].clone(), rest, replicas);
+    memo(|m| &mut m.topos, key, || t.without(name, replicas, VNODES)).0
 }
 
-/// `RebalanceState::expect_imports`.
+/// `RebalanceState::expect_imports`, over the same `rebalance::imports`.
 fn expect_imports(n: &mut Node, joining: bool, old: &Topology, new: &Topology, replicas: usize) {
     if joining {
         n.imports.clear();
@@ -2547,21 +2546,7 @@ fn expect_imports(n: &mut Node, joining: bool, old: &Topology, new: &Topology, r
     let candidates = memo(
         |m| &mut m.imports,
         key,
-        || {
-            let mut out = Vec::new();
-            for slot in 0..SLOT_COUNT {
-                let now_owner = new.table.owners(slot).contains(&new.me);
-                let was_owner = old.table.owns(&me, slot);
-                if now_owner
-                    && !was_owner
-                    && let Some(from) = sender(&old.table, &new.table, slot)
-                    && from != me
-                {
-                    out.push((slot, from.to_string()));
-                }
-            }
-            out
-        },
+        || imports(&old.table, &new.table, &me).into_iter().map(|(slot, from)| (slot, from.to_string())).collect(),
     )
     .0;
     for (slot, from) in candidates.iter() {

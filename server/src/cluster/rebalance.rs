@@ -64,6 +64,17 @@ pub fn plan(old: &SlotTable, new: &SlotTable, me: &str) -> Plan {
     p
 }
 
+/// The slots member `me` owns in `new` and did not in `old`, each with the
+/// member of `old` that sends it (its [`sender`]; none if every old owner
+/// is gone, and never `me`): what `me` waits for after the change.
+pub fn imports<'a>(old: &'a SlotTable, new: &SlotTable, me: &str) -> Vec<(u16, &'a str)> {
+    let Some(mine) = new.member_index(me) else { return Vec::new() };
+    (0..SLOT_COUNT)
+        .filter(|&slot| new.owners(slot).contains(&mine) && !old.owns(me, slot))
+        .filter_map(|slot| Some((slot, sender(old, new, slot).filter(|&from| from != me)?)))
+        .collect()
+}
+
 /// Adds to `sends` the copies node `me` owes `newcomer`, a member of `new`
 /// that just joined or came back under a new generation (restarted, so
 /// empty): it expects each slot it owns from that slot's sender in
@@ -183,6 +194,24 @@ mod tests {
         let (old, new) = (table(&names_of(4), 3), table(&survivors, 3));
         let sends: usize = survivors.iter().map(|m| plan(&old, &new, m).sends.len()).sum();
         assert!(sends > 0);
+    }
+
+    /// What each member waits for after a join: every slot it gained,
+    /// from that slot's sender; a newcomer waits for all of its slots.
+    #[test]
+    fn imports_are_the_slots_gained_with_their_senders() {
+        let (old, new) = (table(&names_of(3), 2), table(&names_of(4), 2));
+        for me in names_of(4) {
+            let got = imports(&old, &new, &me);
+            let want: Vec<u16> = (0..SLOT_COUNT).filter(|&s| new.owns(&me, s) && !old.owns(&me, s)).collect();
+            assert_eq!(got.iter().map(|&(s, _)| s).collect::<Vec<_>>(), want, "{me}");
+            for (slot, from) in got {
+                assert_eq!(Some(from), sender(&old, &new, slot));
+                assert!(old.owns(from, slot) && from != me);
+            }
+        }
+        assert!(!imports(&old, &new, "node-3").is_empty());
+        assert!(imports(&old, &new, "node-9").is_empty(), "not a member");
     }
 
     /// A member that restarted under a new generation (same name, same

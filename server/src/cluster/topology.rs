@@ -155,6 +155,15 @@ impl Topology {
         Topology { table, nodes: self.nodes.clone(), me: self.me, digest: digest_of(&others) }
     }
 
+    /// The topology of these members but `name` (what the cluster looked
+    /// like before `name` joined), seen from the first remaining member.
+    /// `name` must not be the only member.
+    pub fn without(&self, name: &str, replicas: usize, vnodes: u32) -> Topology {
+        let nodes: Vec<NodeInfo> = self.nodes.iter().filter(|n| n.name != name).cloned().collect();
+        let me = nodes[0].name.clone();
+        Topology::new(self.table.epoch, nodes, &me, replicas, vnodes)
+    }
+
     /// A cluster of one: this node owns every slot.
     pub fn single(node: NodeInfo, replicas: usize, vnodes: u32) -> Topology {
         let name = node.name.clone();

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use ringcache_protocol::SLOT_COUNT;
 
 use super::keepers::{Keepers, Shortfall};
-use super::rebalance::sender;
+use super::rebalance::imports;
 use super::topology::Topology;
 
 /// Keys remembered as fetched for writes while importing.
@@ -397,15 +397,8 @@ impl RebalanceState {
         // (read-through, fetches) until it stops; `RC.SENDING`, or its
         // link going down, releases them (`net::rebalance::pull_check`).
         m.retain(|&slot, _| new.table.owners(slot).contains(&new.me));
-        for slot in 0..ringcache_protocol::SLOT_COUNT {
-            let now_owner = new.table.owners(slot).contains(&new.me);
-            let was_owner = old.table.owns(me, slot);
-            if now_owner
-                && !was_owner
-                && !(joining && received.contains(&slot))
-                && let Some(from) = sender(&old.table, &new.table, slot)
-                && from != me
-            {
+        for (slot, from) in imports(&old.table, &new.table, me) {
+            if !(joining && received.contains(&slot)) {
                 m.insert(slot, from.into());
             }
         }

@@ -141,7 +141,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     last.nodes.iter().find(|o| o.name == n.name).is_none_or(|o| o.generation != n.generation)
                 };
                 for n in now.nodes.iter().filter(|n| established && n.name != me).filter(is_new) {
-                    let before = without(&now, &n.name, shared.config.replicas as usize, shared.config.vnodes);
+                    let before = now.without(&n.name, shared.config.replicas as usize, shared.config.vnodes);
                     add_newcomer_copies(&mut sends, &before.table, &now.table, &me, &n.name);
                 }
                 for s in sends {
@@ -446,7 +446,7 @@ fn newcomer(shared: &Shared, last: &Topology) -> bool {
 /// said: it plans as if the cluster before it were the others alone.
 fn effective_old(shared: &Shared, last: &Arc<Topology>, now: &Topology) -> Arc<Topology> {
     if newcomer(shared, last) && now.nodes.len() > 1 {
-        Arc::new(without(now, &now.myself().name, shared.config.replicas as usize, shared.config.vnodes))
+        Arc::new(now.without(&now.myself().name, shared.config.replicas as usize, shared.config.vnodes))
     } else {
         last.clone()
     }
@@ -469,14 +469,6 @@ pub fn before_publish(shared: &Shared, now: &Topology, graceful: &[&str]) {
     if !changed.is_empty() {
         shared.unsettle(changed);
     }
-}
-
-/// The topology `t` without member `name` (what the cluster looked like
-/// before a fresh node joined).
-fn without(t: &Topology, name: &str, replicas: usize, vnodes: u32) -> Topology {
-    let nodes: Vec<_> = t.nodes.iter().filter(|n| n.name != name).cloned().collect();
-    let me = nodes[0].name.clone();
-    Topology::new(t.table.epoch, nodes, &me, replicas, vnodes)
 }
 
 /// `RC.DROPOK slot` from the sender of a slot this node lost (or this
@@ -529,7 +521,7 @@ pub async fn drain(shared: &Shared, deadline: Instant) -> bool {
         return true;
     }
     let me = now.myself().name.clone();
-    let after = without(&now, &me, shared.config.replicas as usize, shared.config.vnodes);
+    let after = now.without(&me, shared.config.replicas as usize, shared.config.vnodes);
     let mut queue: VecDeque<Job> = VecDeque::new();
     for slot in 0..ringcache_protocol::SLOT_COUNT {
         if !now.table.owners(slot).contains(&now.me) {
