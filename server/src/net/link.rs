@@ -7,7 +7,8 @@
 //! The task writes whatever is queued in one go (many requests per
 //! syscall) and matches replies to requests in order.
 //!
-//! Bounds and failure: at most `INFLIGHT_OPS_MAX` requests /
+//! Bounds and failure: at most `INFLIGHT_OPS_MAX` requests (plus the
+//! requests of one call, a batch's forward group at most) /
 //! `INFLIGHT_BYTES_MAX` bytes are outstanding; beyond that, and whenever
 //! the member is unreachable, replicated writes become hints (bounded, see
 //! [`Hints`]) and calls fail at once with [`LinkError::Unreachable`] (never
@@ -527,7 +528,12 @@ impl Outbox<'_> {
                 if done.is_closed() {
                     return; // the caller gave up: never run it late
                 }
-                if full(count, *self.ops, *self.bytes) {
+                // Refused only when the link is already full, whatever the
+                // call's size (a group of forwards may pass the bound by
+                // its own count): a big group refused while a smaller,
+                // later one of the same batch got in would reorder the
+                // client's pipeline when the first is sent again.
+                if full(1, *self.ops, *self.bytes) {
                     let _ = done.send(Err(LinkError::Unreachable));
                     return;
                 }

@@ -27,14 +27,11 @@ impl Exec {
                         }
                     }
                 }
-                Answer::Unreachable
-                | Answer::Waiting(_)
-                | Answer::Reading(_)
-                | Answer::Queued
-                | Answer::InCall { .. } => {
+                Answer::Unreachable | Answer::Waiting(_) | Answer::Reading(_) | Answer::Queued => {
                     encode::error(to, b"CLUSTERDOWN the primary of this key is unreachable (not sent)")
                 }
-                Answer::Unknown => encode::error(
+                // (`await_calls` resolves every call first: sent, no answer.)
+                Answer::Unknown | Answer::InCall { .. } => encode::error(
                     to,
                     b"TIMEOUT no answer from the primary of this key in time; the command may have run",
                 ),
