@@ -7,13 +7,11 @@ use bytes::{BufMut, BytesMut};
 
 use crate::{Frame, Version};
 
-/// Writes `n` in decimal.
+/// The decimal digits of `n`, written at the end of `tmp`.
 #[inline]
-pub fn put_decimal(buf: &mut BytesMut, n: i64) {
-    let mut tmp = [0u8; 20];
+pub fn decimal(n: u64, tmp: &mut [u8; 20]) -> &[u8] {
     let mut i = tmp.len();
-    let neg = n < 0;
-    let mut v = n.unsigned_abs();
+    let mut v = n;
     loop {
         i -= 1;
         tmp[i] = b'0' + (v % 10) as u8;
@@ -22,10 +20,16 @@ pub fn put_decimal(buf: &mut BytesMut, n: i64) {
             break;
         }
     }
-    if neg {
+    &tmp[i..]
+}
+
+/// Writes `n` in decimal.
+#[inline]
+pub fn put_decimal(buf: &mut BytesMut, n: i64) {
+    if n < 0 {
         buf.put_u8(b'-');
     }
-    buf.put_slice(&tmp[i..]);
+    buf.put_slice(decimal(n.unsigned_abs(), &mut [0u8; 20]));
 }
 
 #[inline]

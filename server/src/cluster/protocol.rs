@@ -552,17 +552,7 @@ pub fn encode_forward_head(buf: &mut BytesMut, head: &ForwardHead, argc: usize) 
 /// Writes `n` in decimal into `out` at `at`; returns the end.
 fn put_u64(out: &mut [u8], at: usize, n: u64) -> usize {
     let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let digits = &tmp[i..];
+    let digits = encode::decimal(n, &mut tmp);
     out[at..at + digits.len()].copy_from_slice(digits);
     at + digits.len()
 }
