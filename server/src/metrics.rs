@@ -319,6 +319,12 @@ pub static STATS: &[Stat] = &[
     ),
     c(
         "cluster",
+        "rebalance_stale_fetches",
+        "Fetches of a key's newest state that a table change overlapped: not counted, the write fetched again.",
+        |s| s.rebalance.stale_fetches.load(Relaxed),
+    ),
+    c(
+        "cluster",
         "rebalance_held_requests",
         "Client requests held while their keys' newest state was fetched (importing or unsettled slot), or while \
          the table converged.",

@@ -736,7 +736,7 @@ impl Shared {
     pub fn converging_until_ms(&self) -> u64 {
         let g = &self.config.gossip;
         let detection = (g.probe_period + g.probe_rtt + g.suspect).as_millis() as u64;
-        self.table_changed_ms.load(Relaxed).saturating_add(2 * detection)
+        crate::cluster::coordinate::converging_until_ms(self.table_changed_ms.load(Relaxed), detection)
     }
 
     fn without_me(&self, t: &Topology) -> Topology {

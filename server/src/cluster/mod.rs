@@ -33,6 +33,10 @@
 //!   majority side of a partition), and settles only after comparing
 //!   with enough of them.
 //!
+//! - [`coordinate`]: whether a node runs a request (the join gate, the
+//!   minority, a long absence), the keepers and quorum rules of a write,
+//!   and what happens to a forwarded request at both ends.
+//!
 //! - [`rebalance`]: which slot copies a node sends, and to whom, when the
 //!   slot table changes; which slots it may drop.
 //!
@@ -41,6 +45,7 @@
 
 pub mod absence;
 pub mod antientropy;
+pub mod coordinate;
 pub mod keepers;
 pub mod lifecycle;
 pub mod majority;

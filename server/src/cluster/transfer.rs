@@ -82,6 +82,8 @@ pub struct RebalanceState {
     pub read_through: AtomicU64,
     /// Writes that fetched their key from co-owners first (unsettled slot).
     pub settle_fetches: AtomicU64,
+    /// Fetches that a table change overlapped: not counted, fetched again.
+    pub stale_fetches: AtomicU64,
     /// Client requests held while their keys were fetched.
     pub held_requests: AtomicU64,
     /// Requests refused because a fetch before them got too few answers.
@@ -131,6 +133,7 @@ impl Default for RebalanceState {
             transfer_errors: AtomicU64::new(0),
             read_through: AtomicU64::new(0),
             settle_fetches: AtomicU64::new(0),
+            stale_fetches: AtomicU64::new(0),
             held_requests: AtomicU64::new(0),
             fetch_refusals: AtomicU64::new(0),
             slots_handed_off: AtomicU64::new(0),
@@ -152,13 +155,24 @@ impl RebalanceState {
         lock(&self.checked).contains(key)
     }
 
-    /// Remembers that a write fetched `key` already (bounded: cleared when full).
-    pub fn mark_checked(&self, key: Vec<u8>) {
+    /// Remembers that a write fetched `key` already (bounded: cleared when
+    /// full), if no slot was marked unsettled since the fetch began (at
+    /// [`RebalanceState::unsettle_gen`] `generation`): a fetch that
+    /// overlapped a table change asked the owners of the table before it
+    /// and may have missed the newest state; the write fetches again.
+    /// Returns whether it was remembered.
+    pub fn mark_checked(&self, key: Vec<u8>, generation: u64) -> bool {
         let mut c = lock(&self.checked);
+        // Under the lock: `unsettle` moves the generation before it
+        // clears, so a stale mark is either refused here or cleared there.
+        if self.unsettle_gen.load(Acquire) != generation {
+            return false;
+        }
         if c.len() >= CHECKED_MAX {
             c.clear(); // bounded: a key fetched again costs one round trip
         }
         c.insert(key);
+        true
     }
 
     /// Whether this node still has a copy of `slot` to send (and confirm).
@@ -409,6 +423,19 @@ impl RebalanceState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fetch_that_a_table_change_overlapped_counts_for_nothing() {
+        let r = RebalanceState::default();
+        let before = r.unsettle_gen();
+        r.unsettle([7]);
+        assert!(!r.mark_checked(b"k".to_vec(), before), "asked by the table before the change");
+        assert!(!r.checked(b"k"));
+        assert!(r.mark_checked(b"k".to_vec(), r.unsettle_gen()));
+        assert!(r.checked(b"k"));
+        r.unsettle([8]);
+        assert!(!r.checked(b"k"), "a change forgets what was fetched");
+    }
     fn topo(names: &[&str], me: &str) -> Topology {
         Topology::for_test(names, me)
     }

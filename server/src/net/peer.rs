@@ -30,6 +30,7 @@ use super::batch::{BATCH_REQUESTS_MAX, Batch};
 use super::exec::{Env, Exec};
 use super::link::nonce;
 use super::unix_ms;
+use crate::cluster::coordinate::{Receive, receive_forward};
 use crate::cluster::protocol::{self, Lateness, PeerError, Reply, Request};
 use crate::cluster::replication::{LinkKey, Op, ReadState, hex, proof_eq};
 use crate::command::ConnState;
@@ -411,34 +412,34 @@ fn handle(exec: &mut Exec, env: &mut Env<'_>, at: Here<'_>, args: Args<'_>) {
         Request::Read { key, .. } => Reply::State(env.shared.store.with_key(key, env.now_ms, |k| ReadState::of(k))),
         Request::Forward { head, command } => {
             let slot = forward_slot(command);
-            if late.expired(head.deadline, mono_ms, env.now_ms) {
-                // The forwarding node has answered -TIMEOUT already: running
-                // it now could undo writes acknowledged since.
-                env.shared.metrics.forwards_expired.fetch_add(1, Relaxed);
-                Reply::Error(PeerError::Expired)
-            } else if slot.is_some_and(|s| blocked.contains(&s)) {
-                // An earlier request of this slot in this batch was refused
-                // for the moment: its sender sends it again, then this one;
-                // running this one now would reorder the client's pipeline
-                // (SET k 1 refused, SET k 2 run, SET k 1 run again).
-                Reply::Error(PeerError::Other(bytes::Bytes::from_static(
-                    b"TRYAGAIN an earlier request of this slot was refused for the moment (kept in order)",
-                )))
-            } else if head.table != env.shared.topology().digest {
-                // The sender routed by another member set: both views are
-                // still converging (the sender retries shortly).
-                blocked.extend(slot);
-                Reply::Error(PeerError::TableDiffers)
-            } else {
-                env.conn.resp = if head.resp3 { Version::Resp3 } else { Version::Resp2 };
-                env.conn.share = head.share;
-                let before = exec.out.len();
-                exec.run(env, command);
-                env.conn.share = false;
-                if exec.out.get(before..).is_some_and(|r| r.starts_with(b"-TRYAGAIN")) {
-                    blocked.extend(slot);
+            let expired = late.expired(head.deadline, mono_ms, env.now_ms);
+            let slot_blocked = slot.is_some_and(|s| blocked.contains(&s));
+            let same_table = head.table == env.shared.topology().digest;
+            match receive_forward(expired, slot_blocked, same_table) {
+                Receive::Expired => {
+                    env.shared.metrics.forwards_expired.fetch_add(1, Relaxed);
+                    Reply::Error(PeerError::Expired)
                 }
-                return;
+                // Running it now would reorder the client's pipeline (SET k
+                // 1 refused, SET k 2 run, SET k 1 run again).
+                Receive::KeepOrder => Reply::Error(PeerError::Other(bytes::Bytes::from_static(
+                    b"TRYAGAIN an earlier request of this slot was refused for the moment (kept in order)",
+                ))),
+                Receive::TableDiffers => {
+                    blocked.extend(slot);
+                    Reply::Error(PeerError::TableDiffers)
+                }
+                Receive::Run => {
+                    env.conn.resp = if head.resp3 { Version::Resp3 } else { Version::Resp2 };
+                    env.conn.share = head.share;
+                    let before = exec.out.len();
+                    exec.run(env, command);
+                    env.conn.share = false;
+                    if exec.out.get(before..).is_some_and(|r| r.starts_with(b"-TRYAGAIN")) {
+                        blocked.extend(slot);
+                    }
+                    return;
+                }
             }
         }
         Request::SlotDone { slot, keepers } => {

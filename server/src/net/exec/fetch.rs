@@ -3,13 +3,10 @@
 //! peer's is answered `-TRYAGAIN` (its forwarding node sends it again)
 //! while the fetch runs after the batch.
 
+use crate::cluster::coordinate::{HOLD_ROUNDS_MAX, Step, fetch_step, keepers_step};
 use crate::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, verdict_with_keepers};
 
 use super::*;
-
-/// Requests a held request may be fetched for before it is refused (the
-/// slot's owners kept changing under it).
-const HOLD_ROUNDS_MAX: u32 = 3;
 
 impl Exec {
     /// What `args` must fetch before it runs here, key by key with its slot.
@@ -55,32 +52,23 @@ impl Exec {
             if !r.is_unsettled(slot) || !t.table.owners(slot).contains(&t.me) {
                 continue;
             }
-            if let Some(s) = r.keepers_short(slot, t, env.shared.config.write_quorum) {
-                if env.now_ms < env.shared.converging_until_ms() {
-                    // Right after a table change this is more likely a
-                    // member the table does not list yet than a failure:
-                    // a client's request waits for the table to move (once),
-                    // a forwarded one is sent again by its forwarding node.
-                    if env.conn.peer {
-                        rejected(env, spec);
-                        encode::error(&mut self.out, b"TRYAGAIN this key's slot table is still settling; retry");
-                        return true;
-                    }
-                    if !self.keepers_waited {
-                        self.keepers_hold = Some(env.shared.topology_version());
-                        return true;
-                    }
+            let short = r.keepers_short(slot, t, env.shared.config.write_quorum);
+            let converging = env.now_ms < env.shared.converging_until_ms();
+            match keepers_step(slot, short, converging, env.conn.peer, self.keepers_waited) {
+                Step::Go => {}
+                Step::Hold => {
+                    // A client's request waits for the table to move (once).
+                    self.keepers_hold = Some(env.shared.topology_version());
+                    return true;
                 }
-                r.keeper_refusals.fetch_add(1, Relaxed);
-                rejected(env, spec);
-                let text = format!(
-                    "CLUSTERDOWN slot {slot}'s writes were last held by members of which only {} of the {} needed \
-                     are in this node's table (failed together, or across a partition): writes wait until they \
-                     are back (not run)",
-                    s.have, s.need
-                );
-                encode::error(&mut self.out, text.as_bytes());
-                return true;
+                Step::Refuse(refusal) => {
+                    if !refusal.retryable() {
+                        r.keeper_refusals.fetch_add(1, Relaxed);
+                    }
+                    rejected(env, spec);
+                    encode::error(&mut self.out, &refusal.text());
+                    return true;
+                }
             }
         }
         false
@@ -109,23 +97,24 @@ impl Exec {
         let deadline = Instant::now() + shared.config.replication_timeout;
         let version = shared.topology_version();
         let verdicts = fetch_keys(shared, &fetches, deadline).await;
+        let converging = crate::process::unix_ms() < shared.converging_until_ms();
         for ((slot, _), v) in fetches.iter().zip(&verdicts) {
-            if matches!(v, Verdict::KeepersShort(_))
-                && !self.keepers_waited
-                && crate::process::unix_ms() < shared.converging_until_ms()
-            {
-                // A co-owner still misses members its table lists (as
-                // right after a change: members learn of each other at
-                // different moments): wait for the table to move, as for
-                // this node's own keepers ([`Exec::keepers_refused`]),
-                // then fetch again (the caller runs the request again).
-                self.keepers_waited = true;
-                wait_for_table(shared, version).await;
-                return Ok(());
-            }
-            if let Some(text) = v.refusal(*slot) {
-                shared.rebalance.fetch_refusals.fetch_add(1, Relaxed);
-                return Err(text);
+            match fetch_step(*slot, v, converging, false, self.keepers_waited) {
+                Step::Go => {}
+                Step::Hold => {
+                    // A co-owner still misses members its table lists (as
+                    // right after a change: members learn of each other at
+                    // different moments): wait for the table to move, as
+                    // for this node's own keepers ([`Exec::keepers_refused`]),
+                    // then fetch again (the caller runs the request again).
+                    self.keepers_waited = true;
+                    wait_for_table(shared, version).await;
+                    return Ok(());
+                }
+                Step::Refuse(r) => {
+                    shared.rebalance.fetch_refusals.fetch_add(1, Relaxed);
+                    return Err(String::from_utf8_lossy(&r.text()).into_owned());
+                }
             }
         }
         Ok(())
@@ -225,6 +214,8 @@ const ASK_AGAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(25
 /// fetch's verdict; a key whose verdict is [`Verdict::Fetched`] is
 /// remembered as fetched until its slot's owners change again.
 pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadline: Instant) -> Vec<Verdict> {
+    // A table change during the fetch voids it (see `mark_checked`).
+    let generation = shared.rebalance.unsettle_gen();
     // answered[f][m]: member m of fetch f answered.
     let mut answered: Vec<Vec<bool>> = fetches.iter().map(|(_, f)| vec![false; f.from.len()]).collect();
     // short[f][m]: member m cannot reach the keepers of fetch f's slot
@@ -295,8 +286,10 @@ pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadli
     let mut verdicts = Vec::with_capacity(fetches.len());
     for (((_, f), answered), short) in fetches.iter().zip(&answered).zip(&short) {
         let v = verdict_with_keepers(f, answered, short, shared.config.write_quorum);
-        if v == Verdict::Fetched {
-            shared.rebalance.mark_checked(f.key.clone());
+        if v == Verdict::Fetched && !shared.rebalance.mark_checked(f.key.clone(), generation) {
+            // Asked by the table before: the request runs again and
+            // fetches by the table of now.
+            shared.rebalance.stale_fetches.fetch_add(1, Relaxed);
         }
         verdicts.push(v);
     }

@@ -2,6 +2,7 @@
 //! when that member refused it for the moment.
 
 use super::*;
+use crate::cluster::coordinate::{Attempt, Target, resend_target, retry_fits, retry_forward};
 
 impl Exec {
     /// Sends `args` to member `m` as `RC.FWD v mode deadline table args...`.
@@ -214,6 +215,8 @@ impl Exec {
         let mut sent_and_lost = false;
         // Requests held for an unreachable primary (each counted once).
         let mut held: Vec<bool> = Vec::new();
+        // Rounds of sending again so far (the pause grows with them).
+        let mut tries = 0;
         loop {
             sent_and_lost |= self.await_calls(forward_deadline).await;
             for (i, a) in self.answers.iter_mut().enumerate() {
@@ -243,25 +246,30 @@ impl Exec {
             // is reconnecting): send again, all together, within the
             // deadline, to the slot's primary of then, so the client sees
             // latency instead of the cluster's own transition.
-            let mut pause = UNREACHABLE_PAUSE;
+            let minority = shared.minority().is_some();
+            let mut pause_ms: Option<u64> = None;
             let again: Vec<usize> = (0..self.answers.len())
                 .filter(|&i| {
-                    let retry = match &self.answers[i] {
+                    let attempt = match &self.answers[i] {
                         a if a.replies().and_then(<[Bytes]>::first).is_some_and(|b| refused_for_now(b)) => {
-                            pause = RETRY_PAUSE;
-                            true
+                            Attempt::Answered { refused_for_now: true }
                         }
-                        // (A minority keeps its table: nothing to wait for.)
-                        Answer::Unreachable => shared.minority().is_none(),
-                        _ => false,
+                        Answer::Unreachable => Attempt::Unsent,
+                        _ => return false,
                     };
-                    retry && self.resend.get(i).is_some_and(Option::is_some)
+                    let Some(p) = retry_forward(attempt, minority, tries) else { return false };
+                    let resendable = self.resend.get(i).is_some_and(Option::is_some);
+                    if resendable {
+                        pause_ms = Some(pause_ms.map_or(p, |q| q.min(p)));
+                    }
+                    resendable
                 })
                 .collect();
             let again = self.with_later_reads(again);
-            if again.is_empty() || Instant::now() + pause * 2 >= forward_deadline {
+            let left_ms = forward_deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
+            let Some(pause_ms) = pause_ms.filter(|&p| !again.is_empty() && retry_fits(0, p, left_ms)) else {
                 break;
-            }
+            };
             for &i in &again {
                 if matches!(self.answers[i], Answer::Unreachable) {
                     held.resize(self.answers.len(), false);
@@ -270,21 +278,19 @@ impl Exec {
                     }
                 }
             }
-            tokio::time::sleep(pause).await;
+            tries += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
             let t = shared.topology();
             for i in again {
                 let Some(Some(r)) = self.resend.get(i) else { continue };
-                let link = match r.slot {
-                    Some(slot) => {
-                        let p = t.table.owners(slot)[0];
-                        if p == t.me {
-                            // This node became the slot's primary: run it
-                            // here, as the primary runs a peer's forward.
-                            self.answers[i] = self.run_as_primary(shared, i).await;
-                            continue;
-                        }
-                        shared.links.get(&t.nodes[usize::from(p)].name)
+                let link = match r.slot.map(|slot| resend_target(&t, slot)) {
+                    Some(Target::Here) => {
+                        // This node became the slot's primary: run it here,
+                        // as the primary runs a peer's forward.
+                        self.answers[i] = self.run_as_primary(shared, i).await;
+                        continue;
                     }
+                    Some(Target::Member(p)) => shared.links.get(&t.nodes[usize::from(p)].name),
                     None => Some(r.link.clone()),
                 };
                 if let Some(Ok(rx)) = link.map(|l| l.try_call(r.request(t.digest), 1, true)) {

@@ -2,6 +2,7 @@
 
 use super::forward::refused_for_now;
 use super::*;
+use crate::cluster::coordinate::{Step, fetch_step};
 
 impl Exec {
     pub(super) fn emit(&self, c: &Chunk, to: &mut BytesMut, acked: &HashMap<Arc<str>, bool>, shared: &Shared) {
@@ -9,6 +10,23 @@ impl Exec {
             Chunk::Ready(a, b) => to.extend_from_slice(&self.out[*a..*b]),
             Chunk::Read(r) => to.extend_from_slice(&self.out[r.reply.0..r.reply.1]),
             Chunk::Bytes(b) => to.extend_from_slice(b),
+            Chunk::Fetching { reply, fetches } => {
+                let converging = crate::process::unix_ms() < shared.converging_until_ms();
+                let refusal = (fetches.0..fetches.1).find_map(|i| {
+                    let (slot, verdict) = (self.fetches[i].0, self.verdicts.get(i)?);
+                    match fetch_step(slot, verdict, converging, true, false) {
+                        Step::Refuse(r) if !r.retryable() => Some(r),
+                        _ => None,
+                    }
+                });
+                match refusal {
+                    Some(r) => {
+                        shared.rebalance.fetch_refusals.fetch_add(1, Relaxed);
+                        encode::error(to, &r.text());
+                    }
+                    None => to.extend_from_slice(&self.out[reply.0..reply.1]),
+                }
+            }
             Chunk::Forward(i) => match &self.answers[*i] {
                 a @ (Answer::Replies(_) | Answer::One(_)) => {
                     let r = a.replies().unwrap_or_default();
@@ -37,10 +55,7 @@ impl Exec {
                 ),
             },
             Chunk::Quorum { reply, items } => {
-                let short = self.items[items.0..items.1].iter().find_map(|it| {
-                    let have = 1 + it.replicas.iter().filter(|r| acked.get(*r).copied().unwrap_or(false)).count();
-                    (have < it.need).then_some((have, it.need))
-                });
+                let short = self.items[items.0..items.1].iter().find_map(|it| it.short(acked));
                 match short {
                     None => to.extend_from_slice(&self.out[reply.0..reply.1]),
                     Some((have, need)) => {

@@ -1,6 +1,7 @@
 //! Requests this node coordinates: reads (with read-through and quorum
 //! reads) and writes (fetch first, quorum precheck, replicated items).
 
+use crate::cluster::coordinate::quorum_reachable;
 use crate::cluster::settle::Source;
 
 use super::*;
@@ -65,9 +66,18 @@ impl Exec {
             } else {
                 b"TRYAGAIN this key is moving to this node; retry"
             };
+            // Its reply waits for the fetch: a fetch that fails refuses it
+            // for good instead (`coordinate::fetch_step`).
+            let first = self.fetches.len();
             self.fetches.extend(fetches);
             rejected(env, spec);
+            self.seal();
+            let start = self.out.len();
             encode::error(&mut self.out, text);
+            let reply = (start, self.out.len());
+            self.chunks.push(Chunk::Fetching { reply, fetches: (first, self.fetches.len()) });
+            self.mark = reply.1;
+            self.deferred = true;
             return;
         }
         // Replicas of each key and the quorum; refuse before running when
@@ -87,14 +97,10 @@ impl Exec {
                 reachable += usize::from(link.is_some_and(|l| l.reachable()));
                 replicas.push(name.clone());
             }
-            if reachable < need {
+            if let Err(refusal) = quorum_reachable(slot, need, reachable) {
                 env.shared.metrics.quorum_failures.fetch_add(1, Relaxed);
                 rejected(env, spec);
-                let text = format!(
-                    "CLUSTERDOWN not enough owners of slot {slot} are reachable for the write quorum \
-                     (need {need}, reachable {reachable})"
-                );
-                encode::error(&mut self.out, text.as_bytes());
+                encode::error(&mut self.out, &refusal.text());
                 return;
             }
             plans.push(KeyPlan { key, slot, replicas, need });

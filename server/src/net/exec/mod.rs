@@ -41,6 +41,7 @@ use ringcache_protocol::{Args, Frame, Version, decode_frame, encode, key_slot};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
+use crate::cluster::coordinate::{Admit, Gate, Refusal, admit};
 use crate::cluster::lifecycle::Phase;
 use crate::cluster::protocol::{Deadline, ForwardHead, Kind, Reply as PeerReply, Request, encode_forward_head};
 use crate::cluster::replication::{ReadState, encode_current, quorum};
@@ -63,11 +64,10 @@ pub struct Env<'a> {
     pub now_ms: u64,
 }
 
-/// Pause before a forwarded request refused with `-TRYAGAIN` is sent again.
-const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(3);
-/// Pause before a forwarded request whose primary was unreachable is tried
-/// again (failure detection takes hundreds of milliseconds).
-const UNREACHABLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+/// Pause before a request whose primary was unreachable is tried again
+/// (failure detection takes hundreds of milliseconds).
+const UNREACHABLE_PAUSE: std::time::Duration =
+    std::time::Duration::from_millis(crate::cluster::coordinate::UNREACHABLE_PAUSE_MS);
 
 fn rejected(env: &mut Env<'_>, spec: &Spec) {
     if let Some(i) = command::lookup(spec.name.as_bytes()) {
@@ -139,6 +139,13 @@ enum Chunk {
     Read(Box<QuorumRead>),
     /// A reply settled in `finish` (a repaired read).
     Bytes(Bytes),
+    /// A member's forward answered `-TRYAGAIN` (`reply`) while the keys
+    /// `fetches` of [`Exec::fetches`] are fetched: the reply stands unless
+    /// a fetch failed, which refuses it.
+    Fetching {
+        reply: (usize, usize),
+        fetches: (usize, usize),
+    },
 }
 
 #[derive(Debug)]
@@ -305,8 +312,10 @@ pub struct Exec {
     items: Vec<Item>,
     peers: Peers,
     /// Keys of forwarded requests answered -TRYAGAIN, to fetch (with
-    /// their slots) before the batch's replies go out.
+    /// their slots) before the batch's replies go out, and how each
+    /// fetch ended.
     fetches: Vec<(u16, Fetch)>,
+    verdicts: Vec<crate::cluster::settle::Verdict>,
     /// Keys the request just run is held for (a client's request on an
     /// importing or unsettled slot); see [`Exec::fetch_held`].
     hold: Vec<(u16, Fetch)>,
@@ -394,63 +403,51 @@ impl Exec {
 
     /// Runs one request: here, or wherever its plan says.
     pub fn run(&mut self, env: &mut Env<'_>, args: Args<'_>) {
-        if env.conn.topology(env.shared).nodes.len() < 2 {
-            let awaiting = env.shared.lifecycle.phase() == Phase::AwaitingSeed;
-            if (env.conn.peer || awaiting)
-                && let Some(spec) = command::precheck(env.conn, env.shared, args)
-                && spec.first_key > 0
-            {
-                // A member forwarded a key here while this node does not
-                // know it has members yet, or a client asked for one
-                // before any seed answered: it holds none of their data.
-                let text: &[u8] = if env.conn.peer {
-                    b"TRYAGAIN this node has not joined the cluster's table yet"
-                } else {
-                    if env.shared.config.seeds.is_empty() {
-                        b"CLUSTERDOWN this node has not joined its cluster yet (it waits --founding-wait-ms for members \
-                          that may remember it)"
-                    } else {
-                        b"CLUSTERDOWN this node has not joined its cluster yet (no seed has answered)"
-                    }
-                };
-                encode::error(&mut self.out, text);
+        let members = env.conn.topology(env.shared).nodes.len();
+        if members >= 2 {
+            // A node that was stopped long enough to be declared down may
+            // be running a request it read on waking: unsettle before it
+            // runs.
+            env.shared.notice_pause(env.now_ms);
+        }
+        let spec = command::precheck(env.conn, env.shared, args);
+        let write = spec.is_some_and(|s| s.write);
+        let gate = Gate {
+            members,
+            awaiting_seed: env.shared.lifecycle.phase() == Phase::AwaitingSeed,
+            seeded: !env.shared.config.seeds.is_empty(),
+            from_peer: env.conn.peer,
+            keyed: spec.is_some_and(|s| s.first_key > 0),
+            write,
+            minority: if members >= 2 { env.shared.minority() } else { None },
+            minority_refuses_reads: env.shared.config.minority_refuses_reads,
+            returning: write && members >= 2 && env.shared.returning(env.now_ms),
+        };
+        match admit(&gate) {
+            Admit::Alone => {
+                let ran = self.execute_here(env, args);
+                if ran.is_some_and(|spec| spec.write) && !env.conn.peer {
+                    env.shared.lifecycle.wrote_alone();
+                }
                 return;
             }
-            let ran = self.execute_here(env, args);
-            if ran.is_some_and(|spec| spec.write) && !env.conn.peer {
-                env.shared.lifecycle.wrote_alone();
+            Admit::Refuse(r) => {
+                match r {
+                    Refusal::Minority { .. } => env.shared.metrics.minority_refusals.fetch_add(1, Relaxed),
+                    Refusal::Returning => env.shared.metrics.returning_refusals.fetch_add(1, Relaxed),
+                    _ => 0,
+                };
+                if let Some(spec) = spec {
+                    rejected(env, spec);
+                }
+                encode::error(&mut self.out, &r.text());
+                return;
             }
-            return;
+            Admit::Cluster => {}
         }
-        // A node that was stopped long enough to be declared down may be
-        // running a request it read on waking: unsettle before it runs.
-        env.shared.notice_pause(env.now_ms);
-        let Some(spec) = command::precheck(env.conn, env.shared, args) else {
+        let Some(spec) = spec else {
             return self.run_here(env, args);
         };
-        if let Some((seen, of)) = env.shared.minority()
-            && (spec.write || (spec.first_key > 0 && env.shared.config.minority_refuses_reads))
-        {
-            env.shared.metrics.minority_refusals.fetch_add(1, Relaxed);
-            rejected(env, spec);
-            let text = format!(
-                "CLUSTERDOWN this node sees {seen} of the {of} members of its slot table (the minority side of a \
-                 partition): {} refused until most are back (not run)",
-                if spec.write { "writes are" } else { "reads are" }
-            );
-            encode::error(&mut self.out, text.as_bytes());
-            return;
-        }
-        if spec.write && env.shared.returning(env.now_ms) {
-            env.shared.metrics.returning_refusals.fetch_add(1, Relaxed);
-            rejected(env, spec);
-            encode::error(
-                &mut self.out,
-                b"CLUSTERDOWN this node is returning from an absence longer than the tombstone grace: writes are \
-                  refused until it has rejoined (not run)",
-            );
-            return;
-        }
         let t = env.conn.topology(env.shared).clone();
         // On the minority side reads of keys this node holds are answered
         // from its copy (as after READONLY): their primary may be across
@@ -588,7 +585,7 @@ impl Exec {
         let timeout = shared.config.replication_timeout;
         let deadline = Instant::now() + timeout;
         if !self.fetches.is_empty() {
-            fetch_keys(shared, &std::mem::take(&mut self.fetches), deadline).await;
+            self.verdicts = fetch_keys(shared, &self.fetches, deadline).await;
         }
         // A forwarded write waits for its own quorum at the primary first.
         let forward_deadline = deadline + timeout;
@@ -609,6 +606,8 @@ impl Exec {
         self.calls.clear();
         self.resend.clear();
         self.items.clear();
+        self.fetches.clear();
+        self.verdicts.clear();
         // The ops sent keep their chunk alive until acknowledged; this
         // connection keeps none while it waits for its next batch.
         self.ops_buf = BytesMut::new();

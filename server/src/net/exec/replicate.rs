@@ -46,9 +46,19 @@ impl Exec {
     }
 
     pub(super) fn quorums_met(&self, acked: &HashMap<Arc<str>, bool>) -> bool {
-        self.items.iter().all(|it| {
-            it.need <= 1
-                || 1 + it.replicas.iter().filter(|r| acked.get(*r).copied().unwrap_or(false)).count() >= it.need
-        })
+        self.items.iter().all(|it| it.short(acked).is_none())
+    }
+}
+
+impl Item {
+    /// `None` when the owners that hold this item (this node and the
+    /// replicas in `acked` that acknowledged) make its quorum, else
+    /// (have, need).
+    pub(super) fn short(&self, acked: &HashMap<Arc<str>, bool>) -> Option<(usize, usize)> {
+        if self.need <= 1 {
+            return None;
+        }
+        let n = self.replicas.iter().filter(|r| acked.get(*r).copied().unwrap_or(false)).count();
+        crate::cluster::coordinate::quorum_short(self.need, n)
     }
 }
