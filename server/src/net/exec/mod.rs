@@ -410,11 +410,19 @@ impl Exec {
             // runs.
             env.shared.notice_pause(env.now_ms);
         }
-        let spec = command::precheck(env.conn, env.shared, args);
+        let awaiting_seed = env.shared.lifecycle.phase() == Phase::AwaitingSeed;
+        // Alone, only a peer's or an awaiting node's request needs its
+        // command looked up before it runs (the single-node path looks
+        // it up once, in `execute`).
+        let spec = if members >= 2 || env.conn.peer || awaiting_seed {
+            command::precheck(env.conn, env.shared, args)
+        } else {
+            None
+        };
         let write = spec.is_some_and(|s| s.write);
         let gate = Gate {
             members,
-            awaiting_seed: env.shared.lifecycle.phase() == Phase::AwaitingSeed,
+            awaiting_seed,
             seeded: !env.shared.config.seeds.is_empty(),
             from_peer: env.conn.peer,
             keyed: spec.is_some_and(|s| s.first_key > 0),
