@@ -60,7 +60,7 @@ use ringcache_protocol::{Limits, RequestParser, SLOT_COUNT, key_slot};
 use ringcache_server::cluster::antientropy::Divergence;
 use ringcache_server::cluster::coordinate::{
     Admit, Attempt, Gate, HOLD_ROUNDS_MAX, Receive, Refusal, Step, Target, admit, converging_until_ms, fetch_step,
-    keepers_step, quorum_short, receive_forward, resend_target, retry_fits, retry_forward,
+    keepers_step, quorum_short, receive_forward, resend_target, retry_forward, retry_pause,
 };
 use ringcache_server::cluster::keepers::Keepers;
 use ringcache_server::cluster::lifecycle::{Event, Lifecycle, Phase};
@@ -73,6 +73,7 @@ use ringcache_server::cluster::rebalance::{Plan, add_newcomer_copies, imports, p
 use ringcache_server::cluster::replication::{ReadState, encode_current, encode_del, encode_put, parse_op, quorum};
 use ringcache_server::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, owners_changed, verdict_with_keepers};
 use ringcache_server::cluster::topology::{NodeInfo, Topology};
+use ringcache_server::cluster::transfer::RebalanceState;
 use ringcache_server::config::GossipTiming;
 use ringcache_server::net::gossip::{foca_config, suspicion_refuted};
 use ringcache_server::store::{Incoming, SHARD_COUNT, Store};
@@ -535,13 +536,10 @@ struct Node {
     /// Left gracefully; its process ends at the `Ev::Exit` due.
     leaving: bool,
     view: View,
-    /// Unsettled slots (`RebalanceState`'s bits), how many, and the
-    /// marking generation.
-    unsettled: Vec<bool>,
-    unsettled_n: usize,
-    unsettle_gen: u64,
-    /// Keys fetched since the last marking.
-    checked: BTreeSet<Vec<u8>>,
+    /// The shell's `RebalanceState`, for its unsettled slots, marking
+    /// generation and keys fetched since (its imports and keepers are
+    /// still kept here).
+    rb: RebalanceState,
     fetches: BTreeMap<u64, PendingFetch>,
     /// Slot -> (generation, co-owners still to answer) of this node's
     /// anti-entropy comparisons as primary.
@@ -599,10 +597,7 @@ impl Node {
             mono_offset_ms: 0,
             leaving: false,
             view: View::new(&format!("n{i}")),
-            unsettled: vec![false; usize::from(SLOT_COUNT)],
-            unsettled_n: 0,
-            unsettle_gen: 0,
-            checked: BTreeSet::new(),
+            rb: RebalanceState::default(),
             fetches: BTreeMap::new(),
             ae_pending: BTreeMap::new(),
             keepers: Keepers::default(),
@@ -620,29 +615,6 @@ impl Node {
         now_ms(now) < converging_until_ms(now_ms(self.changed_at), detection)
     }
 
-    /// `RebalanceState::unsettle`.
-    fn unsettle(&mut self, slots: impl IntoIterator<Item = u16>) {
-        self.unsettle_gen += 1;
-        self.checked.clear();
-        for slot in slots {
-            let bit = &mut self.unsettled[usize::from(slot)];
-            if !*bit {
-                *bit = true;
-                self.unsettled_n += 1;
-            }
-        }
-    }
-
-    /// `RebalanceState::settle`.
-    fn settle(&mut self, slot: u16, generation: u64) -> bool {
-        let bit = &mut self.unsettled[usize::from(slot)];
-        if self.unsettle_gen == generation && *bit {
-            *bit = false;
-            self.unsettled_n -= 1;
-        }
-        self.unsettle_gen == generation
-    }
-
     /// `RebalanceState::settle_compared`: a primary's slot compared with
     /// every co-owner (and the members in `compared`) settles only if
     /// they include enough keepers.
@@ -652,7 +624,7 @@ impl Node {
         if sabotage != Sabotage::NoKeepers && !self.keepers.covered_by(slot, &topo, matched, W) {
             return;
         }
-        if self.settle(slot, generation) {
+        if self.rb.settle(slot, generation) {
             self.keepers.settled(slot, &topo);
         }
     }
@@ -1081,9 +1053,7 @@ impl Sim {
         n.mono_offset_ms = mono_offset;
         n.leaving = false;
         n.view = View::new(&n.name);
-        n.unsettled = vec![false; usize::from(SLOT_COUNT)];
-        n.unsettled_n = 0;
-        n.checked.clear();
+        n.rb = RebalanceState::default();
         n.fetches.clear();
         n.ae_pending.clear();
         n.keepers = Keepers::default();
@@ -1157,7 +1127,7 @@ impl Sim {
             // Declared down: the others moved on without this node (as
             // `net::gossip`).
             if matches!(note, OwnedNotification::Defunct | OwnedNotification::Rejoin(_)) {
-                self.nodes[i].unsettle(0..SLOT_COUNT);
+                self.nodes[i].rb.unsettle(0..SLOT_COUNT);
                 if self.quiet {
                     self.stats.quiet_rejoins += 1;
                 }
@@ -1331,7 +1301,7 @@ impl Sim {
         n.keepers.on_table(&old, &new, &graceful, newcomer);
         let changed = owners_changed(&last, &new);
         if !changed.is_empty() {
-            n.unsettle(changed);
+            n.rb.unsettle(changed);
         }
         n.topo = new.clone();
         if new.nodes.len() > 1 {
@@ -1701,10 +1671,10 @@ impl Sim {
         let minority = n.minority.is_some();
         let Some(f) = n.forwards.get_mut(&id) else { return };
         let again = retry_forward(attempt, minority, f.tries)
-            .filter(|&pause_ms| retry_fits(self.now / MS, pause_ms, f.until / MS));
+            .and_then(|pause_ms| retry_pause(self.now / MS, pause_ms, f.until / MS));
         match again {
             Some(pause_ms) => {
-                f.tries += 1;
+                f.tries += u32::from(attempt != Attempt::Unsent);
                 self.stats.forwards_again += 1;
                 let life = n.life;
                 self.at(self.now + pause_ms * MS, Ev::ForwardAgain { node: i, life, id });
@@ -1756,7 +1726,7 @@ impl Sim {
         // only across a partition, or on members that failed
         // (`cluster::keepers`, as `net::exec::fetch`).
         let n = &self.nodes[i];
-        if n.unsettled[usize::from(slot)] && self.sabotage != Sabotage::NoKeepers {
+        if n.rb.is_unsettled(slot) && self.sabotage != Sabotage::NoKeepers {
             let short = n.keepers.short(slot, &n.topo, W);
             match keepers_step(slot, short, n.converging(self.now), origin != Origin::Client, held) {
                 Step::Go => {}
@@ -1778,10 +1748,10 @@ impl Sim {
         // (`net::exec::local`, `finish`), and sent again.
         let n = &self.nodes[i];
         let state = KeyState {
-            unsettled: n.unsettled[usize::from(slot)],
+            unsettled: n.rb.is_unsettled(slot),
             importing_from: n.imports.get(&slot).map(|s| Arc::from(s.as_str())),
             here: n.store.with_key(&key, now_ms, |k| k.exists() || k.tombstone().is_some()),
-            fetched: n.checked.contains(&key),
+            fetched: n.rb.checked(&key),
         };
         if let Some(fetch) = fetch_for(&n.topo, slot, &key, &state, true) {
             if origin == Origin::Client && round >= HOLD_ROUNDS_MAX {
@@ -1794,7 +1764,7 @@ impl Sim {
             let answered = vec![false; targets.len()];
             let n = &mut self.nodes[i];
             let short = answered.clone();
-            let generation = n.unsettle_gen;
+            let generation = n.rb.unsettle_gen();
             n.fetches
                 .insert(id, PendingFetch { op, origin, held, generation, fetch, answered, short, round: round + 1 });
             let life = n.life;
@@ -1836,7 +1806,7 @@ impl Sim {
         self.oracle.written.insert((key.clone(), version), value.clone());
         self.touched.push((i, key.clone()));
         let n = &self.nodes[i];
-        let how = if n.unsettled[usize::from(slot)] {
+        let how = if n.rb.is_unsettled(slot) {
             format!(
                 " (unsettled, keepers {:?}, fetched from {:?})",
                 n.keepers.of(slot),
@@ -1882,9 +1852,8 @@ impl Sim {
         // A fetch that a table change overlapped asked the owners of the
         // table before: not counted (`RebalanceState::mark_checked`; seed
         // 134 lost an increment without it, found 2026-12-08).
-        let n = &mut self.nodes[i];
-        if verdict == Verdict::Fetched && n.unsettle_gen == pf.generation {
-            n.checked.insert(pf.fetch.key.clone());
+        if verdict == Verdict::Fetched {
+            self.nodes[i].rb.mark_checked(pf.fetch.key.clone(), pf.generation);
         }
         let slot = key_slot(&pf.fetch.key);
         let from_peer = pf.origin != Origin::Client;
@@ -1964,7 +1933,7 @@ impl Sim {
         if !n.imports.is_empty() || self.sabotage.no_anti_entropy() {
             return;
         }
-        let generation = n.unsettle_gen;
+        let generation = n.rb.unsettle_gen();
         if n.topo.nodes.len() < 2 {
             // Alone: no co-owner can hold anything newer (unless the
             // slot's keepers failed).
@@ -1991,7 +1960,7 @@ impl Sim {
             }
             if owners.first() != Some(&topo.me) {
                 // Writes run at the primary only: nothing to settle here.
-                self.nodes[i].settle(slot, generation);
+                self.nodes[i].rb.settle(slot, generation);
                 continue;
             }
             let digest = self.nodes[i].store.slot_digests(&[slot])[0];
@@ -2001,7 +1970,7 @@ impl Sim {
                 owners.iter().skip(1).map(|&o| index_of(&topo.table.members[usize::from(o)].name)).collect();
             let n = &mut self.nodes[i];
             // Keepers no longer owners are compared too (they only give).
-            let beyond: BTreeSet<usize> = if n.unsettled[usize::from(slot)] {
+            let beyond: BTreeSet<usize> = if n.rb.is_unsettled(slot) {
                 n.keepers
                     .beyond_owners(slot, &topo)
                     .iter()
@@ -2012,7 +1981,7 @@ impl Sim {
             };
             let left = co_owners.union(&beyond).copied().collect();
             n.ae_pending.insert(slot, PendingAe { generation, left, compared: BTreeSet::new() });
-            let unsettled = n.unsettled[usize::from(slot)];
+            let unsettled = n.rb.is_unsettled(slot);
             let settled = !unsettled && n.keepers.current(slot, &topo);
             for to in co_owners {
                 self.send(i, to, Msg::AeOffer { slot, digest, table, reqs: reqs.clone(), settled, unsettled });
@@ -2648,7 +2617,7 @@ impl Sim {
         let mut out = Vec::new();
         for i in self.up_nodes() {
             let n = &self.nodes[i];
-            if n.unsettled_n == 0 {
+            if n.rb.unsettled() == 0 {
                 continue;
             }
             // Only the slots of the key universe: anti-entropy here visits
@@ -2657,7 +2626,7 @@ impl Sim {
                 .filter(|&s| {
                     // The bit of a slot no longer owned here is left over and
                     // unused (a write is not coordinated here).
-                    n.unsettled[usize::from(s)]
+                    n.rb.is_unsettled(s)
                         && n.topo.table.owners(s).contains(&n.topo.me)
                         && !self.keepers_short_somewhere(s)
                 })
@@ -2695,7 +2664,7 @@ impl Sim {
                 format!(
                     "{}: owners {owners:?}{}, keepers {:?}{}{}",
                     n.name,
-                    if n.unsettled[usize::from(slot)] { " unsettled" } else { "" },
+                    if n.rb.is_unsettled(slot) { " unsettled" } else { "" },
                     n.keepers.of(slot),
                     if n.keepers.short(slot, &n.topo, W).is_some() { " SHORT" } else { "" },
                     n.ae_pending.get(&slot).map(|p| format!(", waiting for {:?}", p.left)).unwrap_or_default()

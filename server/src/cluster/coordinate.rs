@@ -11,7 +11,7 @@
 //!   runs (enough owners reachable) and after (enough acknowledged).
 //! - [`receive_forward`]: what a primary does with a forwarded request
 //!   (run it, or refuse it for now or for good).
-//! - [`retry_forward`], [`retry_fits`], [`resend_target`]: what the
+//! - [`retry_forward`], [`retry_pause`], [`resend_target`]: what the
 //!   forwarding node does with a refused or unsent forward.
 //!
 //! Every refusal is a [`Refusal`]: its Redis-style text, and whether the
@@ -342,10 +342,13 @@ pub fn retry_forward(a: Attempt, minority: bool, tries: u32) -> Option<u64> {
     }
 }
 
-/// Whether a retry after `pause_ms` still fits before `deadline_ms`
-/// (with room for its answer).
-pub fn retry_fits(now_ms: u64, pause_ms: u64, deadline_ms: u64) -> bool {
-    now_ms + 2 * pause_ms < deadline_ms
+/// The pause before a retry that leaves as much time again for its
+/// answer before `deadline_ms`: `pause_ms`, shortened near the deadline,
+/// or `None` once not even [`RETRY_PAUSE_MS`] fits.
+pub fn retry_pause(now_ms: u64, pause_ms: u64, deadline_ms: u64) -> Option<u64> {
+    let left = deadline_ms.saturating_sub(now_ms);
+    let pause = pause_ms.min(left.saturating_sub(1) / 2);
+    (pause >= RETRY_PAUSE_MS).then_some(pause)
 }
 
 /// Where a forward of a key of `slot` is sent again.
@@ -449,7 +452,9 @@ mod tests {
         assert_eq!(retry_forward(Attempt::Unsent, false, 3), Some(UNREACHABLE_PAUSE_MS));
         assert_eq!(retry_forward(Attempt::Unsent, true, 0), None);
         assert_eq!(retry_forward(Attempt::Lost, false, 0), None);
-        assert!(retry_fits(100, 3, 107));
-        assert!(!retry_fits(100, 3, 106));
+        assert_eq!(retry_pause(100, 3, 107), Some(3));
+        assert_eq!(retry_pause(100, 3, 106), None);
+        assert_eq!(retry_pause(0, 96, 100), Some(49), "shortened, not dropped, near the deadline");
+        assert_eq!(retry_pause(0, 20, 1000), Some(20));
     }
 }

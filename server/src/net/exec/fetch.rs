@@ -1,7 +1,8 @@
 //! Fetching keys' newest state before a request runs on them (the rules
 //! are `cluster::settle`'s): a client's request is held meanwhile; a
-//! peer's is answered `-TRYAGAIN` (its forwarding node sends it again)
-//! while the fetch runs after the batch.
+//! peer's fetch runs after the batch, and its reply is `-TRYAGAIN` (its
+//! forwarding node sends it again) unless the fetch failed
+//! (`coordinate::fetch_step`: then the fetch's refusal).
 
 use crate::cluster::coordinate::{HOLD_ROUNDS_MAX, Step, fetch_step, keepers_step};
 use crate::cluster::settle::{Fetch, KeyState, Verdict, fetch_for, verdict_with_keepers};
@@ -96,7 +97,7 @@ impl Exec {
         shared.rebalance.held_requests.fetch_add(1, Relaxed);
         let deadline = Instant::now() + shared.config.replication_timeout;
         let version = shared.topology_version();
-        let verdicts = fetch_keys(shared, &fetches, deadline).await;
+        let verdicts = fetch_keys(shared, &fetches, deadline, self.hold_gen).await;
         let converging = crate::process::unix_ms() < shared.converging_until_ms();
         for ((slot, _), v) in fetches.iter().zip(&verdicts) {
             match fetch_step(*slot, v, converging, false, self.keepers_waited) {
@@ -212,10 +213,15 @@ const ASK_AGAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(25
 /// refused it for the moment, is asked again until then), applies the
 /// states they answer, and returns each
 /// fetch's verdict; a key whose verdict is [`Verdict::Fetched`] is
-/// remembered as fetched until its slot's owners change again.
-pub(super) async fn fetch_keys(shared: &Shared, fetches: &[(u16, Fetch)], deadline: Instant) -> Vec<Verdict> {
-    // A table change during the fetch voids it (see `mark_checked`).
-    let generation = shared.rebalance.unsettle_gen();
+/// remembered as fetched until its slot's owners change again — if no
+/// slot was marked unsettled since `generation`, read before the table
+/// the fetches were planned on (`Exec::run_gen`; see `mark_checked`).
+pub(super) async fn fetch_keys(
+    shared: &Shared,
+    fetches: &[(u16, Fetch)],
+    deadline: Instant,
+    generation: u64,
+) -> Vec<Verdict> {
     // answered[f][m]: member m of fetch f answered.
     let mut answered: Vec<Vec<bool>> = fetches.iter().map(|(_, f)| vec![false; f.from.len()]).collect();
     // short[f][m]: member m cannot reach the keepers of fetch f's slot

@@ -2,7 +2,7 @@
 //! when that member refused it for the moment.
 
 use super::*;
-use crate::cluster::coordinate::{Attempt, Target, resend_target, retry_fits, retry_forward};
+use crate::cluster::coordinate::{Attempt, Target, resend_target, retry_forward, retry_pause};
 
 impl Exec {
     /// Sends `args` to member `m` as `RC.FWD v mode deadline table args...`.
@@ -215,8 +215,9 @@ impl Exec {
         let mut sent_and_lost = false;
         // Requests held for an unreachable primary (each counted once).
         let mut held: Vec<bool> = Vec::new();
-        // Rounds of sending again so far (the pause grows with them).
-        let mut tries = 0;
+        // Per answer: times it was refused for the moment and sent again
+        // (its pause grows with them).
+        let mut tries: Vec<u32> = Vec::new();
         loop {
             sent_and_lost |= self.await_calls(forward_deadline).await;
             for (i, a) in self.answers.iter_mut().enumerate() {
@@ -247,6 +248,7 @@ impl Exec {
             // deadline, to the slot's primary of then, so the client sees
             // latency instead of the cluster's own transition.
             let minority = shared.minority().is_some();
+            tries.resize(self.answers.len(), 0);
             let mut pause_ms: Option<u64> = None;
             let again: Vec<usize> = (0..self.answers.len())
                 .filter(|&i| {
@@ -257,7 +259,8 @@ impl Exec {
                         Answer::Unreachable => Attempt::Unsent,
                         _ => return false,
                     };
-                    let Some(p) = retry_forward(attempt, minority, tries) else { return false };
+                    let Some(p) = retry_forward(attempt, minority, tries[i]) else { return false };
+                    tries[i] += u32::from(attempt != Attempt::Unsent);
                     let resendable = self.resend.get(i).is_some_and(Option::is_some);
                     if resendable {
                         pause_ms = Some(pause_ms.map_or(p, |q| q.min(p)));
@@ -267,7 +270,7 @@ impl Exec {
                 .collect();
             let again = self.with_later_reads(again);
             let left_ms = forward_deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
-            let Some(pause_ms) = pause_ms.filter(|&p| !again.is_empty() && retry_fits(0, p, left_ms)) else {
+            let Some(pause_ms) = pause_ms.filter(|_| !again.is_empty()).and_then(|p| retry_pause(0, p, left_ms)) else {
                 break;
             };
             for &i in &again {
@@ -278,7 +281,6 @@ impl Exec {
                     }
                 }
             }
-            tries += 1;
             tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
             let t = shared.topology();
             for i in again {

@@ -11,10 +11,9 @@ impl Exec {
             Chunk::Read(r) => to.extend_from_slice(&self.out[r.reply.0..r.reply.1]),
             Chunk::Bytes(b) => to.extend_from_slice(b),
             Chunk::Fetching { reply, fetches } => {
-                let converging = crate::process::unix_ms() < shared.converging_until_ms();
                 let refusal = (fetches.0..fetches.1).find_map(|i| {
                     let (slot, verdict) = (self.fetches[i].0, self.verdicts.get(i)?);
-                    match fetch_step(slot, verdict, converging, true, false) {
+                    match fetch_step(slot, verdict, self.fetch_converging, true, false) {
                         Step::Refuse(r) if !r.retryable() => Some(r),
                         _ => None,
                     }

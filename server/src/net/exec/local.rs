@@ -51,9 +51,9 @@ impl Exec {
         // A write must see its keys' current state (INCR, APPEND, SET NX,
         // DEL...): where a slot is importing or unsettled, its keys are
         // fetched first (`cluster::settle`). A client's request was held
-        // for that in `run`; a forwarded one is answered -TRYAGAIN (its
-        // forwarding node sends it again, within its deadline) and the
-        // fetch runs after this batch.
+        // for that in `run`; a forwarded one's fetch runs after this
+        // batch, then it is answered -TRYAGAIN (its forwarding node sends
+        // it again, within its deadline) or the fetch's refusal.
         if self.keepers_refused(env, spec, args, t) {
             return;
         }
@@ -70,6 +70,8 @@ impl Exec {
             // for good instead (`coordinate::fetch_step`).
             let first = self.fetches.len();
             self.fetches.extend(fetches);
+            // The oldest generation of the batch's fetches (it only grows).
+            self.fetch_gen.get_or_insert(self.run_gen);
             rejected(env, spec);
             self.seal();
             let start = self.out.len();

@@ -316,6 +316,14 @@ pub struct Exec {
     /// fetch ended.
     fetches: Vec<(u16, Fetch)>,
     verdicts: Vec<crate::cluster::settle::Verdict>,
+    /// The unsettle generation before the table of the batch's first
+    /// fetch, and whether the table was converging when they ended.
+    fetch_gen: Option<u64>,
+    fetch_converging: bool,
+    /// The unsettle generation read before the table of the request
+    /// running, and of the held request (see `fetch_keys`).
+    run_gen: u64,
+    hold_gen: u64,
     /// Keys the request just run is held for (a client's request on an
     /// importing or unsettled slot); see [`Exec::fetch_held`].
     hold: Vec<(u16, Fetch)>,
@@ -403,6 +411,9 @@ impl Exec {
 
     /// Runs one request: here, or wherever its plan says.
     pub fn run(&mut self, env: &mut Env<'_>, args: Args<'_>) {
+        // Before the table: a fetch planned on it counts only if nothing
+        // was marked unsettled since (`RebalanceState::mark_checked`).
+        self.run_gen = env.shared.rebalance.unsettle_gen();
         let members = env.conn.topology(env.shared).nodes.len();
         if members >= 2 {
             // A node that was stopped long enough to be declared down may
@@ -473,6 +484,7 @@ impl Exec {
             let fetches = self.fetches_for(env, spec, args, &t);
             if !fetches.is_empty() {
                 self.hold = fetches;
+                self.hold_gen = self.run_gen;
                 return;
             }
         }
@@ -593,7 +605,9 @@ impl Exec {
         let timeout = shared.config.replication_timeout;
         let deadline = Instant::now() + timeout;
         if !self.fetches.is_empty() {
-            self.verdicts = fetch_keys(shared, &self.fetches, deadline).await;
+            let generation = self.fetch_gen.take().unwrap_or(0);
+            self.verdicts = fetch_keys(shared, &self.fetches, deadline, generation).await;
+            self.fetch_converging = crate::process::unix_ms() < shared.converging_until_ms();
         }
         // A forwarded write waits for its own quorum at the primary first.
         let forward_deadline = deadline + timeout;
